@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent setup of a fresh Debian 12 machine for PVC development, tests and the lab.
+# Installs the Debian packages the code and the tests use, then a venv at .venv made from /usr/bin/python3 with
+# --system-site-packages (python3-rados/rbd and python3-libvirt exist only as Debian packages), then this project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  python3 python3-venv python3-pip python3-dev gcc pkg-config
+  python3-rados python3-rbd python3-libvirt python3-psycopg2 python3-cryptography
+  ceph-common
+)
+
+export DEBIAN_FRONTEND=noninteractive
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+echo "== apt: ${#PACKAGES[@]} packages"
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+
+VENV=${PVC_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+  echo "== venv: $VENV"
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+echo "== pip install -e .[test]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "== setup done"

@@ -1,0 +1,52 @@
+"""The `pvc` command: a Click group whose subcommand groups load only when used, so `pvc --help` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+# name -> "module:attribute" of each command group. Modules load on first use.
+GROUPS = {
+    "config": ("pvc.cli.config", "config", "Validate, create, inspect cluster.toml files (offline)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *GROUPS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in GROUPS:
+            module, attr, _ = GROUPS[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, GROUPS[name][2]) for name in sorted(GROUPS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="pvc", prog_name="pvc")
+def cli() -> None:
+    """PVC: manage a PVC virtualization cluster."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: never shows a traceback unless PVC_DEBUG=1."""
+    try:
+        return cli.main(args=argv, prog_name="pvc", standalone_mode=True)
+    except Exception as exc:  # a bug: say so in one line
+        if os.environ.get("PVC_DEBUG") == "1":
+            raise
+        click.echo(f"pvc: internal error: {type(exc).__name__}: {exc} (set PVC_DEBUG=1 for details)", err=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Writing the image to disks, PXE, and the local lab."""

@@ -1,0 +1,1 @@
+"""Everything that runs on a node: config discovery, formation, cluster state, the node daemon."""
