@@ -431,6 +431,12 @@ def patroni_timing(cfg: ClusterFile) -> Iterator[Finding]:
             f"ttl {p.ttl}s is outside the session timeouts ZooKeeper grants with tick_time_ms "
             f"{zk.tick_time_ms} ({low:g}-{high:g}s); change ttl or zookeeper.tick_time_ms",
         )
+    if not 2 * zk.tick_time_ms <= zk.session_timeout_ms <= 20 * zk.tick_time_ms:
+        yield Finding(
+            ("zookeeper", "session_timeout_ms"),
+            f"session_timeout_ms {zk.session_timeout_ms} is outside what ZooKeeper grants with tick_time_ms "
+            f"{zk.tick_time_ms} ({2 * zk.tick_time_ms}-{20 * zk.tick_time_ms} ms)",
+        )
     if p.loop_wait + 2 * p.retry_timeout > p.ttl:
         yield Finding(
             ("patroni", "ttl"),

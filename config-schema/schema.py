@@ -271,16 +271,19 @@ class Ceph(Model):
 
 class ZooKeeper(Model):
     heap: Size = 512 * 1024**2
-    tick_time_ms: Annotated[int, Field(ge=100, le=10000)] = 2000
+    tick_time_ms: Annotated[int, Field(ge=100, le=10000)] = 1000
+    session_timeout_ms: Annotated[
+        int, Field(ge=200, le=200000, description="pvcd's ZooKeeper session; how fast a dead primary is replaced")
+    ] = 3000
     init_limit: Annotated[int, Field(ge=1, le=100)] = 10
     sync_limit: Annotated[int, Field(ge=1, le=100)] = 5
     client_port: Port = 2181
 
 
 class Patroni(Model):
-    ttl: Annotated[int, Field(ge=2, le=600, description="leader lock lifetime, seconds")] = 30
-    loop_wait: Annotated[int, Field(ge=1, le=300)] = 10
-    retry_timeout: Annotated[int, Field(ge=1, le=300)] = 10
+    ttl: Annotated[int, Field(ge=2, le=600, description="leader lock lifetime, seconds")] = 20
+    loop_wait: Annotated[int, Field(ge=1, le=300)] = 5
+    retry_timeout: Annotated[int, Field(ge=1, le=300)] = 5
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1048576
     postgres_port: Port = 5432
     rest_port: Port = 8008

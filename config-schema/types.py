@@ -27,6 +27,7 @@ _SSH_KEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
+_TZ_RE = re.compile(r"^[A-Za-z0-9_+-]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,2}$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 
@@ -157,8 +158,10 @@ def parse_timezone(value: Any) -> str:
 
     text = _need_str(value, 'a time zone like "Europe/Berlin" or "UTC"')
     try:
+        if not _TZ_RE.match(text):
+            raise ValueError(text)
         ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f'\'{text}\' is not a known time zone (expected an IANA name like "Europe/Berlin" or "UTC")'
         ) from None

@@ -256,13 +256,18 @@ def test_fencing_without_ipmi_names_the_node(p3):
 
 
 def test_patroni_ttl_outside_zookeeper_session_limits(p3):
-    err = only_error(p3 + "\n[zookeeper]\ntick_time_ms = 500\n")  # 1-10 s sessions; default ttl 30 s
+    err = only_error(p3 + "\n[zookeeper]\ntick_time_ms = 500\n")  # 1-10 s sessions; default ttl 20 s
     assert err.key == "patroni.ttl" and "1-10s" in err.message
 
 
 def test_patroni_ttl_below_loop_wait_and_retries(p3):
-    err = only_error(p3 + "\n[patroni]\nttl = 20\n")
-    assert "loop_wait + 2 × retry_timeout = 30s" in err.message
+    err = only_error(p3 + "\n[patroni]\nttl = 10\n")
+    assert "loop_wait + 2 × retry_timeout = 15s" in err.message
+
+
+def test_zookeeper_session_timeout_within_tick_limits(p3):
+    err = only_error(p3 + "\n[zookeeper]\nsession_timeout_ms = 30000\n")
+    assert err.key == "zookeeper.session_timeout_ms" and "2000-20000 ms" in err.message
 
 
 def test_dhcp_range_outside_subnet_and_gateway_inside_range(p5):

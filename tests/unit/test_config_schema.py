@@ -80,6 +80,8 @@ def test_literal_lists_accepted_values(p3):
         ("d8:d3:85:00:00:03", "d8:d3:85:00:00", "not a MAC address"),
         ("d8:d3:85:00:00:03", "01:00:5e:00:00:03", "multicast"),
         ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "not a known time zone"),
+        ('timezone = "Europe/Berlin"', 'timezone = "' + "x" * 300 + '"', "not a known time zone"),  # found by fuzzing
+        ('timezone = "Europe/Berlin"', 'timezone = "../../etc/passwd"', "not a known time zone"),
         ('osd_memory_target = "4G"', 'osd_memory_target = "lots"', "not a size"),
         ('osd_memory_target = "4G"', 'osd_memory_target = "100M"', "at least 939524096"),
         ('name = "hv3"', 'name = "HV_3"', "not a valid node name"),
