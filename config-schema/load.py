@@ -272,7 +272,7 @@ def _file_references(config: ClusterFile, source: SourceMap, base_dir: FsPath | 
     for path, ref in refs:
         resolved = resolve_file(ref, base_dir)
         line, column = source.locate(path)
-        if not resolved.is_file():
+        if not _is_file(resolved):
             problems.append(
                 Problem(
                     key_string(path),
@@ -294,6 +294,13 @@ def _file_references(config: ClusterFile, source: SourceMap, base_dir: FsPath | 
                     )
                 )
     return problems
+
+
+def _is_file(path: FsPath) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or a NUL byte
+        return False
 
 
 def resolve_file(ref: str, base_dir: FsPath | None) -> FsPath:

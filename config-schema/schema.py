@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pvc.config.types import (
     Asn,
     Domain,
+    FilePath,
     Hostname,
     IfName,
     IPv4,
@@ -56,7 +57,7 @@ class Cluster(Model):
     join_key: Annotated[str | None, Field(description="64 hex characters (256 bits); every secret derives from it")] = (
         None
     )
-    join_key_file: Annotated[str | None, Field(description="path to a file holding the join key")] = None
+    join_key_file: Annotated[FilePath | None, Field(description="path to a file holding the join key")] = None
     dns_servers: list[IPv4] = []
     ntp_servers: list[str] = []
     description: str = ""
@@ -169,7 +170,7 @@ class Ipmi(Model):
     address: Annotated[str, Field(min_length=1, description="BMC IP address or resolvable name")]
     username: Annotated[str, Field(min_length=1)]
     password: str | None = None
-    password_file: str | None = None
+    password_file: FilePath | None = None
     interface: Literal["lanplus", "lan"] = "lanplus"
     port: Port = 623
 
@@ -292,7 +293,7 @@ class Patroni(Model):
 class ApiKey(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     key: Annotated[str | None, Field(min_length=16)] = None
-    key_file: str | None = None
+    key_file: FilePath | None = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")] = None
 
     @model_validator(mode="after")
@@ -304,8 +305,8 @@ class ApiKey(Model):
 class Api(Model):
     port: Port = 7370
     workers: Annotated[int, Field(ge=1, le=64)] = 2
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
     keys: list[ApiKey] = []
 
     @model_validator(mode="after")

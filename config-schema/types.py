@@ -168,6 +168,13 @@ def parse_timezone(value: Any) -> str:
     return text
 
 
+def parse_file_path(value: Any) -> str:
+    text = _need_str(value, "a file path")
+    if not text or "\0" in text or len(text) > 1024 or any(len(part) > 255 for part in text.split("/")):
+        raise ValueError("not a usable file path (1-1024 characters, no NUL, each name at most 255 characters)")
+    return text
+
+
 def parse_asn(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected an AS number as an integer, got {toml_type(value)}")
@@ -199,6 +206,7 @@ Domain = Annotated[str, BeforeValidator(parse_domain), _str_schema()]
 IfName = Annotated[str, BeforeValidator(parse_ifname), _str_schema(_IFNAME_RE.pattern)]
 SshKey = Annotated[str, BeforeValidator(parse_ssh_key), _str_schema()]
 TimeZone = Annotated[str, BeforeValidator(parse_timezone), _str_schema()]
+FilePath = Annotated[str, BeforeValidator(parse_file_path), _str_schema(description="relative to cluster.toml")]
 Asn = Annotated[
     int, BeforeValidator(parse_asn), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 4294967294})
 ]

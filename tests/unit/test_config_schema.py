@@ -94,6 +94,13 @@ def test_scalar_types_say_what_they_accept(p3, old, new, needle):
     assert needle in err.message
 
 
+def test_file_references_must_be_usable_paths(p3):
+    err = one(
+        p3.replace('password = "example-change-me"', 'password_file = "' + "x" * 300 + '"', 1)
+    )  # found by fuzzing
+    assert err.key == "nodes[0].ipmi.password_file" and "not a usable file path" in err.message
+
+
 def test_join_key_inline_or_file_not_both(p3):
     err = one(p3.replace('timezone = "Europe/Berlin"', 'timezone = "Europe/Berlin"\njoin_key_file = "k"'))
     assert err.key == "cluster" and "only one of" in err.message
