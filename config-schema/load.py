@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from pvc.config.checks import Finding, run_checks
 from pvc.config.locate import Path, SourceMap
 from pvc.config.schema import JOIN_KEY_RE, SCHEMA_VERSION, ClusterFile
 from pvc.config.types import toml_type
-from pydantic import BaseModel, ValidationError
 
 MAX_BYTES = 4 * 1024 * 1024
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from pvc.config.types import (
     Asn,
     Domain,
@@ -25,7 +27,6 @@ from pvc.config.types import (
     SshKey,
     TimeZone,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 JOIN_KEY_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pvc.config.load import Problem, load_text
 
 

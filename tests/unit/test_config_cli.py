@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from pvc.cli.main import cli
 from pvc.config.load import load
-
 from tests.conftest import EXAMPLES
 
 

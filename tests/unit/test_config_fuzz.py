@@ -15,8 +15,8 @@ import tomllib
 import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pvc.config.load import load_bytes, load_text
 
+from pvc.config.load import load_bytes, load_text
 from tests.conftest import EXAMPLES
 
 EXAMPLE_NAMES = ["production-3node", "production-5node", "lab-3node", "lab-1node"]

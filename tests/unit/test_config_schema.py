@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pvc.config.load import accepted_keys, key_string, load_text
 from pvc.config.schema import ClusterFile
 

@@ -7,6 +7,7 @@ import sys
 import uuid
 
 import pytest
+
 from pvc.config import secrets
 
 KEY_A = "ab" * 32

@@ -1,0 +1,1 @@
+"""First-boot formation: one module per service. Each renders its files with a pure function of the config."""

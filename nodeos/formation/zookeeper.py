@@ -1,0 +1,89 @@
+"""ZooKeeper: zoo.cfg, myid and the server command, rendered from cluster.toml (pure functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pvc.config.schema import ClusterFile, Node
+
+CLASSPATH = ":".join(
+    [
+        "/etc/zookeeper/conf_example",
+        "/usr/share/java/zookeeper.jar",  # its manifest names the rest of the class path
+        "/usr/share/java/slf4j-log4j12.jar",
+        "/usr/share/java/log4j-1.2.jar",
+    ]
+)
+QUORUM_PORT = 2888
+ELECTION_PORT = 3888
+
+
+@dataclass(frozen=True)
+class ZkParams:
+    data_dir: str
+    client_address: str
+    client_port: int = 2181
+    tick_time_ms: int = 1000
+    init_limit: int = 10
+    sync_limit: int = 5
+    servers: list[tuple[int, str]] = field(default_factory=list)  # (id, address); empty = standalone
+    server_id: int | None = None
+    heap_bytes: int = 512 * 1024**2
+
+
+def params_for(cfg: ClusterFile, node: Node, data_dir: str) -> ZkParams:
+    zk = cfg.zookeeper
+    return ZkParams(
+        data_dir=data_dir,
+        client_address=str(node.ip.cluster),
+        client_port=zk.client_port,
+        tick_time_ms=zk.tick_time_ms,
+        init_limit=zk.init_limit,
+        sync_limit=zk.sync_limit,
+        servers=[(n.id, str(n.ip.cluster)) for n in cfg.coordinators],
+        server_id=node.id,
+        heap_bytes=zk.heap,
+    )
+
+
+def render_cfg(p: ZkParams) -> str:
+    # maxSessionTimeout stays at ZooKeeper's default (20 ticks), which the config checks rely on.
+    lines = [
+        f"tickTime={p.tick_time_ms}",
+        f"initLimit={p.init_limit}",
+        f"syncLimit={p.sync_limit}",
+        f"dataDir={p.data_dir}",
+        f"clientPort={p.client_port}",
+        f"clientPortAddress={p.client_address}",
+        "admin.enableServer=false",
+        "4lw.commands.whitelist=srvr,stat,ruok,mntr",
+        "autopurge.snapRetainCount=5",
+        "autopurge.purgeInterval=1",
+    ]
+    if len(p.servers) > 1:
+        lines += [f"server.{sid}={addr}:{QUORUM_PORT}:{ELECTION_PORT}" for sid, addr in p.servers]
+    return "\n".join(lines) + "\n"
+
+
+def render_myid(p: ZkParams) -> str | None:
+    return f"{p.server_id}\n" if len(p.servers) > 1 and p.server_id is not None else None
+
+
+def command(cfg_path: str, p: ZkParams) -> list[str]:
+    heap_mib = max(64, p.heap_bytes // 1024**2)
+    return [
+        "java",
+        f"-Xmx{heap_mib}m",
+        "-XX:+UseSerialGC",
+        "-Dzookeeper.root.logger=INFO,CONSOLE",
+        "-Dzookeeper.log.dir=" + p.data_dir,
+        "-cp",
+        CLASSPATH,
+        "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+        cfg_path,
+    ]
+
+
+def hosts(cfg: ClusterFile) -> str:
+    """The client connection string: every coordinator's cluster IP."""
+    return ",".join(f"{n.ip.cluster}:{cfg.zookeeper.client_port}" for n in cfg.coordinators)

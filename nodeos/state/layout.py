@@ -1,0 +1,79 @@
+"""The ZooKeeper key layout, declared once. Nothing else in PVC spells a path.
+
+Every record is one znode holding JSON (models.py gives its shape). Bump SCHEMA_VERSION and add a migration in
+migrations.py whenever a path or a record changes incompatibly.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+ROOT = "/pvc"
+
+SCHEMA = f"{ROOT}/schema"  # {"version": int}
+CONFIG = f"{ROOT}/config"
+MAINTENANCE = f"{CONFIG}/maintenance"  # {"enabled": bool}
+ELECTION = f"{ROOT}/election"  # kazoo Election recipe: the primary coordinator
+PRIMARY = f"{ROOT}/primary"  # ephemeral {"node": str, "since": float}, written by the primary
+NODES = f"{ROOT}/nodes"
+VMS = f"{ROOT}/vms"
+LOCKS = f"{ROOT}/locks"
+FAULTS = f"{ROOT}/faults"
+FORMATION = f"{ROOT}/formation"
+TASKS = f"{ROOT}/tasks"
+NETWORKS = f"{ROOT}/networks"
+STORAGE = f"{ROOT}/storage"
+
+# Every path that must exist before the daemons run.
+BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
+
+
+def node(name: str) -> str:
+    return f"{NODES}/{name}"  # NodeRecord
+
+
+def node_keepalive(name: str) -> str:
+    return f"{NODES}/{name}/keepalive"  # Keepalive; its mtime (ZooKeeper's clock) is the liveness signal
+
+
+def node_alive(name: str) -> str:
+    return f"{NODES}/{name}/alive"  # ephemeral: exists while the node's pvcd holds a session
+
+
+def node_log(name: str) -> str:
+    return f"{NODES}/{name}/log"  # LogRing
+
+
+def vm(uuid: str) -> str:
+    return f"{VMS}/{uuid}"  # VmSpec: desired state, written by the API (and by the daemons' hand-offs)
+
+
+def vm_status(uuid: str) -> str:
+    return f"{VMS}/{uuid}/status"  # VmStatus: what the node running it observes
+
+
+def vm_console(uuid: str) -> str:
+    return f"{VMS}/{uuid}/console"  # LogRing of the serial console
+
+
+def lock(name: str) -> str:
+    return f"{LOCKS}/{name}"  # kazoo Lock recipes: "fence", "pools", ...
+
+
+def fault(fault_id: str) -> str:
+    return f"{FAULTS}/{fault_id}"  # Fault
+
+
+def formation(node_name: str) -> str:
+    return f"{FORMATION}/{node_name}"  # FormationProgress
+
+
+def task(task_id: str) -> str:
+    return f"{TASKS}/{task_id}"  # Task
+
+
+def network(vni: int) -> str:
+    return f"{NETWORKS}/{vni}"
+
+
+def storage(name: str) -> str:
+    return f"{STORAGE}/{name}"  # cluster-wide storage facts kept by the primary ("status", "pools", ...)

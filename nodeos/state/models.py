@@ -1,0 +1,145 @@
+"""The records stored in ZooKeeper, one pydantic model each (JSON on the wire).
+
+Records ignore unknown fields, so a daemon one version behind can still read what a newer one wrote during a
+rolling upgrade. The API reuses these models for its responses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pvc.nodeos.state.vmstate import State
+
+DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
+DomainState = Literal["ready", "flushing", "flushed", "unflushing"]
+Selector = Literal["mem", "memprov", "vcpus", "load", "vms"]
+MigrationMethod = Literal["live", "live-only", "shutdown"]
+ObservedState = Literal["running", "stopped", "starting", "stopping", "migrating", "failed"]
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FenceInfo(Record):
+    state: Literal["fencing", "off", "failed"]
+    message: str = ""
+    at: float = Field(default_factory=now)
+
+
+class NodeRecord(Record):
+    name: str
+    coordinator: bool = False
+    daemon_state: DaemonState = "init"
+    domain_state: DomainState = "ready"
+    fence: FenceInfo | None = None
+    pvc_version: str = ""
+    cpus: int = 0
+    kernel: str = ""
+    updated: float = Field(default_factory=now)
+
+
+class Keepalive(Record):
+    """Resources and running VMs of a node, written every keepalive interval. Memory in MiB."""
+
+    ts: float = Field(default_factory=now)
+    mem_total: int = 0
+    mem_used: int = 0
+    mem_free: int = 0
+    mem_allocated: int = 0
+    mem_provisioned: int = 0
+    cpus: int = 0
+    vcpus_allocated: int = 0
+    load: float = 0.0
+    running: list[str] = []
+
+
+class VmMeta(Record):
+    node_limit: list[str] = []
+    selector: Selector | None = None  # None: the cluster default (cluster.toml [migration] selector)
+    autostart: bool = False
+    migration_method: MigrationMethod | None = None  # None: the cluster default
+    max_downtime_ms: int | None = None
+    tags: list[str] = []
+
+
+class VmSpec(Record):
+    """What the cluster wants for one VM."""
+
+    uuid: str
+    name: str
+    xml: str
+    state: State = "stop"
+    node: str
+    last_node: str | None = None  # set by migrate (temporary), cleared by move; unmigrate returns there
+    memory_mib: int = 0
+    vcpus: int = 0
+    meta: VmMeta = VmMeta()
+    created: float = Field(default_factory=now)
+    updated: float = Field(default_factory=now)
+
+
+class VmStatus(Record):
+    """What the node that runs (or last ran) the VM observes."""
+
+    state: ObservedState = "stopped"
+    node: str | None = None
+    reason: str = ""
+    updated: float = Field(default_factory=now)
+
+
+class LogRing(Record):
+    lines: list[str] = []
+
+
+class Fault(Record):
+    id: str
+    kind: str
+    message: str
+    node: str | None = None
+    first: float = Field(default_factory=now)
+    last: float = Field(default_factory=now)
+    count: int = 1
+    acknowledged: bool = False
+
+
+class Task(Record):
+    id: str
+    kind: str
+    target: str
+    state: Literal["pending", "running", "succeeded", "failed"] = "pending"
+    progress: int = 0
+    total: int = 0
+    message: str = ""
+    created: float = Field(default_factory=now)
+    updated: float = Field(default_factory=now)
+
+
+class FormationStep(Record):
+    name: str
+    state: Literal["pending", "running", "done", "failed"] = "pending"
+    message: str = ""
+    updated: float = Field(default_factory=now)
+
+
+class FormationProgress(Record):
+    node: str
+    steps: list[FormationStep] = []
+    done: bool = False
+    updated: float = Field(default_factory=now)
+
+
+class Primary(Record):
+    node: str
+    since: float = Field(default_factory=now)
+
+
+class Maintenance(Record):
+    enabled: bool = False

@@ -1,0 +1,130 @@
+"""The cluster state layer against a real ZooKeeper."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from kazoo.exceptions import NoAuthError
+
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
+from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
+from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
+
+
+def spec(name: str = "vm1", node: str = "n1") -> VmSpec:
+    return VmSpec(uuid=str(uuid.uuid4()), name=name, xml="<domain/>", node=node, memory_mib=64, vcpus=1)
+
+
+def test_schema_created_then_migrated_then_too_new(state):
+    assert ensure_schema(state) == layout.SCHEMA_VERSION
+    calls = []
+    migrations = {layout.SCHEMA_VERSION: lambda st: calls.append("v1->v2")}
+    assert ensure_schema(state, migrations, target=layout.SCHEMA_VERSION + 1) == layout.SCHEMA_VERSION + 1
+    assert calls == ["v1->v2"] and state.schema_version() == layout.SCHEMA_VERSION + 1
+    with pytest.raises(SchemaTooNew, match="upgrade this node"):
+        ensure_schema(state)
+
+
+def test_define_is_one_transaction_and_names_are_unique(state):
+    a = spec("web")
+    state.define_vm(a)
+    assert state.vm(a.uuid).name == "web"
+    assert state.vm_status(a.uuid).state == "stopped"
+    assert state.children(layout.vm(a.uuid)) == ["console", "status"]
+    with pytest.raises(Conflict, match="named 'web'"):
+        state.define_vm(spec("web"))
+    with pytest.raises(Conflict, match="UUID"):
+        state.define_vm(a.model_copy(update={"name": "other"}))
+    assert state.find_vm("web").uuid == a.uuid and state.find_vm(a.uuid).name == "web"
+    state.remove_vm(a.uuid)
+    assert not state.zk.exists(layout.vm(a.uuid))
+    with pytest.raises(NotFound):
+        state.remove_vm(a.uuid)
+
+
+def test_compare_and_set_under_concurrent_writers(state):
+    a = spec()
+    state.define_vm(a)
+
+    def add_tags(prefix: str) -> None:
+        for i in range(20):
+            state.update_vm(
+                a.uuid,
+                lambda s, t=f"{prefix}{i}": s.model_copy(
+                    update={"meta": s.meta.model_copy(update={"tags": [*s.meta.tags, t]})}
+                ),
+            )
+
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(add_tags, p) for p in "abc"]:
+            future.result()  # re-raises a writer's exception
+    assert len(state.vm(a.uuid).meta.tags) == 60, "a concurrent update was lost"
+
+
+def test_keepalive_mtime_is_zookeeper_time(state):
+    first = state.write_keepalive("n1", Keepalive(mem_total=1024))
+    second = state.write_keepalive("n1", Keepalive(mem_total=2048))
+    record, mtime = state.keepalive("n1")
+    assert record.mem_total == 2048 and mtime == second >= first
+    assert state.keepalive("nobody") is None
+
+
+def test_nodes_and_update(state):
+    state.put(layout.node("n1"), NodeRecord(name="n1", coordinator=True))
+    state.update_node("n1", lambda n: n.model_copy(update={"daemon_state": "run"}))
+    assert [n.daemon_state for n in state.nodes()] == ["run"]
+
+
+def test_console_is_bounded(state):
+    a = spec()
+    state.define_vm(a)
+    state.append_console(a.uuid, [f"line {i}" for i in range(LOG_LINES + 500)])
+    lines = state.console(a.uuid)
+    assert len(lines) == LOG_LINES and lines[-1] == f"line {LOG_LINES + 499}"
+    state.append_console(a.uuid, ["x" * 300_000])  # one oversized line cannot blow the limit
+    assert sum(len(x) for x in state.console(a.uuid)) <= 256 * 1024
+
+
+def test_faults_count_and_clear(state):
+    state.raise_fault("dead-n2", "node-dead", "node n2 is dead", node="n2")
+    fault = state.raise_fault("dead-n2", "node-dead", "node n2 is still dead", node="n2")
+    assert fault.count == 2 and [f.id for f in state.faults()] == ["dead-n2"]
+    state.clear_fault("dead-n2")
+    assert state.faults() == []
+
+
+def test_tasks(state):
+    task = state.create_task("flush", "n1", total=3)
+    state.update_task(task.id, state="running", progress=1)
+    assert state.task(task.id).progress == 1 and state.task(task.id).state == "running"
+
+
+def test_status_not_written_for_removed_vm(state):
+    a = spec()
+    state.define_vm(a)
+    state.remove_vm(a.uuid)
+    state.set_vm_status(a.uuid, VmStatus(state="running", node="n1"))
+    assert not state.zk.exists(layout.vm(a.uuid))
+
+
+def test_lock_is_exclusive(state):
+    with state.lock("fence", "n1"), pytest.raises(Conflict):
+        other = ClusterState(state.zk)
+        with other.lock("fence", "n2", timeout=0.5):
+            pass
+
+
+def test_acl_refuses_clients_without_the_cluster_credentials(state, zookeeper):
+    state.set_maintenance(True)
+    assert state.maintenance()
+    stranger = make_client(zookeeper.hosts, timeout=5)
+    stranger.start(timeout=10)
+    try:
+        with pytest.raises(NoAuthError):
+            stranger.get(layout.MAINTENANCE)
+    finally:
+        stranger.stop()
+        stranger.close()
