@@ -40,6 +40,7 @@ class NodeRecord(Record):
     daemon_state: DaemonState = "init"
     domain_state: DomainState = "ready"
     fence: FenceInfo | None = None
+    task: str | None = None  # the flush/ready task this node is working on
     pvc_version: str = ""
     cpus: int = 0
     kernel: str = ""

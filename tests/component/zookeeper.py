@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -24,7 +25,8 @@ class ZooKeeper:
     def __init__(self, workdir: Path, address: str, port: int, netns: str | None = None, tick_ms: int = 500):
         self.address, self.port = address, port
         data = workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(data, ignore_errors=True)  # every ZooKeeper here starts empty
+        data.mkdir(parents=True)
         self.params = zkform.ZkParams(
             data_dir=str(data), client_address=address, client_port=port, tick_time_ms=tick_ms, heap_bytes=128 * 1024**2
         )

@@ -1,0 +1,62 @@
+"""`pvcd`, the node daemon: keepalive, coordinator election, VM controller, flush/ready, fencing."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    default="/run/pvc/cluster.toml",
+    show_default=True,
+    help="The cluster.toml this node booted with.",
+)
+@click.option("--node", "node_name", required=True, help="This node's name in cluster.toml.")
+@click.option("--state-dir", default="/var/lib/pvc", show_default=True)
+@click.option("--zookeeper", default=None, help="ZooKeeper hosts (default: the coordinators' cluster IPs).")
+@click.option("--libvirt-uri", default="qemu:///system", show_default=True)
+@click.option(
+    "--migration-uri",
+    default="qemu+tcp://{ip}/system",
+    show_default=True,
+    help="libvirt URI of a migration target; {ip} is its cluster IP.",
+)
+@click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def main(
+    config_path: str,
+    node_name: str,
+    state_dir: str,
+    zookeeper: str | None,
+    libvirt_uri: str,
+    migration_uri: str,
+    log_level: str,
+) -> None:
+    """Run this node's PVC daemon in the foreground."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+    from pvc.config.load import load
+
+    result = load(config_path)
+    if not result.valid:
+        for problem in result.errors:
+            click.echo(problem.format(config_path), err=True)
+        sys.exit(1)
+    cfg = result.config
+    assert cfg is not None
+    if node_name not in [n.name for n in cfg.nodes]:
+        click.echo(f"pvcd: no node '{node_name}' in {config_path}", err=True)
+        sys.exit(1)
+    from pvc.nodeos.daemon.service import Daemon, Options
+
+    opts = Options(
+        node=node_name, state_dir=state_dir, zookeeper=zookeeper, libvirt_uri=libvirt_uri, migration_uri=migration_uri
+    )
+    daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)
+    daemon.install_signals()
+    daemon.run()

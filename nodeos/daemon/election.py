@@ -1,0 +1,104 @@
+"""Coordinator election (kazoo's Election recipe). The primary holds the floating IPs and runs the fencer.
+
+Failover is driven by ZooKeeper sessions: when the primary's pvcd stops answering, its session expires after
+zookeeper.session_timeout_ms, its election node vanishes, and the next coordinator in line takes over. A primary
+that loses its own connection drops the floating IPs at once, before anyone else can take them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from kazoo.exceptions import KazooException, NodeExistsError
+from kazoo.protocol.states import KazooState
+
+from pvc.nodeos import netif
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.models import Primary
+from pvc.nodeos.state.store import encode
+
+if TYPE_CHECKING:
+    from pvc.nodeos.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class Election:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.me = daemon.node.name
+        self.is_primary = threading.Event()
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="election", daemon=True)
+
+    def start(self) -> None:
+        self.d.zk.add_listener(self._listener)
+        if self.d.zk.state == KazooState.CONNECTED:
+            self.connected.set()
+        # Addresses left over from a crashed run of this daemon must not linger next to the real primary's.
+        self._drop_floating_ips()
+        self.thread.start()
+
+    def _listener(self, state: KazooState) -> None:
+        if state == KazooState.CONNECTED:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    def _loop(self) -> None:
+        while not self.d.stopping.is_set():
+            if not self.connected.wait(timeout=0.5):
+                continue
+            election = self.d.zk.Election(layout.ELECTION, self.me)
+            try:
+                election.run(self._lead)
+            except KazooException as exc:
+                log.info("election interrupted: %s", exc)
+            except Exception:
+                log.exception("election failed")
+            with contextlib.suppress(Exception):
+                election.cancel()
+            self.d.stopping.wait(0.2)
+
+    def _lead(self) -> None:
+        log.warning("this node is now the primary coordinator")
+        self.is_primary.set()
+        try:
+            for device, address, prefix in netif.floating_ips(self.d.cfg):
+                netif.add_address(device, address, prefix)
+            self._claim()
+            interval = self.d.cfg.timers.keepalive_interval
+            while not self.d.stopping.is_set() and self.connected.is_set():
+                try:
+                    self.d.fencer.check(self.d.keepalive.zk_now_ms())
+                except Exception:
+                    log.exception("fencing pass failed")
+                self._claim()
+                self.connected.wait(0)  # re-check quickly below
+                self.d.stopping.wait(min(interval, 1.0))
+        finally:
+            self.is_primary.clear()
+            self._drop_floating_ips()
+            log.warning("this node is no longer the primary coordinator")
+
+    def _claim(self) -> None:
+        data = encode(Primary(node=self.me))
+        try:
+            self.d.zk.create(layout.PRIMARY, data, ephemeral=True)
+        except NodeExistsError:
+            _current, stat = self.d.zk.get(layout.PRIMARY)
+            if stat.ephemeralOwner != self.d.zk.client_id[0]:
+                # a previous primary's node that has not expired yet: take it over
+                with contextlib.suppress(KazooException):
+                    self.d.zk.delete(layout.PRIMARY)
+                    self.d.zk.create(layout.PRIMARY, data, ephemeral=True)
+
+    def _drop_floating_ips(self) -> None:
+        for device, address, prefix in netif.floating_ips(self.d.cfg):
+            netif.remove_address(device, address, prefix)
+
+    def stop(self) -> None:
+        self.thread.join(timeout=5)

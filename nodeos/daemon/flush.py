@@ -1,0 +1,151 @@
+"""Node flush and ready: move every running VM off this node, one at a time, and bring them back.
+
+The API writes `domain_state = "flushing"` (or `"unflushing"`) and a task id on the node's record; this node does
+the work, reports progress in the task, and ends in `flushed` (or `ready`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pvc.nodeos.state import layout, placement
+from pvc.nodeos.state.models import VmSpec
+from pvc.nodeos.state.store import NotFound
+from pvc.nodeos.state.vmstate import RUNNING_STATES
+
+if TYPE_CHECKING:
+    from pvc.nodeos.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+MOVE_TIMEOUT = 180.0
+
+
+class FlushController:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.me = daemon.node.name
+        self._wake = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="flush", daemon=True)
+
+    def start(self) -> None:
+        self.d.zk.DataWatch(layout.node(self.me), lambda *_: (self._wake.set(), not self.d.stopping.is_set())[1])
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.d.stopping.is_set():
+            self._wake.wait(timeout=self.d.cfg.timers.keepalive_interval)
+            self._wake.clear()
+            try:
+                record = self.d.state.node(self.me)
+                if record.daemon_state != "run":
+                    continue
+                if record.domain_state == "flushing":
+                    self.flush(record.task)
+                elif record.domain_state == "unflushing":
+                    self.ready(record.task)
+            except Exception:
+                log.exception("flush/ready failed")
+
+    def _domain_state(self) -> str:
+        return self.d.state.node(self.me).domain_state
+
+    def _progress(self, task: str | None, **fields: object) -> None:
+        if task:
+            with contextlib.suppress(NotFound):
+                self.d.state.update_task(task, **fields)
+
+    def flush(self, task: str | None) -> None:
+        vms = [v for v in self.d.state.vms() if v.node == self.me and v.state in RUNNING_STATES]
+        log.info("flushing %d VM(s)", len(vms))
+        self._progress(task, state="running", total=len(vms), progress=0, message="flushing")
+        for i, spec in enumerate(vms, 1):
+            if self._domain_state() != "flushing":
+                log.info("flush interrupted")
+                self._progress(task, state="failed", message="interrupted by a new request")
+                return
+            self._progress(task, message=f"moving {spec.name}")
+            self._move_away(spec)
+            self._progress(task, progress=i)
+        self.d.state.update_node(
+            self.me,
+            lambda r: r.model_copy(update={"domain_state": "flushed"}) if r.domain_state == "flushing" else None,
+        )
+        self._progress(task, state="succeeded", message=f"flushed {len(vms)} VM(s)")
+
+    def _move_away(self, spec: VmSpec) -> None:
+        try:
+            target = placement.choose(spec, self.d.candidates(), self.d.cfg.migration.selector, exclude={self.me})
+        except placement.NoTarget as exc:
+            log.warning("VM %s: %s; shutting it down, it starts again when this node is ready", spec.name, exc)
+
+            def park(s: VmSpec) -> VmSpec | None:
+                if s.node != self.me or s.state not in RUNNING_STATES:
+                    return None
+                return s.model_copy(update={"state": "shutdown", "meta": s.meta.model_copy(update={"autostart": True})})
+
+            self.d.state.update_vm(spec.uuid, park)
+            self._wait(spec, lambda s, st: s.state == "stop")
+            return
+
+        def away(s: VmSpec) -> VmSpec | None:
+            if s.node != self.me or s.state not in RUNNING_STATES:
+                return None
+            return s.model_copy(update={"node": target, "last_node": s.last_node or self.me, "state": "migrate"})
+
+        self.d.state.update_vm(spec.uuid, away)
+        self._wait(spec, lambda s, st: s.node == target and s.state == "start" and st.node == target)
+
+    def ready(self, task: str | None) -> None:
+        returning = [v for v in self.d.state.vms() if v.last_node == self.me and v.node != self.me]
+        autostart = [v for v in self.d.state.vms() if v.node == self.me and v.meta.autostart and v.state == "stop"]
+        total = len(returning) + len(autostart)
+        self._progress(task, state="running", total=total, progress=0, message="returning VMs")
+        done = 0
+        for spec in returning:
+            if self._domain_state() != "unflushing":
+                self._progress(task, state="failed", message="interrupted by a new request")
+                return
+
+            def back(s: VmSpec) -> VmSpec | None:
+                if s.last_node != self.me:
+                    return None
+                new_state = "migrate" if s.state == "start" else s.state
+                return s.model_copy(update={"node": self.me, "last_node": None, "state": new_state})
+
+            self._progress(task, message=f"returning {spec.name}")
+            self.d.state.update_vm(spec.uuid, back)
+            self._wait(spec, lambda s, st: s.state != "migrate" and s.node == self.me)
+            done += 1
+            self._progress(task, progress=done)
+        for spec in autostart:
+            self.d.state.update_vm(
+                spec.uuid,
+                lambda s: (
+                    s.model_copy(update={"state": "start", "meta": s.meta.model_copy(update={"autostart": False})})
+                    if s.state == "stop" and s.node == self.me
+                    else None
+                ),
+            )
+            done += 1
+            self._progress(task, progress=done)
+        self.d.state.update_node(
+            self.me,
+            lambda r: r.model_copy(update={"domain_state": "ready"}) if r.domain_state == "unflushing" else None,
+        )
+        self._progress(task, state="succeeded", message=f"returned {len(returning)}, started {len(autostart)} VM(s)")
+
+    def _wait(self, spec: VmSpec, done, timeout: float = MOVE_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.d.stopping.is_set():
+            try:
+                current = self.d.state.vm(spec.uuid)
+            except NotFound:
+                return
+            if done(current, self.d.state.vm_status(spec.uuid)):
+                return
+            time.sleep(0.2)
+        log.warning("VM %s did not finish moving within %.0fs; going on", spec.name, timeout)

@@ -1,0 +1,175 @@
+"""pvcd: one node's daemon. Small controllers over one kazoo client and one libvirt connection."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kazoo.exceptions import NoNodeError
+
+from pvc.config.resolve import read_join_key
+from pvc.config.schema import ClusterFile
+from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.nodeos.daemon.console import ConsoleTailer
+from pvc.nodeos.daemon.election import Election
+from pvc.nodeos.daemon.fencing import Fencer
+from pvc.nodeos.daemon.flush import FlushController
+from pvc.nodeos.daemon.keepalive import KeepaliveLoop
+from pvc.nodeos.daemon.virt import Virt
+from pvc.nodeos.daemon.vms import VmController
+from pvc.nodeos.formation import zookeeper as zkform
+from pvc.nodeos.state import layout, placement
+from pvc.nodeos.state.migrations import ensure_schema
+from pvc.nodeos.state.models import LogRing, NodeRecord
+from pvc.nodeos.state.store import ClusterState, bounded, make_client
+
+log = logging.getLogger("pvcd")
+
+
+@dataclass(frozen=True)
+class Options:
+    node: str
+    state_dir: str = "/var/lib/pvc"
+    zookeeper: str | None = None  # default: the coordinators' cluster IPs
+    libvirt_uri: str = "qemu:///system"
+    migration_uri: str = "qemu+tcp://{ip}/system"  # {ip}: the target's cluster IP
+
+
+class LogRingHandler(logging.Handler):
+    """Keeps this node's recent log lines for `pvc node log` (flushed by the keepalive)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.pending: list[str] = []
+        self.state: ClusterState | None = None
+        self.node = ""
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.pending.append(self.format(record))
+        del self.pending[:-1000]
+
+    def flush(self) -> None:
+        if not self.pending or self.state is None:
+            return
+        lines, self.pending = self.pending, []
+        path = layout.node_log(self.node)
+        try:
+            self.state.update(path, LogRing, lambda ring: LogRing(lines=bounded([*ring.lines, *lines])))
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.state.put(path, LogRing(lines=bounded(lines)))
+
+
+class Daemon:
+    def __init__(self, cfg: ClusterFile, base_dir: Path | None, opts: Options) -> None:
+        self.cfg, self.base_dir, self.opts = cfg, base_dir, opts
+        self.node = cfg.node(opts.node)
+        password = zookeeper_password(read_join_key(cfg, base_dir))
+        hosts = opts.zookeeper or zkform.hosts(cfg)
+        self.zk = make_client(hosts, user=ZK_USER, password=password, timeout=cfg.zookeeper.session_timeout_ms / 1000)
+        self.state = ClusterState(self.zk)
+        self.virt = Virt(opts.libvirt_uri)
+        self.stopping = threading.Event()
+        self.log_ring = LogRingHandler()
+        self.keepalive = KeepaliveLoop(self)
+        self.vms = VmController(self)
+        self.flush = FlushController(self)
+        self.fencer = Fencer(self)
+        self.console = ConsoleTailer(self, Path(opts.state_dir) / "console")
+        self.election = Election(self) if self.node.coordinator else None
+
+    def migration_uri(self, target: str) -> str:
+        return self.opts.migration_uri.format(ip=self.cfg.node(target).ip.cluster, node=target)
+
+    def candidates(self) -> list[placement.Candidate]:
+        return placement.candidates(self.state)
+
+    def _register(self) -> None:
+        path = layout.node(self.node.name)
+
+        def boot(r: NodeRecord) -> NodeRecord:
+            # A node back from a fence stays flushed until `pvc node ready`; its VMs now run elsewhere.
+            return r.model_copy(
+                update={
+                    "daemon_state": "init",
+                    "coordinator": self.node.coordinator,
+                    "cpus": self._cpus(),
+                    "kernel": _kernel(),
+                }
+            )
+
+        try:
+            self.state.update_node(self.node.name, boot)
+        except Exception:
+            self.state.put(
+                path,
+                NodeRecord(name=self.node.name, coordinator=self.node.coordinator, cpus=self._cpus(), kernel=_kernel()),
+            )
+
+    @staticmethod
+    def _cpus() -> int:
+        import os
+
+        return os.cpu_count() or 1
+
+    def connect(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.zk.start(timeout=10)
+                return
+            except Exception as exc:
+                log.warning("waiting for ZooKeeper at %s: %s", self.zk.hosts, exc)
+
+    def run(self) -> None:
+        logging.getLogger().addHandler(self.log_ring)
+        self.log_ring.node = self.node.name
+        self.connect()
+        if self.stopping.is_set():
+            return
+        self.log_ring.state = self.state
+        version = ensure_schema(self.state)
+        self._register()
+        log.info("pvcd on %s started (schema %d, libvirt %s)", self.node.name, version, self.opts.libvirt_uri)
+        self.vms.start()
+        self.keepalive.tick()
+        self.flush.start()
+        self.console.start()
+        if self.election:
+            self.election.start()
+        interval = self.cfg.timers.keepalive_interval
+        next_tick = time.monotonic() + interval
+        while not self.stopping.wait(max(0.0, next_tick - time.monotonic())):
+            next_tick += interval
+            try:
+                self.keepalive.tick()
+            except Exception as exc:
+                log.warning("keepalive failed: %s", exc)
+            if time.monotonic() > next_tick:  # fell behind: do not burst
+                next_tick = time.monotonic() + interval
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("pvcd stopping")
+        if self.election:
+            self.election.stop()
+        with contextlib.suppress(Exception):
+            self.state.update_node(self.node.name, lambda r: r.model_copy(update={"daemon_state": "stop"}))
+        self.log_ring.flush()
+        with contextlib.suppress(NoNodeError, Exception):
+            self.zk.stop()
+            self.zk.close()
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+
+
+def _kernel() -> str:
+    return socket.gethostname() and __import__("platform").release()

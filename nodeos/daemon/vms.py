@@ -1,0 +1,237 @@
+"""The VM controller: converge each VM's desired state (ZooKeeper) with libvirt on this node.
+
+Triggers: a watch on the VM list and on each VM's spec, plus a periodic pass (crash restarts, drift). Work is
+queued per VM; one VM is never converged by two threads at once.
+
+Who acts:
+- the VM's home node (spec.node) starts, stops, shuts down, restarts it;
+- during a migration (state `migrate`), the node it runs on sends it to the new home, then writes `start`;
+- any other node running a copy destroys it: a VM runs only on its home node (or on the way there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pvc.nodeos.daemon import domxml
+from pvc.nodeos.daemon.virt import VirtError
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.models import VmSpec, VmStatus
+from pvc.nodeos.state.store import NotFound
+
+if TYPE_CHECKING:
+    from pvc.nodeos.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+
+class VmController:
+    def __init__(self, daemon: Daemon, workers: int = 4) -> None:
+        self.d = daemon
+        self.me = daemon.node.name
+        self.queue: queue.Queue[str] = queue.Queue()
+        self._pending: set[str] = set()
+        self._busy: set[str] = set()
+        self._mutex = threading.Lock()
+        self._watched: set[str] = set()
+        self.migrating_out: set[str] = set()
+        self.workers = [threading.Thread(target=self._work, name=f"vm-worker-{i}", daemon=True) for i in range(workers)]
+        self.console_dir = Path(daemon.opts.state_dir) / "console"
+        self.console_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- scheduling -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+        self.d.zk.ChildrenWatch(layout.VMS, self._on_children)
+
+    def _on_children(self, children: list[str]) -> bool:
+        for vm_uuid in children:
+            if vm_uuid not in self._watched:
+                self._watched.add(vm_uuid)
+                self.d.zk.DataWatch(layout.vm(vm_uuid), self._data_watcher(vm_uuid))
+            self.kick(vm_uuid)
+        return not self.d.stopping.is_set()
+
+    def _data_watcher(self, vm_uuid: str):  # type: ignore[no-untyped-def]
+        def on_change(data, stat, event=None) -> bool:  # type: ignore[no-untyped-def]
+            self.kick(vm_uuid)
+            if stat is None:  # deleted: stop watching
+                self._watched.discard(vm_uuid)
+                return False
+            return not self.d.stopping.is_set()
+
+        return on_change
+
+    def kick(self, vm_uuid: str) -> None:
+        with self._mutex:
+            if vm_uuid in self._pending:
+                return
+            self._pending.add(vm_uuid)
+        self.queue.put(vm_uuid)
+
+    def kick_all(self) -> None:
+        """The periodic pass: every VM in ZooKeeper and every domain running here."""
+        try:
+            uuids = set(self.d.state.vm_uuids()) | set(self.d.virt.active_uuids())
+        except Exception as exc:
+            log.warning("periodic pass skipped: %s", exc)
+            return
+        for vm_uuid in uuids:
+            self.kick(vm_uuid)
+
+    def _work(self) -> None:
+        while not self.d.stopping.is_set():
+            try:
+                vm_uuid = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            with self._mutex:
+                self._pending.discard(vm_uuid)
+                if vm_uuid in self._busy:  # another worker has it: try again shortly
+                    self._pending.add(vm_uuid)
+                    threading.Timer(0.2, self.queue.put, (vm_uuid,)).start()
+                    continue
+                self._busy.add(vm_uuid)
+            try:
+                self.converge(vm_uuid)
+            except Exception:
+                log.exception("converging VM %s failed", vm_uuid)
+            finally:
+                with self._mutex:
+                    self._busy.discard(vm_uuid)
+
+    # -- convergence ----------------------------------------------------------------------------------------
+    def converge(self, vm_uuid: str) -> None:
+        try:
+            spec = self.d.state.vm(vm_uuid)
+        except NotFound:
+            spec = None
+        here = vm_uuid in self.d.virt.active_uuids()
+        if spec is None:
+            if here and vm_uuid not in self.migrating_out:
+                log.info("VM %s is no longer defined: destroying it", vm_uuid)
+                self.d.virt.destroy(vm_uuid)
+            return
+        if spec.node == self.me:
+            self._converge_home(spec, here)
+        elif here:
+            if spec.state == "migrate" and vm_uuid not in self.migrating_out:
+                self._migrate_out(spec)
+            elif vm_uuid not in self.migrating_out:
+                log.warning("VM %s runs here but belongs to %s: destroying this copy", spec.name, spec.node)
+                self.d.virt.destroy(vm_uuid)
+
+    def _converge_home(self, spec: VmSpec, here: bool) -> None:
+        state = spec.state
+        if state == "start":
+            if here:
+                self._set_status(spec, "running")
+            else:
+                self._start(spec)
+        elif state == "restart":
+            if here:
+                self._set_status(spec, "stopping", "restarting")
+                self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
+            self._hand_off(spec, "restart", "start")
+        elif state == "shutdown":
+            if here:
+                self._set_status(spec, "stopping", "shutting down")
+                self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
+            self._set_status(spec, "stopped")
+            self._hand_off(spec, "shutdown", "stop")
+        elif state in ("stop", "disable", "fail"):
+            if here:
+                self.d.virt.destroy(spec.uuid)
+            if state != "fail":
+                self._set_status(spec, "stopped")
+        elif state == "migrate" and here:
+            # arrived here (the source writes `start` when it is done)
+            self._set_status(spec, "running")
+
+    def _start(self, spec: VmSpec) -> None:
+        status = self.d.state.vm_status(spec.uuid)
+        if status.state in ("running", "migrating") and status.node not in (None, self.me):
+            other = status.node
+            try:
+                other_state = self.d.state.node(other).daemon_state
+            except NotFound:
+                other_state = "gone"
+            if other_state in ("init", "run"):
+                log.info("VM %s: not starting, %s reports it %s", spec.name, other, status.state)
+                return
+        log.info("starting VM %s", spec.name)
+        self._set_status(spec, "starting")
+        xml = domxml.with_console_log(spec.xml, str(self.console_dir / f"{spec.uuid}.log"))
+        try:
+            self.d.virt.start(xml)
+        except VirtError as exc:
+            log.error("VM %s failed to start: %s", spec.name, exc)
+            self._set_status(spec, "failed", f"start failed: {exc}")
+            self._hand_off(spec, "start", "fail")
+            return
+        self._set_status(spec, "running")
+
+    def _migrate_out(self, spec: VmSpec) -> None:
+        """Send a VM that runs here to its new home, live if possible, else by shutting it down."""
+        target = spec.node
+        method = spec.meta.migration_method or self.d.cfg.migration.method
+        downtime = spec.meta.max_downtime_ms or self.d.cfg.migration.max_downtime_ms
+        self.migrating_out.add(spec.uuid)
+        try:
+            self._set_status(spec, "migrating", f"to {target}", node=self.me)
+            error = ""
+            if method in ("live", "live-only"):
+                try:
+                    uri = self.d.migration_uri(target)
+                    log.info("live-migrating VM %s to %s (%s)", spec.name, target, uri)
+                    self.d.virt.migrate(spec.uuid, uri, downtime)
+                    self._hand_off(spec, "migrate", "start")
+                    log.info("VM %s is now on %s", spec.name, target)
+                    return
+                except (VirtError, KeyError) as exc:
+                    error = str(exc)
+                    log.warning("live migration of %s to %s failed: %s", spec.name, target, error)
+                if method == "live-only":
+                    self._revert_migration(spec, f"live migration to {target} failed: {error}")
+                    return
+            log.info("shutdown migration of VM %s to %s", spec.name, target)
+            self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
+            self._set_status(spec, "stopped", f"shut down to move to {target}", node=self.me)
+            self._hand_off(spec, "migrate", "start")
+        finally:
+            self.migrating_out.discard(spec.uuid)
+
+    def _revert_migration(self, spec: VmSpec, reason: str) -> None:
+        def back(s: VmSpec) -> VmSpec | None:
+            if s.state != "migrate" or s.node != spec.node:
+                return None
+            last = None if s.last_node == self.me else s.last_node
+            return s.model_copy(update={"node": self.me, "last_node": last, "state": "start"})
+
+        self.d.state.update_vm(spec.uuid, back)
+        self._set_status(spec, "running", reason, node=self.me)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _hand_off(self, spec: VmSpec, expected: str, new: str) -> None:
+        """Move the desired state on (`restart` → `start`, ...) unless someone changed it meanwhile."""
+
+        def step(s: VmSpec) -> VmSpec | None:
+            if s.state != expected or s.node != spec.node:
+                return None
+            return s.model_copy(update={"state": new})
+
+        with contextlib.suppress(NotFound):
+            self.d.state.update_vm(spec.uuid, step)
+
+    def _set_status(self, spec: VmSpec, state: str, reason: str = "", node: str | None = None) -> None:
+        current = self.d.state.vm_status(spec.uuid)
+        node = node or self.me
+        if current.state == state and current.node == node and current.reason == reason:
+            return
+        self.d.state.set_vm_status(spec.uuid, VmStatus(state=state, node=node, reason=reason))  # type: ignore[arg-type]

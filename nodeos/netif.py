@@ -1,0 +1,57 @@
+"""Addresses on the node's interfaces (pyroute2): the floating IPs the primary coordinator holds."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+
+def _index(ipr: IPRoute, device: str) -> int | None:
+    found = ipr.link_lookup(ifname=device)
+    return found[0] if found else None
+
+
+def add_address(device: str, address: str, prefixlen: int) -> bool:
+    with IPRoute() as ipr:
+        index = _index(ipr, device)
+        if index is None:
+            log.error("cannot add %s/%s: no interface %s", address, prefixlen, device)
+            return False
+        try:
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            if exc.code != 17:  # EEXIST: already there
+                log.error("cannot add %s/%s to %s: %s", address, prefixlen, device, exc)
+                return False
+        return True
+
+
+def remove_address(device: str, address: str, prefixlen: int) -> None:
+    with IPRoute() as ipr:
+        index = _index(ipr, device)
+        if index is None:
+            return
+        with contextlib.suppress(NetlinkError):
+            ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+
+
+def has_address(device: str, address: str) -> bool:
+    with IPRoute() as ipr:
+        index = _index(ipr, device)
+        if index is None:
+            return False
+        return any(a.get_attr("IFA_ADDRESS") == address for a in ipr.get_addr(index=index))
+
+
+def floating_ips(cfg) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+    """(device, address, prefixlen) of every floating IP in cluster.toml."""
+    nets = [cfg.network.upstream, cfg.network.cluster]
+    if cfg.network.storage is not None:
+        nets.append(cfg.network.storage)
+    return [(n.device, str(n.floating_ip), ipaddress.IPv4Network(n.subnet).prefixlen) for n in nets]

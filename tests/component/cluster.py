@@ -1,0 +1,375 @@
+"""A runtime test cluster: N simulated servers in network namespaces, each with a BMC (real IPMI), a real
+libvirtd and a real pvcd, around a real ZooKeeper in the switch namespace.
+
+    upstream 198.51.100.0/24 (eth0): node .1N, BMCs .10N (in the switch namespace), floating .250
+    cluster  192.0.2.0/24   (eth1): node .1N, ZooKeeper .254 (in the switch namespace), floating .250
+
+The test process reaches ZooKeeper through a loopback forwarder and each libvirtd through its unix socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+
+from pvc.config.load import load_text
+from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.nodeos.state.store import ClusterState, make_client
+from tests.component import libvirtd
+from tests.component.netlab import Net, NetLab
+from tests.component.procs import Proc, wait_until
+from tests.component.zookeeper import ZooKeeper
+
+ROOT = Path(__file__).resolve().parents[2]
+JOIN_KEY = "c0ffee" * 10 + "c0de"
+BMC_USER, BMC_PASSWORD, BMC_PORT = "admin", "component-bmc", 623
+UPSTREAM = Net("brup", "198.51.100", "eth0")
+CLUSTER = Net("brcl", "192.0.2", "eth1")
+VENV_BIN = Path(sys.executable).parent
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions; no stderr noise
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def tiny_domain_xml(name: str, vm_uuid: str | None = None, memory_mib: int = 64) -> str:
+    """A firmware-only domain (SeaBIOS, no disk) that stays running: KVM where usable, else TCG."""
+    vm_uuid = vm_uuid or str(uuid.uuid4())
+    if kvm_usable():
+        dom_type = "kvm"
+        cpu = "<cpu mode='host-passthrough' migratable='on'><feature policy='disable' name='arch-capabilities'/></cpu>"
+    else:
+        dom_type, cpu = "qemu", ""
+    return (
+        f"<domain type='{dom_type}'><name>{name}</name><uuid>{vm_uuid}</uuid>"
+        f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+        f"{cpu}<on_poweroff>destroy</on_poweroff>"
+        "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator><serial type='pty'/><console type='pty'/>"
+        "<memballoon model='none'/></devices></domain>"
+    )
+
+
+def cluster_toml(
+    nodes: list[str],
+    keepalive: int = 1,
+    dead_after: int = 3,
+    fencing: bool = True,
+    shutdown_timeout: int = 3,
+    session_ms: int = 2000,
+) -> str:
+    coordinators = 3 if len(nodes) >= 3 else 1
+    lines = [
+        "schema = 1",
+        "[cluster]",
+        'name = "comptest"',
+        'domain = "comptest.invalid"',
+        f'join_key = "{JOIN_KEY}"',
+        "[[network.nics]]",
+        'name = "eth0"',
+        "[[network.nics]]",
+        'name = "eth1"',
+        "[network.upstream]",
+        'device = "eth0"',
+        f'subnet = "{UPSTREAM.prefix}.0/24"',
+        f'floating_ip = "{UPSTREAM.prefix}.250"',
+        f'gateway = "{UPSTREAM.prefix}.254"',
+        "[network.cluster]",
+        'device = "eth1"',
+        f'subnet = "{CLUSTER.prefix}.0/24"',
+        f'floating_ip = "{CLUSTER.prefix}.250"',
+        "[bgp]",
+        "asn = 65500",
+        "[zookeeper]",
+        "tick_time_ms = 500",
+        f"session_timeout_ms = {session_ms}",
+        "[patroni]",
+        "ttl = 10",
+        "loop_wait = 1",
+        "retry_timeout = 2",
+        "[timers]",
+        f"keepalive_interval = {keepalive}",
+        f"dead_after = {dead_after}",
+        f"vm_shutdown_timeout = {shutdown_timeout}",
+        "[fencing]",
+        f"enabled = {'true' if fencing else 'false'}",
+        "[migration]",
+        "max_downtime_ms = 300",
+    ]
+    for i, name in enumerate(nodes, 1):
+        lines += [
+            "[[nodes]]",
+            f'name = "{name}"',
+            f"id = {i}",
+            f"coordinator = {'true' if i <= coordinators else 'false'}",
+            f'ip = {{ upstream = "{UPSTREAM.prefix}.{10 + i}", cluster = "{CLUSTER.prefix}.{10 + i}" }}',
+            f'ipmi = {{ address = "{UPSTREAM.prefix}.{100 + i}", username = "{BMC_USER}", '
+            f'password = "{BMC_PASSWORD}", port = {BMC_PORT} }}',
+            'data_disk = { path = "/dev/disk/by-id/*pvc-data*" }',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class DoubleRunChecker(threading.Thread):
+    """Asks every libvirtd every 200 ms which domains run; records any VM running on two nodes at once."""
+
+    def __init__(self, cluster: RuntimeCluster, interval: float = 0.2) -> None:
+        super().__init__(name="double-run-checker", daemon=True)
+        self.cluster = cluster
+        self.interval = interval
+        self.violations: list[str] = []
+        self.samples = 0
+        self._halt = threading.Event()
+        self._conns: dict[str, libvirt.virConnect] = {}
+
+    def _running(self, node: str) -> set[str]:
+        try:
+            conn = self._conns.get(node)
+            if conn is None or not conn.isAlive():
+                conn = libvirt.open(self.cluster.libvirt_uri(node))
+                self._conns[node] = conn
+            return {
+                d.UUIDString()
+                for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                if d.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            }
+        except libvirt.libvirtError:
+            self._conns.pop(node, None)
+            return set()  # libvirtd down: its node is powered off, so nothing runs there
+
+    def sample(self) -> None:
+        seen: dict[str, str] = {}
+        for node in self.cluster.nodes:
+            for dom in self._running(node):
+                if dom in seen:
+                    self.violations.append(f"{time.strftime('%H:%M:%S')} VM {dom} runs on {seen[dom]} and {node}")
+                seen[dom] = node
+        self.samples += 1
+
+    def run(self) -> None:
+        self.sample()
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+        self.sample()  # the last word, after the test's final action
+        for conn in self._conns.values():
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+
+class RuntimeCluster:
+    def __init__(
+        self, workdir: Path, nodes: list[str], prefix: str = "pvct", zk_host_port: int = 21932, **toml_options: object
+    ) -> None:
+        self.dir = workdir
+        self.nodes = nodes
+        self.lab = NetLab(prefix, [UPSTREAM, CLUSTER])
+        self.zk_host_port = zk_host_port
+        self.toml = cluster_toml(nodes, **toml_options)  # type: ignore[arg-type]
+        result = load_text(self.toml)
+        assert result.valid, [p.format("cluster.toml") for p in result.errors]
+        self.cfg = result.config
+        self.machines: dict[str, Proc] = {}
+        self.procs: list[Proc] = []
+        self.zk: ZooKeeper | None = None
+        self.client = None
+        self.checker: DoubleRunChecker | None = None
+
+    # -- addresses -----------------------------------------------------------------------------------------
+    def host_id(self, node: str) -> int:
+        return 10 + self.nodes.index(node) + 1
+
+    def libvirt_root(self, node: str) -> Path:
+        return self.dir / node / "libvirt"
+
+    def libvirt_uri(self, node: str) -> str:
+        return libvirtd.socket_uri(self.libvirt_root(node))
+
+    def bmc_address(self, node: str) -> str:
+        return f"{UPSTREAM.prefix}.{100 + self.nodes.index(node) + 1}"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def up(self, cache: Path) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "cluster.toml").write_text(self.toml)
+        with socket.socket() as probe:  # a leftover forwarder would connect us to another cluster
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, LISTEN is not
+            try:
+                probe.bind(("127.0.0.1", self.zk_host_port))
+            except OSError:
+                raise RuntimeError(
+                    f"127.0.0.1:{self.zk_host_port} is in use: is another test cluster running?"
+                ) from None
+        self.lab.up(self.nodes, {n: self.host_id(n) for n in self.nodes})
+        zk_address = self.lab.add_switch_address(CLUSTER, 254)
+        self.lab.add_switch_address(UPSTREAM, 254)
+        for node in self.nodes:
+            self.lab.add_switch_address(UPSTREAM, 100 + self.nodes.index(node) + 1)
+        self.zk = ZooKeeper(self.dir / "zookeeper", zk_address, 2181, netns=self.lab.switch, tick_ms=500)
+        sock = self.dir / "zk.sock"
+        self.procs.append(
+            Proc(
+                "zk-forward-in",
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.lab.switch,
+                    "socat",
+                    f"UNIX-LISTEN:{sock},fork,unlink-early",
+                    f"TCP:{zk_address}:2181",
+                ],
+                self.dir / "forward.log",
+            )
+        )
+        self.procs.append(
+            Proc(
+                "zk-forward-out",
+                ["socat", f"TCP-LISTEN:{self.zk_host_port},bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{sock}"],
+                self.dir / "forward.log",
+            )
+        )
+        self.zk.wait_ready(hosts=f"127.0.0.1:{self.zk_host_port}")
+        for node in self.nodes:
+            self.start_machine(node, cache)
+            if not any(cache.iterdir()):  # the first libvirtd probed QEMU: share its capabilities cache
+                wait_until(f"libvirtd on {node}", lambda n=node: self.virt_ok(n), 60, proc=self.machines[node])
+                shutil.copytree(self.libvirt_root(node) / "cache", cache, dirs_exist_ok=True)
+        self.client = make_client(
+            f"127.0.0.1:{self.zk_host_port}", user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=5
+        )
+        self.client.start(timeout=15)
+        self.state = ClusterState(self.client)
+        self.wait_formed()
+        self.checker = DoubleRunChecker(self)
+        self.checker.start()
+
+    def start_machine(self, node: str, cache: Path) -> None:
+        ndir = self.dir / node
+        ndir.mkdir(parents=True, exist_ok=True)
+        root = libvirtd.prepare(self.libvirt_root(node), node, f"{CLUSTER.prefix}.{self.host_id(node)}", cache)
+        spec = {
+            "netns": self.lab.ns(node),
+            "bmc": {"address": self.bmc_address(node), "port": BMC_PORT, "user": BMC_USER, "password": BMC_PASSWORD},
+            "processes": [
+                {
+                    "name": "libvirtd",
+                    "argv": libvirtd.command(root, node),
+                    "log": str(ndir / "libvirtd.log"),
+                    "ready_path": str(root / "run" / "libvirt-sock"),
+                },
+                {
+                    "name": "pvcd",
+                    "argv": [
+                        str(VENV_BIN / "pvcd"),
+                        "--config",
+                        str(self.dir / "cluster.toml"),
+                        "--node",
+                        node,
+                        "--state-dir",
+                        str(ndir / "state"),
+                        "--zookeeper",
+                        f"{CLUSTER.prefix}.254:2181",
+                        "--libvirt-uri",
+                        self.libvirt_uri(node),
+                    ],
+                    "log": str(ndir / "pvcd.log"),
+                    "cwd": str(ROOT),
+                },
+            ],
+        }
+        (ndir / "machine.json").write_text(json.dumps(spec, indent=2))
+        self.machines[node] = Proc(
+            f"machine-{node}",
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.lab.switch,
+                sys.executable,
+                "-m",
+                "tests.component.machine",
+                str(ndir / "machine.json"),
+            ],
+            ndir / "machine.log",
+            cwd=str(ROOT),
+        )
+
+    def virt_ok(self, node: str) -> bool:
+        conn = libvirt.open(self.libvirt_uri(node))
+        conn.close()
+        return True
+
+    def wait_formed(self, timeout: float = 90) -> None:
+        def formed() -> bool:
+            records = {r.name: r for r in self.state.nodes()}
+            return all(records.get(n) and records[n].daemon_state == "run" for n in self.nodes) and bool(
+                self.state.primary()
+            )
+
+        wait_until("every pvcd to run and a primary to be elected", formed, timeout, interval=0.3)
+
+    def down(self) -> None:
+        """End everything this cluster started, whatever state it is in."""
+        steps = [
+            lambda: self.checker and self.checker.stop(),
+            lambda: self.client and (self.client.stop(), self.client.close()),
+            *[lambda n=n: self.power_loss(n) for n in self.nodes],
+            *[lambda p=p: p.stop(timeout=15) for p in self.machines.values()],
+            *[lambda p=p: p.stop(timeout=5) for p in self.procs],
+            lambda: self.zk and self.zk.stop(),
+            self.lab.down,
+        ]
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
+
+    # -- actions for tests ---------------------------------------------------------------------------------
+    def power_loss(self, node: str) -> None:
+        """SIGKILL every process of the node (pvcd, libvirtd, QEMU); its BMC stays reachable."""
+        for _ in range(20):
+            pids = self.lab.pids(node)
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            time.sleep(0.05)
+
+    def running_on(self, node: str) -> set[str]:
+        try:
+            conn = libvirt.open(self.libvirt_uri(node))
+        except libvirt.libvirtError:
+            return set()
+        try:
+            return {
+                d.UUIDString()
+                for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                if d.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            }
+        finally:
+            conn.close()
+
+    def where(self, vm_uuid: str) -> list[str]:
+        return [n for n in self.nodes if vm_uuid in self.running_on(n)]
+
+    def log(self, node: str, name: str = "pvcd", lines: int = 60) -> str:
+        path = self.dir / node / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,91 @@
+"""Network namespaces for component tests: a switch namespace with one bridge per network, and one namespace
+per node with a veth on each bridge. All addresses are TEST-NET ranges inside these namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Net:
+    bridge: str  # bridge in the switch namespace
+    prefix: str  # "192.0.2"
+    device: str  # name of the interface inside each node namespace
+
+
+@dataclass
+class NetLab:
+    prefix: str  # namespace name prefix, e.g. "pvct"
+    nets: list[Net]
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def switch(self) -> str:
+        return f"{self.prefix}sw"
+
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def up(self, nodes: list[str], host_ids: dict[str, int]) -> None:
+        self.down()
+        ip("netns", "add", self.switch)
+        ip("-n", self.switch, "link", "set", "lo", "up")
+        for net in self.nets:
+            ip("-n", self.switch, "link", "add", net.bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", net.bridge, "up")
+        for node in nodes:
+            self.nodes.append(node)
+            ns = self.ns(node)
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+            for i, net in enumerate(self.nets):
+                port = f"{node[:8]}-{i}"
+                ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", net.device, "netns", ns)
+                ip("-n", self.switch, "link", "set", port, "master", net.bridge, "up")
+                ip("-n", ns, "addr", "add", f"{net.prefix}.{host_ids[node]}/24", "dev", net.device)
+                ip("-n", ns, "link", "set", net.device, "up")
+
+    def add_switch_address(self, net: Net, host: int) -> str:
+        address = f"{net.prefix}.{host}"
+        ip("-n", self.switch, "addr", "add", f"{address}/24", "dev", net.bridge)
+        return address
+
+    def set_link(self, node: str, up: bool) -> None:
+        """Cut (or restore) every link of a node: a network partition."""
+        for i, _net in enumerate(self.nets):
+            ip("-n", self.switch, "link", "set", f"{node[:8]}-{i}", "up" if up else "down")
+
+    def addresses(self, node: str, device: str) -> list[str]:
+        out = ip("-n", self.ns(node), "-o", "-4", "addr", "show", "dev", device).stdout
+        return [line.split()[3].split("/")[0] for line in out.splitlines()]
+
+    def pids(self, node: str) -> list[int]:
+        out = ip("netns", "pids", self.ns(node), check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def down(self) -> None:
+        existing = ip("netns", "list", check=False).stdout
+        for line in existing.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(self.prefix):
+                # Processes keep a namespace alive after its name is gone: end ours first.
+                for _ in range(20):
+                    pids = [int(p) for p in ip("netns", "pids", name, check=False).stdout.split()]
+                    if not pids:
+                        break
+                    for pid in pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.05)
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    ip("netns", "del", name)
+        self.nodes.clear()
