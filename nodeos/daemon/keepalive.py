@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import libvirt
 
 from pvc.nodeos.daemon import resources
+from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Keepalive, NodeRecord
 
@@ -29,6 +30,8 @@ class KeepaliveLoop:
         self.me = daemon.node.name
         self.last_mtime_ms = 0
         self.last_write = 0.0
+        self.last_running: list[str] = []
+        self.libvirt_ok = True
 
     def zk_now_ms(self) -> int:
         """ZooKeeper's clock now, extrapolated from our last keepalive write."""
@@ -36,8 +39,27 @@ class KeepaliveLoop:
 
     def measure(self) -> Keepalive:
         host = resources.host()
-        running = self.d.virt.running()
         allocated = vcpus = 0
+        try:
+            running = self.d.virt.running()
+        except VirtError as exc:
+            # libvirtd is down but this daemon is not: keep reporting (a keepalive is about the node, and its QEMU
+            # processes live on without libvirtd), and say what is wrong.
+            self.d.state.raise_fault(f"libvirt-{self.me}", "libvirt-down", f"node {self.me}: {exc}", node=self.me)
+            self.libvirt_ok = False
+            return Keepalive(
+                mem_total=int(host["mem_total"]),
+                mem_used=int(host["mem_used"]),
+                mem_free=int(host["mem_free"]),
+                cpus=int(host["cpus"]),
+                load=host["load"],
+                running=self.last_running,
+                libvirt_ok=False,
+            )
+        if not self.libvirt_ok:
+            self.d.state.clear_fault(f"libvirt-{self.me}")
+            self.libvirt_ok = True
+        self.last_running = sorted(running)
         for dom in running.values():
             with contextlib.suppress(libvirt.libvirtError):
                 info = dom.info()
@@ -71,4 +93,5 @@ class KeepaliveLoop:
 
         self.d.state.update_node(self.me, alive)
         self.d.log_ring.flush()
-        self.d.vms.kick_all()
+        if self.libvirt_ok:
+            self.d.vms.kick_all()

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,9 +115,8 @@ class VmController:
             spec = None
         here = vm_uuid in self.d.virt.active_uuids()
         if spec is None:
-            if here and vm_uuid not in self.migrating_out:
-                log.info("VM %s is no longer defined: destroying it", vm_uuid)
-                self.d.virt.destroy(vm_uuid)
+            # Not (or no longer) a PVC VM: a domain someone started by hand is theirs, not ours to stop.
+            # (A PVC VM can only be removed once it is stopped.)
             return
         if spec.node == self.me:
             self._converge_home(spec, here)
@@ -190,20 +190,25 @@ class VmController:
                 try:
                     uri = self.d.migration_uri(target)
                     log.info("live-migrating VM %s to %s (%s)", spec.name, target, uri)
+                    started = time.monotonic()
                     self.d.virt.migrate(spec.uuid, uri, downtime)
                     self._hand_off(spec, "migrate", "start")
                     log.info("VM %s is now on %s", spec.name, target)
+                    self._task(spec, "succeeded", f"live-migrated to {target} in {time.monotonic() - started:.1f}s")
                     return
                 except (VirtError, KeyError) as exc:
                     error = str(exc)
                     log.warning("live migration of %s to %s failed: %s", spec.name, target, error)
                 if method == "live-only":
                     self._revert_migration(spec, f"live migration to {target} failed: {error}")
+                    self._task(spec, "failed", f"live migration to {target} failed (live-only VM): {error}")
                     return
             log.info("shutdown migration of VM %s to %s", spec.name, target)
             self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
             self._set_status(spec, "stopped", f"shut down to move to {target}", node=self.me)
             self._hand_off(spec, "migrate", "start")
+            why = f" (live migration failed: {error})" if error else ""
+            self._task(spec, "succeeded", f"moved to {target} by shutting it down and starting it there{why}")
         finally:
             self.migrating_out.discard(spec.uuid)
 
@@ -218,6 +223,11 @@ class VmController:
         self._set_status(spec, "running", reason, node=self.me)
 
     # -- helpers --------------------------------------------------------------------------------------------
+    def _task(self, spec: VmSpec, state: str, message: str) -> None:
+        if spec.task:
+            with contextlib.suppress(NotFound):
+                self.d.state.update_task(spec.task, state=state, progress=1, message=message)
+
     def _hand_off(self, spec: VmSpec, expected: str, new: str) -> None:
         """Move the desired state on (`restart` → `start`, ...) unless someone changed it meanwhile."""
 

@@ -69,8 +69,12 @@ def change_state(state: ClusterState, name_or_uuid: str, action: Action) -> VmSp
 
 def move_vm(
     state: ClusterState, name_or_uuid: str, action: Action, target: str | None = None, default_selector: str = "mem"
-) -> VmSpec:
-    """migrate (temporary: remembers the node to return to), move (permanent) or unmigrate (return)."""
+) -> tuple[VmSpec, Task]:
+    """migrate (temporary: remembers the node to return to), move (permanent) or unmigrate (return).
+
+    Returns the new spec and a task: the node that moves a running VM reports to it; a VM that is not running
+    only changes home, so its task is done at once.
+    """
     spec = state.find_vm(name_or_uuid)
     candidates = placement.candidates(state)
     if action == "unmigrate":
@@ -83,18 +87,24 @@ def move_vm(
         placement.check_target(spec, candidates, target)
     else:
         target = placement.choose(spec, candidates, default_selector, exclude={spec.node})
+    next_state(spec.state, action)  # refuse before creating a task
+    task = state.create_task(action, spec.name, total=1, message=f"to {target}")
 
     def apply(s: VmSpec) -> VmSpec:
         new_state = next_state(s.state, action)
-        if action == "migrate":
-            last = s.last_node or s.node
-        elif action == "move":
-            last = None
-        else:
-            last = None
-        return s.model_copy(update={"state": new_state, "node": target, "last_node": last})
+        last = (s.last_node or s.node) if action == "migrate" else None
+        return s.model_copy(update={"state": new_state, "node": target, "last_node": last, "task": task.id})
 
-    return state.update_vm(spec.uuid, apply)
+    try:
+        new = state.update_vm(spec.uuid, apply)
+    except Exception as exc:
+        state.update_task(task.id, state="failed", message=str(exc))
+        raise
+    if new.state != "migrate":
+        task = state.update_task(task.id, state="succeeded", progress=1, message=f"home node is now {target}")
+    else:
+        task = state.update_task(task.id, state="running")
+    return new, task
 
 
 def remove_vm(state: ClusterState, name_or_uuid: str) -> None:

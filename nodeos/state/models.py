@@ -60,6 +60,7 @@ class Keepalive(Record):
     vcpus_allocated: int = 0
     load: float = 0.0
     running: list[str] = []
+    libvirt_ok: bool = True
 
 
 class VmMeta(Record):
@@ -83,6 +84,7 @@ class VmSpec(Record):
     memory_mib: int = 0
     vcpus: int = 0
     meta: VmMeta = VmMeta()
+    task: str | None = None  # the migration task the node moving this VM reports to
     created: float = Field(default_factory=now)
     updated: float = Field(default_factory=now)
 

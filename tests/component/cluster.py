@@ -350,6 +350,10 @@ class RuntimeCluster:
                     os.kill(pid, 9)
             time.sleep(0.05)
 
+    def kill_libvirtd(self, node: str) -> None:
+        pid = int((self.libvirt_root(node) / "libvirtd.pid").read_text())
+        os.kill(pid, 9)
+
     def running_on(self, node: str) -> set[str]:
         try:
             conn = libvirt.open(self.libvirt_uri(node))

@@ -71,8 +71,10 @@ def test_live_migrate_move_unmigrate(runtime):
     spec = define(runtime, "mover")
     actions.change_state(runtime.state, "mover", "start")
     wait_running(runtime, spec, "n1")
-    actions.move_vm(runtime.state, "mover", "migrate", target="n2")
-    wait_until("migration done", lambda: runtime.state.vm(spec.uuid).state == "start", 60)
+    _, task = actions.move_vm(runtime.state, "mover", "migrate", target="n2")
+    wait_until("migration task done", lambda: runtime.state.task(task.id).state == "succeeded", 60)
+    assert "live-migrated to n2" in runtime.state.task(task.id).message
+    assert runtime.state.vm(spec.uuid).state == "start"
     wait_running(runtime, spec, "n2")
     assert runtime.state.vm(spec.uuid).last_node == "n1"
     actions.move_vm(runtime.state, "mover", "unmigrate")
@@ -83,6 +85,26 @@ def test_live_migrate_move_unmigrate(runtime):
     wait_until("move done", lambda: runtime.state.vm(spec.uuid).state == "start", 60)
     wait_running(runtime, spec, "n3")
     assert runtime.state.vm(spec.uuid).last_node is None
+    actions.change_state(runtime.state, "mover", "stop")
+    wait_until("stopped", lambda: runtime.where(spec.uuid) == [], 30)
+    spec2, task = actions.move_vm(runtime.state, "mover", "move", target="n1")  # not running: only the home changes
+    assert spec2.state == "stop" and spec2.node == "n1" and task.state == "succeeded"
+
+
+def test_live_only_vm_stays_when_live_migration_fails(runtime):
+    spec = define(runtime, "stubborn", migration_method="live-only")
+    actions.change_state(runtime.state, "stubborn", "start")
+    wait_running(runtime, spec, "n1")
+    runtime.kill_libvirtd("n2")  # n2 stays up, but nothing there can receive the VM
+    _, task = actions.move_vm(runtime.state, "stubborn", "migrate", target="n2")
+    wait_until("migration task failed", lambda: runtime.state.task(task.id).state == "failed", 60)
+    assert "live-only" in runtime.state.task(task.id).message
+    wait_until("a libvirt-down fault", lambda: any(f.kind == "libvirt-down" for f in runtime.state.faults()), 10)
+    time.sleep(runtime.cfg.timers.keepalive_interval * (runtime.cfg.timers.dead_after + 1))
+    assert runtime.state.node("n2").daemon_state == "run", "a node whose libvirtd died is not dead"
+    final = runtime.state.vm(spec.uuid)
+    assert final.node == "n1" and final.state == "start"
+    wait_running(runtime, spec, "n1")
 
 
 def test_target_without_room_is_refused(runtime):

@@ -1,0 +1,192 @@
+"""Benchmarks of the cluster runtime on three simulated servers (real ZooKeeper, libvirtd, QEMU, IPMI):
+
+1. failover: power loss of a node → all its VMs running on other nodes (median of --repeat runs);
+2. primary failover: power loss of the primary → another coordinator is primary and holds the floating IP;
+3. live migration of the same domain through pvcd vs plain `virsh migrate --live --p2p`, in the same run.
+
+Settings are cluster.toml's defaults (keepalive 2 s, dead after 5, ZooKeeper session 3 s) unless given.
+Prints a table and writes bench/results/runtime.json. Run as root: `.venv/bin/python bench/runtime.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pvc.nodeos.state import actions  # noqa: E402
+from tests.component.cluster import CLUSTER, RuntimeCluster, tiny_domain_xml  # noqa: E402
+from tests.component.procs import wait_until  # noqa: E402
+
+TARGETS = {"failover_s": 20.0, "primary_failover_s": 5.0, "migration_ratio": 1.2}
+
+
+def cluster(workdir: Path, cache: Path, args: argparse.Namespace) -> RuntimeCluster:
+    c = RuntimeCluster(
+        Path(tempfile.mkdtemp(prefix="b", dir=workdir)),
+        ["n1", "n2", "n3"],
+        keepalive=args.keepalive,
+        dead_after=args.dead_after,
+        session_ms=args.session_ms,
+    )
+    c.up(cache)
+    return c
+
+
+def failover(workdir: Path, cache: Path, args: argparse.Namespace) -> float:
+    c = cluster(workdir, cache, args)
+    try:
+        victim = next(n for n in c.nodes if n != c.state.primary())
+        specs = [actions.define_vm(c.state, tiny_domain_xml(f"fo{i}"), node=victim) for i in range(args.vms)]
+        for s in specs:
+            actions.change_state(c.state, s.name, "start")
+        for s in specs:
+            wait_until(f"{s.name} running", lambda s=s: c.where(s.uuid) == [victim], 60)
+        time.sleep(args.keepalive * 2)  # settle: keepalives report the VMs
+        t0 = time.monotonic()
+        c.power_loss(victim)
+        wait_until(
+            "all VMs running elsewhere",
+            lambda: all(len(w := c.where(s.uuid)) == 1 and w[0] != victim for s in specs),
+            120,
+            interval=0.05,
+        )
+        elapsed = time.monotonic() - t0
+        assert not c.checker.violations, c.checker.violations
+        return elapsed
+    finally:
+        c.down()
+
+
+def primary_failover(workdir: Path, cache: Path, args: argparse.Namespace) -> float:
+    c = cluster(workdir, cache, args)
+    try:
+        old = c.state.primary()
+        time.sleep(1)
+        t0 = time.monotonic()
+        c.power_loss(old)
+
+        def taken_over() -> bool:
+            new = c.state.primary()
+            return new not in (None, old) and f"{CLUSTER.prefix}.250" in c.lab.addresses(new, CLUSTER.device)
+
+        wait_until("a new primary with the floating IP", taken_over, 60, interval=0.05)
+        return time.monotonic() - t0
+    finally:
+        c.down()
+
+
+def migrations(workdir: Path, cache: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    c = cluster(workdir, cache, args)
+    try:
+        spec = actions.define_vm(c.state, tiny_domain_xml("mig", memory_mib=args.memory), node="n1")
+        actions.change_state(c.state, "mig", "start")
+        wait_until("mig running", lambda: c.where(spec.uuid) == ["n1"], 60)
+        raw_xml = tiny_domain_xml("raw", memory_mib=args.memory)  # not a PVC VM: pvcd leaves it alone
+        subprocess.run(
+            ["virsh", "-c", c.libvirt_uri("n1"), "create", "/dev/stdin"],
+            input=raw_xml,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        pvc_times, raw_times = [], []
+        here, there = "n1", "n2"
+        for _ in range(args.repeat):
+            t0 = time.monotonic()
+            actions.move_vm(c.state, "mig", "move", target=there)
+            wait_until(
+                "pvcd migration",
+                lambda t=there: c.state.vm(spec.uuid).state == "start" and c.where(spec.uuid) == [t],
+                60,
+                interval=0.02,
+            )
+            pvc_times.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            subprocess.run(
+                [
+                    "virsh",
+                    "-c",
+                    c.libvirt_uri(here),
+                    "migrate",
+                    "--live",
+                    "--p2p",
+                    "raw",
+                    f"qemu+tcp://{CLUSTER.prefix}.{c.host_id(there)}/system",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            raw_times.append(time.monotonic() - t0)
+            here, there = there, here
+        return pvc_times, raw_times
+    finally:
+        c.down()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--vms", type=int, default=2, help="VMs on the node that loses power")
+    parser.add_argument("--memory", type=int, default=64, help="MiB of the migrated domain")
+    parser.add_argument("--keepalive", type=int, default=2)
+    parser.add_argument("--dead-after", type=int, default=5)
+    parser.add_argument("--session-ms", type=int, default=3000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "runtime.json"))
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
+    cache = workdir / "cache"
+    cache.mkdir()
+    fo = [failover(workdir, cache, args) for _ in range(args.repeat)]
+    pf = [primary_failover(workdir, cache, args) for _ in range(args.repeat)]
+    pvc_mig, raw_mig = migrations(workdir, cache, args)
+    result = {
+        "settings": {
+            "keepalive_interval_s": args.keepalive,
+            "dead_after": args.dead_after,
+            "zookeeper_session_ms": args.session_ms,
+            "vms": args.vms,
+            "domain_mib": args.memory,
+        },
+        "failover_s": fo,
+        "failover_median_s": statistics.median(fo),
+        "primary_failover_s": pf,
+        "primary_failover_median_s": statistics.median(pf),
+        "migration_pvc_s": pvc_mig,
+        "migration_virsh_s": raw_mig,
+        "migration_ratio": statistics.median(pvc_mig) / statistics.median(raw_mig),
+        "targets": TARGETS,
+    }
+    rows = [
+        ("node power loss → its VMs running elsewhere", result["failover_median_s"], "s", TARGETS["failover_s"]),
+        (
+            "primary power loss → new primary + floating IP",
+            result["primary_failover_median_s"],
+            "s",
+            TARGETS["primary_failover_s"],
+        ),
+        ("live migration via pvcd (median)", statistics.median(pvc_mig), "s", None),
+        ("live migration via virsh (baseline, median)", statistics.median(raw_mig), "s", None),
+        ("pvcd / virsh", result["migration_ratio"], "×", TARGETS["migration_ratio"]),
+    ]
+    print(f"settings: {result['settings']}; {args.repeat} runs each")
+    print(f"{'measure':52} {'value':>8}  {'target':>8}")
+    for name, value, unit, target in rows:
+        verdict = "" if target is None else ("ok" if value <= target else "MISSED")
+        print(f"{name:52} {value:7.2f}{unit}  {'' if target is None else f'≤{target:g}{unit}':>8} {verdict}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
