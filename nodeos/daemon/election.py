@@ -48,10 +48,26 @@ class Election:
         else:
             self.connected.clear()
 
+    def _yield_to(self) -> str | None:
+        """The coordinator an administrator asked to be primary, if it is another running coordinator."""
+        try:
+            wanted = self.d.state.primary_request()
+            if wanted in (None, self.me):
+                return None
+            return wanted if self.d.state.node(wanted).daemon_state == "run" else None
+        except Exception:
+            return None
+
     def _loop(self) -> None:
         while not self.d.stopping.is_set():
             if not self.connected.wait(timeout=0.5):
                 continue
+            wanted = self._yield_to()
+            if wanted is not None and self.d.state.primary() != wanted:
+                # let the requested coordinator win this round
+                self.d.stopping.wait(2.0)
+                if self._yield_to() is not None and self.d.state.primary() != wanted:
+                    continue
             election = self.d.zk.Election(layout.ELECTION, self.me)
             try:
                 election.run(self._lead)
@@ -70,8 +86,13 @@ class Election:
             for device, address, prefix in netif.floating_ips(self.d.cfg):
                 netif.add_address(device, address, prefix)
             self._claim()
+            if self.d.state.primary_request() == self.me:
+                self.d.state.clear_primary_request()
             interval = self.d.cfg.timers.keepalive_interval
             while not self.d.stopping.is_set() and self.connected.is_set():
+                if self._yield_to() is not None:
+                    log.warning("stepping down: %s was asked to be primary", self.d.state.primary_request())
+                    break
                 try:
                     self.d.fencer.check(self.d.keepalive.zk_now_ms())
                 except Exception:

@@ -12,6 +12,7 @@ ROOT = "/pvc"
 SCHEMA = f"{ROOT}/schema"  # {"version": int}
 CONFIG = f"{ROOT}/config"
 MAINTENANCE = f"{CONFIG}/maintenance"  # {"enabled": bool}
+PRIMARY_REQUEST = f"{CONFIG}/primary_request"  # Primary: the coordinator an administrator asked to be primary
 ELECTION = f"{ROOT}/election"  # kazoo Election recipe: the primary coordinator
 PRIMARY = f"{ROOT}/primary"  # ephemeral {"node": str, "since": float}, written by the primary
 NODES = f"{ROOT}/nodes"

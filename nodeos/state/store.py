@@ -171,6 +171,17 @@ class ClusterState:
         record = self.get_or_none(layout.PRIMARY, Primary)
         return record.node if record else None
 
+    def primary_request(self) -> str | None:
+        record = self.get_or_none(layout.PRIMARY_REQUEST, Primary)
+        return record.node if record else None
+
+    def request_primary(self, node: str) -> None:
+        self.put(layout.PRIMARY_REQUEST, Primary(node=node))
+
+    def clear_primary_request(self) -> None:
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(layout.PRIMARY_REQUEST)
+
     # -- nodes ---------------------------------------------------------------------------------------------
     def node_names(self) -> list[str]:
         return self.children(layout.NODES)

@@ -14,8 +14,13 @@ import pytest
 from pvc.nodeos.state.store import ClusterState, make_client
 from tests.component.zookeeper import ZooKeeper
 
-# Unusual ports and names, so component tests can run beside other work on the machine.
-ZK_PORT = 21931
+# Unusual ports and names, so component tests can run beside other work on the machine. Two test runs at once on
+# one machine need different PVC_TEST_PORT_BASE and PVC_TEST_NS_PREFIX.
+PORT_BASE = int(os.environ.get("PVC_TEST_PORT_BASE", "21930"))
+NS_PREFIX = os.environ.get("PVC_TEST_NS_PREFIX", "pvct")
+ZK_PORT = PORT_BASE + 1
+RUNTIME_ZK_PORT = PORT_BASE + 2
+API_PORT = PORT_BASE + 3
 
 
 def pytest_collection_modifyitems(items):
@@ -76,7 +81,13 @@ def runtime(workdir, libvirt_cache, request) -> Iterator:
 
     options = getattr(request, "param", {}) or {}
     # short: unix socket paths (libvirt's, under this folder) are limited to 107 bytes
-    cluster = RuntimeCluster(Path(tempfile.mkdtemp(prefix="rt", dir=workdir)), ["n1", "n2", "n3"], **options)
+    cluster = RuntimeCluster(
+        Path(tempfile.mkdtemp(prefix="rt", dir=workdir)),
+        ["n1", "n2", "n3"],
+        prefix=NS_PREFIX,
+        zk_host_port=RUNTIME_ZK_PORT,
+        **options,
+    )
     try:
         cluster.up(libvirt_cache)
         yield cluster
@@ -86,3 +97,38 @@ def runtime(workdir, libvirt_cache, request) -> Iterator:
         )
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def api_cluster(workdir, zookeeper):
+    """A formed cluster's state (schema, three registered nodes with keepalives) and the API over it."""
+    from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
+    from pvc.nodeos.state import layout
+    from pvc.nodeos.state.migrations import ensure_schema
+    from pvc.nodeos.state.models import Keepalive, NodeRecord
+    from tests.component.api import ApiServer
+    from tests.component.cluster import JOIN_KEY, cluster_toml
+
+    d = workdir / "api"
+    d.mkdir(exist_ok=True)
+    config = d / "cluster.toml"
+    config.write_text(cluster_toml(["n1", "n2", "n3"]))
+    zk = make_client(zookeeper.hosts, user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=5)
+    zk.start(timeout=10)
+    with contextlib.suppress(Exception):
+        zk.delete(layout.ROOT, recursive=True)
+    state = ClusterState(zk)
+    ensure_schema(state)
+    for i, name in enumerate(["n1", "n2", "n3"]):
+        state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))
+        state.write_keepalive(name, Keepalive(mem_total=8192, mem_free=4096 - i * 512, cpus=4))
+    server = ApiServer(d, config, zookeeper.hosts, API_PORT)
+    try:
+        server.wait_ready()
+        server.key = initial_api_key(JOIN_KEY)
+        server.state = state
+        yield server
+    finally:
+        server.stop()
+        zk.stop()
+        zk.close()

@@ -1,0 +1,113 @@
+"""The Falcon application: routes, middleware and error handling. No logic lives here."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from importlib.metadata import version
+
+import falcon
+
+from pvc.api import errors
+from pvc.api.auth import AuthMiddleware
+from pvc.api.context import Context, from_environment
+from pvc.api.models import ErrorBody
+from pvc.api.resources import cluster, health, nodes, tasks, vms
+from pvc.api.spec import API_PREFIX, openapi, operation
+
+log = logging.getLogger("pvc.api")
+
+
+def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
+    p = API_PREFIX
+    return [
+        (f"{p}/health", health.HealthResource(ctx, pvc_version)),
+        (f"{p}/cluster", cluster.ClusterResource(ctx)),
+        (f"{p}/cluster/faults", cluster.FaultsResource(ctx)),
+        (f"{p}/cluster/faults/{{fault_id}}", cluster.FaultResource(ctx)),
+        (f"{p}/cluster/maintenance", cluster.MaintenanceResource(ctx)),
+        (f"{p}/cluster/formation", cluster.FormationResource(ctx)),
+        (f"{p}/nodes", nodes.NodesResource(ctx)),
+        (f"{p}/nodes/{{node}}", nodes.NodeResource(ctx)),
+        (f"{p}/nodes/{{node}}/flush", nodes.NodeFlush(ctx)),
+        (f"{p}/nodes/{{node}}/ready", nodes.NodeReady(ctx)),
+        (f"{p}/nodes/{{node}}/primary", nodes.NodePrimary(ctx)),
+        (f"{p}/nodes/{{node}}/log", nodes.NodeLog(ctx)),
+        (f"{p}/vms", vms.VmsResource(ctx)),
+        (f"{p}/vms/{{vm}}", vms.VmResource(ctx)),
+        (f"{p}/vms/{{vm}}/state", vms.VmStateResource(ctx)),
+        (f"{p}/vms/{{vm}}/migrate", vms.VmMigrateResource(ctx)),
+        (f"{p}/vms/{{vm}}/meta", vms.VmMetaResource(ctx)),
+        (f"{p}/vms/{{vm}}/console", vms.VmConsoleResource(ctx)),
+        (f"{p}/tasks", tasks.TasksResource(ctx)),
+        (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),
+    ]
+
+
+class SpecResource:
+    def __init__(self, document: dict) -> None:
+        self.document = document
+
+    @operation(summary="This API's OpenAPI 3.1 document", response=dict, auth=False, errors=(), tags=["docs"])
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> dict:
+        return self.document
+
+
+class DocsResource:
+    def __init__(self, document: dict) -> None:
+        self.page = render_docs(document)
+
+    @operation(
+        summary="A browsable page of this API",
+        auth=False,
+        errors=(),
+        tags=["docs"],
+        media_type="text/html",
+        response=str,
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = self.page
+
+
+def render_docs(doc: dict) -> str:
+    """A self-contained HTML page listing every operation (no external scripts: nodes may have no Internet)."""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(doc['info']['title'])}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}code,pre{background:#f4f4f4}"
+        ".m{display:inline-block;width:5em;font-weight:bold}</style></head><body>",
+        f"<h1>{html.escape(doc['info']['title'])} {html.escape(doc['info']['version'])}</h1>",
+        f"<p>{html.escape(doc['info']['description'])} The machine-readable document is "
+        f"<a href='{API_PREFIX}/openapi.json'>openapi.json</a>.</p>",
+    ]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            parts.append(f"<h3><span class='m'>{method.upper()}</span><code>{html.escape(path)}</code></h3>")
+            parts.append(f"<p>{html.escape(op['summary'])}</p>")
+            if "description" in op:
+                parts.append(f"<p>{html.escape(op['description'])}</p>")
+            for param in op.get("parameters", []):
+                parts.append(f"<div>{param['in']} <code>{html.escape(param['name'])}</code></div>")
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+                schema = doc["components"]["schemas"][ref]
+                parts.append(f"<pre>{html.escape(json.dumps(schema.get('properties', {}), indent=1))}</pre>")
+            parts.append("<div>responses: " + ", ".join(sorted(op["responses"])) + "</div>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def create_app(ctx: Context | None = None) -> falcon.App:
+    """The WSGI application. Without `ctx`, reads PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER."""
+    ctx = ctx or from_environment()
+    pvc_version = version("pvc")
+    app = falcon.App(middleware=[AuthMiddleware(ctx.keys)], cors_enable=False)
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+    table = routes(ctx, pvc_version)
+    document = openapi(table, ErrorBody, "PVC API", pvc_version)
+    table += [(f"{API_PREFIX}/openapi.json", SpecResource(document)), (f"{API_PREFIX}/docs", DocsResource(document))]
+    for path, resource in table:
+        app.add_route(path, resource)
+    return app

@@ -1,0 +1,96 @@
+"""What every resource needs: the cluster config, the state layer over ZooKeeper, and the API keys."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from kazoo.protocol.states import KazooState
+
+from pvc.api.auth import ApiKeys, digest
+from pvc.api.errors import ClusterNotReady
+from pvc.config.load import load, resolve_file
+from pvc.config.resolve import read_join_key
+from pvc.config.schema import ClusterFile
+from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
+from pvc.nodeos.formation import zookeeper as zkform
+from pvc.nodeos.state.store import ClusterState, make_client
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    cfg: ClusterFile
+    base_dir: Path
+    keys: ApiKeys
+    zk_hosts: str
+    zk_password: str
+
+    def __post_init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ClusterState:
+        """The state layer; connects on first use (after gunicorn forked this worker)."""
+        with self._lock:
+            if self._state is None:
+                zk = make_client(
+                    self.zk_hosts,
+                    user=ZK_USER,
+                    password=self.zk_password,
+                    timeout=self.cfg.zookeeper.session_timeout_ms / 1000,
+                )
+                try:
+                    zk.start(timeout=5)
+                except Exception as exc:
+                    zk.stop()
+                    zk.close()
+                    raise ClusterNotReady(f"ZooKeeper at {self.zk_hosts} is not reachable: {exc}") from None
+                self._state = ClusterState(zk)
+            if self._state.zk.state != KazooState.CONNECTED:
+                raise ClusterNotReady(f"lost the connection to ZooKeeper at {self.zk_hosts}")
+            return self._state
+
+    def ready_state(self) -> ClusterState:
+        """The state layer of a formed cluster (503 before formation has created the layout)."""
+        state = self.state
+        if state.schema_version() is None:
+            raise ClusterNotReady("the cluster has not formed yet: no state in ZooKeeper")
+        return state
+
+
+def from_environment() -> Context:
+    """Build the context from PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER (optional override)."""
+    path = os.environ.get("PVC_CONFIG", "/run/pvc/cluster.toml")
+    result = load(path)
+    if not result.valid:
+        raise ConfigError("; ".join(p.format(path) for p in result.errors))
+    cfg = result.config
+    assert cfg is not None
+    base = Path(path).resolve().parent
+    join_key = read_join_key(cfg, base)
+    keys = {"initial": digest(initial_api_key(join_key))}
+    for key in cfg.api.keys:
+        if key.sha256 is not None:
+            keys[key.name] = bytes.fromhex(key.sha256)
+        elif key.key is not None:
+            keys[key.name] = digest(key.key)
+        else:
+            key_path = resolve_file(key.key_file or "", base)
+            try:
+                keys[key.name] = digest(key_path.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(f"api.keys '{key.name}': cannot read {key_path}: {exc.strerror}") from None
+    return Context(
+        cfg=cfg,
+        base_dir=base,
+        keys=ApiKeys(keys),
+        zk_hosts=os.environ.get("PVC_ZOOKEEPER") or zkform.hosts(cfg),
+        zk_password=zookeeper_password(join_key),
+    )

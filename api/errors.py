@@ -1,0 +1,70 @@
+"""Every failure becomes JSON `{"error", "detail", "field"}` with the right status; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+from kazoo.exceptions import KazooException
+
+from pvc.api.spec import RequestInvalid
+from pvc.nodeos.daemon.domxml import DomainXmlError
+from pvc.nodeos.state.actions import ActionError
+from pvc.nodeos.state.placement import NoTarget
+from pvc.nodeos.state.store import Conflict, NotFound
+from pvc.nodeos.state.vmstate import TransitionError
+
+log = logging.getLogger("pvc.api")
+
+
+class ClusterNotReady(Exception):
+    pass
+
+
+def body(error: str, detail: str, field: str | None = None) -> dict:
+    return {"error": error, "detail": detail, "field": field}
+
+
+def _send(resp: falcon.Response, status: int, error: str, detail: str, field: str | None = None) -> None:
+    resp.status = status
+    resp.media = body(error, detail, field)
+
+
+def install(app: falcon.App) -> None:
+    def serialize(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.media = body(exc.title or "error", exc.description or exc.title or "", None)
+
+    app.set_error_serializer(serialize)
+
+    def handler(status: int, error: str, field_attr: str | None = None):  # type: ignore[no-untyped-def]
+        def handle(req, resp, exc, params):  # type: ignore[no-untyped-def]
+            field = getattr(exc, field_attr, None) if field_attr else None
+            detail = str(exc)
+            if isinstance(exc, NotFound) and not detail.startswith(("node", "VM")):
+                detail = f"no such object: {detail}"
+            _send(resp, status, error, detail, field)
+
+        return handle
+
+    def unexpected(req, resp, exc, params):  # type: ignore[no-untyped-def]
+        if isinstance(exc, falcon.HTTPError):
+            raise exc
+        log.exception("unexpected error in %s %s", req.method, req.path)
+        _send(resp, 500, "internal error", f"{type(exc).__name__}: the server logged the details")
+
+    def zookeeper(req, resp, exc, params):  # type: ignore[no-untyped-def]
+        _send(resp, 503, "cluster not ready", f"ZooKeeper did not answer: {type(exc).__name__}")
+
+    app.add_error_handler(Exception, unexpected)
+    app.add_error_handler(KazooException, zookeeper)
+    app.add_error_handler(RequestInvalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(ActionError, handler(400, "invalid request", "field"))
+    app.add_error_handler(
+        DomainXmlError, lambda req, resp, exc, p: _send(resp, 400, "invalid request", str(exc), "xml")
+    )
+    app.add_error_handler(NotFound, handler(404, "not found"))
+    app.add_error_handler(TransitionError, handler(409, "conflict"))
+    app.add_error_handler(NoTarget, handler(409, "no target node"))
+    app.add_error_handler(Conflict, handler(409, "conflict"))
+    app.add_error_handler(ClusterNotReady, handler(503, "cluster not ready"))

@@ -1,0 +1,156 @@
+"""Request and response models of the API. They validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pvc.nodeos.state.models import (
+    Fault,
+    FenceInfo,
+    FormationProgress,
+    Keepalive,
+    MigrationMethod,
+    Selector,
+    Task,
+    VmMeta,
+)
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query strings arrive as text: these models convert."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    field: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    zookeeper: bool
+    formed: bool
+    version: str
+
+
+# -- cluster --------------------------------------------------------------------------------------------------
+class Counts(BaseModel):
+    total: int
+    by_state: dict[str, int]
+
+
+class ClusterStatus(BaseModel):
+    name: str
+    health: Literal["ok", "degraded"]
+    primary: str | None
+    maintenance: bool
+    nodes: Counts
+    vms: Counts
+    faults: int
+
+
+class MaintenanceSet(Request):
+    enabled: bool
+
+
+class Maintenance(BaseModel):
+    enabled: bool
+
+
+# -- nodes ----------------------------------------------------------------------------------------------------
+class NodeView(BaseModel):
+    name: str
+    coordinator: bool
+    primary: bool
+    daemon_state: str
+    domain_state: str
+    keepalive_age_s: float | None
+    resources: Keepalive | None
+    fence: FenceInfo | None
+    task: str | None
+
+
+class NodeAction(Request):
+    wait: bool = False
+
+
+class LogQuery(Query):
+    lines: Annotated[int, Field(ge=1, le=10000)] = 100
+
+
+class LogLines(BaseModel):
+    lines: list[str]
+
+
+# -- VMs ------------------------------------------------------------------------------------------------------
+class VmSummary(BaseModel):
+    uuid: str
+    name: str
+    state: str
+    node: str
+    last_node: str | None
+    running: str
+    running_on: str | None
+    memory_mib: int
+    vcpus: int
+    tags: list[str]
+
+
+class VmDetail(VmSummary):
+    xml: str
+    meta: VmMeta
+    reason: str
+
+
+class VmListQuery(Query):
+    node: Annotated[str | None, Field(max_length=64)] = None
+    state: Annotated[str | None, Field(max_length=32)] = None
+    tag: Annotated[str | None, Field(max_length=64)] = None
+
+
+class VmDefine(Request):
+    xml: Annotated[str, Field(min_length=1, max_length=1_000_000, description="libvirt domain XML")]
+    node: Name | None = None
+    node_limit: list[Name] = []
+    selector: Selector | None = None
+    autostart: bool = False
+    migration_method: MigrationMethod | None = None
+    max_downtime_ms: Annotated[int | None, Field(ge=1, le=60000)] = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+
+
+class VmStateChange(Request):
+    action: Literal["start", "shutdown", "stop", "restart", "disable"]
+    wait: bool = False
+
+
+class VmMigrate(Request):
+    action: Literal["migrate", "move", "unmigrate"] = "migrate"
+    target: Name | None = None
+    wait: bool = False
+
+
+class VmMetaChange(Request):
+    node_limit: list[Name] | None = None
+    selector: Selector | None = None
+    autostart: bool | None = None
+    migration_method: MigrationMethod | None = None
+    max_downtime_ms: Annotated[int | None, Field(ge=1, le=60000)] = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+
+
+class Removed(BaseModel):
+    removed: str
+
+
+__all__ = ["Fault", "FormationProgress", "Task"]

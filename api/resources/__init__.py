@@ -1,0 +1,1 @@
+"""One resource module per noun."""

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import falcon
+
+from pvc.api.context import Context
+from pvc.api.models import Health
+from pvc.api.spec import operation
+
+
+class HealthResource:
+    def __init__(self, ctx: Context, version: str) -> None:
+        self.ctx, self.version = ctx, version
+
+    @operation(
+        summary="Is the API up, and can it reach ZooKeeper?", response=Health, auth=False, errors=(), tags=["cluster"]
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> Health:
+        try:
+            formed = self.ctx.state.schema_version() is not None
+            zk = True
+        except Exception:
+            zk = formed = False
+        if not (zk and formed):
+            resp.status = 503
+        return Health(status="ok" if zk and formed else "degraded", zookeeper=zk, formed=formed, version=self.version)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import falcon
+
+from pvc.api.context import Context
+from pvc.api.models import Task
+from pvc.api.spec import operation
+from pvc.nodeos.state.store import NotFound
+
+
+class TasksResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(
+        summary="Long operations (flush, ready, migrations), newest first",
+        response=list[Task],
+        errors=(),
+        tags=["tasks"],
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[Task]:
+        return sorted(self.ctx.ready_state().tasks(), key=lambda t: t.created, reverse=True)
+
+
+class TaskResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(summary="One task and its progress", response=Task, tags=["tasks"])
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> Task:
+        try:
+            return self.ctx.ready_state().task(task_id)
+        except NotFound:
+            raise NotFound(f"task '{task_id}'") from None

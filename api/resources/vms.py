@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import time
+
+import falcon
+
+from pvc.api.context import Context
+from pvc.api.models import (
+    LogLines,
+    LogQuery,
+    Removed,
+    Task,
+    VmDefine,
+    VmDetail,
+    VmListQuery,
+    VmMetaChange,
+    VmMigrate,
+    VmStateChange,
+    VmSummary,
+)
+from pvc.api.resources.nodes import wait_task
+from pvc.api.spec import operation
+from pvc.nodeos.state import actions
+from pvc.nodeos.state.models import VmMeta, VmSpec, VmStatus
+from pvc.nodeos.state.store import ClusterState, NotFound
+
+MIGRATE_WAIT = 300.0
+
+
+def summary(spec: VmSpec, status: VmStatus) -> dict:
+    return {
+        "uuid": spec.uuid,
+        "name": spec.name,
+        "state": spec.state,
+        "node": spec.node,
+        "last_node": spec.last_node,
+        "running": status.state,
+        "running_on": status.node if status.state == "running" else None,
+        "memory_mib": spec.memory_mib,
+        "vcpus": spec.vcpus,
+        "tags": spec.meta.tags,
+    }
+
+
+def detail(state: ClusterState, spec: VmSpec) -> VmDetail:
+    status = state.vm_status(spec.uuid)
+    return VmDetail(**summary(spec, status), xml=spec.xml, meta=spec.meta, reason=status.reason)
+
+
+def find(state: ClusterState, vm: str) -> VmSpec:
+    try:
+        return state.find_vm(vm)
+    except NotFound:
+        raise NotFound(f"VM '{vm}'") from None
+
+
+class VmsResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(
+        summary="VMs, optionally filtered by node, desired state or tag",
+        query=VmListQuery,
+        response=list[VmSummary],
+        errors=(),
+        tags=["vms"],
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response, query: VmListQuery) -> list[VmSummary]:
+        state = self.ctx.ready_state()
+        out = []
+        for spec in sorted(state.vms(), key=lambda s: s.name):
+            if query.node and spec.node != query.node:
+                continue
+            if query.state and spec.state != query.state:
+                continue
+            if query.tag and query.tag not in spec.meta.tags:
+                continue
+            out.append(VmSummary(**summary(spec, state.vm_status(spec.uuid))))
+        return out
+
+    @operation(
+        summary="Define a VM from libvirt domain XML (it starts stopped)",
+        body=VmDefine,
+        response=VmDetail,
+        status=201,
+        errors=(404, 409),
+        tags=["vms"],
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response, body: VmDefine) -> VmDetail:
+        state = self.ctx.ready_state()
+        meta = VmMeta(
+            node_limit=body.node_limit,
+            selector=body.selector,
+            autostart=body.autostart,
+            migration_method=body.migration_method,
+            max_downtime_ms=body.max_downtime_ms,
+            tags=body.tags,
+        )
+        spec = actions.define_vm(
+            state, body.xml, node=body.node, meta=meta, default_selector=self.ctx.cfg.migration.selector
+        )
+        resp.location = f"/api/v1/vms/{spec.uuid}"
+        return detail(state, spec)
+
+
+class VmResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(summary="One VM, by name or UUID", response=VmDetail, tags=["vms"])
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str) -> VmDetail:
+        state = self.ctx.ready_state()
+        return detail(state, find(state, vm))
+
+    @operation(summary="Remove a stopped VM", response=Removed, errors=(404, 409), tags=["vms"])
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str) -> Removed:
+        state = self.ctx.ready_state()
+        spec = find(state, vm)
+        actions.remove_vm(state, spec.uuid)
+        return Removed(removed=spec.name)
+
+
+class VmStateResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(
+        summary="Start, shut down, stop, restart or disable a VM",
+        body=VmStateChange,
+        response=VmDetail,
+        errors=(404, 409),
+        tags=["vms"],
+        description="409 when the VM's state does not allow the action (the message lists the states "
+        "that do). With wait=true, answers once the VM has reached the new state.",
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmStateChange) -> VmDetail:
+        state = self.ctx.ready_state()
+        spec = actions.change_state(state, find(state, vm).uuid, body.action)
+        if body.wait:
+            timeout = self.ctx.cfg.timers.vm_shutdown_timeout + 60
+            want = "running" if body.action in ("start", "restart") else "stopped"
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                spec = state.vm(spec.uuid)
+                status = state.vm_status(spec.uuid)
+                settled = spec.state not in ("restart", "shutdown")
+                if settled and (status.state == want or status.state == "failed"):
+                    break
+                time.sleep(0.2)
+        return detail(state, state.vm(spec.uuid))
+
+
+class VmMigrateResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(
+        summary="Migrate (temporarily), move (for good) or unmigrate (return) a VM",
+        body=VmMigrate,
+        response=Task,
+        status=202,
+        errors=(404, 409),
+        tags=["vms"],
+        description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
+        "without room for the VM's memory is refused (409). Returns the task (202), or the "
+        "finished task with wait=true (200).",
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmMigrate) -> Task:
+        state = self.ctx.ready_state()
+        _, task = actions.move_vm(
+            state,
+            find(state, vm).uuid,
+            body.action,
+            target=body.target,
+            default_selector=self.ctx.cfg.migration.selector,
+        )
+        if body.wait:
+            return wait_task(state, task, MIGRATE_WAIT)
+        resp.location = f"/api/v1/tasks/{task.id}"
+        return task
+
+
+class VmMetaResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(
+        summary="Change a VM's node limit, selector, autostart, migration method, downtime or tags",
+        body=VmMetaChange,
+        response=VmDetail,
+        tags=["vms"],
+    )
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmMetaChange) -> VmDetail:
+        state = self.ctx.ready_state()
+        spec = find(state, vm)
+        changes = body.model_dump(exclude_unset=True)
+        spec = actions.set_meta(state, spec.uuid, **changes)
+        return detail(state, spec)
+
+
+class VmConsoleResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation(summary="The last lines of the VM's serial console", query=LogQuery, response=LogLines, tags=["vms"])
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str, query: LogQuery) -> LogLines:
+        state = self.ctx.ready_state()
+        return LogLines(lines=state.console(find(state, vm).uuid)[-query.lines :])
