@@ -16,6 +16,7 @@ from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
 from pvc.nodeos.formation import zookeeper as zkform
+from pvc.nodeos.state.cache import VmCache
 from pvc.nodeos.state.store import ClusterState, make_client
 
 
@@ -33,7 +34,19 @@ class Context:
 
     def __post_init__(self) -> None:
         self._state: ClusterState | None = None
+        self._vm_cache: VmCache | None = None
+        self._formed = False
         self._lock = threading.Lock()
+
+    @property
+    def vm_cache(self) -> VmCache:
+        """Every VM's spec and status, kept current by watches (started on first use)."""
+        state = self.ready_state()
+        with self._lock:
+            if self._vm_cache is None:
+                self._vm_cache = VmCache(state.zk)
+                self._vm_cache.start()
+            return self._vm_cache
 
     @property
     def state(self) -> ClusterState:
@@ -60,8 +73,10 @@ class Context:
     def ready_state(self) -> ClusterState:
         """The state layer of a formed cluster (503 before formation has created the layout)."""
         state = self.state
-        if state.schema_version() is None:
-            raise ClusterNotReady("the cluster has not formed yet: no state in ZooKeeper")
+        if not self._formed:  # once formed, always formed: no round trip per request
+            if state.schema_version() is None:
+                raise ClusterNotReady("the cluster has not formed yet: no state in ZooKeeper")
+            self._formed = True
         return state
 
 

@@ -33,7 +33,17 @@ def _send(resp: falcon.Response, status: int, error: str, detail: str, field: st
 def install(app: falcon.App) -> None:
     def serialize(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        resp.media = body(exc.title or "error", exc.description or exc.title or "", None)
+        title = (exc.title or "error").lower()
+        error = title.split(" ", 1)[1] if title[:3].isdigit() and " " in title else title  # "404 not found"
+        detail = exc.description
+        if detail is None:
+            if isinstance(exc, falcon.HTTPRouteNotFound) or exc.status_code == 404:
+                detail = f"no such route: {req.method} {req.path}"
+            elif exc.status_code == 405:
+                detail = f"{req.method} is not allowed on {req.path}"
+            else:
+                detail = error
+        resp.media = body(error, detail, None)
 
     app.set_error_serializer(serialize)
 

@@ -20,7 +20,7 @@ _base = Path(_path).resolve().parent
 
 bind = [os.environ.get("PVC_API_BIND", f"0.0.0.0:{_api.port}")]
 workers = int(os.environ.get("PVC_API_WORKERS", _api.workers))
-threads = 4
+threads = int(os.environ.get("PVC_API_THREADS", "4"))
 timeout = 660  # flush with wait=true can take minutes
 graceful_timeout = 10
 accesslog = "-"

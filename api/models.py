@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pvc.nodeos.state.models import (
     Fault,
@@ -18,6 +18,14 @@ from pvc.nodeos.state.models import (
 )
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def _integral(value: object) -> object:
+    # JSON has one number type: 300.0 is the integer 300 (as JSON Schema says), "300" is not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Downtime = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=60000)]
 
 
 class Request(BaseModel):
@@ -125,7 +133,7 @@ class VmDefine(Request):
     selector: Selector | None = None
     autostart: bool = False
     migration_method: MigrationMethod | None = None
-    max_downtime_ms: Annotated[int | None, Field(ge=1, le=60000)] = None
+    max_downtime_ms: Downtime | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
 
 
@@ -145,7 +153,7 @@ class VmMetaChange(Request):
     selector: Selector | None = None
     autostart: bool | None = None
     migration_method: MigrationMethod | None = None
-    max_downtime_ms: Annotated[int | None, Field(ge=1, le=60000)] = None
+    max_downtime_ms: Downtime | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
 
 

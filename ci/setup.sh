@@ -10,7 +10,7 @@ PACKAGES=(
   python3-rados python3-rbd python3-libvirt python3-psycopg2 python3-cryptography
   ceph-common
   zookeeper default-jre-headless libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-  ipmitool socat iproute2 procps
+  ipmitool socat iproute2 procps wrk
 )
 
 export DEBIAN_FRONTEND=noninteractive

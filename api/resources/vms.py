@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 
 import falcon
@@ -57,6 +58,7 @@ def find(state: ClusterState, vm: str) -> VmSpec:
 class VmsResource:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._rendered: dict[tuple, tuple[int, bytes]] = {}
 
     @operation(
         summary="VMs, optionally filtered by node, desired state or tag",
@@ -65,18 +67,25 @@ class VmsResource:
         errors=(),
         tags=["vms"],
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response, query: VmListQuery) -> list[VmSummary]:
-        state = self.ctx.ready_state()
-        out = []
-        for spec in sorted(state.vms(), key=lambda s: s.name):
-            if query.node and spec.node != query.node:
-                continue
-            if query.state and spec.state != query.state:
-                continue
-            if query.tag and query.tag not in spec.meta.tags:
-                continue
-            out.append(VmSummary(**summary(spec, state.vm_status(spec.uuid))))
-        return out
+    def on_get(self, req: falcon.Request, resp: falcon.Response, query: VmListQuery) -> None:
+        # Served from a watch-fed cache, serialised once per change of the VM set (and per filter).
+        generation, items = self.ctx.vm_cache.snapshot()
+        key = (query.node, query.state, query.tag)
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] != generation:
+            out = [
+                summary(spec, status)
+                for spec, status in sorted(items, key=lambda item: item[0].name)
+                if (not query.node or spec.node == query.node)
+                and (not query.state or spec.state == query.state)
+                and (not query.tag or query.tag in spec.meta.tags)
+            ]
+            cached = (generation, json.dumps(out, separators=(",", ":")).encode())
+            if len(self._rendered) > 32:
+                self._rendered.clear()
+            self._rendered[key] = cached
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = cached[1]
 
     @operation(
         summary="Define a VM from libvirt domain XML (it starts stopped)",
