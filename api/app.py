@@ -98,6 +98,13 @@ def render_docs(doc: dict) -> str:
     return "".join(parts)
 
 
+def build_document(table: list[tuple[str, object]] | None = None, pvc_version: str | None = None) -> dict:
+    """The OpenAPI document (resources are only inspected, never called, so no cluster is needed)."""
+    pvc_version = pvc_version or version("pvc")
+    table = table if table is not None else routes(None, pvc_version)  # type: ignore[arg-type]
+    return openapi(table, ErrorBody, "PVC API", pvc_version)
+
+
 def create_app(ctx: Context | None = None) -> falcon.App:
     """The WSGI application. Without `ctx`, reads PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER."""
     ctx = ctx or from_environment()
@@ -106,7 +113,7 @@ def create_app(ctx: Context | None = None) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     table = routes(ctx, pvc_version)
-    document = openapi(table, ErrorBody, "PVC API", pvc_version)
+    document = build_document(table, pvc_version)
     table += [(f"{API_PREFIX}/openapi.json", SpecResource(document)), (f"{API_PREFIX}/docs", DocsResource(document))]
     for path, resource in table:
         app.add_route(path, resource)

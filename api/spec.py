@@ -197,7 +197,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             else:
                 statuses.discard(503) if path.endswith(("openapi.json", "/docs")) else None
                 entry["security"] = []
-            for status in sorted(statuses):
+            for status in sorted(statuses - set(op.extra_statuses)):
                 entry["responses"][str(status)] = {
                     "description": ERROR_STATUSES[status],
                     "content": {"application/json": {"schema": error_ref}},

@@ -12,7 +12,12 @@ class HealthResource:
         self.ctx, self.version = ctx, version
 
     @operation(
-        summary="Is the API up, and can it reach ZooKeeper?", response=Health, auth=False, errors=(), tags=["cluster"]
+        summary="Is the API up, and can it reach ZooKeeper?",
+        response=Health,
+        auth=False,
+        errors=(),
+        tags=["cluster"],
+        extra_statuses={503: ("ZooKeeper unreachable or the cluster not formed", Health)},
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> Health:
         try:
