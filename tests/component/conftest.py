@@ -132,3 +132,17 @@ def api_cluster(workdir, zookeeper):
         server.stop()
         zk.stop()
         zk.close()
+
+
+@pytest.fixture(scope="session")
+def ceph(workdir):
+    """One mon, one mgr, three bluestore OSDs on sparse files; keys derived from the component join key."""
+    from tests.component.ceph import Ceph
+    from tests.component.cluster import JOIN_KEY
+
+    cluster = Ceph(workdir / "ceph", JOIN_KEY, port=PORT_BASE + 4859)
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()

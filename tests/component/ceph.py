@@ -1,0 +1,161 @@
+"""A real Ceph (Debian's Pacific) for component tests: one mon, one mgr and N bluestore OSDs on sparse files, on
+loopback, configured by the product's renderer with the secrets derived from a join key.
+
+Recipe and pitfalls: shared/reference/feasibility-services.md §2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from pvc.config.secrets import cluster_secrets
+from pvc.nodeos.formation import ceph as cephform
+from tests.component.procs import Proc, wait_until
+
+# A one-machine cluster can hold no more than one copy per host, and this disk is mostly full: the options below
+# are what lets it report HEALTH_OK (feasibility-services.md §2, pitfall 6).
+TEST_OPTIONS = {
+    "osd crush chooseleaf type": "0",
+    "mon allow pool size one": "true",
+    "mon warn on pool no redundancy": "false",
+    "mon warn on insecure global id reclaim allowed": "false",
+    "mon data avail warn": "2",
+    "mon data avail crit": "1",
+    "osd objectstore": "bluestore",
+    "bluestore block create": "true",
+    "bluestore block size": str(2 * 1024**3),
+    "bluestore fsck on mkfs": "false",
+    "osd max object name len": "256",
+    "osd max object namespace len": "64",
+}
+
+
+class Ceph:
+    def __init__(
+        self, workdir: Path, join_key: str, address: str = "127.0.0.1", port: int = 26789, osds: int = 3, mgr: str = "a"
+    ) -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        self.dir = workdir
+        for sub in ("run", "log", "etc", "mon", "mgr", "osd"):
+            (workdir / sub).mkdir(parents=True)
+        self.secrets = cluster_secrets(join_key, [mgr])
+        self.params = cephform.CephParams(
+            fsid=self.secrets.ceph_fsid,
+            mons=[("a", address)],
+            public_network="127.0.0.0/8",
+            pool_size=1,
+            pool_min_size=1,
+            pg_num=8,
+            mon_port=port,
+            mon_v2_port=port + 1,
+            run_dir=str(workdir / "run"),
+            data_root=str(workdir),
+            log_dir=str(workdir / "log"),
+            keyring_dir=str(workdir / "etc"),
+            osd_memory_target=939524096,
+            extra=TEST_OPTIONS,
+        )
+        self.conf = workdir / "etc" / "ceph.conf"
+        self.conf.write_text(cephform.render_conf(self.params))
+        self.admin_keyring = workdir / "etc" / "ceph.client.admin.keyring"
+        self.admin_keyring.write_text(
+            cephform.render_keyring({"client.admin": self.secrets.ceph_keys["client.admin"]}, cephform.CAPS)
+        )
+        self.nosd = osds
+        self.mgr = mgr
+        self.procs: list[Proc] = []
+
+    def run(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        out = subprocess.run(list(args), capture_output=True, text=True, input=input, timeout=120)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
+        return out.stdout
+
+    def ceph(self, *args: str) -> str:
+        return self.run("ceph", "-c", str(self.conf), "--connect-timeout", "20", *args)
+
+    def ceph_json(self, *args: str) -> dict:
+        return json.loads(self.ceph(*args, "-f", "json"))
+
+    def up(self) -> None:
+        keyring = self.dir / "mon.keyring"  # outside the mon data dir: mkfs silently does nothing in a non-empty one
+        keyring.write_text(cephform.mon_keyring(self.secrets))
+        monmap = self.dir / "monmap"
+        self.run(*cephform.monmaptool_args(self.params, str(monmap)))
+        self.run(
+            "ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)
+        )
+        self.procs.append(Proc("ceph-mon", ["ceph-mon", "-f", "-c", str(self.conf), "-i", "a"], self.dir / "mon.log"))
+        wait_until("the mon to answer", lambda: self.ceph("mon", "stat"), 60, interval=0.3, proc=self.procs[-1])
+        mgr_dir = self.dir / "mgr" / f"ceph-{self.mgr}"
+        mgr_dir.mkdir(parents=True)
+        (mgr_dir / "keyring").write_text(
+            cephform.render_keyring(
+                {f"mgr.{self.mgr}": self.secrets.ceph_keys[f"mgr.{self.mgr}"]}, {f"mgr.{self.mgr}": cephform.MGR_CAPS}
+            )
+        )
+        self.procs.append(
+            Proc("ceph-mgr", ["ceph-mgr", "-f", "-c", str(self.conf), "-i", self.mgr], self.dir / "mgr.log")
+        )
+        for _ in range(self.nosd):
+            self.add_osd()
+        wait_until(
+            f"{self.nosd} OSDs up", lambda: self.ceph_json("osd", "stat")["num_up_osds"] == self.nosd, 120, interval=0.5
+        )
+        wait_until("the mgr to be available", lambda: self.ceph_json("mgr", "stat")["available"], 120, interval=0.5)
+
+    def add_osd(self) -> int:
+        osd_uuid = str(uuid.uuid4())
+        osd_id = int(self.ceph("osd", "new", osd_uuid).strip())
+        osd_dir = self.dir / "osd" / f"ceph-{osd_id}"
+        osd_dir.mkdir(parents=True)
+        self.run(
+            "ceph-osd",
+            "-c",
+            str(self.conf),
+            "-i",
+            str(osd_id),
+            "--mkfs",
+            "--mkkey",
+            "--no-mon-config",
+            "--osd-uuid",
+            osd_uuid,
+        )
+        self.ceph(
+            "auth",
+            "add",
+            f"osd.{osd_id}",
+            "osd",
+            "allow *",
+            "mon",
+            "allow profile osd",
+            "mgr",
+            "allow profile osd",
+            "-i",
+            str(osd_dir / "keyring"),
+        )
+        self.start_osd(osd_id)
+        return osd_id
+
+    def start_osd(self, osd_id: int) -> Proc:
+        proc = Proc(
+            f"ceph-osd.{osd_id}",
+            ["ceph-osd", "-f", "-c", str(self.conf), "-i", str(osd_id)],
+            self.dir / f"osd.{osd_id}.log",
+        )
+        self.procs.append(proc)
+        return proc
+
+    def osd_proc(self, osd_id: int) -> Proc:
+        return next(p for p in reversed(self.procs) if p.name == f"ceph-osd.{osd_id}" and p.alive())
+
+    def health(self) -> str:
+        return self.ceph_json("health")["status"]
+
+    def down(self) -> None:
+        for proc in reversed(self.procs):
+            proc.kill()  # SIGKILL: an OSD given SIGTERM after the mon is gone takes ~10 s (pitfall 5)
