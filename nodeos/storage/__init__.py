@@ -1,0 +1,1 @@
+"""Ceph storage through the rados/rbd bindings: pools, volumes (RBD images), snapshots, usage."""
