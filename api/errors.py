@@ -51,7 +51,7 @@ def install(app: falcon.App) -> None:
         def handle(req, resp, exc, params):  # type: ignore[no-untyped-def]
             field = getattr(exc, field_attr, None) if field_attr else None
             detail = str(exc)
-            if isinstance(exc, NotFound) and not detail.startswith(("node", "VM")):
+            if isinstance(exc, NotFound) and detail.startswith("/"):  # a bare ZooKeeper path
                 detail = f"no such object: {detail}"
             _send(resp, status, error, detail, field)
 

@@ -12,6 +12,12 @@ import click
 # name -> "module:attribute" of each command group. Modules load on first use.
 GROUPS = {
     "config": ("pvc.cli.config", "config", "Validate, create, inspect cluster.toml files (offline)."),
+    "cluster": ("pvc.cli.cluster", "cluster", "Cluster status, faults, maintenance mode, formation."),
+    "node": ("pvc.cli.node", "node", "Nodes: state and resources; flush, ready, primary, log."),
+    "vm": ("pvc.cli.vm", "vm", "VMs: define, start, stop, migrate, tune, console, remove."),
+    "task": ("pvc.cli.task", "task", "Long operations and their progress."),
+    "connection": ("pvc.cli.connection", "connection", "Connection profiles: API address, key, TLS."),
+    "completion": ("pvc.cli.completion", "completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 
@@ -31,9 +37,23 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _complete_connection(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    from pvc.cli.complete import connection_names
+
+    return connection_names(ctx, param, incomplete)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "-c",
+    "--connection",
+    metavar="NAME",
+    shell_complete=_complete_connection,
+    help="Connection profile to use (default: $PVC_CONNECTION, then the default profile).",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate.")
 @click.version_option(package_name="pvc", prog_name="pvc")
-def cli() -> None:
+def cli(connection: str | None, insecure: bool) -> None:
     """PVC: manage a PVC virtualization cluster."""
 
 

@@ -101,6 +101,7 @@ class NodeFlush(NodeFlushResource):
         body=NodeAction,
         response=Task,
         status=202,
+        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
         description="Returns the task at once (202), or when it ends with wait=true (200).",
@@ -121,6 +122,7 @@ class NodeReady(NodeFlushResource):
         body=NodeAction,
         response=Task,
         status=202,
+        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
     )

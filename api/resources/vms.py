@@ -148,12 +148,14 @@ class VmStateResource:
         if body.wait:
             timeout = self.ctx.cfg.timers.vm_shutdown_timeout + 60
             want = "running" if body.action in ("start", "restart") else "stopped"
+            asked = time.time()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 spec = state.vm(spec.uuid)
                 status = state.vm_status(spec.uuid)
                 settled = spec.state not in ("restart", "shutdown")
-                if settled and (status.state == want or status.state == "failed"):
+                fresh_failure = status.state == "failed" and status.updated >= asked
+                if settled and (status.state == want or fresh_failure):
                     break
                 time.sleep(0.2)
         return detail(state, state.vm(spec.uuid))
@@ -168,6 +170,7 @@ class VmMigrateResource:
         body=VmMigrate,
         response=Task,
         status=202,
+        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["vms"],
         description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
@@ -184,6 +187,7 @@ class VmMigrateResource:
             default_selector=self.ctx.cfg.migration.selector,
         )
         if body.wait:
+            resp.status = 200
             return wait_task(state, task, MIGRATE_WAIT)
         resp.location = f"/api/v1/tasks/{task.id}"
         return task

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -42,13 +44,27 @@ def test_console_scripts_are_installed():
         assert path, f"console script {name} is not installed"
 
 
-def test_pvc_help_does_not_import_cluster_libraries():
+CLUSTER_LIBRARIES = ("falcon", "kazoo", "libvirt", "rados", "rbd")
+
+
+def _imported_by(argv: list[str], watch: tuple[str, ...]) -> list[str]:
     code = (
         "import sys\n"
         "from pvc.cli.main import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('falcon', 'kazoo', 'libvirt', 'rados', 'rbd', 'pydantic') if m in sys.modules]\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"heavy = [m for m in {watch!r} if m in sys.modules]\n"
         "print('HEAVY:' + ','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "HEAVY:"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return [m for m in out.strip().splitlines()[-1].removeprefix("HEAVY:").split(",") if m]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["vm", "--help"], ["vm", "list", "--help"], ["node", "--help"]])
+def test_pvc_help_does_not_import_cluster_libraries(argv):
+    assert _imported_by(argv, (*CLUSTER_LIBRARIES, "pydantic")) == []
+
+
+def test_pvc_config_validate_does_not_import_cluster_libraries():
+    assert (
+        _imported_by(["config", "validate", str(ROOT / "examples" / "production-3node.toml")], CLUSTER_LIBRARIES) == []
+    )

@@ -1,0 +1,204 @@
+"""A small JSON client for the PVC API on urllib (standard library: it loads fast and needs nothing installed).
+
+Every failure becomes an ApiError with one line that says what to do: the API is unreachable, the key is wrong,
+TLS failed, or the API refused the request (`error: detail (field: x)`, from its JSON error body).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import click
+
+from pvc.cli.connections import Connection
+from pvc.cli.errors import Failure
+
+API_PREFIX = "/api/v1"
+KEY_HEADER = "X-Api-Key"
+TIMEOUT = 30.0
+
+
+class ApiError(Failure):
+    """A request failed. `status` is the HTTP status when the API answered, else None."""
+
+    def __init__(self, message: str, status: int | None = None, error: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+class Unreachable(ApiError):
+    """No HTTP answer at all: refused, unresolvable, timed out, TLS failure."""
+
+
+def path(*segments: str) -> str:
+    """A URL path from segments, each quoted (a VM name may hold characters a URL may not)."""
+    return "".join("/" + quote(s, safe="") for s in segments)
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+class Client:
+    def __init__(self, conn: Connection, insecure: bool = False, timeout: float = TIMEOUT) -> None:
+        self.conn = conn
+        self.base = conn.url.rstrip("/")
+        self.timeout = timeout
+        self.verify = conn.verify and not insecure
+        self._opener: urllib.request.OpenerDirector | None = None
+
+    # -- requests --------------------------------------------------------------------------------------------
+    def get(self, route: str, **query: object) -> Any:
+        return self.request("GET", route, query=query)
+
+    def post(self, route: str, body: object) -> Any:
+        return self.request("POST", route, body=body)
+
+    def put(self, route: str, body: object) -> Any:
+        return self.request("PUT", route, body=body)
+
+    def patch(self, route: str, body: object) -> Any:
+        return self.request("PATCH", route, body=body)
+
+    def delete(self, route: str) -> Any:
+        return self.request("DELETE", route)
+
+    def request(self, method: str, route: str, body: object = None, query: dict[str, object] | None = None) -> Any:
+        """Send one request to `{url}/api/v1{route}`; the decoded JSON answer, or ApiError."""
+        url = self.base + API_PREFIX + route
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urlencode(params)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", "User-Agent": "pvc-cli"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.conn.key:
+            headers[KEY_HEADER] = self.conn.key
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self.opener().open(req, timeout=self.timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise self.refused(exc) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise self.unreachable(exc) from None
+        if not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise ApiError(f"the server at {self.base} did not answer with JSON: is it a PVC API?") from None
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        if self._opener is None:
+            handlers: list[urllib.request.BaseHandler] = []
+            if self.base.startswith("https:"):
+                handlers.append(urllib.request.HTTPSHandler(context=self.tls_context()))
+            self._opener = urllib.request.build_opener(*handlers)
+        return self._opener
+
+    def tls_context(self) -> ssl.SSLContext:
+        if not self.verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        if self.conn.ca_file:
+            try:
+                return ssl.create_default_context(cafile=self.conn.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+                raise ApiError(
+                    f"cannot use the CA file {self.conn.ca_file} of connection '{self.conn.name}': {why}"
+                ) from None
+        return ssl.create_default_context()
+
+    # -- failures --------------------------------------------------------------------------------------------
+    def refused(self, exc: urllib.error.HTTPError) -> ApiError:
+        """The API answered with an error status: its JSON body says why."""
+        status = exc.code
+        try:
+            raw = exc.read()
+        except (OSError, http.client.HTTPException):
+            raw = b""
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not (isinstance(data, dict) and isinstance(data.get("error"), str)):
+            text = " ".join(raw.decode(errors="replace").split())[:200]
+            return ApiError(
+                f"the server at {self.base} answered {status} {exc.reason}" + (f": {text}" if text else ""),
+                status,
+            )
+        error, detail, field = data["error"], str(data.get("detail") or ""), data.get("field")
+        if status == 401:
+            if not self.conn.key:
+                return ApiError(
+                    f"connection '{self.conn.name}' has no API key and the API requires one (401): "
+                    f"add it with `pvc connection add {self.conn.name} ... --key KEY --replace`",
+                    status,
+                    error,
+                )
+            return ApiError(f"the API rejected the key of connection '{self.conn.name}' (401): {detail}", status, error)
+        message = f"{error}: {detail}" if detail else error
+        if field:
+            message += f" (field: {field})"
+        return ApiError(message, status, error)
+
+    def unreachable(self, exc: BaseException) -> Unreachable:
+        """No HTTP answer: say which address, and why, in words."""
+        where = self.base
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = exc.verify_message or exc.reason or "the certificate is not trusted"
+            return Unreachable(
+                f"TLS error talking to {where}: certificate verify failed: {why} (give the cluster's CA with "
+                f"`pvc connection add {self.conn.name} ... --ca-file FILE --replace`, or pass --insecure)"
+            )
+        if isinstance(exc, ssl.SSLError):
+            reason = exc.reason or str(exc)
+            hint = ""
+            if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE"):
+                hint = " (does the API serve plain http? add the connection with --no-tls)"
+            return Unreachable(f"TLS error talking to {where}: {reason.lower().replace('_', ' ')}{hint}")
+        if isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError):
+            hint = " (does it expect https? add the connection with --tls)" if where.startswith("http:") else ""
+            return Unreachable(f"the API at {where} closed the connection without answering{hint}")
+        if isinstance(exc, http.client.HTTPException):
+            hint = " (does it expect https? add the connection with --tls)" if where.startswith("http:") else ""
+            return Unreachable(f"the server at {where} did not answer with HTTP{hint}")
+        if isinstance(exc, socket.gaierror):
+            host = urlsplit(where).hostname
+            return Unreachable(
+                f"cannot reach the API at {where}: cannot resolve '{host}': {_lower_first(exc.strerror or str(exc))}"
+            )
+        if isinstance(exc, TimeoutError):
+            hint = (
+                " (if the API serves plain http, add the connection with --no-tls)"
+                if where.startswith("https:")
+                else ""
+            )
+            return Unreachable(f"cannot reach the API at {where}: no answer within {self.timeout:g} s{hint}")
+        if isinstance(exc, OSError) and exc.strerror:
+            return Unreachable(f"cannot reach the API at {where}: {_lower_first(exc.strerror)}")
+        return Unreachable(f"cannot reach the API at {where}: {_lower_first(str(exc)) or type(exc).__name__}")
+
+
+def from_context(ctx: click.Context | None = None, timeout: float = TIMEOUT) -> Client:
+    """The client for the connection the command line chose (-c/--connection, $PVC_CONNECTION, the default)."""
+    from pvc.cli.connections import select
+
+    root = (ctx or click.get_current_context()).find_root().params
+    return Client(select(root.get("connection")), insecure=bool(root.get("insecure")), timeout=timeout)

@@ -1,0 +1,36 @@
+"""Shell completion of VM, node and connection names (asks the API with a short timeout; silent on failure)."""
+
+from __future__ import annotations
+
+import click
+from click.shell_completion import CompletionItem
+
+COMPLETION_TIMEOUT = 3.0
+
+
+def _from_api(ctx: click.Context, route: str, incomplete: str) -> list[CompletionItem]:
+    from pvc.cli.client import from_context
+
+    try:
+        items = from_context(ctx, timeout=COMPLETION_TIMEOUT).get(route)
+    except (click.ClickException, OSError, ValueError):
+        return []
+    return [CompletionItem(i["name"]) for i in items if str(i.get("name", "")).startswith(incomplete)]
+
+
+def vm_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _from_api(ctx, "/vms", incomplete)
+
+
+def node_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _from_api(ctx, "/nodes", incomplete)
+
+
+def connection_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from pvc.cli.connections import load
+
+    try:
+        names = load().connections
+    except click.ClickException:
+        return []
+    return [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]

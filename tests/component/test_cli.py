@@ -1,0 +1,490 @@
+"""The `pvc` command line end to end: the real console script against the real API (gunicorn over ZooKeeper).
+
+`api_cluster` (registered nodes, no pvcd) covers reads, define, meta, tasks, faults and every error message;
+a TLS gunicorn covers certificate errors; `runtime` (three pvcd + libvirtd + QEMU) covers what an administrator
+does with the CLI alone: cluster status, define and start a VM, live-migrate it, flush and ready a node, read the
+VM's console log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pvc.cli.output import printable
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.models import FormationProgress, FormationStep, LogRing
+from tests.component.api import ApiServer
+from tests.component.cluster import cluster_toml, tiny_domain_xml
+
+PVC = Path(sys.executable).parent / "pvc"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cli:
+    """Runs the real `pvc` with its own connection folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.env = {**os.environ, "PVC_CLIENT_DIR": str(folder)}
+        self.env.pop("PVC_CONNECTION", None)
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [str(PVC), *args], capture_output=True, text=True, env=self.env, input=stdin, timeout=timeout
+        )
+        assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+        return res
+
+    def ok(self, *args: str, timeout: float = 120) -> str:
+        res = self.run(*args, timeout=timeout)
+        assert res.returncode == 0, f"pvc {' '.join(args)} exited {res.returncode}: {res.stderr}"
+        return res.stdout
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.ok(*args, "--format", "json"))
+
+    def fails(self, *args: str, stdin: str | None = None) -> str:
+        """The one line `pvc` printed on stderr when it exited 1."""
+        res = self.run(*args, stdin=stdin)
+        assert res.returncode == 1, f"pvc {' '.join(args)} exited {res.returncode}: {res.stdout}{res.stderr}"
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        return lines[0]
+
+
+@pytest.fixture
+def cli(api_cluster, tmp_path) -> Cli:
+    c = Cli(tmp_path / "client")
+    c.ok(
+        "connection", "add", "test", "--address", "127.0.0.1", "--port", str(api_cluster.port), "--key", api_cluster.key
+    )
+    return c
+
+
+def xml_file(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.xml"
+    path.write_text(tiny_domain_xml(name))
+    return path
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+# -- reads -----------------------------------------------------------------------------------------------------------
+
+
+def test_cluster_status_in_every_format(cli, api_cluster):
+    _, expected = api_cluster.call("GET", "/api/v1/cluster", key=api_cluster.key)
+    table = cli.ok("cluster", "status")
+    assert "cluster:      comptest" in table
+    assert f"nodes:        3 ({expected['nodes']['by_state']['run']} run)" in table  # type: ignore[index]
+    assert cli.json("cluster", "status") == expected
+    assert yaml.safe_load(cli.ok("cluster", "status", "--format", "yaml")) == expected
+
+
+def test_node_list_and_info(cli):
+    lines = cli.ok("node", "list").splitlines()
+    assert lines[0].split() == ["NAME", "ROLE", "DAEMON", "DOMAIN", "MEM", "FREE", "VCPUS", "LOAD", "VMS", "KEEPALIVE"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["n1", "coordinator", "run", "ready"],
+        ["n2", "coordinator", "run", "ready"],
+        ["n3", "coordinator", "run", "ready"],
+    ]
+    assert lines[1].split()[4] == "4096M/8192M"
+    nodes = cli.json("node", "list")
+    assert [n["name"] for n in nodes] == ["n1", "n2", "n3"]  # type: ignore[union-attr,index]
+    info = cli.ok("node", "info", "n2")
+    assert "daemon state:        run" in info and "memory free:         3584M" in info
+    assert cli.json("node", "info", "n3")["resources"]["mem_free"] == 3072  # type: ignore[index]
+    assert cli.fails("node", "info", "nosuch") == "pvc: not found: node 'nosuch'"
+
+
+def test_node_log_and_primary_request(cli, api_cluster):
+    api_cluster.state.put(layout.node_log("n1"), LogRing(lines=["one", "two", "three"]))
+    assert cli.ok("node", "log", "n1", "--lines", "2") == "two\nthree\n"
+    assert cli.json("node", "log", "n1") == {"lines": ["one", "two", "three"]}
+    assert cli.fails("node", "log", "n9") == "pvc: not found: node 'n9'"
+    res = cli.run("node", "log", "n1", "--lines", "0")
+    assert res.returncode == 2 and "0 is not in the range 1<=x<=10000" in res.stderr
+    assert cli.ok("node", "primary", "n2").strip() == "node n2 was asked to become the primary"
+    assert api_cluster.state.primary_request() == "n2"
+    api_cluster.state.clear_primary_request()
+
+
+def test_formation_faults_and_maintenance(cli, api_cluster):
+    state = api_cluster.state
+    state.set_formation(FormationProgress(node="n1", steps=[FormationStep(name="zookeeper", state="done")], done=True))
+    rows = cli.ok("cluster", "formation").splitlines()
+    assert rows[0].split() == ["NODE", "FORMED", "STEP", "STATE", "UPDATED", "MESSAGE"]
+    assert rows[1].split()[:4] == ["n1", "yes", "zookeeper", "done"]
+
+    fault_id = unique("cli-fault")
+    state.raise_fault(fault_id, "test", "a fault for the CLI test", node="n3")
+    listed = cli.ok("cluster", "faults")
+    row = next(line for line in listed.splitlines() if line.startswith(fault_id))
+    assert row.split()[1:4] == ["test", "n3", "1"] and row.endswith("a fault for the CLI test")
+    assert any(f["id"] == fault_id for f in cli.json("cluster", "faults"))  # type: ignore[union-attr]
+    assert cli.ok("cluster", "fault-clear", fault_id).strip() == f"cleared fault {fault_id}"
+    assert fault_id not in {f.id for f in state.faults()}
+    assert cli.fails("cluster", "fault-clear", fault_id) == f"pvc: not found: fault '{fault_id}'"
+
+    assert cli.ok("cluster", "maintenance", "on").strip() == "maintenance: on (fencing is paused)"
+    try:
+        assert state.maintenance() is True
+        assert cli.ok("cluster", "maintenance").strip() == "maintenance: on"
+        assert cli.json("cluster", "maintenance") == {"enabled": True}
+    finally:
+        assert cli.ok("cluster", "maintenance", "off").strip() == "maintenance: off"
+    assert state.maintenance() is False
+
+
+# -- VMs -------------------------------------------------------------------------------------------------------------
+
+
+def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
+    name = unique("cli-web")
+    out = cli.ok(
+        "vm", "define", str(xml_file(tmp_path, name)), "--node", "n2", "--limit", "n1,n2", "--selector", "vcpus",
+        "--autostart", "--method", "live-only", "--max-downtime", "250", "--tag", "web", "--tag", "blue",
+    )  # fmt: skip
+    spec = api_cluster.state.find_vm(name)
+    assert out.strip() == f"defined VM '{name}' ({spec.uuid}) on n2; it is stop"
+    assert spec.node == "n2" and spec.state == "stop"
+    assert spec.meta.model_dump() == {
+        "node_limit": ["n1", "n2"],
+        "selector": "vcpus",
+        "autostart": True,
+        "migration_method": "live-only",
+        "max_downtime_ms": 250,
+        "tags": ["web", "blue"],
+    }
+
+    row = next(line for line in cli.ok("vm", "list", "--tag", "blue").splitlines() if line.startswith(name))
+    assert row.split() == [name, "stop", "stopped", "n2", "-", "64M", "1", "web,blue"]
+    assert name in {v["name"] for v in cli.json("vm", "list", "--node", "n2", "--state", "stop")}  # type: ignore[union-attr]
+    assert name not in {v["name"] for v in cli.json("vm", "list", "--node", "n1")}  # type: ignore[union-attr]
+    assert name not in {v["name"] for v in cli.json("vm", "list", "--tag", "green")}  # type: ignore[union-attr]
+
+    info = cli.ok("vm", "info", name)
+    assert f"uuid:              {spec.uuid}" in info and "migration method:  live-only" in info
+    assert cli.ok("vm", "info", spec.uuid, "--xml").strip() == spec.xml
+    assert cli.json("vm", "info", name)["meta"]["max_downtime_ms"] == 250  # type: ignore[index]
+
+    shown = cli.ok("vm", "meta", name)
+    assert "node limit:        n1,n2" in shown and "selector:          vcpus" in shown
+    cli.ok("vm", "meta", name, "--selector", "default", "--no-autostart", "--max-downtime", "default", "--tag", "x")
+    meta = api_cluster.state.find_vm(name).meta
+    assert (meta.selector, meta.autostart, meta.max_downtime_ms, meta.tags) == (None, False, None, ["x"])
+    assert meta.node_limit == ["n1", "n2"] and meta.migration_method == "live-only"  # untouched
+    assert cli.json("vm", "meta", name, "--limit", "", "--no-tags", "--method", "shutdown") == {
+        "node_limit": [],
+        "selector": None,
+        "autostart": False,
+        "migration_method": "shutdown",
+        "max_downtime_ms": None,
+        "tags": [],
+    }
+    assert cli.fails("vm", "meta", name, "--limit", "n1,n7") == (
+        "pvc: invalid request: node_limit names 'n7', which is not a node (field: node_limit)"
+    )
+    res = cli.run("vm", "meta", name, "--tag", "a", "--no-tags")
+    assert res.returncode == 2 and "--tag and --no-tags contradict each other" in res.stderr
+
+    assert cli.ok("vm", "start", name).strip() == f"start {name}: requested; it wants start, is stopped"
+    assert api_cluster.state.find_vm(name).state == "start"
+    assert cli.fails("vm", "start", name) == (
+        "pvc: conflict: cannot start a VM in state 'start' (allowed from: disable, fail, stop)"
+    )
+    assert cli.fails("vm", "remove", name, "--yes") == (
+        "pvc: conflict: cannot remove a VM in state 'start' (allowed from: disable, fail, stop)"
+    )
+    cli.ok("vm", "stop", name)
+    cli.ok("vm", "disable", name)
+    assert api_cluster.state.find_vm(name).state == "disable"
+
+    res = cli.run("vm", "remove", name, stdin="n\n")
+    assert res.returncode == 1 and f"Remove VM '{name}'?" in res.stderr
+    assert api_cluster.state.find_vm(name).name == name  # still there
+    res = cli.run("vm", "remove", name, stdin="y\n")
+    assert res.returncode == 0 and res.stdout.strip() == f"removed VM '{name}'"
+    assert cli.fails("vm", "info", name) == f"pvc: not found: VM '{name}'"
+
+
+def test_define_errors_carry_the_servers_detail(cli, api_cluster, tmp_path):
+    name = unique("cli-dup")
+    path = xml_file(tmp_path, name)
+    cli.ok("vm", "define", str(path))
+    assert cli.fails("vm", "define", str(path)) == f"pvc: conflict: a VM named '{name}' already exists"
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<domain><name>x</name>")
+    line = cli.fails("vm", "define", str(broken))
+    assert line.startswith("pvc: invalid request: not well-formed XML") and line.endswith(" (field: xml)")
+    other = xml_file(tmp_path, unique("cli-other"))
+    assert cli.fails("vm", "define", str(other), "--limit", "n1,zz") == (
+        "pvc: invalid request: node_limit names 'zz', which is not a node (n1, n2, n3) (field: node_limit)"
+    )
+    assert cli.fails("vm", "define", str(other), "--node", "zz") == "pvc: not found: node 'zz'"
+    # from standard input
+    piped = unique("cli-stdin")
+    res = cli.run("vm", "define", "-", stdin=tiny_domain_xml(piped, memory_mib=128))
+    assert res.returncode == 0 and api_cluster.state.find_vm(piped).memory_mib == 128
+    huge = xml_file(tmp_path, unique("cli-huge"))
+    huge.write_text(tiny_domain_xml(huge.stem, memory_mib=100000))
+    line = cli.fails("vm", "define", str(huge))
+    assert line.startswith("pvc: no target node: no node can take it (n1: 4096 MiB free, the VM needs 100000 MiB")
+
+
+def test_migrate_a_stopped_vm_and_tasks(cli, api_cluster, tmp_path):
+    name = unique("cli-mig")
+    cli.ok("vm", "define", str(xml_file(tmp_path, name)), "--node", "n1")
+    out = cli.ok("vm", "migrate", name, "--target", "n3")
+    assert out.strip() == f"migrate {name}: succeeded: home node is now n3"  # not running: only the home moves
+    spec = api_cluster.state.find_vm(name)
+    assert (spec.node, spec.last_node) == ("n3", "n1")
+    assert cli.ok("vm", "unmigrate", name, "--wait").strip() == f"unmigrate {name}: succeeded: home node is now n1"
+    assert cli.fails("vm", "unmigrate", name) == (
+        f"pvc: conflict: VM '{name}' has not been migrated: there is no node to return it to"
+    )
+    assert cli.fails("vm", "move", name, "--target", "n1") == f"pvc: conflict: VM '{name}' is already on n1"
+    assert cli.fails("vm", "move", name, "--target", "n8") == "pvc: no target node: there is no node 'n8'"
+    cli.ok("vm", "move", name)  # the selector picks: n2 has more free memory than n3
+    assert api_cluster.state.find_vm(name).node == "n2"
+
+    tasks = cli.json("task", "list")
+    mine = [t for t in tasks if t["target"] == name]  # type: ignore[union-attr,index]
+    assert [t["kind"] for t in mine] == ["move", "unmigrate", "migrate"]  # newest first
+    assert all(t["state"] == "succeeded" for t in mine)
+    row = next(line for line in cli.ok("task", "list").splitlines() if line.startswith(mine[0]["id"]))
+    assert row.split()[1:5] == ["move", name, "succeeded", "1/1"]
+    shown = cli.ok("task", "show", mine[0]["id"])
+    assert f"target:    {name}" in shown and "state:     succeeded" in shown
+    assert cli.ok("task", "show", mine[0]["id"], "--wait").strip() == f"move {name}: succeeded: home node is now n2"
+    assert cli.fails("task", "show", "0123456789abcdef") == "pvc: not found: task '0123456789abcdef'"
+
+
+def test_wait_without_a_node_daemon_gives_up_with_the_reason(cli, api_cluster, tmp_path):
+    name = unique("cli-wait")
+    cli.ok("vm", "define", str(xml_file(tmp_path, name)), "--node", "n1")
+    started = time.monotonic()
+    res = cli.run("vm", "start", name, "--wait", "--timeout", "2")
+    assert 2 <= time.monotonic() - started < 20
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines() == [
+        f"start {name}: wants start, is stopped",  # progress, then the verdict
+        f"pvc: gave up waiting after 2 s: VM '{name}' wants start on n1 but is stopped",
+    ]
+
+
+def test_console_lines(cli, api_cluster, tmp_path):
+    name = unique("cli-con")
+    cli.ok("vm", "define", str(xml_file(tmp_path, name)))
+    assert cli.ok("vm", "console", name) == ""
+    api_cluster.state.append_console(api_cluster.state.find_vm(name).uuid, ["boot", "login:"])
+    assert cli.ok("vm", "console", name) == "boot\nlogin:\n"
+    assert cli.ok("vm", "console", name, "--lines", "1") == "login:\n"
+    assert cli.json("vm", "console", name) == {"lines": ["boot", "login:"]}
+
+
+def test_shell_completion_asks_the_api(cli, api_cluster, tmp_path):
+    name = unique("cli-comp")
+    cli.ok("vm", "define", str(xml_file(tmp_path, name)))
+    env = {**cli.env, "_PVC_COMPLETE": "bash_complete", "COMP_WORDS": "pvc vm info cli-comp", "COMP_CWORD": "3"}
+    out = subprocess.run([str(PVC)], capture_output=True, text=True, env=env, timeout=30).stdout
+    assert f"plain,{name}" in out.splitlines()
+    env.update(COMP_WORDS="pvc node flush ", COMP_CWORD="3")
+    out = subprocess.run([str(PVC)], capture_output=True, text=True, env=env, timeout=30).stdout
+    assert out.splitlines() == ["plain,n1", "plain,n2", "plain,n3"]
+    script = cli.ok("completion", "bash")
+    assert "_PVC_COMPLETE=bash_complete" in script and "complete -o nosort -F _pvc_completion pvc" in script
+    assert "_PVC_COMPLETE=zsh_complete" in cli.ok("completion", "zsh")
+    assert "_PVC_COMPLETE=fish_complete" in cli.ok("completion", "fish")
+
+
+# -- authentication and reachability ---------------------------------------------------------------------------------
+
+
+def test_bad_key_missing_key_and_unreachable_api(cli, api_cluster):
+    cli.ok("connection", "add", "wrong", "--address", "127.0.0.1", "--port", str(api_cluster.port), "--key", "nope")
+    cli.ok("connection", "add", "nokey", "--address", "127.0.0.1", "--port", str(api_cluster.port))
+    port = free_port()
+    cli.ok("connection", "add", "down", "--address", "127.0.0.1", "--port", str(port), "--key", "k")
+    assert cli.fails("-c", "wrong", "vm", "list") == (
+        "pvc: the API rejected the key of connection 'wrong' (401): the API key is not valid for this cluster"
+    )
+    assert cli.fails("-c", "nokey", "cluster", "status").startswith(
+        "pvc: connection 'nokey' has no API key and the API requires one (401)"
+    )
+    assert cli.fails("-c", "down", "node", "list") == (
+        f"pvc: cannot reach the API at http://127.0.0.1:{port}: connection refused"
+    )
+    env_choice = cli.run("vm", "list", timeout=30)
+    assert env_choice.returncode == 0  # the default is still 'test'
+    cli.env["PVC_CONNECTION"] = "wrong"
+    try:
+        assert cli.fails("vm", "list").startswith("pvc: the API rejected the key of connection 'wrong' (401)")
+        assert cli.ok("-c", "test", "vm", "list")  # -c wins over PVC_CONNECTION
+    finally:
+        del cli.env["PVC_CONNECTION"]
+
+
+@pytest.fixture
+def tls_api(api_cluster, zookeeper, workdir, tmp_path):
+    """The API under gunicorn with TLS (a self-signed certificate for 127.0.0.1), over the same cluster state."""
+    from tests.unit.cli_server import self_signed
+
+    folder = workdir / f"api-tls-{uuid.uuid4().hex[:6]}"
+    cert, key = self_signed(folder, ["127.0.0.1"])
+    config = folder / "cluster.toml"
+    config.write_text(cluster_toml(["n1", "n2", "n3"]) + f'[api]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
+    server = ApiServer(folder, config, zookeeper.hosts, free_port())
+    server.url = server.url.replace("http:", "https:")
+    try:
+        import ssl
+        import urllib.request
+
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+
+        def up() -> bool:
+            with urllib.request.urlopen(f"{server.url}/api/v1/health", context=insecure, timeout=2) as resp:
+                return resp.status == 200
+
+        from tests.component.procs import wait_until
+
+        wait_until("the TLS API to answer", up, 60, interval=0.2, proc=server.proc)
+        server.cert = cert  # type: ignore[attr-defined]
+        yield server
+    finally:
+        server.stop()
+
+
+def test_tls_errors_against_gunicorn(cli, api_cluster, tls_api):
+    port, key = str(tls_api.port), api_cluster.key
+    cli.ok("connection", "add", "tls", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key)
+    line = cli.fails("-c", "tls", "cluster", "status")
+    assert line.startswith(
+        f"pvc: TLS error talking to https://127.0.0.1:{port}: certificate verify failed: self-signed certificate"
+    )
+    assert "--ca-file" in line
+    assert cli.json("-c", "tls", "--insecure", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
+    cli.ok("connection", "add", "tls-ca", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
+           "--ca-file", str(tls_api.cert))  # fmt: skip
+    assert cli.json("-c", "tls-ca", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
+    cli.ok("connection", "add", "tls-lax", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
+           "--insecure")  # fmt: skip
+    assert "comptest" in cli.ok("-c", "tls-lax", "cluster", "status")
+    cli.ok("connection", "add", "plain", "--address", "127.0.0.1", "--port", port, "--no-tls", "--key", key)
+    line = cli.fails("-c", "plain", "cluster", "status")
+    assert line.startswith(f"pvc: the API at http://127.0.0.1:{port} closed the connection without answering")
+    assert "--tls" in line
+
+
+# -- the administrator's day, on three simulated servers --------------------------------------------------------------
+
+
+def wait_for_console(cli: Cli, vm: str, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    console = ""
+    while time.monotonic() < deadline:
+        console = cli.ok("vm", "console", vm)
+        if text in console:
+            return console
+        time.sleep(0.5)
+    raise AssertionError(f"no {text!r} on the console of {vm} after {timeout:g} s: {console!r}")
+
+
+@pytest.fixture
+def runtime_api(runtime):
+    server = ApiServer(
+        runtime.dir / "api", runtime.dir / "cluster.toml", f"127.0.0.1:{runtime.zk_host_port}", free_port()
+    )
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_administrator_scenario(runtime, runtime_api, tmp_path):
+    cli = Cli(tmp_path / "client")
+    # the initial API key derives from the join key in cluster.toml; the address here is the test's forwarder
+    cli.ok("connection", "add", "rt", "--from-config", str(runtime.dir / "cluster.toml"), "--address", "127.0.0.1",
+           "--port", str(runtime_api.port))  # fmt: skip
+
+    status = cli.ok("cluster", "status")
+    assert "nodes:        3 (3 run)" in status
+    primary = cli.json("cluster", "status")["primary"]  # type: ignore[index]
+    assert primary in runtime.nodes
+    assert [n["daemon_state"] for n in cli.json("node", "list")] == ["run"] * 3  # type: ignore[union-attr,index]
+
+    xml = tmp_path / "admin-vm.xml"
+    # SeaBIOS writes to the serial port (sgabios) so that the console log has something to show
+    xml.write_text(tiny_domain_xml("admin-vm").replace("<boot dev='hd'/>", "<boot dev='hd'/><bios useserial='yes'/>"))
+    out = cli.ok("vm", "define", str(xml), "--node", "n1")
+    vm_uuid = out.split("(")[1].split(")")[0]
+    assert out.strip() == f"defined VM 'admin-vm' ({vm_uuid}) on n1; it is stop"
+
+    res = cli.run("vm", "start", "admin-vm", "--wait", "--timeout", "90")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "start admin-vm: running on n1\n"
+    assert runtime.where(vm_uuid) == ["n1"]
+    boot = wait_for_console(cli, "admin-vm", "SeaBIOS")
+
+    res = cli.run("node", "flush", "n1", "--wait", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "flush n1: succeeded: flushed 1 VM(s)\n"
+    assert "flush n1: succeeded 1/1: flushed 1 VM(s)" in res.stderr.splitlines()
+    assert cli.json("node", "info", "n1")["domain_state"] == "flushed"  # type: ignore[index]
+    away = runtime.where(vm_uuid)
+    assert len(away) == 1 and away[0] in ("n2", "n3")
+    info = cli.json("vm", "info", "admin-vm")
+    assert (info["node"], info["last_node"], info["running_on"]) == (away[0], "n1", away[0])  # type: ignore[index]
+
+    res = cli.run("node", "ready", "n1", "--wait", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "ready n1: succeeded: returned 1, started 0 VM(s)\n"
+    assert cli.json("node", "info", "n1")["domain_state"] == "ready"  # type: ignore[index]
+    assert runtime.where(vm_uuid) == ["n1"]
+
+    res = cli.run("vm", "migrate", "admin-vm", "--target", "n2", "--wait", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("migrate admin-vm: succeeded: live-migrated to n2")
+    assert runtime.where(vm_uuid) == ["n2"]
+    row = next(line for line in cli.ok("vm", "list").splitlines() if line.startswith("admin-vm"))
+    assert row.split()[:5] == ["admin-vm", "start", "running", "n2", "n1"]
+
+    kinds = [(t["kind"], t["target"], t["state"]) for t in cli.json("task", "list")]  # type: ignore[union-attr,index]
+    assert kinds[:3] == [
+        ("migrate", "admin-vm", "succeeded"),
+        ("ready", "n1", "succeeded"),
+        ("flush", "n1", "succeeded"),
+    ]
+
+    console = cli.ok("vm", "console", "admin-vm")
+    assert console.startswith(boot), "the console log survives the migrations"
+    assert "Booting from Hard Disk" in console and "\x1b" not in console  # the guest's escapes do not reach us
+    raw = cli.json("vm", "console", "admin-vm")["lines"]  # type: ignore[index]
+    assert any("\x1b" in line for line in raw)  # JSON keeps the lines as they are: the firmware's escapes too
+    assert printable(raw).splitlines() == console.splitlines()
+    assert cli.ok("vm", "console", "admin-vm", "--lines", "1").splitlines() == console.splitlines()[-1:]
+    assert cli.ok("node", "log", "n2", "--lines", "50").strip()
+
+    res = cli.run("vm", "stop", "admin-vm", "--wait", "--timeout", "60")
+    assert res.returncode == 0 and res.stdout == "stop admin-vm: stopped\n", res.stderr
+    assert runtime.where(vm_uuid) == []
+    assert cli.ok("vm", "remove", "admin-vm", "--yes").strip() == "removed VM 'admin-vm'"
