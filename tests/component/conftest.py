@@ -49,8 +49,15 @@ def zookeeper(workdir) -> Iterator[ZooKeeper]:
 
 @pytest.fixture
 def state(zookeeper) -> Iterator[ClusterState]:
-    """A ClusterState on a clean /pvc tree."""
-    zk = make_client(zookeeper.hosts, user="pvc", password="component-test", timeout=5)
+    """A ClusterState on a clean tree of its own (a ZooKeeper chroot), apart from other fixtures' /pvc."""
+    from kazoo.client import KazooClient
+
+    root = KazooClient(hosts=zookeeper.hosts, timeout=5)
+    root.start(timeout=10)
+    root.ensure_path("/state-tests")
+    root.stop()
+    root.close()
+    zk = make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test", timeout=5)
     zk.start(timeout=10)
     with contextlib.suppress(Exception):
         zk.delete("/pvc", recursive=True)

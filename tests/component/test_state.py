@@ -120,7 +120,7 @@ def test_lock_is_exclusive(state):
 def test_acl_refuses_clients_without_the_cluster_credentials(state, zookeeper):
     state.set_maintenance(True)
     assert state.maintenance()
-    stranger = make_client(zookeeper.hosts, timeout=5)
+    stranger = make_client(zookeeper.hosts + "/state-tests", timeout=5)
     stranger.start(timeout=10)
     try:
         with pytest.raises(NoAuthError):
