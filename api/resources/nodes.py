@@ -86,6 +86,7 @@ class NodeFlushResource:
         _record(state, node)
         task = (actions.flush_node if self.kind == "flush" else actions.ready_node)(state, node)
         if body.wait:
+            resp.status = 200
             return wait_task(state, task, FLUSH_WAIT)
         resp.status = 202
         resp.location = f"/api/v1/tasks/{task.id}"
@@ -107,10 +108,7 @@ class NodeFlush(NodeFlushResource):
         description="Returns the task at once (202), or when it ends with wait=true (200).",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        task = self._run(resp, node, body)
-        if body.wait:
-            resp.status = 200
-        return task
+        return self._run(resp, node, body)
 
 
 class NodeReady(NodeFlushResource):
@@ -127,10 +125,7 @@ class NodeReady(NodeFlushResource):
         tags=["nodes"],
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        task = self._run(resp, node, body)
-        if body.wait:
-            resp.status = 200
-        return task
+        return self._run(resp, node, body)
 
 
 class NodePrimary:

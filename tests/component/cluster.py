@@ -26,7 +26,7 @@ from pvc.config.load import load_text
 from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.state.store import ClusterState, make_client
 from tests.component import libvirtd
-from tests.component.netlab import Net, NetLab
+from tests.component.netlab import Net, NetLab, kill_all_in
 from tests.component.procs import Proc, wait_until
 from tests.component.zookeeper import ZooKeeper
 
@@ -341,14 +341,7 @@ class RuntimeCluster:
     # -- actions for tests ---------------------------------------------------------------------------------
     def power_loss(self, node: str) -> None:
         """SIGKILL every process of the node (pvcd, libvirtd, QEMU); its BMC stays reachable."""
-        for _ in range(20):
-            pids = self.lab.pids(node)
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-            time.sleep(0.05)
+        kill_all_in(self.lab.ns(node))
 
     def kill_libvirtd(self, node: str) -> None:
         pid = int((self.libvirt_root(node) / "libvirtd.pid").read_text())

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pyghmi.ipmi.bmc as bmc
 
-
-def netns_pids(netns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+from tests.component.netlab import kill_all_in
 
 
 class Machine(bmc.Bmc):
@@ -61,14 +58,7 @@ class Machine(bmc.Bmc):
     def halt(self) -> None:
         with self.lock:
             self.powered = False
-            for _ in range(50):
-                pids = netns_pids(self.netns)
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.05)
+            kill_all_in(self.netns)
             for child in self.children:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(5)

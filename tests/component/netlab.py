@@ -15,6 +15,22 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
+def netns_pids(netns: str) -> list[int]:
+    return [int(p) for p in ip("netns", "pids", netns, check=False).stdout.split()]
+
+
+def kill_all_in(netns: str, tries: int = 50) -> None:
+    """SIGKILL every process in a network namespace (ours: we created it), until none is left."""
+    for _ in range(tries):
+        pids = netns_pids(netns)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
 @dataclass
 class Net:
     bridge: str  # bridge in the switch namespace
@@ -69,23 +85,14 @@ class NetLab:
         return [line.split()[3].split("/")[0] for line in out.splitlines()]
 
     def pids(self, node: str) -> list[int]:
-        out = ip("netns", "pids", self.ns(node), check=False).stdout
-        return [int(p) for p in out.split()]
+        return netns_pids(self.ns(node))
 
     def down(self) -> None:
         existing = ip("netns", "list", check=False).stdout
         for line in existing.splitlines():
             name = line.split()[0] if line.split() else ""
             if name.startswith(self.prefix):
-                # Processes keep a namespace alive after its name is gone: end ours first.
-                for _ in range(20):
-                    pids = [int(p) for p in ip("netns", "pids", name, check=False).stdout.split()]
-                    if not pids:
-                        break
-                    for pid in pids:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                    time.sleep(0.05)
+                kill_all_in(name)  # processes keep a namespace alive after its name is gone
                 with contextlib.suppress(subprocess.CalledProcessError):
                     ip("netns", "del", name)
         self.nodes.clear()
