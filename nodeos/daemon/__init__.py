@@ -57,6 +57,10 @@ def main(
     opts = Options(
         node=node_name, state_dir=state_dir, zookeeper=zookeeper, libvirt_uri=libvirt_uri, migration_uri=migration_uri
     )
-    daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)
+    try:
+        daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)
+    except ValueError as exc:  # e.g. an unreadable join_key_file: say which file, no traceback
+        click.echo(f"pvcd: {exc}", err=True)
+        sys.exit(1)
     daemon.install_signals()
     daemon.run()

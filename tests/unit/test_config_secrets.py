@@ -53,10 +53,28 @@ def test_formats():
     assert user == "pvc" and len(digest) == 28
 
 
+def _hkdf_reference(key_hex: str, label: str, length: int) -> bytes:
+    """RFC 5869 written out with hmac, to check the library-based derivation independently."""
+    import hashlib
+    import hmac
+
+    prk = hmac.new(secrets.SALT, bytes.fromhex(key_hex), hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + label.encode() + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
 def test_known_vector():
     # Pins the derivation: a change here would break every formed cluster.
-    assert secrets.ceph_fsid(KEY_A) == secrets.ceph_fsid(KEY_A)
-    assert secrets.derive(KEY_A, "x", 4).hex() == secrets.derive(KEY_A, "x", 4).hex()
+    for label, length in (("x", 4), (secrets.LABEL_CEPH_FSID, 16), (secrets.LABEL_API_KEY, 32)):
+        assert secrets.derive(KEY_A, label, length) == _hkdf_reference(KEY_A, label, length)
+    assert secrets.derive(KEY_A, "x", 4).hex() == "cf979eab"
+    assert secrets.ceph_fsid(KEY_A) == "fcaf9a34-aa06-46bf-b494-1a7b942dbeed"
+    assert secrets.libvirt_secret_uuid(KEY_A) == "84fb5030-0b95-45e2-8a07-69d4d63f824d"
+    assert secrets.initial_api_key(KEY_A) == "KBtNvLGVKMFwaf4p5Dar4SXyAxLIZ20JjAPrppUMEPM"
     assert secrets.ceph_key(KEY_A, "mon.") == "AQAAAAAAAAAAABAANNTi0HvQugH3DvFfDRJuYQ=="
 
 
