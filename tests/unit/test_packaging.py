@@ -37,7 +37,7 @@ def test_packages_import():
 
 def test_console_scripts_are_installed():
     scripts = _pyproject()["project"]["scripts"]
-    assert set(scripts) == {"pvc", "pvcd", "pvc-image", "pvc-install", "pvc-lab"}
+    assert set(scripts) == {"pvc", "pvcd", "pvc-node", "pvc-image", "pvc-install", "pvc-lab"}
     bindir = ROOT / ".venv" / "bin" if (ROOT / ".venv").exists() else None
     for name in scripts:
         path = shutil.which(name, path=str(bindir) if bindir else None) or shutil.which(name)
