@@ -11,6 +11,8 @@ PACKAGES=(
   ceph-common ceph-mon ceph-mgr ceph-osd qemu-block-extra uuid-runtime
   zookeeper default-jre-headless libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   ipmitool socat iproute2 procps wrk
+  mmdebstrap squashfs-tools dosfstools mtools gdisk grub-efi-amd64-bin grub-pc-bin grub-common syslinux
+  syslinux-common xorriso ovmf systemd-container
 )
 
 export DEBIAN_FRONTEND=noninteractive

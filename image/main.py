@@ -1,10 +1,63 @@
-"""`pvc-image`, the node image builder. It arrives with the node image (issue 3)."""
+"""`pvc-image`, the node image builder (docs/image.md)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import click
+
+from pvc.image.recipe import COMPRESSION_LEVELS
 
 
-def main() -> None:
-    print("pvc-image: the image builder is not built yet (node image, issue #3)", file=sys.stderr)
-    sys.exit(2)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Build the PVC node image: Debian 12 root, squashfs, USB image, hybrid ISO and PXE files."""
+
+
+@cli.command("build")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: build/image in the source tree].",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(sorted(COMPRESSION_LEVELS)),
+    default="zstd",
+    show_default=True,
+    help="squashfs compression: zstd (level 3, fast, for CI) or xz (about 20% smaller, minutes slower, releases).",
+)
+def build_cmd(out: Path | None, compression: str) -> None:
+    """Build the image, reusing every cached stage whose inputs did not change.
+
+    The cache is $PVC_IMAGE_CACHE or /var/cache/pvc-image. Needs root and the host packages of ci/setup.sh.
+    """
+    from pvc.image.build import DEFAULT_OUT, build
+    from pvc.image.run import BuildError
+
+    def progress(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        arts = build(out or DEFAULT_OUT, compression, progress)
+    except BuildError as exc:
+        click.echo(f"pvc-image: {exc.stage}: {exc.message}", err=True)
+        if exc.log_tail:
+            click.echo("--- last lines of the log ---", err=True)
+            click.echo(exc.log_tail, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("pvc-image: interrupted; the partial stage was discarded, the cache is intact", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        click.echo(f"pvc-image: {exc.strerror or exc} ({exc.filename or ''})", err=True)
+        sys.exit(1)
+    for path in arts.paths():
+        click.echo(f"  {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="pvc-image")

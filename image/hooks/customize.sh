@@ -1,0 +1,44 @@
+#!/bin/sh
+# Base stage: runs inside the new root (chroot) after mmdebstrap installed the node package set.
+# The packages' own services stay off: `pvc-node boot` renders and starts every service through its own units.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+
+# Services and timers package postinsts enabled. Absent units are skipped; chrony and ssh stay enabled.
+for unit in \
+    postgresql.service patroni.service frr.service \
+    libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket libvirtd-tls.socket \
+    libvirt-guests.service virtlogd.service virtlogd.socket virtlogd-admin.socket \
+    virtlockd.service virtlockd.socket virtlockd-admin.socket \
+    zookeeper.service dnsmasq.service \
+    ceph.target ceph-mon.target ceph-mgr.target ceph-osd.target ceph-mds.target ceph-crash.service \
+    ceph-fuse.target ceph-radosgw.target ceph-rbd-mirror.target ceph-volume@.service \
+    smartmontools.service smartd.service rbdmap.service \
+    nvmf-autoconnect.service nvmefc-boot-connections.service \
+    apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+    systemd-networkd-wait-online.service; do
+    if systemctl cat "$unit" >/dev/null 2>&1; then
+        systemctl disable "$unit" >/dev/null 2>&1 || true
+    fi
+done
+# Leftover wants/ links of the above (some packages link by hand rather than through [Install]).
+find /etc/systemd/system -path '*.wants/*' \( -name 'ceph*' -o -name 'libvirt*' -o -name 'virtlog*' -o -name 'virtlock*' \
+    -o -name 'postgresql*' -o -name 'patroni*' -o -name 'zookeeper*' -o -name 'frr*' -o -name 'dnsmasq*' \) -delete
+
+systemctl enable ssh.service chrony.service systemd-networkd.service >/dev/null 2>&1
+
+# Identity is per node and per boot: no baked host keys, machine-id, journal or build-host DNS.
+rm -f /etc/ssh/ssh_host_*
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+rm -rf /var/log/journal
+rm -f /etc/resolv.conf
+: > /etc/resolv.conf
+echo pvc-node > /etc/hostname
+
+# Root: locked password, no authorized keys (they come from cluster.toml at boot).
+passwd -l root >/dev/null
+rm -rf /root/.ssh
+
+# Caches the image does not need.
+rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /tmp/* /var/tmp/*

@@ -1,0 +1,145 @@
+"""The image recipe: the single settings table every build stage reads (mkosi-style).
+
+Everything that decides what goes into the node image is here, as plain data. Stages take a `Recipe` and return
+plain results; the cache keys are hashes of the parts of this table each stage uses, so changing a value here
+rebuilds exactly the stages that depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bump when a stage's code changes in a way the hashed inputs do not show (e.g. a new mmdebstrap hook).
+RECIPE_VERSION = 1
+
+HERE = Path(__file__).resolve().parent
+# Files copied into the root as-is (systemd units, drop-ins, sshd config), shipped as package data.
+ROOTFS_OVERLAY = HERE / "rootfs"
+# The script run inside the chroot at the end of the base stage (disable services, scrub identity).
+CUSTOMIZE_SCRIPT = HERE / "hooks" / "customize.sh"
+
+# The node package set (installed without recommends, in one apt transaction).
+PACKAGES: tuple[str, ...] = (
+    # kernel, init, live boot from USB/ISO/PXE
+    "linux-image-amd64",
+    "systemd-sysv",
+    "live-boot",
+    "live-boot-initramfs-tools",
+    "busybox",
+    "zstd",
+    # cluster state
+    "zookeeper",
+    "default-jre-headless",
+    # storage
+    "ceph-mon",
+    "ceph-mgr",
+    "ceph-osd",  # bookworm ships ceph-volume inside ceph-osd (there is no ceph-volume package)
+    "ceph-common",
+    # Python bindings that exist only as Debian packages, and the venv module
+    "python3-rados",
+    "python3-rbd",
+    "python3-libvirt",
+    "python3-psycopg2",
+    "python3-venv",
+    "python3-cryptography",
+    "python3-yaml",
+    # virtualisation
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "qemu-system-x86",
+    "qemu-block-extra",
+    "qemu-utils",
+    # provisioner database
+    "postgresql",
+    "patroni",
+    # routing, DHCP/DNS for managed networks, firewall, fencing, time
+    "frr",
+    "dnsmasq",
+    "nftables",
+    "ipmitool",
+    "chrony",
+    # base tools
+    "openssh-server",
+    "iproute2",
+    "gdisk",
+    "e2fsprogs",
+    "dosfstools",
+    "util-linux",
+    "procps",
+    "iputils-ping",
+    "ca-certificates",
+    "less",
+)
+
+# dpkg path filters: no manuals, info pages or translations on an appliance (about 150 MiB), but keep every
+# package's copyright file (the licences travel with the binaries).
+DPKG_PATH_FILTERS: tuple[str, ...] = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+)
+
+# Boot: live-boot finds /live/filesystem.squashfs on any medium (or fetches it over HTTP for PXE). The last
+# console= is /dev/console, where systemd and pvc-node print progress: the serial port, so IPMI SoL and the lab see
+# formation; the kernel prints to both.
+KERNEL_ARGS = "boot=live console=tty0 console=ttyS0,115200"
+
+COMPRESSION_LEVELS = {"zstd": ("-Xcompression-level", "3"), "xz": ()}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every option of the build, in one place. The defaults are the PVC node image."""
+
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    components: str = "main"
+    variant: str = "minbase"
+    packages: tuple[str, ...] = PACKAGES
+    dpkg_path_filters: tuple[str, ...] = DPKG_PATH_FILTERS
+    kernel_args: str = KERNEL_ARGS
+    compression: str = "zstd"
+    # Where the project is installed in the image, and the commands linked into /usr/local/bin.
+    venv: str = "/opt/pvc"
+    commands: tuple[str, ...] = ("pvc", "pvcd", "pvc-node")
+    # Units of this project enabled in the image (their files are under image/rootfs/).
+    enable_units: tuple[str, ...] = ("pvc-node.service",)
+    # The project's source folders and files: the project layer's cache key.
+    project_sources: tuple[str, ...] = (
+        "config-schema",
+        "nodeos",
+        "api",
+        "cli",
+        "image",
+        "installer",
+        "pyproject.toml",
+        "README.md",
+    )
+    grub_timeout: int = 1
+    volume_label: str = "PVCBOOT"
+    iso_label: str = "PVCLIVE"
+    version: int = RECIPE_VERSION
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return (self.suite, f"{self.suite}-updates", f"{self.suite}-security")
+
+    def sources(self) -> list[str]:
+        """One-line apt sources for mmdebstrap, in suite order."""
+        main, updates, security = self.suites
+        return [
+            f"deb {self.mirror} {main} {self.components}",
+            f"deb {self.mirror} {updates} {self.components}",
+            f"deb {self.security_mirror} {security} {self.components}",
+        ]
+
+    def squashfs_options(self) -> list[str]:
+        if self.compression not in COMPRESSION_LEVELS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSION_LEVELS)}, not {self.compression!r}")
+        return ["-comp", self.compression, *COMPRESSION_LEVELS[self.compression]]
