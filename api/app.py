@@ -13,7 +13,7 @@ from pvc.api import errors
 from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
-from pvc.api.resources import cluster, health, nodes, tasks, vms
+from pvc.api.resources import cluster, health, nodes, storage, tasks, vms
 from pvc.api.spec import API_PREFIX, openapi, operation
 
 log = logging.getLogger("pvc.api")
@@ -40,6 +40,24 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/vms/{{vm}}/migrate", vms.VmMigrateResource(ctx)),
         (f"{p}/vms/{{vm}}/meta", vms.VmMetaResource(ctx)),
         (f"{p}/vms/{{vm}}/console", vms.VmConsoleResource(ctx)),
+        (f"{p}/storage", storage.StatusResource(ctx)),
+        (f"{p}/storage/pools", storage.PoolsResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}", storage.PoolResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes", storage.VolumesResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}", storage.VolumeResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/clone", storage.VolumeCloneResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/copy", storage.VolumeCopyResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/data", storage.VolumeDataResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots", storage.SnapshotsResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots/{{snapshot}}", storage.SnapshotResource(ctx)),
+        (
+            f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots/{{snapshot}}/rollback",
+            storage.SnapshotRollbackResource(ctx),
+        ),
+        (f"{p}/storage/osds", storage.OsdsResource(ctx)),
+        (f"{p}/storage/osds/requests", storage.OsdRequestsResource(ctx)),
+        (f"{p}/storage/osds/{{osd}}", storage.OsdResource(ctx)),
+        (f"{p}/storage/osds/{{osd}}/state", storage.OsdStateResource(ctx)),
         (f"{p}/tasks", tasks.TasksResource(ctx)),
         (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),
     ]
@@ -89,7 +107,7 @@ def render_docs(doc: dict) -> str:
                 parts.append(f"<p>{html.escape(op['description'])}</p>")
             for param in op.get("parameters", []):
                 parts.append(f"<div>{param['in']} <code>{html.escape(param['name'])}</code></div>")
-            if "requestBody" in op:
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
                 schema = doc["components"]["schemas"][ref]
                 parts.append(f"<pre>{html.escape(json.dumps(schema.get('properties', {}), indent=1))}</pre>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -31,8 +32,11 @@ class Context:
     keys: ApiKeys
     zk_hosts: str
     zk_password: str
+    ceph_conf: str = "/etc/ceph/ceph.conf"
 
     def __post_init__(self) -> None:
+        self._ceph = None
+        self._ceph_lock = threading.Lock()
         self._state: ClusterState | None = None
         self._vm_cache: VmCache | None = None
         self._formed = False
@@ -69,6 +73,33 @@ class Context:
             if self._state.zk.state != KazooState.CONNECTED:
                 raise ClusterNotReady(f"lost the connection to ZooKeeper at {self.zk_hosts}")
             return self._state
+
+    def ceph(self):  # type: ignore[no-untyped-def]
+        """This worker's librados connection (client.admin from ceph.conf), made on first use; 503 if Ceph does
+        not answer."""
+        from pvc.nodeos.storage.ceph import Unavailable
+
+        with self._ceph_lock:
+            if self._ceph is None:
+                import rados
+
+                if not os.path.exists(self.ceph_conf):
+                    raise ClusterNotReady(f"no Ceph configuration at {self.ceph_conf}")
+                cluster = rados.Rados(conffile=self.ceph_conf)
+                try:
+                    cluster.connect(timeout=10)
+                except rados.Error as exc:
+                    raise Unavailable(f"Ceph is not reachable: {exc}") from None
+                self._ceph = cluster
+            return self._ceph
+
+    def drop_ceph(self) -> None:
+        """Forget a connection that failed, so the next request makes a new one."""
+        with self._ceph_lock:
+            cluster, self._ceph = self._ceph, None
+        if cluster is not None:
+            with contextlib.suppress(Exception):  # it is broken already
+                cluster.shutdown()
 
     def ready_state(self) -> ClusterState:
         """The state layer of a formed cluster (503 before formation has created the layout)."""
@@ -108,4 +139,5 @@ def from_environment() -> Context:
         keys=ApiKeys(keys),
         zk_hosts=os.environ.get("PVC_ZOOKEEPER") or zkform.hosts(cfg),
         zk_password=zookeeper_password(join_key),
+        ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
     )

@@ -12,7 +12,9 @@ from pvc.nodeos.state.models import (
     FormationProgress,
     Keepalive,
     MigrationMethod,
+    OsdRequest,
     Selector,
+    StorageStatus,
     Task,
     VmMeta,
 )
@@ -161,4 +163,125 @@ class Removed(BaseModel):
     removed: str
 
 
-__all__ = ["Fault", "FormationProgress", "Task"]
+# -- storage --------------------------------------------------------------------------------------------------
+StorageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
+
+
+class PoolView(BaseModel):
+    name: str
+    id: int
+    size: int
+    min_size: int
+    pgs: int
+    stored_bytes: int
+    capacity_bytes: int
+    quota_bytes: int
+    used_percent: float
+    objects: int
+
+
+class PoolCreate(Request):
+    name: StorageName
+    pgs: Annotated[int, Field(ge=1, le=32768, description="placement groups: a power of two")] = 32
+    size: Annotated[int, Field(ge=1, le=10, description="copies of each object")] = 3
+    min_size: Annotated[int, Field(ge=1, le=10, description="copies needed to accept writes")] = 2
+
+
+class PoolChange(Request):
+    size: Annotated[int, Field(ge=1, le=10)] | None = None
+    min_size: Annotated[int, Field(ge=1, le=10)] | None = None
+    quota_bytes: Annotated[int, BeforeValidator(_integral), Field(ge=0, description="0: no quota")] | None = None
+
+
+class PoolRemoveQuery(Query):
+    confirm: Annotated[str | None, Field(max_length=64, description="the pool's name, repeated")] = None
+
+
+class VolumeView(BaseModel):
+    pool: str
+    name: str
+    size: int
+    snapshots: list[str]
+    parent: str | None
+
+
+class VolumeCreate(Request):
+    name: StorageName
+    size: Bytes
+    force: bool = Field(False, description="create even when the pool is over 80 % full")
+
+
+class VolumeChange(Request):
+    size: Bytes | None = Field(None, description="grow to this many bytes (shrinking is refused)")
+    name: StorageName | None = Field(None, description="rename to this")
+    force: bool = Field(False, description="grow even when the pool is over 80 % full")
+
+
+class VolumeClone(Request):
+    snapshot: StorageName
+    name: StorageName
+    force: bool = False
+
+
+class VolumeCopy(Request):
+    name: StorageName
+    pool: StorageName | None = Field(None, description="destination pool (default: the same)")
+    force: bool = False
+
+
+class UploadQuery(Query):
+    format: Literal["raw", "qcow2"] = "raw"
+    force: bool = False
+
+
+class DownloadQuery(Query):
+    snapshot: Annotated[str | None, Field(max_length=64)] = None
+
+
+class SnapshotView(BaseModel):
+    pool: str
+    volume: str
+    name: str
+    size: int
+    protected: bool
+
+
+class SnapshotCreate(Request):
+    name: StorageName
+
+
+class SnapshotChange(Request):
+    protected: bool
+
+
+class OsdView(BaseModel):
+    id: int
+    node: str
+    device: str
+    up: bool
+    inside: bool = Field(description="in: the OSD takes data")
+    weight: float
+    size_bytes: int
+    used_bytes: int
+    used_percent: float
+    pgs: int
+
+
+class OsdAdd(Request):
+    node: Name
+    path: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(None, description="device path glob")
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="model glob")
+    serial: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="serial glob")
+    wait: bool = False
+
+
+class OsdStateChange(Request):
+    action: Literal["in", "out"]
+
+
+class OsdRemoveQuery(Query):
+    force: bool = Field(False, description="remove even when Ceph or the min_size check says it is unsafe")
+
+
+__all__ = ["Fault", "FormationProgress", "OsdRequest", "StorageStatus", "Task"]

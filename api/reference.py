@@ -67,7 +67,10 @@ def markdown(doc: dict[str, Any]) -> str:
                     for p in params
                 ]
                 out.append("")
-            if "requestBody" in op:
+            raw_body = next((t for t in op.get("requestBody", {}).get("content", {}) if t != "application/json"), None)
+            if raw_body is not None:
+                out += [f"Body: the raw bytes (`{raw_body}`).", ""]
+            elif "requestBody" in op:
                 ref = _type(op["requestBody"]["content"]["application/json"]["schema"])
                 out += [
                     f"Body `{ref}`:",

@@ -44,6 +44,7 @@ class Operation:
     tags: list[str] = field(default_factory=list)
     description: str = ""
     media_type: str = "application/json"
+    request_media_type: str | None = None  # a raw request body (e.g. an upload), read by the method itself
     extra_statuses: dict[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, model)
 
 
@@ -175,6 +176,11 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
                     "required": True,
                     "content": {"application/json": {"schema": _request_ref(op.body, defs)}},
                 }
+            if op.request_media_type is not None:
+                entry["requestBody"] = {
+                    "required": True,
+                    "content": {op.request_media_type: {"schema": {"type": "string", "format": "binary"}}},
+                }
             ok: dict[str, Any] = {"description": "OK"}
             if op.response is not None:
                 ok["content"] = {
@@ -190,7 +196,8 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
                     "description": desc,
                     "content": {"application/json": {"schema": _schema_ref(model, defs)}},
                 }
-            statuses = set(op.errors) | {503} | ({400} if (op.body or op.query or _path_params(path)) else set())
+            has_input = op.body or op.query or op.request_media_type or _path_params(path)
+            statuses = set(op.errors) | {503} | ({400} if has_input else set())
             if op.auth:
                 statuses.add(401)
             else:

@@ -27,6 +27,12 @@ import click
     show_default=True,
     help="libvirt URI of a migration target; {ip} is its cluster IP.",
 )
+@click.option(
+    "--ceph-conf",
+    default="/etc/ceph/ceph.conf",
+    show_default=True,
+    help="ceph.conf for RBD lock checks, fencing and the storage status (its keyring: client.admin).",
+)
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def main(
     config_path: str,
@@ -35,6 +41,7 @@ def main(
     zookeeper: str | None,
     libvirt_uri: str,
     migration_uri: str,
+    ceph_conf: str,
     log_level: str,
 ) -> None:
     """Run this node's PVC daemon in the foreground."""
@@ -55,7 +62,12 @@ def main(
     from pvc.nodeos.daemon.service import Daemon, Options
 
     opts = Options(
-        node=node_name, state_dir=state_dir, zookeeper=zookeeper, libvirt_uri=libvirt_uri, migration_uri=migration_uri
+        node=node_name,
+        state_dir=state_dir,
+        zookeeper=zookeeper,
+        libvirt_uri=libvirt_uri,
+        migration_uri=migration_uri,
+        ceph_conf=ceph_conf,
     )
     try:
         daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)

@@ -21,6 +21,7 @@ from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer
 from pvc.nodeos.daemon.flush import FlushController
 from pvc.nodeos.daemon.keepalive import KeepaliveLoop
+from pvc.nodeos.daemon.storage import StorageAgent
 from pvc.nodeos.daemon.virt import Virt
 from pvc.nodeos.daemon.vms import VmController
 from pvc.nodeos.formation import zookeeper as zkform
@@ -39,6 +40,7 @@ class Options:
     zookeeper: str | None = None  # default: the coordinators' cluster IPs
     libvirt_uri: str = "qemu:///system"
     migration_uri: str = "qemu+tcp://{ip}/system"  # {ip}: the target's cluster IP
+    ceph_conf: str = "/etc/ceph/ceph.conf"  # with the client.admin keyring it names (or the default one)
 
 
 class LogRingHandler(logging.Handler):
@@ -82,6 +84,8 @@ class Daemon:
         self.vms = VmController(self)
         self.flush = FlushController(self)
         self.fencer = Fencer(self)
+        self.storage = StorageAgent(self, opts.ceph_conf)
+        self.fencer.before_restart.append(self.storage.break_locks)
         self.console = ConsoleTailer(self, Path(opts.state_dir) / "console")
         self.election = Election(self) if self.node.coordinator else None
 
@@ -137,12 +141,14 @@ class Daemon:
         version = ensure_schema(self.state)
         self._register()
         log.info("pvcd on %s started (schema %d, libvirt %s)", self.node.name, version, self.opts.libvirt_uri)
+        self.storage.define_secret()
         self.vms.start()
         self.keepalive.tick()
         self.flush.start()
         self.console.start()
         if self.election:
             self.election.start()
+        self.storage.start()
         interval = self.cfg.timers.keepalive_interval
         next_tick = time.monotonic() + interval
         while not self.stopping.wait(max(0.0, next_tick - time.monotonic())):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pvc.nodeos.daemon import domxml
+from pvc.nodeos.daemon.storage import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import VmSpec, VmStatus
@@ -169,8 +170,9 @@ class VmController:
         self._set_status(spec, "starting")
         xml = domxml.with_console_log(spec.xml, str(self.console_dir / f"{spec.uuid}.log"))
         try:
+            xml = self.d.storage.prepare(spec, xml)
             self.d.virt.start(xml)
-        except VirtError as exc:
+        except (VirtError, DiskLocked) as exc:
             log.error("VM %s failed to start: %s", spec.name, exc)
             self._set_status(spec, "failed", f"start failed: {exc}")
             self._hand_off(spec, "start", "fail")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pvc.nodeos.daemon import domxml
 from pvc.nodeos.state import placement
-from pvc.nodeos.state.models import NodeRecord, Task, VmMeta, VmSpec
+from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmMeta, VmSpec
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import Action, TransitionError, next_state
 
@@ -158,3 +158,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
+
+
+def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tuple[OsdRequest, Task]:
+    """Record "make OSDs of the blank disks on `node` matching `selector`" for that node's formation to act on
+    (formatting a disk is the node's own job). Returns the request and the task the node reports to."""
+    from pvc.nodeos.state import layout
+
+    if node not in state.node_names():
+        raise NotFound(f"node '{node}'")
+    if not selector:
+        raise ActionError("give at least one of path, model or serial to select the disk", "path")
+    described = ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    task = state.create_task("osd-add", node, total=1, message=f"waiting for {node} to add an OSD on {described}")
+    request = OsdRequest(id=task.id, node=node, selector=selector, task=task.id)
+    state.put(layout.osd_request(request.id), request)
+    return request, task

@@ -24,6 +24,9 @@ TASKS = f"{ROOT}/tasks"
 NETWORKS = f"{ROOT}/networks"
 STORAGE = f"{ROOT}/storage"
 
+STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, written by the primary every interval
+OSD_REQUESTS = f"{STORAGE}/osd_requests"
+
 # Every path that must exist before the daemons run.
 BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
 
@@ -78,3 +81,7 @@ def network(vni: int) -> str:
 
 def storage(name: str) -> str:
     return f"{STORAGE}/{name}"  # cluster-wide storage facts kept by the primary ("status", "pools", ...)
+
+
+def osd_request(request_id: str) -> str:
+    return f"{OSD_REQUESTS}/{request_id}"  # OsdRequest: "make OSDs of the disks matching this selector on a node"

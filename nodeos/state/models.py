@@ -146,3 +146,45 @@ class Primary(Record):
 
 class Maintenance(Record):
     enabled: bool = False
+
+
+class PoolUsage(Record):
+    name: str
+    size: int
+    min_size: int
+    pgs: int
+    stored_bytes: int
+    capacity_bytes: int
+    used_percent: float
+    objects: int
+
+
+class StorageStatus(Record):
+    """Ceph's health and usage, as the primary coordinator last saw it (every keepalive interval)."""
+
+    health: str  # HEALTH_OK, HEALTH_WARN, HEALTH_ERR, or "unreachable"
+    checks: dict[str, str] = {}  # check name -> summary
+    total_bytes: int = 0
+    used_bytes: int = 0
+    avail_bytes: int = 0
+    used_percent: float = 0.0
+    osds: int = 0
+    osds_up: int = 0
+    osds_in: int = 0
+    pgs: int = 0
+    pg_states: dict[str, int] = {}
+    pools: list[PoolUsage] = []
+    by: str = ""  # the node that wrote it
+    updated: float = Field(default_factory=now)
+
+
+class OsdRequest(Record):
+    """A request to turn the blank disks matching `selector` on `node` into OSDs (the node's formation acts)."""
+
+    id: str
+    node: str
+    selector: dict[str, str | int]
+    task: str
+    state: Literal["pending", "done", "failed"] = "pending"
+    message: str = ""
+    created: float = Field(default_factory=now)

@@ -19,8 +19,24 @@ class NotFound(StorageError):
     pass
 
 
+class Exists(StorageError):
+    """The object to create already exists."""
+
+
+class Invalid(StorageError):
+    """A bad argument; `field` names it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Refused(StorageError):
     """Not done because it would be unsafe (full pool, last copies, no confirmation) unless forced."""
+
+
+class Unavailable(StorageError):
+    """Ceph did not answer."""
 
 
 @contextlib.contextmanager
@@ -32,7 +48,7 @@ def connect(
     try:
         cluster.connect(timeout=timeout)
     except rados.Error as exc:
-        raise StorageError(f"cannot connect to Ceph ({conffile}): {exc}") from None
+        raise Unavailable(f"cannot connect to Ceph ({conffile}): {exc}") from None
     try:
         yield cluster
     finally:
@@ -43,9 +59,25 @@ def mon_command(cluster: rados.Rados, prefix: str, **args: Any) -> Any:
     """Run a monitor command; returns its JSON answer (or None)."""
     cmd = json.dumps({"prefix": prefix, "format": "json", **args})
     ret, out, err = cluster.mon_command(cmd, b"", timeout=30)
+    return _answer(prefix, ret, out, err)
+
+
+def mgr_command(cluster: rados.Rados, prefix: str, **args: Any) -> Any:
+    """Run a manager command (osd df, osd safe-to-destroy, osd ok-to-stop ...); returns its JSON answer."""
+    cmd = json.dumps({"prefix": prefix, "format": "json", **args})
+    ret, out, err = cluster.mgr_command(cmd, b"", timeout=30)
+    return _answer(prefix, ret, out, err)
+
+
+def _answer(prefix: str, ret: int, out: bytes, err: str) -> Any:
+    if ret == -errno.ETIMEDOUT:
+        raise Unavailable(f"ceph {prefix}: no answer from Ceph")
     if ret != 0:
         message = err.strip() or errno.errorcode.get(-ret, str(ret))
         if ret == -errno.ENOENT:
             raise NotFound(message)
         raise StorageError(f"ceph {prefix}: {message}")
-    return json.loads(out) if out.strip() else None
+    text = out.decode(errors="replace").strip() if isinstance(out, bytes) else str(out).strip()
+    if not text:
+        return None
+    return json.JSONDecoder().raw_decode(text)[0]  # some commands add a line of text after the JSON

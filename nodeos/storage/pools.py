@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import NotFound, Refused, StorageError, mon_command
+from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, mon_command
 
 FULL_RATIO = 0.80  # volume create, clone and resize are refused above this use unless forced
 
@@ -22,11 +22,17 @@ class Pool:
     stored_bytes: int
     max_avail_bytes: int
     objects: int
+    quota_bytes: int = 0  # 0: no quota
+
+    @property
+    def capacity_bytes(self) -> int:
+        """What the pool can hold: what it stores plus what it may still take, capped by its quota."""
+        total = self.stored_bytes + self.max_avail_bytes
+        return min(total, self.quota_bytes) if self.quota_bytes else total
 
     @property
     def used_ratio(self) -> float:
-        total = self.stored_bytes + self.max_avail_bytes
-        return self.stored_bytes / total if total else 0.0
+        return min(1.0, self.stored_bytes / self.capacity_bytes) if self.capacity_bytes else 0.0
 
 
 def list_pools(cluster: rados.Rados) -> list[Pool]:
@@ -45,6 +51,7 @@ def list_pools(cluster: rados.Rados) -> list[Pool]:
                 stored_bytes=stats.get("stored", stats.get("bytes_used", 0)),
                 max_avail_bytes=stats.get("max_avail", 0),
                 objects=stats.get("objects", 0),
+                quota_bytes=detail.get("quota_max_bytes", 0) or 0,
             )
         )
     return out
@@ -59,11 +66,12 @@ def get_pool(cluster: rados.Rados, name: str) -> Pool:
 
 def create_pool(cluster: rados.Rados, name: str, pgs: int, size: int, min_size: int) -> Pool:
     if pgs < 1 or pgs & (pgs - 1):
-        raise StorageError(f"pgs must be a power of two, got {pgs}")
+        raise Invalid(f"pgs must be a power of two, got {pgs}", "pgs")
     if not 1 <= min_size <= size:
-        raise StorageError(f"min_size must be between 1 and size ({size}), got {min_size}")
+        raise Invalid(f"min_size must be between 1 and size ({size}), got {min_size}", "min_size")
     if cluster.pool_exists(name):
-        raise StorageError(f"pool '{name}' already exists")
+        raise Exists(f"pool '{name}' already exists")
+    _check_osds(cluster, size)
     mon_command(cluster, "osd pool create", pool=name, pg_num=pgs, pgp_num=pgs)
     cluster.wait_for_latest_osdmap()
     set_size(cluster, name, size, min_size)
@@ -76,15 +84,31 @@ def create_pool(cluster: rados.Rados, name: str, pgs: int, size: int, min_size: 
 def set_size(cluster: rados.Rados, name: str, size: int, min_size: int | None = None) -> Pool:
     if not cluster.pool_exists(name):
         raise NotFound(f"no pool '{name}'")
-    osds = mon_command(cluster, "osd stat")["num_osds"]
-    if size > osds:
-        raise StorageError(f"size {size} needs {size} OSDs; the cluster has {osds}")
+    _check_osds(cluster, size)
     min_size = min_size if min_size is not None else max(1, size - 1)
     if not 1 <= min_size <= size:
-        raise StorageError(f"min_size must be between 1 and size ({size}), got {min_size}")
+        raise Invalid(f"min_size must be between 1 and size ({size}), got {min_size}", "min_size")
     flags = {"yes_i_really_mean_it": True} if size == 1 else {}
     mon_command(cluster, "osd pool set", pool=name, var="size", val=str(size), **flags)
     mon_command(cluster, "osd pool set", pool=name, var="min_size", val=str(min_size))
+    return get_pool(cluster, name)
+
+
+def _check_osds(cluster: rados.Rados, size: int) -> None:
+    if size < 1:
+        raise Invalid(f"size must be at least 1, got {size}", "size")
+    osds = mon_command(cluster, "osd stat")["num_osds"]
+    if size > osds:
+        raise Invalid(f"size {size} needs {size} OSDs; the cluster has {osds}", "size")
+
+
+def set_quota(cluster: rados.Rados, name: str, max_bytes: int) -> Pool:
+    """Cap the pool at `max_bytes` (0: no cap). The 80 % rule counts against the cap."""
+    if not cluster.pool_exists(name):
+        raise NotFound(f"no pool '{name}'")
+    if max_bytes < 0:
+        raise Invalid(f"quota must be 0 (none) or a positive number of bytes, got {max_bytes}", "quota_bytes")
+    mon_command(cluster, "osd pool set-quota", pool=name, field="max_bytes", val=str(max_bytes))
     return get_pool(cluster, name)
 
 
@@ -100,6 +124,6 @@ def remove_pool(cluster: rados.Rados, name: str, confirm: str | None) -> None:
 def check_room(pool: Pool, force: bool, action: str) -> None:
     if pool.used_ratio > FULL_RATIO and not force:
         raise Refused(
-            f"pool '{pool.name}' is {pool.used_ratio:.0%} full (over {FULL_RATIO:.0%}): refusing to {action} "
-            "without force"
+            f"pool '{pool.name}' is {pool.used_ratio:.0%} full ({pool.stored_bytes} of {pool.capacity_bytes} bytes, "
+            f"over {FULL_RATIO:.0%}): refusing to {action} without force"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -12,7 +13,7 @@ from typing import BinaryIO
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import NotFound, Refused, StorageError
+from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, StorageError
 from pvc.nodeos.storage.pools import check_room, get_pool
 
 FEATURES = (
@@ -98,13 +99,13 @@ def get_volume(cluster: rados.Rados, pool: str, name: str) -> Volume:
 
 def create_volume(cluster: rados.Rados, pool: str, name: str, size: int, force: bool = False) -> Volume:
     if size <= 0:
-        raise StorageError("a volume needs a positive size")
+        raise Invalid("a volume needs a positive size", "size")
     check_room(get_pool(cluster, pool), force, f"create volume {name}")
     with ioctx(cluster, pool) as ctx:
         try:
             rbd.RBD().create(ctx, name, size, old_format=False, features=FEATURES)
         except rbd.ImageExists:
-            raise StorageError(f"volume {pool}/{name} already exists") from None
+            raise Exists(f"volume {pool}/{name} already exists") from None
     return get_volume(cluster, pool, name)
 
 
@@ -126,7 +127,7 @@ def rename_volume(cluster: rados.Rados, pool: str, name: str, new_name: str) -> 
         except rbd.ImageNotFound:
             raise NotFound(f"no volume {pool}/{name}") from None
         except rbd.ImageExists:
-            raise StorageError(f"volume {pool}/{new_name} already exists") from None
+            raise Exists(f"volume {pool}/{new_name} already exists") from None
     return get_volume(cluster, pool, new_name)
 
 
@@ -144,7 +145,7 @@ def clone_volume(
         try:
             rbd.RBD().clone(ctx, name, snapshot, ctx, new_name, features=FEATURES)
         except rbd.ImageExists:
-            raise StorageError(f"volume {pool}/{new_name} already exists") from None
+            raise Exists(f"volume {pool}/{new_name} already exists") from None
     return get_volume(cluster, pool, new_name)
 
 
@@ -157,15 +158,15 @@ def copy_volume(
         try:
             img.copy(dest, new_name, features=FEATURES)
         except rbd.ImageExists:
-            raise StorageError(f"volume {dest_pool}/{new_name} already exists") from None
+            raise Exists(f"volume {dest_pool}/{new_name} already exists") from None
     return get_volume(cluster, dest_pool, new_name)
 
 
 def remove_volume(cluster: rados.Rados, pool: str, name: str) -> None:
     """Remove a volume and its snapshots. Refused while a VM holds it open or while clones depend on it."""
     with image(cluster, pool, name) as img:
-        if img.list_lockers():
-            raise Refused(f"volume {pool}/{name} is locked by a running VM")
+        if holder := _live_holder(img):
+            raise Refused(f"volume {pool}/{name} is locked by a running VM (client {holder})")
         for snap in img.list_snaps():
             if img.is_protected_snap(snap["name"]):
                 if list(img.list_children2()):
@@ -191,7 +192,7 @@ def upload(
 ) -> Volume:
     """Create volume `name` from a raw or qcow2 file."""
     if fmt not in ("raw", "qcow2"):
-        raise StorageError(f"unsupported image format '{fmt}' (raw or qcow2)")
+        raise Invalid(f"unsupported image format '{fmt}' (raw or qcow2)", "format")
     if fmt == "raw":
         size = os.path.getsize(path)
         create_volume(cluster, pool, name, max(size, 1), force=force)
@@ -203,6 +204,9 @@ def upload(
                 offset += len(chunk)
         return get_volume(cluster, pool, name)
     check_room(get_pool(cluster, pool), force, f"upload {name}")
+    with ioctx(cluster, pool) as ctx:
+        if name in rbd.RBD().list(ctx):
+            raise Exists(f"volume {pool}/{name} already exists")
     target = f"rbd:{pool}/{name}:conf={conffile}" + (f":keyring={keyring}" if keyring else "")
     out = subprocess.run(
         ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target], capture_output=True, text=True
@@ -210,6 +214,82 @@ def upload(
     if out.returncode != 0:
         raise StorageError(f"qemu-img could not convert {path}: {out.stderr.strip()}")
     return get_volume(cluster, pool, name)
+
+
+def upload_stream(
+    cluster: rados.Rados,
+    conffile: str,
+    pool: str,
+    name: str,
+    stream: BinaryIO,
+    length: int,
+    fmt: str = "raw",
+    force: bool = False,
+    keyring: str | None = None,
+) -> Volume:
+    """Create volume `name` from `length` bytes of a raw or qcow2 image read from `stream` (an HTTP body).
+
+    raw goes straight into the new volume, skipping zero chunks (the volume stays sparse); qcow2 needs random
+    access, so it is spooled to a temporary file and converted by qemu-img. A failed upload leaves no volume."""
+    if fmt not in ("raw", "qcow2"):
+        raise Invalid(f"unsupported image format '{fmt}' (raw or qcow2)", "format")
+    if length <= 0:
+        raise Invalid("the upload is empty", "body")
+    if fmt == "qcow2":
+        with tempfile.TemporaryDirectory(prefix="pvc-upload-") as tmp:
+            path = os.path.join(tmp, "image.qcow2")
+            with open(path, "wb") as out:
+                _copy(stream, out.write, length)
+            return upload(cluster, conffile, pool, name, path, "qcow2", force=force, keyring=keyring)
+    create_volume(cluster, pool, name, length, force=force)
+    try:
+        with image(cluster, pool, name) as img:
+            offset = 0
+
+            def write(chunk: bytes) -> None:
+                nonlocal offset
+                if chunk.count(0) != len(chunk):
+                    img.write(chunk, offset)
+                offset += len(chunk)
+
+            _copy(stream, write, length)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_volume(cluster, pool, name)
+        raise
+    return get_volume(cluster, pool, name)
+
+
+def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-untyped-def]
+    """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
+    left = length
+    buf = bytearray()
+    while left > 0:
+        piece = stream.read(min(CHUNK - len(buf), left))
+        if not piece:
+            raise Invalid(f"the upload ended after {length - left} of {length} bytes", "body")
+        buf += piece
+        left -= len(piece)
+        if len(buf) >= CHUNK or left == 0:
+            write(bytes(buf))
+            buf.clear()
+
+
+def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None) -> tuple[int, Iterator[bytes]]:
+    """(size, chunks) of a volume's raw contents, for streaming to an HTTP client. Missing objects raise at once."""
+    size = get_volume(cluster, pool, name).size
+    if snapshot is not None and snapshot not in get_volume(cluster, pool, name).snapshots:
+        raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+
+    def chunks() -> Iterator[bytes]:
+        with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
+            offset = 0
+            while offset < size:
+                chunk = img.read(offset, min(CHUNK, size - offset))
+                yield chunk
+                offset += len(chunk)
+
+    return size, chunks()
 
 
 def download(cluster: rados.Rados, pool: str, name: str, out: BinaryIO, snapshot: str | None = None) -> int:
@@ -235,15 +315,17 @@ def list_snapshots(cluster: rados.Rados, pool: str, volume: str) -> list[Snapsho
 def create_snapshot(cluster: rados.Rados, pool: str, volume: str, name: str) -> Snapshot:
     with image(cluster, pool, volume) as img:
         if name in [s["name"] for s in img.list_snaps()]:
-            raise StorageError(f"snapshot {pool}/{volume}@{name} already exists")
+            raise Exists(f"snapshot {pool}/{volume}@{name} already exists")
         img.create_snap(name)
     return next(s for s in list_snapshots(cluster, pool, volume) if s.name == name)
 
 
 def rollback_snapshot(cluster: rados.Rados, pool: str, volume: str, name: str) -> None:
     with image(cluster, pool, volume) as img:
-        if img.list_lockers():
-            raise Refused(f"volume {pool}/{volume} is in use by a running VM: stop it before rolling back")
+        if holder := _live_holder(img):
+            raise Refused(
+                f"volume {pool}/{volume} is in use by a running VM (client {holder}): stop it before rolling back"
+            )
         _need_snap(img, pool, volume, name)
         img.rollback_to_snap(name)
 
@@ -266,6 +348,12 @@ def remove_snapshot(cluster: rados.Rados, pool: str, volume: str, name: str) -> 
         if img.is_protected_snap(name):
             raise Refused(f"snapshot {pool}/{volume}@{name} is protected: unprotect it first")
         img.remove_snap(name)
+
+
+def _live_holder(img: rbd.Image) -> str | None:
+    """The address of a live client holding the image's exclusive lock (it still watches the image)."""
+    watching = {w["addr"] for w in img.watchers_list()}
+    return next((o["owner"] for o in img.lock_get_owners() if o["owner"] in watching), None)
 
 
 def _need_snap(img: rbd.Image, pool: str, volume: str, name: str) -> None:

@@ -1,5 +1,9 @@
-"""A real Ceph (Debian's Pacific) for component tests: one mon, one mgr and N bluestore OSDs on sparse files, on
-loopback, configured by the product's renderer with the secrets derived from a join key.
+"""A real Ceph (Debian's Pacific) for component tests: one mon, one mgr and N bluestore OSDs on sparse files,
+configured by the product's renderer with the secrets derived from a join key.
+
+The daemons run in a network namespace of their own (CephNet), reached from the test process over a veth pair and,
+while a runtime cluster runs, from its simulated nodes over that cluster's storage bridge: so QEMU processes in the
+nodes' namespaces open RBD disks on the same Ceph the storage tests use.
 
 Recipe and pitfalls: shared/reference/feasibility-services.md §2.
 """
@@ -10,10 +14,12 @@ import json
 import shutil
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pvc.config.secrets import cluster_secrets
 from pvc.nodeos.formation import ceph as cephform
+from tests.component.netlab import ip, kill_all_in
 from tests.component.procs import Proc, wait_until
 
 # A one-machine cluster can hold no more than one copy per host, and this disk is mostly full: the options below
@@ -31,22 +37,78 @@ TEST_OPTIONS = {
     "bluestore fsck on mkfs": "false",
     "osd max object name len": "256",
     "osd max object namespace len": "64",
+    "mgr stats period": "1",  # pool usage reaches `ceph df` within a second (the 80 % rule is tested)
 }
+
+
+class CephNet:
+    """Ceph's own network namespace: a /30 of 203.0.113.0/24 (chosen by `index`) on a veth pair with the host, and
+    `attach()` to link it to a runtime cluster's bridge (nodes get a host route to the Ceph address)."""
+
+    def __init__(self, name: str, index: int) -> None:
+        self.ns = name
+        self.host_dev = f"c{name}"[:15]
+        base = 4 * (index % 64)
+        self.host_ip = f"203.0.113.{base + 1}"
+        self.address = f"203.0.113.{base + 2}"
+        self.network = f"203.0.113.{base}/30"
+
+    def up(self) -> None:
+        self.down()
+        ip("netns", "add", self.ns)
+        ip("-n", self.ns, "link", "set", "lo", "up")
+        ip("link", "add", self.host_dev, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
+        ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_dev)
+        ip("link", "set", self.host_dev, "up")
+        ip("-n", self.ns, "addr", "add", f"{self.address}/30", "dev", "eth0")
+        ip("-n", self.ns, "link", "set", "eth0", "up")
+
+    def attach(self, switch_ns: str, bridge: str, address: str, node_namespaces: list[str]) -> None:
+        """Plug Ceph's namespace into `bridge` (in `switch_ns`) as `address`/24 and route the nodes to it. The
+        link goes away with the switch namespace."""
+        ip("-n", self.ns, "link", "del", "lab0", check=False)
+        ip("-n", switch_ns, "link", "add", "ceph0", "type", "veth", "peer", "name", "lab0", "netns", self.ns)
+        ip("-n", switch_ns, "link", "set", "ceph0", "master", bridge, "up")
+        ip("-n", self.ns, "addr", "add", f"{address}/24", "dev", "lab0")
+        ip("-n", self.ns, "link", "set", "lab0", "up")
+        for ns in node_namespaces:
+            ip("-n", ns, "route", "replace", f"{self.address}/32", "via", address)
+
+    def exec(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def down(self) -> None:
+        if self.ns in ip("netns", "list", check=False).stdout.split():
+            kill_all_in(self.ns)
+            ip("netns", "del", self.ns, check=False)
+        ip("link", "del", self.host_dev, check=False)
 
 
 class Ceph:
     def __init__(
-        self, workdir: Path, join_key: str, address: str = "127.0.0.1", port: int = 26789, osds: int = 3, mgr: str = "a"
+        self,
+        workdir: Path,
+        join_key: str,
+        address: str = "127.0.0.1",
+        port: int = 26789,
+        osds: int = 3,
+        mgr: str = "a",
+        net: CephNet | None = None,
     ) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
         self.dir = workdir
         for sub in ("run", "log", "etc", "mon", "mgr", "osd"):
             (workdir / sub).mkdir(parents=True)
         self.secrets = cluster_secrets(join_key, [mgr])
+        self.net = net
+        if net is not None:
+            address = net.address
+        self.address = address
+        self.port = port
         self.params = cephform.CephParams(
             fsid=self.secrets.ceph_fsid,
             mons=[("a", address)],
-            public_network="127.0.0.0/8",
+            public_network=net.network if net else "127.0.0.0/8",
             pool_size=1,
             pool_min_size=1,
             pg_num=8,
@@ -81,7 +143,12 @@ class Ceph:
     def ceph_json(self, *args: str) -> dict:
         return json.loads(self.ceph(*args, "-f", "json"))
 
+    def daemon(self, name: str, argv: list[str], log: Path) -> Proc:
+        return Proc(name, self.net.exec(argv) if self.net else argv, log)
+
     def up(self) -> None:
+        if self.net is not None:
+            self.net.up()
         keyring = self.dir / "mon.keyring"  # outside the mon data dir: mkfs silently does nothing in a non-empty one
         keyring.write_text(cephform.mon_keyring(self.secrets))
         monmap = self.dir / "monmap"
@@ -89,7 +156,9 @@ class Ceph:
         self.run(
             "ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)
         )
-        self.procs.append(Proc("ceph-mon", ["ceph-mon", "-f", "-c", str(self.conf), "-i", "a"], self.dir / "mon.log"))
+        self.procs.append(
+            self.daemon("ceph-mon", ["ceph-mon", "-f", "-c", str(self.conf), "-i", "a"], self.dir / "mon.log")
+        )
         wait_until("the mon to answer", lambda: self.ceph("mon", "stat"), 60, interval=0.3, proc=self.procs[-1])
         mgr_dir = self.dir / "mgr" / f"ceph-{self.mgr}"
         mgr_dir.mkdir(parents=True)
@@ -99,16 +168,23 @@ class Ceph:
             )
         )
         self.procs.append(
-            Proc("ceph-mgr", ["ceph-mgr", "-f", "-c", str(self.conf), "-i", self.mgr], self.dir / "mgr.log")
+            self.daemon("ceph-mgr", ["ceph-mgr", "-f", "-c", str(self.conf), "-i", self.mgr], self.dir / "mgr.log")
         )
-        for _ in range(self.nosd):
-            self.add_osd()
+        with ThreadPoolExecutor(self.nosd) as pool:  # mkfs takes seconds each: do them side by side
+            ids = list(pool.map(lambda _: self.prepare_osd(), range(self.nosd)))
+        for osd_id in sorted(ids):
+            self.start_osd(osd_id)
         wait_until(
             f"{self.nosd} OSDs up", lambda: self.ceph_json("osd", "stat")["num_up_osds"] == self.nosd, 120, interval=0.5
         )
         wait_until("the mgr to be available", lambda: self.ceph_json("mgr", "stat")["available"], 120, interval=0.5)
 
     def add_osd(self) -> int:
+        osd_id = self.prepare_osd()
+        self.start_osd(osd_id)
+        return osd_id
+
+    def prepare_osd(self) -> int:
         osd_uuid = str(uuid.uuid4())
         osd_id = int(self.ceph("osd", "new", osd_uuid).strip())
         osd_dir = self.dir / "osd" / f"ceph-{osd_id}"
@@ -138,17 +214,19 @@ class Ceph:
             "-i",
             str(osd_dir / "keyring"),
         )
-        self.start_osd(osd_id)
         return osd_id
 
     def start_osd(self, osd_id: int) -> Proc:
-        proc = Proc(
+        proc = self.daemon(
             f"ceph-osd.{osd_id}",
             ["ceph-osd", "-f", "-c", str(self.conf), "-i", str(osd_id)],
             self.dir / f"osd.{osd_id}.log",
         )
         self.procs.append(proc)
         return proc
+
+    def stop_osd(self, osd_id: int) -> None:
+        self.osd_proc(osd_id).kill()
 
     def osd_proc(self, osd_id: int) -> Proc:
         return next(p for p in reversed(self.procs) if p.name == f"ceph-osd.{osd_id}" and p.alive())
@@ -159,3 +237,5 @@ class Ceph:
     def down(self) -> None:
         for proc in reversed(self.procs):
             proc.kill()  # SIGKILL: an OSD given SIGTERM after the mon is gone takes ~10 s (pitfall 5)
+        if self.net is not None:
+            self.net.down()

@@ -144,10 +144,11 @@ def api_cluster(workdir, zookeeper):
 @pytest.fixture(scope="session")
 def ceph(workdir):
     """One mon, one mgr, three bluestore OSDs on sparse files; keys derived from the component join key."""
-    from tests.component.ceph import Ceph
+    from tests.component.ceph import Ceph, CephNet
     from tests.component.cluster import JOIN_KEY
 
-    cluster = Ceph(workdir / "ceph", JOIN_KEY, port=PORT_BASE + 4859)
+    net = CephNet(f"ceph-{NS_PREFIX}", PORT_BASE // 10)  # not under NS_PREFIX: a runtime cluster's teardown
+    cluster = Ceph(workdir / "ceph", JOIN_KEY, port=PORT_BASE + 4859, net=net)  # deletes those namespaces
     try:
         cluster.up()
         yield cluster

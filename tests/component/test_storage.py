@@ -119,7 +119,7 @@ def test_upload_download_round_trips(cluster, pool, ceph, tmp_path):
 
 def test_full_pool_refuses_growth_unless_forced(cluster, pool):
     full = pools.Pool(name=pool, id=1, size=3, min_size=2, pgs=8, stored_bytes=85, max_avail_bytes=15, objects=1)
-    with pytest.raises(Refused, match=r"85% full \(over 80%\)"):
+    with pytest.raises(Refused, match=r"85% full \(85 of 100 bytes, over 80%\)"):
         pools.check_room(full, force=False, action="create volume x")
     pools.check_room(full, force=True, action="create volume x")
     pools.check_room(pools.get_pool(cluster, pool), force=False, action="create")  # the real pool is nearly empty
