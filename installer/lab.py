@@ -1,10 +1,496 @@
-"""`pvc-lab`, N nodes of the real image on one machine. It arrives with the node image (issue 3)."""
+"""`pvc-lab`: N nodes of the real image on one machine, with simulated BMCs, formed from one cluster.toml.
+
+    pvc-lab up [--nodes N] [--backend container|vm] [--config FILE]
+    pvc-lab status [--format json]      pvc-lab ssh NODE [-- CMD]
+    pvc-lab kill NODE                   pvc-lab start NODE          pvc-lab down
+
+The `container` backend boots the image's root with systemd-nspawn (labcontainer.py). Power goes through each node's
+BMC over real IPMI (labsupervisor.py). Everything lives in network namespaces the lab creates (labnet.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+import click
+
+from pvc.config.load import load
+from pvc.config.resolve import read_join_key
+from pvc.config.schema import ClusterFile
+from pvc.installer import labnet
+from pvc.installer.labnet import LabError
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_DIR = Path(os.environ.get("PVC_LAB_DIR", "/var/lib/pvc-lab"))
+LAB_NS = os.environ.get("PVC_LAB_NS", "pvclab")
+DEFAULT_CONFIGS = {1: REPO / "examples" / "lab-1node.toml", 3: REPO / "examples" / "lab-3node.toml"}
+DATA_DISK_SIZE = 8 * 1024**3
+OSD_DISK_SIZE = 12 * 1024**3
+CONFIG_DISK_SIZE_KIB = 4096
+DONE = "PVC-FORMATION-DONE"
+FAILED = "PVC-FORMATION-FAILED"
+WAITING = "PVC-CONFIG-WAITING"
 
 
+def sh(*argv: str, check: bool = True, input: str | None = None) -> str:
+    out = subprocess.run(list(argv), capture_output=True, text=True, input=input)
+    if check and out.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {(out.stderr or out.stdout).strip()}")
+    return out.stdout
+
+
+def lab_file() -> Path:
+    return LAB_DIR / "lab.json"
+
+
+def read_lab() -> dict:
+    try:
+        return json.loads(lab_file().read_text())
+    except FileNotFoundError:
+        raise LabError(f"no lab is up (no {lab_file()}); start one with: pvc-lab up") from None
+
+
+def power() -> dict:
+    try:
+        return json.loads((LAB_DIR / "power.json").read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def load_config(path: Path) -> ClusterFile:
+    result = load(path)
+    if not result.valid or result.config is None:
+        raise LabError("invalid cluster.toml:\n" + "\n".join(p.format(str(path)) for p in result.errors))
+    return result.config
+
+
+# -- disks -----------------------------------------------------------------------------------------------------------
+def sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def losetup(path: Path) -> str:
+    return sh("losetup", "--find", "--show", "--partscan", str(path)).strip()
+
+
+def config_disk(path: Path, config: Path, cfg: ClusterFile) -> None:
+    """A vfat filesystem labelled PVCCONFIG holding cluster.toml and the files it names (join key, keys)."""
+    path.unlink(missing_ok=True)
+    sh("mkfs.vfat", "-n", "PVCCONFIG", "-C", str(path), str(CONFIG_DISK_SIZE_KIB))
+    files = [config]
+    if cfg.cluster.join_key_file is not None:
+        files.append(config.parent / str(cfg.cluster.join_key_file))
+    for f in files:
+        sh("mcopy", "-i", str(path), str(f), f"::{f.name}")
+
+
+# -- up --------------------------------------------------------------------------------------------------------------
+def build_image(say) -> Path:  # type: ignore[no-untyped-def]
+    from pvc.image.build import build
+
+    out = Path(os.environ.get("PVC_IMAGE_OUT", str(REPO / "build" / "image")))
+    artifacts = build(out, progress=lambda m: say(f"image: {m}"))
+    return Path(artifacts.squashfs)
+
+
+def up(config: Path, backend: str, api_port: int, timeout: float, squashfs: Path | None, say=click.echo) -> None:  # type: ignore[no-untyped-def]
+    if backend != "container":
+        raise LabError("the vm backend is not built yet; use --backend container (docs/lab.md)")
+    for tool in ("systemd-nspawn", "mkfs.vfat", "mcopy", "losetup", "socat", "ipmitool"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
+    cfg = load_config(config)
+    if lab_file().exists():
+        raise LabError(f"a lab is already up ({lab_file()}): pvc-lab down first")
+    squashfs = squashfs or build_image(say)
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    root = LAB_DIR / "root"
+    root.mkdir(exist_ok=True)
+    lab: dict = {
+        "backend": backend,
+        "config": str(config.resolve()),
+        "lab_ns": LAB_NS,
+        "root": str(root),
+        "api_port": api_port,
+        "nodes": [],
+        "loops": [],
+        "started": time.time(),
+    }
+    lab_file().write_text(json.dumps(lab))  # from here on, `pvc-lab down` can clean up whatever follows
+    sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), str(root))
+    lab["mounted"] = True
+    net = labnet.plan(cfg, LAB_NS)
+    lab["net"] = {"bridges": net.bridges}
+    _save(lab)
+    labnet.create(net, cfg.nodes)
+    for node in cfg.nodes:
+        ndir = LAB_DIR / node.name
+        ndir.mkdir(exist_ok=True)
+        sparse(ndir / "data.img", DATA_DISK_SIZE)
+        config_disk(ndir / "config.img", config, cfg)
+        binds = []
+        data_loop = losetup(ndir / "data.img")
+        lab["loops"].append(data_loop)
+        binds.append((data_loop, f"/dev/disk/by-id/virtio-pvc-data-{node.name}"))
+        for i, _ in enumerate(node.osds):
+            sparse(ndir / f"osd{i}.img", OSD_DISK_SIZE)
+            loop = losetup(ndir / f"osd{i}.img")
+            lab["loops"].append(loop)
+            binds.append((loop, f"/dev/disk/by-id/virtio-pvc-osd{i}-{node.name}"))
+        cfg_loop = losetup(ndir / "config.img")
+        lab["loops"].append(cfg_loop)
+        binds.append((cfg_loop, "/dev/disk/by-label/PVCCONFIG"))
+        if os.path.exists("/dev/kvm"):
+            binds.append(("/dev/kvm", "/dev/kvm"))
+        ipmi = node.ipmi
+        lab["nodes"].append(
+            {
+                "name": node.name,
+                "netns": net.node_ns(node.name),
+                "console_log": str(ndir / "console.log"),
+                "binds": binds,
+                "ip": str(node.ip.upstream),
+                "bmc": {
+                    "address": ipmi.address if ipmi else f"127.0.0.{node.id + 1}",
+                    "port": ipmi.port if ipmi else 623,
+                    "username": ipmi.username if ipmi else "admin",
+                    "password": (ipmi.password if ipmi else None) or "pvc-lab-bmc",
+                },
+            }
+        )
+        _save(lab)
+    log = open(LAB_DIR / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
+    sup = subprocess.Popen(
+        ["ip", "netns", "exec", LAB_NS, sys.executable, "-m", "pvc.installer.labsupervisor", str(LAB_DIR)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lab["supervisor_pid"] = sup.pid
+    fwd = subprocess.Popen(
+        [
+            "socat",
+            f"TCP-LISTEN:{api_port},bind=127.0.0.1,reuseaddr,fork",
+            f"EXEC:ip netns exec {LAB_NS} socat STDIO TCP\\:{cfg.network.upstream.floating_ip}\\:{cfg.api.port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lab["forward_pid"] = fwd.pid
+    _save(lab)
+    register_connection(cfg, config, api_port)
+    say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at http://127.0.0.1:{api_port} (connection 'lab')")
+    wait_formed(lab, timeout, say)
+
+
+def _save(lab: dict) -> None:
+    tmp = LAB_DIR / ".lab.json"
+    tmp.write_text(json.dumps(lab, indent=1))
+    tmp.replace(lab_file())
+
+
+def register_connection(cfg: ClusterFile, config: Path, api_port: int) -> None:
+    from pvc.cli import connections
+    from pvc.config.secrets import initial_api_key
+
+    key = initial_api_key(read_join_key(cfg, config.parent))
+    profiles = connections.load()
+    profiles.connections["lab"] = connections.Connection(
+        name="lab", url=f"http://127.0.0.1:{api_port}", key=key, description=f"pvc-lab ({cfg.cluster.name})"
+    )
+    if profiles.default is None:
+        profiles.default = "lab"
+    connections.save(profiles)
+
+
+# -- observing nodes -------------------------------------------------------------------------------------------------
+def init_pid(name: str) -> int | None:
+    return (power().get(name) or {}).get("init_pid")
+
+
+def formation(name: str) -> dict | None:
+    pid = init_pid(name)
+    if pid is None:
+        return None
+    try:
+        return json.loads(Path(f"/proc/{pid}/root/run/pvc/formation.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def console_tail(node: dict, lines: int = 40) -> str:
+    try:
+        text = Path(node["console_log"]).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def node_failure(node: dict) -> str | None:
+    """The last failed step or config problem a node's console reports since its last power-on, if any."""
+    try:
+        text = Path(node["console_log"]).read_text(errors="replace")
+    except OSError:
+        return None
+    text = text.rsplit("=== pvc-lab: power on", 1)[-1]
+    done = text.rfind(DONE)
+    bad = max(text.rfind(FAILED), text.rfind(WAITING))
+    if bad > done:
+        line = text[bad:].splitlines()[0]
+        return line
+    return None
+
+
+def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    start = time.monotonic()
+    while True:
+        done = 0
+        for node in lab["nodes"]:
+            prog = formation(node["name"])
+            if prog is None:
+                continue
+            running = next((s for s in prog["steps"] if s["state"] in ("running", "failed")), None)
+            line = (
+                "formed" if prog.get("done") else (f"{running['name']} ({running['state']})" if running else "starting")
+            )
+            if seen.get(node["name"]) != line:
+                seen[node["name"]] = line
+                say(f"{time.monotonic() - start:6.1f}s {node['name']}: {line}")
+            done += bool(prog.get("done"))
+        if done == len(lab["nodes"]):
+            say(f"lab: all {done} node(s) formed in {time.monotonic() - start:.0f} s")
+            return
+        if time.monotonic() > deadline:
+            report = []
+            for node in lab["nodes"]:
+                prog = formation(node["name"]) or {}
+                if not prog.get("done"):
+                    failure = node_failure(node) or "no failure reported (still running)"
+                    report.append(
+                        f"{node['name']}: {failure}\n--- console of {node['name']} (last lines) ---\n{console_tail(node)}"
+                    )
+            raise LabError(f"the cluster did not form within {timeout:.0f} s:\n" + "\n".join(report))
+        time.sleep(2)
+
+
+# -- down ------------------------------------------------------------------------------------------------------------
+def down(say=click.echo) -> None:  # type: ignore[no-untyped-def]
+    lab = read_lab()
+    for key in ("forward_pid", "supervisor_pid"):
+        pid = lab.get(key)
+        if pid:
+            _kill_group(pid, signal.SIGTERM if key == "supervisor_pid" else signal.SIGKILL)
+    for info in power().values():  # anything the supervisor did not get to
+        for key in ("init_pid", "nspawn_pid"):
+            if info.get(key):
+                _kill_group(info[key], signal.SIGKILL, group=False)
+    time.sleep(0.5)
+    names = [n["name"] for n in lab["nodes"]]
+    labnet.destroy(labnet.Plan(lab["lab_ns"], {}, {}, {}), names)
+    if lab.get("mounted"):
+        for _ in range(20):
+            if subprocess.run(["umount", lab["root"]], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+    for loop in lab.get("loops", []):
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+    keep = LAB_DIR.parent / (LAB_DIR.name + ".last")
+    shutil.rmtree(keep, ignore_errors=True)
+    for node in lab["nodes"]:  # keep the consoles of the last lab for a post-mortem
+        (keep / node["name"]).mkdir(parents=True, exist_ok=True)
+        src = Path(node["console_log"])
+        if src.exists():
+            shutil.copy(src, keep / node["name"] / "console.log")
+    shutil.rmtree(LAB_DIR, ignore_errors=True)
+    say(f"lab: down ({len(names)} node(s) powered off, namespaces and loop devices removed; consoles kept in {keep})")
+
+
+def _kill_group(pid: int, sig: int, group: bool = True) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.2)
+
+
+# -- power and shell -------------------------------------------------------------------------------------------------
+def node_entry(lab: dict, name: str) -> dict:
+    for node in lab["nodes"]:
+        if node["name"] == name:
+            return node
+    raise LabError(f"no node '{name}' in this lab (nodes: {', '.join(n['name'] for n in lab['nodes'])})")
+
+
+def ipmi(lab: dict, name: str, *command: str) -> str:
+    b = node_entry(lab, name)["bmc"]
+    return sh(
+        "ip",
+        "netns",
+        "exec",
+        lab["lab_ns"],
+        "ipmitool",
+        "-I",
+        "lanplus",
+        "-H",
+        b["address"],
+        "-p",
+        str(b["port"]),
+        "-U",
+        b["username"],
+        "-P",
+        b["password"],
+        *command,
+    )
+
+
+def nsenter_argv(pid: int, command: list[str]) -> list[str]:
+    return ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--", *command]
+
+
+# -- CLI -------------------------------------------------------------------------------------------------------------
+def _fail(exc: Exception) -> None:
+    click.echo(f"pvc-lab: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    print("pvc-lab: not built yet (node image and lab, issue #3)", file=sys.stderr)
-    sys.exit(2)
+    """A PVC cluster of N nodes of the real image on this machine."""
+
+
+@main.command("up")
+@click.option("--nodes", "nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--backend", type=click.Choice(["container", "vm"]), default="container", show_default=True)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="cluster.toml (default: examples/lab-1node.toml or lab-3node.toml)",
+)
+@click.option("--api-port", type=click.IntRange(1, 65535), default=17370, show_default=True)
+@click.option("--timeout", type=float, default=900, show_default=True, help="seconds to wait for formation")
+@click.option(
+    "--squashfs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="use this filesystem.squashfs instead of building the image",
+)
+def up_cmd(nodes: int, backend: str, config: Path | None, api_port: int, timeout: float, squashfs: Path | None) -> None:
+    """Create the lab, power every node on, and return when the cluster has formed."""
+    if config is None:
+        if nodes not in DEFAULT_CONFIGS:
+            _fail(
+                LabError(f"there is no example config for {nodes} nodes; write one (pvc config init) and pass --config")
+            )
+        config = DEFAULT_CONFIGS[nodes]
+    try:
+        up(config, backend, api_port, timeout, squashfs)
+    except LabError as exc:
+        _fail(exc)
+
+
+@main.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status_cmd(fmt: str) -> None:
+    """Power, formation progress and console state of every node."""
+    try:
+        lab = read_lab()
+    except LabError as exc:
+        _fail(exc)
+    pw = power()
+    rows = []
+    for node in lab["nodes"]:
+        prog = formation(node["name"]) or {}
+        steps = prog.get("steps", [])
+        rows.append(
+            {
+                "node": node["name"],
+                "power": (pw.get(node["name"]) or {}).get("power", "unknown"),
+                "formed": bool(prog.get("done")),
+                "steps_done": sum(1 for s in steps if s["state"] == "done"),
+                "steps": len(steps),
+                "current": next((s["name"] for s in steps if s["state"] != "done"), ""),
+                "problem": node_failure(node) or "",
+                "address": node["ip"],
+            }
+        )
+    doc = {"backend": lab["backend"], "api": f"http://127.0.0.1:{lab['api_port']}", "nodes": rows}
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"backend {doc['backend']}, API {doc['api']} (connection 'lab')")
+    click.echo(f"{'NODE':8} {'POWER':6} {'FORMED':6} {'STEPS':6} {'CURRENT':16} PROBLEM")
+    for r in rows:
+        click.echo(
+            f"{r['node']:8} {r['power']:6} {'yes' if r['formed'] else 'no':6} {r['steps_done']}/{r['steps']:<4} {r['current']:16} {r['problem']}"
+        )
+
+
+@main.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh_cmd(node: str, command: tuple[str, ...]) -> None:
+    """A shell (or CMD) on NODE, as root, entered through the node's namespaces."""
+    try:
+        lab = read_lab()
+        node_entry(lab, node)
+    except LabError as exc:
+        _fail(exc)
+    pid = init_pid(node)
+    if pid is None:
+        _fail(LabError(f"node '{node}' is powered off (pvc-lab start {node})"))
+    argv = nsenter_argv(pid, list(command) or ["/bin/bash", "-l"])
+    os.execvp(argv[0], argv)
+
+
+@main.command("kill")
+@click.argument("node")
+def kill_cmd(node: str) -> None:
+    """Hard power-off of NODE through its BMC (IPMI chassis power off)."""
+    try:
+        click.echo(ipmi(read_lab(), node, "chassis", "power", "off").strip())
+    except LabError as exc:
+        _fail(exc)
+
+
+@main.command("start")
+@click.argument("node")
+def start_cmd(node: str) -> None:
+    """Power NODE on through its BMC."""
+    try:
+        click.echo(ipmi(read_lab(), node, "chassis", "power", "on").strip())
+    except LabError as exc:
+        _fail(exc)
+
+
+@main.command("down")
+def down_cmd() -> None:
+    """Power every node off and remove the lab's namespaces, loop devices and files."""
+    try:
+        down()
+    except LabError as exc:
+        _fail(exc)

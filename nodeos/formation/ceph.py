@@ -6,10 +6,21 @@ so the mons form a quorum without a bootstrap leader (DESIGN.md, decision 6).
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import ClusterSecrets
+from pvc.nodeos.boot import disks
+from pvc.nodeos.formation import units
+from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
 
 MON_PORT = 6789
 MON_V2_PORT = 3300
@@ -127,3 +138,209 @@ def monmaptool_args(p: CephParams, path: str) -> list[str]:
     for name, addr in p.mons:
         args += ["--addv", name, mon_addr(p, addr)]
     return [*args, path]
+
+
+# -- on the node ---------------------------------------------------------------------------------------------------
+CONF = "/etc/ceph/ceph.conf"
+ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
+DATA = Path("/var/lib/ceph")
+OSD_CAPS = ("osd", "allow *", "mon", "allow profile osd", "mgr", "allow profile osd")
+
+
+def ceph(*args: str, timeout: float = 60) -> str:
+    return run("ceph", "--connect-timeout", "15", *args, timeout=timeout)
+
+
+def ceph_json(*args: str, timeout: float = 60) -> Any:
+    return json.loads(ceph(*args, "-f", "json", timeout=timeout) or "null")
+
+
+def conf_step(ctx: Context) -> str:
+    """ceph.conf and the admin keyring: every node is a Ceph client (pvcd, libvirt, the API)."""
+    p = params_for(ctx.cfg, ctx.secrets)
+    write(CONF, render_conf(p))
+    write(ADMIN_KEYRING, render_keyring({"client.admin": ctx.secrets.ceph_keys["client.admin"]}, CAPS), 0o600)
+    return f"fsid {p.fsid}, {len(p.mons)} mon(s)"
+
+
+def mon_step(ctx: Context) -> str:
+    p = params_for(ctx.cfg, ctx.secrets)
+    name = ctx.node.name
+    mon_dir = DATA / "mon" / f"ceph-{name}"
+    if not (mon_dir / "done").exists():
+        shutil.rmtree(mon_dir, ignore_errors=True)  # a half-made store from an interrupted first boot
+        mon_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pvc-mon.") as tmp:
+            keyring, monmap = Path(tmp) / "keyring", Path(tmp) / "monmap"
+            keyring.write_text(mon_keyring(ctx.secrets))
+            run(*monmaptool_args(p, str(monmap)))
+            run("ceph-mon", "-c", CONF, "--mkfs", "-i", name, "--monmap", str(monmap), "--keyring", str(keyring))
+        (mon_dir / "done").write_text("")
+    unit = f"pvc-ceph-mon@{name}.service"
+    changed = units.install(unit, units.render(f"PVC Ceph monitor {name}", ["ceph-mon", "-f", "-c", CONF, "-i", name]))
+    units.ensure_running(unit, changed)
+
+    def in_quorum() -> bool:
+        units.check_alive(unit)
+        return name in ceph_json("quorum_status", timeout=30).get("quorum_names", [])
+
+    # a quorum needs a majority of the coordinators: the others may still be booting
+    wait_for(f"mon.{name} to join a quorum of {len(p.mons)}", in_quorum, 1200, 2.0, log=lambda: units.journal(unit))
+    return f"mon.{name} in quorum"
+
+
+def mgr_step(ctx: Context) -> str:
+    name = ctx.node.name
+    mgr_dir = DATA / "mgr" / f"ceph-{name}"
+    write(
+        mgr_dir / "keyring",
+        render_keyring({f"mgr.{name}": ctx.secrets.ceph_keys[f"mgr.{name}"]}, {f"mgr.{name}": MGR_CAPS}),
+        0o600,
+    )
+    unit = f"pvc-ceph-mgr@{name}.service"
+    changed = units.install(unit, units.render(f"PVC Ceph manager {name}", ["ceph-mgr", "-f", "-c", CONF, "-i", name]))
+    units.ensure_running(unit, changed)
+
+    def available() -> bool:
+        units.check_alive(unit)
+        return bool(ceph_json("mgr", "stat").get("available"))
+
+    wait_for("a Ceph manager to be available", available, 600, 2.0, log=lambda: units.journal(unit))
+    return f"mgr.{name} running"
+
+
+def bluestore_label(dev: str) -> dict | None:
+    out = subprocess.run(["ceph-bluestore-tool", "show-label", "--dev", dev], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    try:
+        return next(iter(json.loads(out.stdout).values()))
+    except (ValueError, StopIteration):
+        return None
+
+
+def osd_disks(ctx: Context) -> list[str]:
+    """The devices the node's `osds` selectors pick (the PVCDATA disk left out); StepFailed if one picks none."""
+    selectors = [*ctx.node.osds, ctx.node.data_disk]
+    found = disks.scan(selectors)
+    data_disk = next(iter(disks.select(ctx.node.data_disk, found)), None)
+    used = {data_disk.dev} if data_disk else set()
+    out = []
+    for i, sel in enumerate(ctx.node.osds):
+        hits = [d for d in disks.select(sel, found) if d.dev not in used]
+        if not hits:
+            raise StepFailed(f"nodes '{ctx.node.name}' osds[{i}] ({disks.describe(sel)}) matches no disk")
+        for d in hits[: sel.count] if sel.count else hits:
+            used.add(d.dev)
+            stable = [p for p in d.paths if p.startswith("/dev/disk/by-id/")]
+            out.append(stable[0] if stable else d.dev)
+    return out
+
+
+def _osd_dir(osd_id: int) -> Path:
+    return DATA / "osd" / f"ceph-{osd_id}"
+
+
+def prepare_osd(ctx: Context, dev: str) -> int:
+    """Create (if blank) or adopt (if it is this cluster's) the OSD on `dev`; returns its id."""
+    label = bluestore_label(dev)
+    if label is not None:
+        if label.get("ceph_fsid") != ctx.secrets.ceph_fsid:
+            raise StepFailed(
+                f"OSD disk {dev} belongs to another Ceph cluster (fsid {label.get('ceph_fsid')}); not touching it"
+            )
+        osd_id = int(label["whoami"])
+        osd_dir = _osd_dir(osd_id)
+        osd_dir.mkdir(parents=True, exist_ok=True)
+        _link(osd_dir / "block", dev)
+        if not (osd_dir / "keyring").exists():
+            write(osd_dir / "keyring", ceph("auth", "get", f"osd.{osd_id}"), 0o600)
+        return osd_id
+    present = data_signatures(dev)
+    if present:
+        raise StepFailed(f"OSD disk {dev} is not blank (found: {', '.join(present)}); wipe it to use it as an OSD")
+    pending = DATA / "osd" / ("pending-" + dev.replace("/", "_"))
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    if not pending.exists():
+        pending.write_text(str(uuid.uuid4()))
+    osd_uuid = pending.read_text().strip()
+    osd_id = int(ceph("osd", "new", osd_uuid).strip())  # the same uuid always gets the same id
+    osd_dir = _osd_dir(osd_id)
+    osd_dir.mkdir(parents=True, exist_ok=True)
+    _link(osd_dir / "block", dev)
+    run(
+        "ceph-osd",
+        "-c",
+        CONF,
+        "-i",
+        str(osd_id),
+        "--mkfs",
+        "--mkkey",
+        "--no-mon-config",
+        "--osd-uuid",
+        osd_uuid,
+        timeout=600,
+    )
+    ceph("auth", "add", f"osd.{osd_id}", *OSD_CAPS, "-i", str(osd_dir / "keyring"))
+    pending.unlink()
+    return osd_id
+
+
+def _link(link: Path, target: str) -> None:
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+
+
+def data_signatures(dev: str) -> list[str]:
+    out = subprocess.run(
+        ["wipefs", "--no-act", "--noheadings", "--output", "TYPE", dev], capture_output=True, text=True
+    )
+    return [t for t in out.stdout.split() if t]
+
+
+def osd_step(ctx: Context) -> str:
+    ids = [prepare_osd(ctx, dev) for dev in osd_disks(ctx)]
+    for osd_id in ids:
+        unit = f"pvc-ceph-osd@{osd_id}.service"
+        changed = units.install(
+            unit, units.render(f"PVC Ceph OSD {osd_id}", ["ceph-osd", "-f", "-c", CONF, "-i", str(osd_id)])
+        )
+        units.ensure_running(unit, changed)
+
+    def all_up() -> bool:
+        up = {o["osd"] for o in ceph_json("osd", "dump")["osds"] if o["up"]}
+        missing = [i for i in ids if i not in up]
+        for i in missing:
+            units.check_alive(f"pvc-ceph-osd@{i}.service")
+        return not missing
+
+    wait_for(
+        f"OSD(s) {', '.join(map(str, ids))} to be up",
+        all_up,
+        600,
+        2.0,
+        log=lambda: "".join(units.journal(f"pvc-ceph-osd@{i}.service") for i in ids),
+    )
+    return "osd." + ", osd.".join(map(str, ids))
+
+
+def pools_step(ctx: Context) -> str:
+    """The declared pools, created once by whichever coordinator gets the lock first."""
+    from pvc.nodeos.state import layout
+
+    defaults = ctx.cfg.ceph.pool_defaults
+    created = []
+    with ctx.zk.Lock(layout.lock("pools"), ctx.node.name):
+        existing = set(ceph_json("osd", "pool", "ls"))
+        for pool in ctx.cfg.ceph.pools:
+            if pool.name in existing:
+                continue
+            pgs = str(pool.pgs or defaults.pgs)
+            ceph("osd", "pool", "create", pool.name, pgs, pgs, "replicated")
+            ceph("osd", "pool", "set", pool.name, "size", str(pool.size or defaults.size))
+            ceph("osd", "pool", "set", pool.name, "min_size", str(pool.min_size or defaults.min_size))
+            ceph("osd", "pool", "application", "enable", pool.name, "rbd")
+            created.append(pool.name)
+    return f"created {', '.join(created)}" if created else "all present"

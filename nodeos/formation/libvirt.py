@@ -6,9 +6,14 @@ cluster network is private to the cluster (as in the original PVC). Migration tr
 
 from __future__ import annotations
 
+import tempfile
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from pvc.config.schema import ClusterFile, Node
+from pvc.nodeos.formation import units
+from pvc.nodeos.formation.steps import Context, run, wait_for, write
 
 
 @dataclass(frozen=True)
@@ -57,3 +62,57 @@ def render_qemu_conf(p: LibvirtParams) -> str:
             'security_driver = "none"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def render_ceph_secret(secret_uuid: str) -> str:
+    """The libvirt secret that holds client.libvirt's Ceph key; RBD disks name it by UUID."""
+    return (
+        "<secret ephemeral='no' private='yes'>\n"
+        f"  <uuid>{secret_uuid}</uuid>\n"
+        "  <usage type='ceph'><name>client.libvirt</name></usage>\n"
+        "</secret>\n"
+    )
+
+
+def host_uuid(fsid: str, node_name: str) -> str:
+    """A stable, per-node libvirt host UUID (live migration refuses two hosts with the same one)."""
+    return str(uuid.uuid5(uuid.UUID(fsid), f"libvirt-host/{node_name}"))
+
+
+# -- on the node ---------------------------------------------------------------------------------------------------
+UNIT = "pvc-libvirtd.service"
+
+
+def step(ctx: Context) -> str:
+    p = params_for(ctx.cfg, ctx.node, host_uuid(ctx.secrets.ceph_fsid, ctx.node.name))
+    changed = write("/etc/libvirt/libvirtd.conf", render_libvirtd_conf(p))
+    changed |= write("/etc/libvirt/qemu.conf", render_qemu_conf(p))
+    Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
+    unit = units.render(
+        "PVC libvirt daemon", ["/usr/sbin/libvirtd", "--listen", "-f", "/etc/libvirt/libvirtd.conf"], limit_nofile=8192
+    )
+    changed |= units.install(UNIT, unit)
+    units.ensure_running(UNIT, changed)
+
+    def answers() -> bool:
+        units.check_alive(UNIT)
+        run("virsh", "-c", "qemu:///system", "version", timeout=30)
+        return True
+
+    wait_for("libvirtd to answer", answers, 180, 1.0, log=lambda: units.journal(UNIT))
+    sid = ctx.secrets.libvirt_secret_uuid
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+        f.write(render_ceph_secret(sid))
+        f.flush()
+        run("virsh", "-c", "qemu:///system", "secret-define", f.name)
+    run(
+        "virsh",
+        "-c",
+        "qemu:///system",
+        "secret-set-value",
+        "--secret",
+        sid,
+        "--base64",
+        ctx.secrets.ceph_keys["client.libvirt"],
+    )
+    return f"listening on {p.listen_address}:{p.tcp_port}, Ceph secret {sid}"

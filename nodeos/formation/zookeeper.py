@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 from pvc.config.schema import ClusterFile, Node
+from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.nodeos.formation import units
+from pvc.nodeos.formation.steps import Context, run, wait_for, write
 
 CLASSPATH = ":".join(
     [
@@ -87,3 +91,65 @@ def command(cfg_path: str, p: ZkParams) -> list[str]:
 def hosts(cfg: ClusterFile) -> str:
     """The client connection string: every coordinator's cluster IP."""
     return ",".join(f"{n.ip.cluster}:{cfg.zookeeper.client_port}" for n in cfg.coordinators)
+
+
+# -- on the node ---------------------------------------------------------------------------------------------------
+DATA_DIR = "/var/lib/zookeeper"
+CFG_PATH = "/etc/zookeeper/pvc/zoo.cfg"
+UNIT = "pvc-zookeeper.service"
+
+
+def mode(address: str, port: int, timeout: float = 2.0) -> str | None:
+    """The server's `Mode:` from the `srvr` four-letter command (leader, follower, standalone), None if it has none."""
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(b"srvr")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def step(ctx: Context) -> str:
+    p = params_for(ctx.cfg, ctx.node, DATA_DIR)
+    changed = write(CFG_PATH, render_cfg(p))
+    myid = render_myid(p)
+    if myid is not None:
+        changed |= write(f"{DATA_DIR}/myid", myid)
+    run("chown", "-R", "zookeeper:zookeeper", DATA_DIR, check=False)
+    unit = units.render("PVC ZooKeeper server", command(CFG_PATH, p), user="zookeeper", env={"ZOO_LOG_DIR": DATA_DIR})
+    changed |= units.install(UNIT, unit)
+    units.ensure_running(UNIT, changed)
+
+    def ready() -> str | None:
+        units.check_alive(UNIT)
+        return mode(p.client_address, p.client_port)
+
+    # The ensemble needs a majority of coordinators: the others may still be booting, so wait long.
+    m = wait_for(
+        f"ZooKeeper on {p.client_address}:{p.client_port} to join a quorum",
+        ready,
+        1200,
+        1.0,
+        log=lambda: units.journal(UNIT),
+    )
+    return f"{m} of {len(p.servers) or 1}"
+
+
+def client_step(ctx: Context) -> str:
+    """Every node: a kazoo client with the cluster's credentials, and the key layout created or migrated."""
+    from pvc.nodeos.state.migrations import ensure_schema  # kazoo: only where a node talks to ZooKeeper
+    from pvc.nodeos.state.store import ClusterState, make_client
+
+    if ctx.zk is None:
+        ctx.zk = make_client(hosts(ctx.cfg), user=ZK_USER, password=zookeeper_password(ctx.join_key), timeout=10)
+
+        def connect() -> bool:
+            ctx.zk.start(timeout=10)
+            return True
+
+        wait_for(f"a ZooKeeper quorum at {hosts(ctx.cfg)}", connect, 1200, 2.0)
+    version = ensure_schema(ClusterState(ctx.zk))
+    return f"connected, layout schema {version}"

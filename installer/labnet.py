@@ -1,0 +1,98 @@
+"""The lab's private network: one namespace holding a bridge per cluster network (the lab's "switches"), the
+upstream gateway address and the BMC addresses; one namespace per node, with veth NICs named as cluster.toml says.
+
+Every address the lab uses lives inside namespaces it creates; nothing is added to the host's own interfaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import subprocess
+from dataclasses import dataclass
+
+from pvc.config.schema import ClusterFile, Node
+
+
+class LabError(Exception):
+    """A lab operation failed; the message says what and how to fix it."""
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise LabError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Plain data: what the lab's network looks like for a config."""
+
+    lab_ns: str
+    bridges: dict[str, str]  # network role (upstream, cluster, storage, spare) -> bridge name
+    host_addresses: dict[str, list[str]]  # bridge -> CIDRs held in the lab namespace (gateway, BMCs)
+    nics: dict[str, list[tuple[str, str, str]]]  # node -> [(nic name in the node, bridge, MAC)]
+
+    def node_ns(self, node: str) -> str:
+        return f"{self.lab_ns}-{node}"
+
+
+def derived_mac(node: str, nic: str) -> str:
+    digest = hashlib.sha256(f"{node}/{nic}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def plan(cfg: ClusterFile, lab_ns: str) -> Plan:
+    net = cfg.network
+    roles = {"upstream": net.upstream, "cluster": net.cluster}
+    if net.storage is not None:
+        roles["storage"] = net.storage
+    bridges = {role: f"{role[:2]}0" for role in roles} | {"spare": "xt0"}
+    device_role = {core.device: role for role, core in roles.items()}
+    up_prefix = ipaddress.ip_network(str(net.upstream.subnet)).prefixlen
+    host = {bridges["upstream"]: [f"{net.upstream.gateway}/{up_prefix}"]}
+    for node in cfg.nodes:
+        if node.ipmi is not None:
+            host[bridges["upstream"]].append(f"{node.ipmi.address}/{up_prefix}")
+    nic_names = [n.name for n in net.nics] or sorted(device_role)
+    nics: dict[str, list[tuple[str, str, str]]] = {}
+    for node in cfg.nodes:
+        out = []
+        for i, nic in enumerate(nic_names):
+            mac = node.macs[i] if i < len(node.macs) else derived_mac(node.name, nic)
+            out.append((nic, bridges[device_role.get(nic, "spare")], mac.lower()))
+        nics[node.name] = out
+    return Plan(lab_ns=lab_ns, bridges=bridges, host_addresses=host, nics=nics)
+
+
+def create(p: Plan, nodes: list[Node]) -> None:
+    existing = set(ip("netns", "list").stdout.split())
+    if p.lab_ns in existing:
+        raise LabError(
+            f"network namespace {p.lab_ns} already exists: a lab is up (pvc-lab down) or left over (ip netns del {p.lab_ns})"
+        )
+    ip("netns", "add", p.lab_ns)
+    ns = ["-n", p.lab_ns]
+    ip(*ns, "link", "set", "lo", "up")
+    for bridge in p.bridges.values():
+        ip(*ns, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        ip(*ns, "link", "set", bridge, "up")
+    for bridge, addrs in p.host_addresses.items():
+        for addr in addrs:
+            ip(*ns, "addr", "add", addr, "dev", bridge)
+    for node in nodes:
+        node_ns = p.node_ns(node.name)
+        ip("netns", "add", node_ns)
+        ip("-n", node_ns, "link", "set", "lo", "up")
+        for i, (nic, bridge, mac) in enumerate(p.nics[node.name]):
+            port = f"n{node.id}e{i}"
+            ip(*ns, "link", "add", port, "type", "veth", "peer", "name", nic, "netns", node_ns)
+            ip("-n", node_ns, "link", "set", nic, "address", mac)
+            ip(*ns, "link", "set", port, "master", bridge, "up")
+
+
+def destroy(p: Plan, node_names: list[str]) -> None:
+    for name in node_names:
+        ip("netns", "del", p.node_ns(name), check=False)
+    ip("netns", "del", p.lab_ns, check=False)

@@ -1,0 +1,96 @@
+"""Patroni/PostgreSQL on the coordinators, with ZooKeeper as its store (pure rendering + the formation step).
+
+Patroni keeps its keys under /service/<cluster name>/ in the same ZooKeeper ensemble. The roles' passwords derive
+from the join key (docs/secrets.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.request
+
+import yaml
+
+from pvc.config.schema import ClusterFile, Node
+from pvc.config.secrets import postgresql_password
+from pvc.nodeos.formation import units
+from pvc.nodeos.formation.steps import Context, run, wait_for, write
+
+CFG_PATH = "/etc/patroni/pvc.yml"
+DATA_DIR = "/var/lib/postgresql/pvc"
+BIN_DIR = "/usr/lib/postgresql/15/bin"
+UNIT = "pvc-patroni.service"
+
+
+def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, data_dir: str = DATA_DIR) -> str:
+    pt = cfg.patroni
+    ip = str(node.ip.cluster)
+    subnet = str(ipaddress.ip_network(str(cfg.network.cluster.subnet)))
+    pw = {role: postgresql_password(join_key, role) for role in ("superuser", "replication", "rewind", "app")}
+    doc = {
+        "scope": cfg.cluster.name,
+        "namespace": "/service/",
+        "name": node.name,
+        "restapi": {"listen": f"{ip}:{pt.rest_port}", "connect_address": f"{ip}:{pt.rest_port}"},
+        "zookeeper": {"hosts": [f"{n.ip.cluster}:{cfg.zookeeper.client_port}" for n in cfg.coordinators]},
+        "bootstrap": {
+            "dcs": {
+                "ttl": pt.ttl,
+                "loop_wait": pt.loop_wait,
+                "retry_timeout": pt.retry_timeout,
+                "maximum_lag_on_failover": pt.maximum_lag_on_failover,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": {
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "wal_log_hints": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                    },
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, "data-checksums"],
+        },
+        "postgresql": {
+            "listen": f"{ip},127.0.0.1:{pt.postgres_port}",
+            "connect_address": f"{ip}:{pt.postgres_port}",
+            "data_dir": f"{data_dir}/data",
+            "bin_dir": bin_dir,
+            "pgpass": f"{data_dir}/pgpass",
+            "authentication": {
+                "superuser": {"username": "postgres", "password": pw["superuser"]},
+                "replication": {"username": "replicator", "password": pw["replication"]},
+                "rewind": {"username": "rewind_user", "password": pw["rewind"]},
+            },
+            "pg_hba": [
+                "local all all peer",
+                "host all all 127.0.0.1/32 scram-sha-256",
+                f"host replication replicator {subnet} scram-sha-256",
+                f"host all all {subnet} scram-sha-256",
+            ],
+            "parameters": {"unix_socket_directories": "/run/postgresql", "password_encryption": "scram-sha-256"},
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def step(ctx: Context) -> str:
+    changed = write(CFG_PATH, render(ctx.cfg, ctx.node, ctx.join_key), 0o640)
+    run("chown", "root:postgres", CFG_PATH, check=False)
+    run("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", DATA_DIR)
+    run("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "2775", "/run/postgresql")
+    changed |= units.install(UNIT, units.render("PVC Patroni (PostgreSQL)", ["patroni", CFG_PATH], user="postgres"))
+    units.ensure_running(UNIT, changed)
+    url = f"http://{ctx.node.ip.cluster}:{ctx.cfg.patroni.rest_port}/health"
+
+    def healthy() -> bool:
+        units.check_alive(UNIT)
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status == 200
+
+    # a replica can only start once a leader has bootstrapped: that may be another coordinator still booting
+    wait_for(f"PostgreSQL running under Patroni ({url})", healthy, 1200, 2.0, log=lambda: units.journal(UNIT))
+    return "PostgreSQL running"

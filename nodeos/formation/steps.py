@@ -1,0 +1,104 @@
+"""The formation graph's machinery: a step is a name, a condition and a function that renders, applies, starts and
+waits on a real readiness probe. Steps run in order; each one is idempotent, so a reboot re-runs the graph and changes
+nothing that is already right (DESIGN.md decision 5).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvc.config.schema import ClusterFile, Node
+from pvc.config.secrets import ClusterSecrets
+
+
+class StepFailed(Exception):
+    """A formation step failed: `message` says what, `log` is the tail of the relevant log."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass
+class Context:
+    cfg: ClusterFile
+    node: Node
+    config_path: Path
+    join_key: str
+    secrets: ClusterSecrets
+    say: Callable[[str], None] = print
+    zk: Any = None  # a started kazoo client once the zookeeper-client step has run
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coordinator(self) -> bool:
+        return self.node.coordinator
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Context], str | None]  # returns a short result message
+    when: Callable[[Context], bool] = lambda ctx: True
+    timeout: float = 900.0  # only documents the probe's budget; each step enforces its own waits
+
+
+def write(path: str | Path, text: str, mode: int = 0o644) -> bool:
+    """Write `text` to `path` if it differs; True if the file changed. Parents are created."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            if (path.stat().st_mode & 0o777) != mode:
+                path.chmod(mode)
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.pvc-tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+def run(*argv: str, timeout: float = 120, check: bool = True, input: str | None = None) -> str:
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"{' '.join(argv)} did not finish in {timeout:.0f} s") from None
+    except OSError as exc:
+        raise StepFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
+    if check and out.returncode != 0:
+        raise StepFailed(f"{' '.join(argv)} failed (exit {out.returncode})", (out.stderr or out.stdout)[-2000:])
+    return out.stdout
+
+
+def run_json(*argv: str, timeout: float = 60) -> Any:
+    return json.loads(run(*argv, timeout=timeout) or "null")
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float, interval: float = 1.0, log: Callable[[], str] = str
+) -> Any:
+    """Call `probe` until it returns a truthy value; StepFailed naming `what` and the last error after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+            last = f"not yet ({value!r})"
+        except StepFailed as exc:
+            last = f"{exc} {exc.log.strip()[-300:]}".strip()
+        except Exception as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise StepFailed(f"timed out after {timeout:.0f} s waiting for {what}: {last}", log())
+        time.sleep(interval)

@@ -1,0 +1,93 @@
+"""systemd units that formation writes to /run/systemd/system (pure rendering) and starts (thin I/O).
+
+The image enables none of the Debian packages' services: every service runs from a unit rendered here, so its
+command line, user and ordering are part of PVC and rendered again from cluster.toml at every boot.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from pvc.nodeos.formation.steps import StepFailed, run, write
+
+UNIT_DIR = Path("/run/systemd/system")
+
+
+def render(
+    description: str,
+    exec_start: list[str],
+    *,
+    user: str | None = None,
+    after: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    type: str = "simple",
+    restart: str = "always",
+    limit_nofile: int | None = None,
+    exec_start_pre: list[list[str]] | None = None,
+) -> str:
+    lines = [
+        "[Unit]",
+        f"Description={description}",
+        "After=network-online.target local-fs.target " + " ".join(after),
+        "StartLimitIntervalSec=0",
+        "",
+        "[Service]",
+        f"Type={type}",
+        *[f"ExecStartPre={_quote(cmd)}" for cmd in exec_start_pre or []],
+        f"ExecStart={_quote(exec_start)}",
+        f"Restart={restart}",
+        "RestartSec=2",
+        "TimeoutStopSec=30",
+    ]
+    if user:
+        lines.append(f"User={user}")
+    for key, value in sorted((env or {}).items()):
+        lines.append(f'Environment="{key}={value}"')
+    if limit_nofile:
+        lines.append(f"LimitNOFILE={limit_nofile}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _quote(argv: list[str]) -> str:
+    out = []
+    for arg in argv:
+        if not arg or any(c in arg for c in " \"'\\;$%"):
+            out.append('"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$") + '"')
+        else:
+            out.append(arg)
+    return " ".join(out)
+
+
+def install(name: str, text: str) -> bool:
+    changed = write(UNIT_DIR / name, text)
+    if changed:
+        run("systemctl", "daemon-reload")
+    return changed
+
+
+def ensure_running(name: str, changed: bool) -> None:
+    """Start the unit; restart it if its files changed while it ran."""
+    if changed and is_active(name):
+        run("systemctl", "restart", name, timeout=180)
+    else:
+        run("systemctl", "start", name, timeout=180)
+
+
+def is_active(name: str) -> bool:
+    out = subprocess.run(["systemctl", "is-active", "--quiet", name], capture_output=True)
+    return out.returncode == 0
+
+
+def journal(name: str, lines: int = 30) -> str:
+    out = subprocess.run(
+        ["journalctl", "--no-pager", "-q", "-o", "cat", "-n", str(lines), "-u", name], capture_output=True, text=True
+    )
+    return out.stdout
+
+
+def check_alive(name: str) -> None:
+    """StepFailed with the unit's journal if it is not running (for use inside readiness probes)."""
+    if not is_active(name):
+        raise StepFailed(f"{name} is not running", journal(name))

@@ -1,0 +1,128 @@
+"""Formation renderers: pure functions of cluster.toml and the node, checked by the real tool where one exists."""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+
+from pvc.config.load import load
+from pvc.nodeos.formation import frr, network, patroni, plan, system, units
+from pvc.nodeos.formation.steps import Context, write
+from tests.conftest import EXAMPLES
+
+
+def cfg_of(name: str):
+    return load(EXAMPLES / f"{name}.toml").config
+
+
+def test_network_files_for_the_lab():
+    cfg = cfg_of("lab-3node")
+    node = cfg.node("node2")
+    files = network.render(cfg, node)
+    assert set(files) == {"30-pvc-eth0.network", "30-pvc-eth1.network", "30-pvc-eth2.network"}
+    eth0 = files["30-pvc-eth0.network"]
+    assert "Address=192.0.2.12/24" in eth0 and "Gateway=192.0.2.254" in eth0
+    assert "Address=198.51.100.12/24" in files["30-pvc-eth1.network"]
+    assert network.addresses(cfg, node) == {
+        "eth0": ["192.0.2.12/24"],
+        "eth1": ["198.51.100.12/24"],
+        "eth2": ["203.0.113.12/24"],
+    }
+
+
+def test_network_files_with_bonds_and_vlans():
+    cfg = cfg_of("production-5node")
+    node = cfg.nodes[0]
+    files = network.render(cfg, node)
+    netdevs = {k: v for k, v in files.items() if k.endswith(".netdev")}
+    kinds = {v.split("Kind=")[1].split()[0] for v in netdevs.values()}
+    assert kinds <= {"bond", "vlan"} and netdevs, files.keys()
+    for bond in cfg.network.bonds:
+        for member in bond.members:
+            assert f"Bond={bond.name}" in files[f"30-pvc-{member}.network"]
+    for vlan in cfg.network.vlans:
+        assert f"VLAN={vlan.name}" in files[f"30-pvc-{vlan.parent}.network"]
+        assert f"Id={vlan.id}" in files[f"20-pvc-{vlan.name}.netdev"]
+
+
+def test_frr_peers_every_other_node_and_the_routers():
+    cfg = cfg_of("production-3node")
+    node = cfg.nodes[0]
+    conf = frr.render_conf(cfg, node)
+    assert f"router bgp {cfg.bgp.asn}" in conf
+    for other in cfg.nodes[1:]:
+        assert f"neighbor {other.ip.cluster} remote-as {cfg.bgp.asn}" in conf
+        assert f"neighbor {other.ip.cluster} activate" in conf
+    for router in cfg.bgp.routers:
+        assert f"neighbor {router.address} remote-as" in conf
+    assert f"neighbor {node.ip.cluster} " not in conf
+
+
+def test_frr_conf_passes_vtysh_dry_run(tmp_path):
+    cfg = cfg_of("lab-3node")
+    path = tmp_path / "frr.conf"
+    path.write_text(frr.render_conf(cfg, cfg.nodes[0]))
+    out = subprocess.run(["vtysh", "--dryrun", "--inputfile", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_patroni_config(tmp_path):
+    cfg = cfg_of("lab-3node")
+    node = cfg.node("node1")
+    doc = yaml.safe_load(patroni.render(cfg, node, "ab" * 32))
+    assert doc["scope"] == "lab" and doc["name"] == "node1"
+    assert doc["zookeeper"]["hosts"] == ["198.51.100.11:2181", "198.51.100.12:2181", "198.51.100.13:2181"]
+    assert doc["bootstrap"]["dcs"]["ttl"] == cfg.patroni.ttl
+    assert doc["restapi"]["listen"] == "198.51.100.11:8008"
+    assert "host replication replicator 198.51.100.0/24 scram-sha-256" in doc["postgresql"]["pg_hba"]
+    passwords = {v["password"] for v in doc["postgresql"]["authentication"].values()}
+    assert len(passwords) == 3 and all(len(p) >= 20 for p in passwords)
+
+
+def test_units_quote_arguments():
+    text = units.render(
+        "x", ["/opt/pvc/bin/gunicorn", "-c", "python:pvc.api.gunicorn", "pvc.api:create_app()"], env={"A": "b c"}
+    )
+    assert "ExecStart=/opt/pvc/bin/gunicorn -c python:pvc.api.gunicorn pvc.api:create_app()" in text
+    assert 'Environment="A=b c"' in text
+    assert units._quote(["echo", "50% of $HOME"]) == 'echo "50%% of $$HOME"'
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    from pvc.nodeos.formation import daemons
+
+    for name, text in {
+        "pvc-api.service": daemons.api_unit("/run/pvc/cluster.toml"),
+        "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1"),
+    }.items():
+        path = tmp_path / name
+        path.write_text(text.replace("/opt/pvc/bin/", "/bin/true #"))
+        out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True)
+        assert "Invalid" not in out.stderr and "Unknown" not in out.stderr, out.stderr
+
+
+def test_hosts_file_names_every_node():
+    cfg = cfg_of("lab-3node")
+    hosts = system.render_hosts(cfg)
+    assert "198.51.100.12 node2.lab.lab.invalid node2" in hosts
+
+
+def test_write_is_idempotent(tmp_path):
+    path = tmp_path / "a" / "b.conf"
+    assert write(path, "x\n") is True
+    assert write(path, "x\n") is False
+    assert write(path, "y\n") is True
+
+
+def test_steps_per_role():
+    cfg = cfg_of("production-5node")
+    names = {}
+    for node in cfg.nodes:
+        ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]
+        names[node.name] = [s.name for s in plan.steps_for(ctx)]
+    coord = next(n for n in cfg.nodes if n.coordinator)
+    hyper = next(n for n in cfg.nodes if not n.coordinator)
+    assert names[coord.name][:4] == ["data", "system", "network", "zookeeper"] and names[coord.name][-1] == "api"
+    assert "zookeeper" not in names[hyper.name] and "ceph-mon" not in names[hyper.name]
+    assert "zookeeper-client" in names[hyper.name] and names[hyper.name][-1] == "pvcd"
