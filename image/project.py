@@ -26,9 +26,7 @@ def build_wheel(project: Path, sources: tuple[str, ...], work: Path, runner: Run
         dest = tree / path.relative_to(project)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dest)
-    runner.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", *PIP_FLAGS, "-w", wheels, tree]
-    )
+    runner.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *PIP_FLAGS, "-w", wheels, tree])
     built = sorted(wheels.glob("pvc-*.whl"))
     if len(built) != 1:
         raise BuildError(STAGE, f"expected one pvc wheel in {wheels}, found {[p.name for p in built]}")

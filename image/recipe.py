@@ -53,6 +53,7 @@ PACKAGES: tuple[str, ...] = (
     # provisioner database
     "postgresql",
     "patroni",
+    "python3-kazoo",  # Patroni's ZooKeeper client (Debian's patroni depends only on pysyncobj)
     # routing, DHCP/DNS for managed networks, firewall, fencing, time
     "frr",
     "dnsmasq",
@@ -72,8 +73,9 @@ PACKAGES: tuple[str, ...] = (
     "less",
 )
 
-# dpkg path filters: no manuals, info pages or translations on an appliance (about 150 MiB), but keep every
-# package's copyright file (the licences travel with the binaries).
+# dpkg path filters (the files are never unpacked; dpkg still lists the packages). No manuals, info pages or
+# translations on an appliance (about 150 MiB), but every package's copyright file stays (the licences travel with
+# the binaries). Together these keep the zstd-3 squashfs under 600 MB.
 DPKG_PATH_FILTERS: tuple[str, ...] = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
@@ -82,6 +84,21 @@ DPKG_PATH_FILTERS: tuple[str, ...] = (
     "path-exclude=/usr/share/locale/*",
     "path-include=/usr/share/locale/locale.alias",
     "path-exclude=/usr/share/lintian/*",
+    # A headless node: no Mesa GL drivers (pulled in through qemu's display libraries) and the LLVM they use,
+    # no PostgreSQL JIT (optional; PostgreSQL runs without it) and its LLVM: about 250 MiB.
+    "path-exclude=/usr/lib/x86_64-linux-gnu/dri/*",
+    "path-exclude=/usr/lib/x86_64-linux-gnu/libLLVM-*",
+    "path-exclude=/usr/lib/postgresql/*/lib/llvmjit*",
+    "path-exclude=/usr/lib/postgresql/*/lib/bitcode/*",
+    # Kernel drivers a server node never loads: sound, video capture/TV, wireless, Bluetooth, staging.
+    "path-exclude=/usr/lib/modules/*/kernel/sound/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/media/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/net/wireless/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/bluetooth/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/staging/*",
+    "path-exclude=/usr/lib/modules/*/kernel/net/bluetooth/*",
+    "path-exclude=/usr/lib/modules/*/kernel/net/mac80211/*",
+    "path-exclude=/usr/lib/modules/*/kernel/net/wireless/*",
 )
 
 # Boot: live-boot finds /live/filesystem.squashfs on any medium (or fetches it over HTTP for PXE). The last

@@ -52,7 +52,9 @@ class Runner:
         if res.returncode != 0:
             with self.log.open("a") as fh:
                 fh.write(f"$ {shlex.join(args)}\n{res.stdout}{res.stderr}")
-            raise BuildError(self.stage, f"command failed (exit {res.returncode}): {short(shlex.join(args))}", tail(self.log))
+            raise BuildError(
+                self.stage, f"command failed (exit {res.returncode}): {short(shlex.join(args))}", tail(self.log)
+            )
         return res.stdout
 
 
@@ -122,18 +124,41 @@ def overlay(runner: Runner, lowers: Sequence[Path], target: Path, upper: Path | 
     return mounted(runner, ["-t", "overlay", "overlay", "-o", opts], target)
 
 
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Environment passed from the host into chroot commands that reach the network (proxies, pip's timeout).
+PASS_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_DEFAULT_TIMEOUT")
+
+
+def host_ca_bundle() -> str | None:
+    """The CA bundle the host's own tools trust (it may hold a proxy's CA)."""
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var) and os.path.isfile(os.environ[var]):
+            return os.environ[var]
+    return CA_BUNDLE if os.path.isfile(CA_BUNDLE) else None
+
+
+def network_env() -> list[str]:
+    """`VAR=value` words for `env`: the host's proxy settings and pip pointed at the (mounted) CA bundle."""
+    words = [f"{var}={os.environ[var]}" for var in PASS_ENV if os.environ.get(var)]
+    return [*words, f"PIP_CERT={CA_BUNDLE}"]
+
+
 @contextlib.contextmanager
-def chroot_mounts(runner: Runner, root: Path, resolv: bool = False) -> Iterator[Path]:
-    """/proc, /sys, /dev (and the host's resolv.conf when `resolv`) for commands run with chroot in `root`."""
+def chroot_mounts(runner: Runner, root: Path, network: bool = False) -> Iterator[Path]:
+    """/proc, /sys, /dev for commands run with chroot in `root`. With `network`, also the host's resolv.conf and CA
+    bundle (a proxy's CA may be in it) mounted over the root's own, read-only: nothing of the host stays behind."""
     try:
         runner.run(["mount", "-t", "proc", "proc", root / "proc"])
         runner.run(["mount", "-t", "sysfs", "sysfs", root / "sys"])
         runner.run(["mount", "--rbind", "/dev", root / "dev"])
         runner.run(["mount", "--make-rslave", root / "dev"])
-        if resolv:
+        if network:
             runner.run(["mount", "--bind", "-o", "ro", "/etc/resolv.conf", root / "etc/resolv.conf"])
+            bundle = host_ca_bundle()
+            if bundle and (root / CA_BUNDLE.lstrip("/")).is_file():
+                runner.run(["mount", "--bind", "-o", "ro", bundle, root / CA_BUNDLE.lstrip("/")])
         yield root
     finally:
-        for sub in ("etc/resolv.conf", "dev", "sys", "proc"):
+        for sub in (CA_BUNDLE.lstrip("/"), "etc/resolv.conf", "dev", "sys", "proc"):
             for point in mounted_under(root / sub):
                 subprocess.run(["umount", "-l", point], check=False, capture_output=True)
