@@ -101,6 +101,49 @@ class Client:
         except ValueError:
             raise ApiError(f"the server at {self.base} did not answer with JSON: is it a PVC API?") from None
 
+    def upload(
+        self, route: str, source: Any, length: int, query: dict[str, object] | None = None, timeout: float = 3600
+    ) -> Any:
+        """PUT `length` bytes read from the file object `source` (raw body); the decoded JSON answer."""
+        return self._raw("PUT", route, query, source, length, timeout, None)
+
+    def download(self, route: str, sink: Any, query: dict[str, object] | None = None, timeout: float = 3600) -> int:
+        """GET a raw body into `sink` (a callable taking each chunk, after a first call with the total size as
+        an int, or None when unknown); returns the number of bytes."""
+        return self._raw("GET", route, query, None, 0, timeout, sink)
+
+    def _raw(self, method, route, query, source, length, timeout, sink):  # type: ignore[no-untyped-def]
+        url = self.base + API_PREFIX + route
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urlencode(params)
+        headers = {"User-Agent": "pvc-cli"}
+        if self.conn.key:
+            headers[KEY_HEADER] = self.conn.key
+        if source is not None:
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Length"] = str(length)
+        req = urllib.request.Request(url, data=source, method=method, headers=headers)
+        try:
+            with self.opener().open(req, timeout=timeout) as resp:
+                if sink is None:
+                    payload = resp.read()
+                    return json.loads(payload) if payload else None
+                size = resp.headers.get("Content-Length")
+                sink(int(size) if size else None)
+                total = 0
+                while chunk := resp.read(1024 * 1024):
+                    sink(chunk)
+                    total += len(chunk)
+                return total
+        except urllib.error.HTTPError as exc:
+            raise self.refused(exc) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise self.unreachable(exc) from None
+
     def opener(self) -> urllib.request.OpenerDirector:
         if self._opener is None:
             handlers: list[urllib.request.BaseHandler] = []

@@ -47,6 +47,7 @@ from pvc.nodeos.storage import osds, pools, status, volumes
 from pvc.nodeos.storage.ceph import Invalid, Unavailable
 
 T = TypeVar("T")
+CHUNK = 1024 * 1024
 TAGS = ["storage"]
 OSD_WAIT = 600.0
 
@@ -325,11 +326,17 @@ class VolumeDataResource(Resource):
         if not length:
             raise Invalid("send the image as the body, with its Content-Length", "body")
         conffile = self.ctx.ceph_conf
-        vol = self.ceph(
-            lambda c: volumes.upload_stream(
-                c, conffile, pool, volume, req.bounded_stream, length, query.format, force=query.force
+        try:
+            vol = self.ceph(
+                lambda c: volumes.upload_stream(
+                    c, conffile, pool, volume, req.bounded_stream, length, query.format, force=query.force
+                )
             )
-        )
+        except Exception:
+            # A client sends the whole body before it reads the answer: take it, so it gets the refusal.
+            while req.bounded_stream.read(CHUNK):
+                pass
+            raise
         resp.location = f"/api/v1/storage/pools/{pool}/volumes/{vol.name}"
         return volume_view(vol)
 

@@ -93,7 +93,10 @@ def removal_problems(cluster: rados.Rados, osd_id: int) -> list[str]:
             problems.append(str(exc))
     try:
         destroy = mgr_command(cluster, "osd safe-to-destroy", ids=[str(osd_id)])
-        if osd_id not in destroy.get("safe_to_destroy", []):
+        unknown = osd_id in destroy.get("missing_stats", [])
+        if unknown and not target.up and not destroy.get("active") and _all_clean(cluster):
+            pass  # a stopped OSD reports no statistics; with every PG active+clean nothing depends on it
+        elif osd_id not in destroy.get("safe_to_destroy", []):
             why = []
             if destroy.get("active"):
                 why.append("placement groups are still mapped to it")
@@ -110,6 +113,12 @@ def removal_problems(cluster: rados.Rados, osd_id: int) -> list[str]:
     return problems
 
 
+def _all_clean(cluster: rados.Rados) -> bool:
+    pg = mon_command(cluster, "pg stat")
+    states = pg.get("pg_summary", pg).get("num_pg_by_state", [])
+    return all(s["name"] == "active+clean" for s in states)
+
+
 def remove_osd(cluster: rados.Rados, osd_id: int, force: bool = False) -> None:
     """Purge an OSD from the cluster: refused while that is unsafe (see removal_problems) unless forced. Its
     daemon must be stopped first (Ceph does not purge an OSD that is up)."""
@@ -121,5 +130,5 @@ def remove_osd(cluster: rados.Rados, osd_id: int, force: bool = False) -> None:
         raise Refused(f"osd.{osd_id} is up: stop its daemon on {osd.node or 'its node'} first")
     if osd.inside:
         mon_command(cluster, "osd out", ids=[str(osd_id)])
-    mon_command(cluster, "osd purge", id=osd_id, yes_i_really_mean_it=True)
+    mgr_command(cluster, "osd purge", id=osd_id, yes_i_really_mean_it=True, force=force)
     cluster.wait_for_latest_osdmap()

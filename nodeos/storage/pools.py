@@ -113,7 +113,7 @@ def set_quota(cluster: rados.Rados, name: str, max_bytes: int) -> Pool:
 
 
 def remove_pool(cluster: rados.Rados, name: str, confirm: str | None) -> None:
-    if not cluster.pool_exists(name):
+    if name not in mon_command(cluster, "osd pool ls"):  # the mon's word: this client's map may be older
         raise NotFound(f"no pool '{name}'")
     if confirm != name:
         raise Refused(f"removing pool '{name}' destroys every volume in it: confirm with the pool's name")

@@ -15,7 +15,15 @@ VENV_BIN = Path(sys.executable).parent
 
 
 class ApiServer:
-    def __init__(self, workdir: Path, config: Path, zk_hosts: str, port: int, workers: int = 2) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path,
+        zk_hosts: str,
+        port: int,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         env = {
@@ -24,6 +32,7 @@ class ApiServer:
             "PVC_ZOOKEEPER": zk_hosts,
             "PVC_API_BIND": f"127.0.0.1:{port}",
             "PVC_API_WORKERS": str(workers),
+            **(env or {}),
         }
         self.proc = Proc(
             "gunicorn",
