@@ -52,7 +52,7 @@ def _owners(img: rbd.Image) -> list[str]:
 def holders(cluster: rados.Rados, pool: str, name: str) -> list[Holder]:
     """The clients holding the volume's exclusive lock, and whether each one is still alive."""
     dead = blocklist(cluster)
-    with image(cluster, pool, name, read_only=True) as img:
+    with image(cluster, pool, name) as img:  # read-only images cannot list lock owners; opening takes no lock
         watching = {w["addr"] for w in img.watchers_list()}
         return [Holder(addr, addr in watching and addr not in dead) for addr in _owners(img)]
 

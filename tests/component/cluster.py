@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -29,6 +30,9 @@ from tests.component import libvirtd
 from tests.component.netlab import Net, NetLab, kill_all_in
 from tests.component.procs import Proc, wait_until
 from tests.component.zookeeper import ZooKeeper
+
+if TYPE_CHECKING:
+    from tests.component.ceph import Ceph
 
 ROOT = Path(__file__).resolve().parents[2]
 JOIN_KEY = "c0ffee" * 10 + "c0de"
@@ -173,9 +177,16 @@ class DoubleRunChecker(threading.Thread):
 
 class RuntimeCluster:
     def __init__(
-        self, workdir: Path, nodes: list[str], prefix: str = "pvct", zk_host_port: int = 21932, **toml_options: object
+        self,
+        workdir: Path,
+        nodes: list[str],
+        prefix: str = "pvct",
+        zk_host_port: int = 21932,
+        ceph: Ceph | None = None,
+        **toml_options: object,
     ) -> None:
         self.dir = workdir
+        self.ceph = ceph  # a running Ceph (in its own namespace) to plug into the cluster network
         self.nodes = nodes
         self.lab = NetLab(prefix, [UPSTREAM, CLUSTER])
         self.zk_host_port = zk_host_port
@@ -215,6 +226,10 @@ class RuntimeCluster:
                     f"127.0.0.1:{self.zk_host_port} is in use: is another test cluster running?"
                 ) from None
         self.lab.up(self.nodes, {n: self.host_id(n) for n in self.nodes})
+        if self.ceph is not None and self.ceph.net is not None:
+            self.ceph.net.attach(
+                self.lab.switch, CLUSTER.bridge, f"{CLUSTER.prefix}.253", [self.lab.ns(n) for n in self.nodes]
+            )
         zk_address = self.lab.add_switch_address(CLUSTER, 254)
         self.lab.add_switch_address(UPSTREAM, 254)
         for node in self.nodes:
@@ -286,6 +301,8 @@ class RuntimeCluster:
                         f"{CLUSTER.prefix}.254:2181",
                         "--libvirt-uri",
                         self.libvirt_uri(node),
+                        "--ceph-conf",  # a missing file: no Ceph, no storage agent
+                        str(self.ceph.conf) if self.ceph else str(ndir / "no-ceph.conf"),
                     ],
                     "log": str(ndir / "pvcd.log"),
                     "cwd": str(ROOT),

@@ -106,6 +106,28 @@ def runtime(workdir, libvirt_cache, request) -> Iterator:
         cluster.down()
 
 
+@pytest.fixture
+def rbd_runtime(workdir, libvirt_cache, ceph) -> Iterator:
+    """The runtime cluster with the session's Ceph plugged into its cluster network: VMs on RBD disks."""
+    from tests.component.cluster import RuntimeCluster
+
+    cluster = RuntimeCluster(
+        Path(tempfile.mkdtemp(prefix="rb", dir=workdir)),
+        ["n1", "n2", "n3"],
+        prefix=NS_PREFIX,
+        zk_host_port=RUNTIME_ZK_PORT,
+        ceph=ceph,
+    )
+    try:
+        cluster.up(libvirt_cache)
+        yield cluster
+        assert cluster.checker is not None and cluster.checker.violations == [], "a VM ran on two nodes at once:\n" + (
+            "\n".join(cluster.checker.violations if cluster.checker else [])
+        )
+    finally:
+        cluster.down()
+
+
 @pytest.fixture(scope="session")
 def api_cluster(workdir, zookeeper):
     """A formed cluster's state (schema, three registered nodes with keepalives) and the API over it."""

@@ -1,0 +1,182 @@
+"""VMs on RBD disks, on three simulated servers with the session's Ceph plugged into their cluster network.
+
+One VM's life, checked at every step through librbd from the test process and through `qemu-io` in the VM's own
+QEMU (the guest-less way to make the VM process write its disk): pvcd completes the disk with the monitors and the
+client.libvirt secret; the QEMU holds the disk's exclusive lock; a second VM on the same disk is refused; live
+migration carries the disk and the lock; data survives an OSD stopped and restarted; after the node's power loss
+the fencer blocklists its client and breaks its lock before the VM restarts elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+
+import libvirt
+import libvirt_qemu
+import pytest
+
+from pvc.nodeos.state import actions
+from pvc.nodeos.storage import locks, pools, volumes
+from pvc.nodeos.storage.ceph import connect, mon_command
+from tests.component.cluster import CLUSTER, tiny_domain_xml
+from tests.component.procs import wait_until
+
+MiB = 1024**2
+POOL, DISK = "vmpool", "rbdvm-disk"
+DEVICE = "/machine/peripheral/virtio-disk0/virtio-backend"  # the virtio-blk device (its PCI proxy has no disk)
+
+
+@pytest.fixture(scope="module")
+def rados_cluster(ceph):
+    with connect(str(ceph.conf)) as c:
+        if not c.pool_exists(POOL):
+            pools.create_pool(c, POOL, pgs=8, size=3, min_size=2)
+        yield c
+
+
+def rbd_xml(name: str) -> str:
+    disk = (
+        "<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>"
+        f"<source protocol='rbd' name='{POOL}/{DISK}'/><target dev='vda' bus='virtio'/></disk>"
+    )
+    return tiny_domain_xml(name).replace("<devices>", "<devices>" + disk)
+
+
+def qemu_io(cluster, node: str, vm_uuid: str, command: str) -> str:
+    """Run a qemu-io command in the VM's QEMU, on its disk (HMP `qemu-io -d DEVICE`). QEMU prints the result on
+    its standard output, which libvirt keeps in the domain's log: return what it added there."""
+    conn = libvirt.open(cluster.libvirt_uri(node))
+    try:
+        dom = conn.lookupByUUIDString(vm_uuid)
+        log = cluster.libvirt_root(node) / "log" / "qemu" / f"{dom.name()}.log"
+        before = log.stat().st_size
+        out = libvirt_qemu.qemuMonitorCommand(
+            dom, f'qemu-io -d {DEVICE} "{command}"', libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+        )
+    finally:
+        conn.close()
+    verb = command.split()[0]
+    done = f"{'wrote' if verb == 'write' else 'read'} 1048576/1048576"
+    wait_until(f"qemu-io {command} on {node}", lambda: done in log.read_text()[before:], 30, interval=0.1)
+    result = out + log.read_text()[before:]
+    assert "fail" not in result.lower() and "error" not in result.lower(), result
+    return result
+
+
+def node_ip(node: str) -> str:
+    return f"{CLUSTER.prefix}.{10 + int(node[1:])}"
+
+
+def wait_running(cluster, vm_uuid: str, node: str, timeout: float = 60) -> None:
+    def ok() -> bool:
+        return cluster.where(vm_uuid) == [node] and cluster.state.vm_status(vm_uuid).state == "running"
+
+    wait_until(f"the VM running on {node} only", ok, timeout, interval=0.2)
+
+
+def holder_ip(rados_cluster) -> str | None:
+    alive = [h for h in locks.holders(rados_cluster, POOL, DISK) if h.alive]
+    return alive[0].ip if alive else None
+
+
+def check_data(rados_cluster, patterns: dict[int, int]) -> None:
+    with volumes.image(rados_cluster, POOL, DISK, read_only=True) as img:
+        for offset, byte in patterns.items():
+            assert img.read(offset * MiB, MiB) == bytes([byte]) * MiB, f"pattern {byte:#x} at {offset} MiB"
+
+
+def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_cluster, ceph):
+    rt = rbd_runtime
+    with _fresh_volume(rados_cluster) as img:
+        img.write(b"\xa1" * MiB, 0)  # written before the VM exists: the lock is free again once closed
+    patterns = {0: 0xA1}
+
+    spec = actions.define_vm(rt.state, rbd_xml("rbdvm"), node="n1")
+    actions.change_state(rt.state, "rbdvm", "start")
+    wait_running(rt, spec.uuid, "n1")
+    conn = libvirt.open(rt.libvirt_uri("n1"))
+    live_xml = conn.lookupByUUIDString(spec.uuid).XMLDesc(0)
+    conn.close()
+    assert "<auth username='libvirt'>" in live_xml.replace('"', "'") and "protocol='rbd'" in live_xml.replace('"', "'")
+
+    # the VM's QEMU writes its disk through librbd and so holds the exclusive lock
+    qemu_io(rt, "n1", spec.uuid, "write -P 0xc1 1M 1M")
+    patterns[1] = 0xC1
+    assert "read 1048576/1048576" in qemu_io(rt, "n1", spec.uuid, "read -P 0xa1 0 1M")
+    wait_until("n1's QEMU to hold the lock", lambda: holder_ip(rados_cluster) == node_ip("n1"), 10)
+
+    # a second VM on the same disk is refused: pvcd sees a live holder
+    other = actions.define_vm(rt.state, rbd_xml("rbdvm-twin"), node="n2")
+    actions.change_state(rt.state, "rbdvm-twin", "start")
+    wait_until("the twin refused", lambda: rt.state.vm_status(other.uuid).state == "failed", 30, interval=0.2)
+    reason = rt.state.vm_status(other.uuid).reason
+    assert f"locked by a live client at {node_ip('n1')}" in reason, reason
+    assert rt.where(other.uuid) == []
+    actions.remove_vm(rt.state, other.uuid)
+
+    # live migration to n3 carries the disk (and, at the first write, the lock)
+    actions.move_vm(rt.state, spec.uuid, "migrate", target="n3")
+    wait_until("migrated", lambda: rt.state.vm(spec.uuid).state == "start", 60, interval=0.2)
+    wait_running(rt, spec.uuid, "n3")
+    qemu_io(rt, "n3", spec.uuid, "write -P 0xe3 2M 1M")
+    patterns[2] = 0xE3
+    qemu_io(rt, "n3", spec.uuid, "read -P 0xc1 1M 1M")
+    wait_until("n3's QEMU to hold the lock", lambda: holder_ip(rados_cluster) == node_ip("n3"), 10)
+
+    # an OSD stops (size 3, min_size 2: writes go on), the VM writes, the OSD comes back: everything is there
+    ceph.stop_osd(0)
+    wait_until("osd.0 down", lambda: not _osd_up(rados_cluster, 0), 30, interval=0.2)
+    qemu_io(rt, "n3", spec.uuid, "write -P 0x5a 3M 1M")
+    patterns[3] = 0x5A
+    check_data(rados_cluster, patterns)
+    ceph.start_osd(0)
+    wait_until("osd.0 up", lambda: _osd_up(rados_cluster, 0), 60, interval=0.2)
+    wait_until("every PG active+clean", lambda: _clean(rados_cluster), 60, interval=0.5)
+    check_data(rados_cluster, patterns)
+    qemu_io(rt, "n3", spec.uuid, "read -P 0x5a 3M 1M")
+
+    # power loss of n3: fenced, its client blocklisted and its lock broken, the VM restarts elsewhere
+    rt.power_loss("n3")
+    wait_until("n3 fenced", lambda: rt.state.node("n3").daemon_state == "fenced", 60, interval=0.2)
+    wait_until(
+        "the VM running on n1 or n2",
+        lambda: len(rt.where(spec.uuid)) == 1 and rt.where(spec.uuid)[0] in ("n1", "n2"),
+        60,
+    )
+    new_node = rt.where(spec.uuid)[0]
+    blocked = locks.blocklist(rados_cluster)
+    assert any(locks.host_of(a) == node_ip("n3") for a in blocked), blocked
+    started = time.monotonic()
+    qemu_io(rt, new_node, spec.uuid, "write -P 0x77 4M 1M")  # takes the lock at once: nothing to wait out
+    patterns[4] = 0x77
+    assert time.monotonic() - started < 10
+    wait_until(f"{new_node}'s QEMU to hold the lock", lambda: holder_ip(rados_cluster) == node_ip(new_node), 10)
+    check_data(rados_cluster, patterns)
+    logs = "".join(rt.log(n, lines=400) for n in ("n1", "n2"))
+    assert "blocklisted" in logs and "broke its lock" in logs
+
+
+class _fresh_volume:  # a context manager used like a function
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+
+    def __enter__(self):
+        existing = [v.name for v in volumes.list_volumes(self.cluster, POOL)]
+        if DISK in existing:
+            volumes.remove_volume(self.cluster, POOL, DISK)
+        volumes.create_volume(self.cluster, POOL, DISK, 64 * MiB)
+        self.cm = volumes.image(self.cluster, POOL, DISK)
+        return self.cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc)
+
+
+def _osd_up(cluster, osd_id: int) -> bool:
+    return any(o["osd"] == osd_id and o["up"] for o in mon_command(cluster, "osd dump")["osds"])
+
+
+def _clean(cluster) -> bool:
+    pg = mon_command(cluster, "pg stat")
+    states = pg.get("pg_summary", pg).get("num_pg_by_state", [])
+    return bool(states) and all(s["name"] == "active+clean" for s in states)
