@@ -4,7 +4,8 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 
-# Services and timers package postinsts enabled. Absent units are skipped; chrony and ssh stay enabled.
+# Services and timers package postinsts enabled: disabled, and any wants/ link left under the name removed (some
+# postinsts link by hand, and `systemctl disable` of an alias keeps the real name's links). chrony and ssh stay.
 for unit in \
     postgresql.service patroni.service frr.service \
     libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket libvirtd-tls.socket \
@@ -12,18 +13,19 @@ for unit in \
     virtlockd.service virtlockd.socket virtlockd-admin.socket \
     zookeeper.service dnsmasq.service \
     ceph.target ceph-mon.target ceph-mgr.target ceph-osd.target ceph-mds.target ceph-crash.service \
-    ceph-fuse.target ceph-radosgw.target ceph-rbd-mirror.target ceph-volume@.service \
+    ceph-fuse.target ceph-radosgw.target ceph-rbd-mirror.target \
     smartmontools.service smartd.service rbdmap.service \
     nvmf-autoconnect.service nvmefc-boot-connections.service \
     apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
     systemd-networkd-wait-online.service; do
-    if systemctl cat "$unit" >/dev/null 2>&1; then
+    if [ -e "/usr/lib/systemd/system/$unit" ] || [ -e "/etc/systemd/system/$unit" ]; then
         systemctl disable "$unit" >/dev/null 2>&1 || true
     fi
+    find /etc/systemd/system \( -path '*.wants/*' -o -path '*.requires/*' \) -name "$unit" -delete
 done
-# Leftover wants/ links of the above (some packages link by hand rather than through [Install]).
-find /etc/systemd/system -path '*.wants/*' \( -name 'ceph*' -o -name 'libvirt*' -o -name 'virtlog*' -o -name 'virtlock*' \
-    -o -name 'postgresql*' -o -name 'patroni*' -o -name 'zookeeper*' -o -name 'frr*' -o -name 'dnsmasq*' \) -delete
+find /etc/systemd/system \( -path '*.wants/*' -o -path '*.requires/*' \) \( -name 'ceph*' -o -name 'libvirt*' \
+    -o -name 'virtlog*' -o -name 'virtlock*' -o -name 'postgresql*' -o -name 'patroni*' -o -name 'zookeeper*' \
+    -o -name 'frr*' -o -name 'dnsmasq*' \) -delete
 
 systemctl enable ssh.service chrony.service systemd-networkd.service >/dev/null 2>&1
 

@@ -91,7 +91,7 @@ def test_only_the_node_services_are_enabled(root):
     for unit in enabled:
         assert not re.match(
             r"(postgresql|patroni|libvirtd|libvirt-guests|virtlogd|virtlockd|zookeeper|frr|dnsmasq|ceph|smartd"
-            r"|smartmontools|rbdmap|nvmf|apt-daily|dpkg-db-backup|fstrim|e2scrub)",
+            r"|smartmontools|rbdmap|nvmf|nvmefc|apt-daily|dpkg-db-backup|fstrim|e2scrub)",
             unit,
         ), f"{unit} is enabled in the image"
     network = root / "etc/systemd/network"
