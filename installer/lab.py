@@ -34,7 +34,7 @@ LAB_NS = os.environ.get("PVC_LAB_NS", "pvclab")
 DEFAULT_CONFIGS = {1: REPO / "examples" / "lab-1node.toml", 3: REPO / "examples" / "lab-3node.toml"}
 DATA_DISK_SIZE = 8 * 1024**3
 OSD_DISK_SIZE = 12 * 1024**3
-CONFIG_DISK_SIZE_KIB = 4096
+CONFIG_DISK_SIZE = 16 * 1024**2
 DONE = "PVC-FORMATION-DONE"
 FAILED = "PVC-FORMATION-FAILED"
 WAITING = "PVC-CONFIG-WAITING"
@@ -83,14 +83,19 @@ def losetup(path: Path) -> str:
 
 
 def config_disk(path: Path, config: Path, cfg: ClusterFile) -> None:
-    """A vfat filesystem labelled PVCCONFIG holding cluster.toml and the files it names (join key, keys)."""
+    """An ext4 filesystem labelled PVCCONFIG holding cluster.toml and the files it names (join key file). ext4, not
+    vfat: the lab host's kernel may lack vfat, and an ext4 image has no boot sector a BIOS could try to boot."""
+    import tempfile
+
     path.unlink(missing_ok=True)
-    sh("mkfs.vfat", "-n", "PVCCONFIG", "-C", str(path), str(CONFIG_DISK_SIZE_KIB))
-    files = [config]
-    if cfg.cluster.join_key_file is not None:
-        files.append(config.parent / str(cfg.cluster.join_key_file))
-    for f in files:
-        sh("mcopy", "-i", str(path), str(f), f"::{f.name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(config, Path(tmp) / "cluster.toml")
+        if cfg.cluster.join_key_file is not None:
+            key = config.parent / str(cfg.cluster.join_key_file)
+            (Path(tmp) / key.relative_to(config.parent)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(key, Path(tmp) / key.relative_to(config.parent))
+        sparse(path, CONFIG_DISK_SIZE)
+        sh("mke2fs", "-q", "-t", "ext4", "-L", "PVCCONFIG", "-d", tmp, str(path))
 
 
 # -- up --------------------------------------------------------------------------------------------------------------
@@ -102,18 +107,27 @@ def build_image(say) -> Path:  # type: ignore[no-untyped-def]
     return Path(artifacts.squashfs)
 
 
-def up(config: Path, backend: str, api_port: int, timeout: float, squashfs: Path | None, say=click.echo) -> None:  # type: ignore[no-untyped-def]
+def up(
+    config: Path,
+    backend: str,
+    api_port: int,
+    timeout: float,
+    squashfs: Path | None,
+    say=click.echo,
+    root_dir: Path | None = None,
+) -> None:  # type: ignore[no-untyped-def]
     if backend != "container":
         raise LabError("the vm backend is not built yet; use --backend container (docs/lab.md)")
-    for tool in ("systemd-nspawn", "mkfs.vfat", "mcopy", "losetup", "socat", "ipmitool"):
+    for tool in ("systemd-nspawn", "mke2fs", "losetup", "socat", "ipmitool"):
         if shutil.which(tool) is None:
             raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
     cfg = load_config(config)
     if lab_file().exists():
         raise LabError(f"a lab is already up ({lab_file()}): pvc-lab down first")
-    squashfs = squashfs or build_image(say)
+    if root_dir is None:
+        squashfs = squashfs or build_image(say)
     LAB_DIR.mkdir(parents=True, exist_ok=True)
-    root = LAB_DIR / "root"
+    root = root_dir or LAB_DIR / "root"
     root.mkdir(exist_ok=True)
     lab: dict = {
         "backend": backend,
@@ -126,8 +140,9 @@ def up(config: Path, backend: str, api_port: int, timeout: float, squashfs: Path
         "started": time.time(),
     }
     lab_file().write_text(json.dumps(lab))  # from here on, `pvc-lab down` can clean up whatever follows
-    sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), str(root))
-    lab["mounted"] = True
+    if root_dir is None:
+        sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), str(root))
+        lab["mounted"] = True
     net = labnet.plan(cfg, LAB_NS)
     lab["net"] = {"bridges": net.bridges}
     _save(lab)
@@ -149,6 +164,7 @@ def up(config: Path, backend: str, api_port: int, timeout: float, squashfs: Path
         cfg_loop = losetup(ndir / "config.img")
         lab["loops"].append(cfg_loop)
         binds.append((cfg_loop, "/dev/disk/by-label/PVCCONFIG"))
+        binds += [tuple(b.split(":", 1)) for b in os.environ.get("PVC_LAB_EXTRA_BINDS", "").split(",") if b]
         if os.path.exists("/dev/kvm"):
             binds.append(("/dev/kvm", "/dev/kvm"))
         ipmi = node.ipmi
@@ -170,7 +186,7 @@ def up(config: Path, backend: str, api_port: int, timeout: float, squashfs: Path
         _save(lab)
     log = open(LAB_DIR / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
     sup = subprocess.Popen(
-        ["ip", "netns", "exec", LAB_NS, sys.executable, "-m", "pvc.installer.labsupervisor", str(LAB_DIR)],
+        [sys.executable, "-m", "pvc.installer.labsupervisor", str(LAB_DIR)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -6,6 +6,7 @@ with loop devices as its disks, bound where a udev would have linked them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -54,7 +55,21 @@ def children(pid: int) -> list[int]:
     return out
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(fd: int) -> None:
+    """setns(2) into the network namespace open at `fd` (Python 3.11 has no os.setns)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
 class Container:
+    """One node. nspawn is started inside the node's own network namespace (setns in the child, not `ip netns
+    exec`, which would remount /sys and hide the host's cgroup mounts): nspawn mounts the node's /sys from the
+    namespace it starts in, so anything else would show the node someone else's interfaces."""
+
     def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
         self.proc: subprocess.Popen | None = None
@@ -71,6 +86,7 @@ class Container:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=lambda: enter_netns(os.open(f"/run/netns/{self.spec.netns}", os.O_RDONLY)),
         )
         log.close()
         return self.proc.pid

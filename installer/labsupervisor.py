@@ -1,8 +1,9 @@
-"""The lab's supervisor: runs in the lab's namespace, holds one simulated BMC per node (real IPMI over lanplus,
+"""The lab's supervisor: joins the lab's network namespace (not its mount namespace: nspawn needs the host's
+/sys/fs/cgroup, which `ip netns exec` would hide), holds one simulated BMC per node (real IPMI over lanplus,
 pyghmi's BMC server, reachable by ipmitool from the nodes and the host) whose power commands start and hard-stop
 that node, and records power state in the lab folder.
 
-    ip netns exec LABNS python -m pvc.installer.labsupervisor LABDIR
+    python -m pvc.installer.labsupervisor LABDIR
 """
 
 from __future__ import annotations
@@ -101,7 +102,11 @@ class Supervisor:
 
 
 def main() -> None:
-    sup = Supervisor(Path(sys.argv[1]))
+    from pyroute2 import netns
+
+    labdir = Path(sys.argv[1])
+    netns.setns(json.loads((labdir / "lab.json").read_text())["lab_ns"])  # the BMCs listen on the lab's network
+    sup = Supervisor(labdir)
 
     def end(*_: object) -> None:
         sup.stop()

@@ -70,8 +70,18 @@ def choose_disk(node: Node, found: list[disks.Disk]) -> disks.Disk:
     return hits[0]
 
 
+def partlabel_of(dev: Path) -> str:
+    out = subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", "PART_ENTRY_NAME", str(dev)], capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
 def _partition(disk: disks.Disk) -> Path | None:
-    for _ in range(50):  # the kernel re-reads the table asynchronously after sgdisk
+    """Partition 1 of a freshly partitioned disk, once the kernel knows it (udev is not relied on: a container has
+    none, and sgdisk's own re-read can lose a race)."""
+    subprocess.run(["partx", "--add", disk.dev], capture_output=True)
+    for _ in range(50):
         node = disks.partition_node(disk, 1)
         if node is not None:
             return node
@@ -85,6 +95,9 @@ def prepare(node: Node, found: list[disks.Disk], log=print) -> Path:
     part = disks.partition_node(disk, 1)
     if part is not None and label_of(part) == LABEL:
         log(f"data: reusing {LABEL} on {part} ({disk.dev})")
+    elif part is not None and partlabel_of(part) == LABEL and not signatures(str(part)):
+        log(f"data: finishing {LABEL} on {part}: partitioned by an interrupted first boot")
+        run("mkfs.ext4", "-q", "-F", "-L", LABEL, str(part))
     else:
         present = signatures(disk.dev)
         if present and not node.data_disk.allow_wipe:
@@ -96,8 +109,6 @@ def prepare(node: Node, found: list[disks.Disk], log=print) -> Path:
         log(f"data: creating {LABEL} on {disk.dev} ({disk.size // 1024**2} MiB)" + (" after wiping" if present else ""))
         run("wipefs", "--all", disk.dev)
         run("sgdisk", "--clear", "--new=1:0:0", f"--change-name=1:{LABEL}", "--typecode=1:8300", disk.dev)
-        subprocess.run(["partx", "-u", disk.dev], capture_output=True)
-        subprocess.run(["blockdev", "--rereadpt", disk.dev], capture_output=True)
         part = _partition(disk)
         if part is None:
             raise DataError(f"the kernel shows no partition 1 on {disk.dev} after partitioning it")

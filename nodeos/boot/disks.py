@@ -121,14 +121,18 @@ def select(sel: DiskSelector, disks: list[Disk], count: int | None = None) -> li
 
 
 def partition_node(disk: Disk, number: int, sys_root: Path = SYS, dev_root: Path = Path("/dev")) -> Path | None:
-    """The device node of partition `number` of `disk`, created if the kernel has it but /dev does not (a
-    container's /dev has no udev)."""
+    """The device node of partition `number` of `disk`. A container's /dev has no udev: the partition's node and the
+    disk's kernel-named node (blkid needs it to read partition entries) are created when the kernel has them."""
     sysdir = sys_root / "dev" / "block" / disk.major_minor
     for child in sorted(sysdir.iterdir()) if sysdir.is_dir() else []:
         if _read(child / "partition") == str(number):
-            node = dev_root / child.name
-            if not node.exists():
-                major, minor = (int(x) for x in _read(child / "dev").split(":"))
-                os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
-            return node
+            ensure_node(dev_root / sysdir.resolve().name, disk.major_minor)
+            return ensure_node(dev_root / child.name, _read(child / "dev"))
     return None
+
+
+def ensure_node(node: Path, major_minor: str) -> Path:
+    if not node.exists():
+        major, minor = (int(x) for x in major_minor.split(":"))
+        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+    return node

@@ -98,6 +98,7 @@ def render_conf(p: CephParams) -> str:
         "",
         "[client]",
         f"keyring = {p.keyring_dir}/$cluster.$name.keyring",
+        "admin socket = $run_dir/$cluster-$name.$pid.$cctid.asok",  # several clients run at once
         "",
         "[mon]",
         f"mon data = {p.data_root}/mon/$cluster-$id",
@@ -327,19 +328,33 @@ def osd_step(ctx: Context) -> str:
 
 
 def pools_step(ctx: Context) -> str:
-    """The declared pools, created once by whichever coordinator gets the lock first."""
+    """The declared pools, created once by whichever coordinator gets the lock first. A pool is finished (size,
+    min_size, then the rbd application last) before it counts as present, so an interrupted creation is completed
+    on the next run, and a pool an administrator changed later is left as it is."""
     from pvc.nodeos.state import layout
 
     defaults = ctx.cfg.ceph.pool_defaults
     created = []
     with ctx.zk.Lock(layout.lock("pools"), ctx.node.name):
+        finished = (
+            {name for name, apps in ceph_json("osd", "pool", "application", "get").items() if "rbd" in (apps or {})}
+            if ctx.cfg.ceph.pools
+            else set()
+        )
         existing = set(ceph_json("osd", "pool", "ls"))
         for pool in ctx.cfg.ceph.pools:
-            if pool.name in existing:
+            if pool.name in finished:
                 continue
             pgs = str(pool.pgs or defaults.pgs)
-            ceph("osd", "pool", "create", pool.name, pgs, pgs, "replicated")
-            ceph("osd", "pool", "set", pool.name, "size", str(pool.size or defaults.size))
+            size = pool.size or defaults.size
+            if pool.name not in existing:
+                ceph("osd", "pool", "create", pool.name, pgs, pgs, "replicated")
+            if size == 1:  # the administrator asked for no redundancy (a one-node cluster): Ceph wants it said twice
+                ceph("config", "set", "global", "mon_allow_pool_size_one", "true")
+                ceph("config", "set", "global", "mon_warn_on_pool_no_redundancy", "false")
+                ceph("osd", "pool", "set", pool.name, "size", "1", "--yes-i-really-mean-it")
+            else:
+                ceph("osd", "pool", "set", pool.name, "size", str(size))
             ceph("osd", "pool", "set", pool.name, "min_size", str(pool.min_size or defaults.min_size))
             ceph("osd", "pool", "application", "enable", pool.name, "rbd")
             created.append(pool.name)
