@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,12 +100,11 @@ def config_disk(path: Path, config: Path, cfg: ClusterFile) -> None:
 
 
 # -- up --------------------------------------------------------------------------------------------------------------
-def build_image(say) -> Path:  # type: ignore[no-untyped-def]
+def build_image(say):  # type: ignore[no-untyped-def]  # -> pvc.image.build.Artifacts
     from pvc.image.build import build
 
     out = Path(os.environ.get("PVC_IMAGE_OUT", str(REPO / "build" / "image")))
-    artifacts = build(out, progress=lambda m: say(f"image: {m}"))
-    return Path(artifacts.squashfs)
+    return build(out, progress=lambda m: say(f"image: {m}"))
 
 
 def up(
@@ -115,22 +115,25 @@ def up(
     squashfs: Path | None,
     say=click.echo,
     root_dir: Path | None = None,
+    boot: str = "kernel",
 ) -> None:  # type: ignore[no-untyped-def]
-    if backend != "container":
-        raise LabError("the vm backend is not built yet; use --backend container (docs/lab.md)")
-    for tool in ("systemd-nspawn", "mke2fs", "losetup", "socat", "ipmitool"):
+    tools = ["systemd-nspawn", "losetup"] if backend == "container" else ["qemu-system-x86_64"]
+    for tool in [*tools, "mke2fs", "socat", "ipmitool"]:
         if shutil.which(tool) is None:
             raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
     cfg = load_config(config)
     if lab_file().exists():
         raise LabError(f"a lab is already up ({lab_file()}): pvc-lab down first")
-    if root_dir is None:
-        squashfs = squashfs or build_image(say)
+    artifacts = None
+    if root_dir is None and (squashfs is None or backend == "vm"):
+        artifacts = build_image(say)
+        squashfs = squashfs or Path(artifacts.squashfs)
     LAB_DIR.mkdir(parents=True, exist_ok=True)
     root = root_dir or LAB_DIR / "root"
     root.mkdir(exist_ok=True)
     lab: dict = {
         "backend": backend,
+        "boot": boot,
         "config": str(config.resolve()),
         "lab_ns": LAB_NS,
         "root": str(root),
@@ -140,24 +143,53 @@ def up(
         "started": time.time(),
     }
     lab_file().write_text(json.dumps(lab))  # from here on, `pvc-lab down` can clean up whatever follows
-    if root_dir is None:
+    if root_dir is None and backend == "container":
         sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), str(root))
         lab["mounted"] = True
     net = labnet.plan(cfg, LAB_NS)
     lab["net"] = {"bridges": net.bridges}
     _save(lab)
-    labnet.create(net, cfg.nodes)
+    labnet.create(net, cfg.nodes, taps=backend == "vm")
     for node in cfg.nodes:
         ndir = LAB_DIR / node.name
         ndir.mkdir(exist_ok=True)
         sparse(ndir / "data.img", DATA_DISK_SIZE)
+        for i, _ in enumerate(node.osds):
+            sparse(ndir / f"osd{i}.img", OSD_DISK_SIZE)
         config_disk(ndir / "config.img", config, cfg)
+        ipmi = node.ipmi
+        entry = {
+            "name": node.name,
+            "id": node.id,
+            "netns": net.node_ns(node.name),
+            "console_log": str(ndir / "console.log"),
+            "dir": str(ndir),
+            "disks": {
+                "data": str(ndir / "data.img"),
+                "osds": [str(ndir / f"osd{i}.img") for i, _ in enumerate(node.osds)],
+                "config": str(ndir / "config.img"),
+            },
+            "nics": net.nics[node.name],
+            "ip": str(node.ip.upstream),
+            "bmc": {
+                "address": ipmi.address if ipmi else f"127.0.0.{node.id + 1}",
+                "port": ipmi.port if ipmi else 623,
+                "username": ipmi.username if ipmi else "admin",
+                "password": (ipmi.password if ipmi else None) or "pvc-lab-bmc",
+            },
+        }
+        if backend == "vm":
+            from pvc.installer import labvm
+
+            entry["vm"] = labvm.prepare_node(lab, entry, artifacts, boot)
+            lab["nodes"].append(entry)
+            _save(lab)
+            continue
         binds = []
         data_loop = losetup(ndir / "data.img")
         lab["loops"].append(data_loop)
         binds.append((data_loop, f"/dev/disk/by-id/virtio-pvc-data-{node.name}"))
         for i, _ in enumerate(node.osds):
-            sparse(ndir / f"osd{i}.img", OSD_DISK_SIZE)
             loop = losetup(ndir / f"osd{i}.img")
             lab["loops"].append(loop)
             binds.append((loop, f"/dev/disk/by-id/virtio-pvc-osd{i}-{node.name}"))
@@ -167,22 +199,8 @@ def up(
         binds += [tuple(b.split(":", 1)) for b in os.environ.get("PVC_LAB_EXTRA_BINDS", "").split(",") if b]
         if os.path.exists("/dev/kvm"):
             binds.append(("/dev/kvm", "/dev/kvm"))
-        ipmi = node.ipmi
-        lab["nodes"].append(
-            {
-                "name": node.name,
-                "netns": net.node_ns(node.name),
-                "console_log": str(ndir / "console.log"),
-                "binds": binds,
-                "ip": str(node.ip.upstream),
-                "bmc": {
-                    "address": ipmi.address if ipmi else f"127.0.0.{node.id + 1}",
-                    "port": ipmi.port if ipmi else 623,
-                    "username": ipmi.username if ipmi else "admin",
-                    "password": (ipmi.password if ipmi else None) or "pvc-lab-bmc",
-                },
-            }
-        )
+        entry["binds"] = binds
+        lab["nodes"].append(entry)
         _save(lab)
     log = open(LAB_DIR / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
     sup = subprocess.Popen(
@@ -237,6 +255,8 @@ def init_pid(name: str) -> int | None:
 
 
 def formation(name: str) -> dict | None:
+    """The node's /run/pvc/formation.json (container backend: read through /proc/PID/root). A vm node's progress
+    is read from its serial console instead (console_progress)."""
     pid = init_pid(name)
     if pid is None:
         return None
@@ -269,6 +289,29 @@ def node_failure(node: dict) -> str | None:
     return None
 
 
+STEP_RE = re.compile(r"pvc-node: \[(\d+)/(\d+)\] ([\w-]+): (starting|done|FAILED)")
+
+
+def console_progress(node: dict) -> dict | None:
+    """Formation progress as the node's console shows it since its last power-on (the same shape as
+    formation.json, with only the steps seen so far)."""
+    try:
+        text = Path(node["console_log"]).read_text(errors="replace")
+    except OSError:
+        return None
+    text = text.rsplit("=== pvc-lab: power on", 1)[-1]
+    steps: dict[str, str] = {}
+    for m in STEP_RE.finditer(text):
+        steps[m.group(3)] = {"starting": "running", "done": "done", "FAILED": "failed"}[m.group(4)]
+    if not steps:
+        return None
+    return {"steps": [{"name": k, "state": v} for k, v in steps.items()], "done": DONE in text}
+
+
+def progress(lab: dict, node: dict) -> dict | None:
+    return console_progress(node) if lab["backend"] == "vm" else formation(node["name"])
+
+
 def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}
@@ -276,7 +319,7 @@ def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-unty
     while True:
         done = 0
         for node in lab["nodes"]:
-            prog = formation(node["name"])
+            prog = progress(lab, node)
             if prog is None:
                 continue
             running = next((s for s in prog["steps"] if s["state"] in ("running", "failed")), None)
@@ -293,7 +336,7 @@ def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-unty
         if time.monotonic() > deadline:
             report = []
             for node in lab["nodes"]:
-                prog = formation(node["name"]) or {}
+                prog = progress(lab, node) or {}
                 if not prog.get("done"):
                     failure = node_failure(node) or "no failure reported (still running)"
                     report.append(
@@ -407,6 +450,13 @@ def main() -> None:
     default=None,
     help="cluster.toml (default: examples/lab-1node.toml or lab-3node.toml)",
 )
+@click.option(
+    "--boot",
+    type=click.Choice(["kernel", "usb-uefi", "usb-bios", "iso-uefi", "iso-bios", "pxe-bios", "pxe-uefi"]),
+    default="kernel",
+    show_default=True,
+    help="vm backend: how QEMU boots the image (direct kernel, the USB image or the ISO under UEFI or BIOS, or PXE)",
+)
 @click.option("--api-port", type=click.IntRange(1, 65535), default=17370, show_default=True)
 @click.option("--timeout", type=float, default=900, show_default=True, help="seconds to wait for formation")
 @click.option(
@@ -415,7 +465,9 @@ def main() -> None:
     default=None,
     help="use this filesystem.squashfs instead of building the image",
 )
-def up_cmd(nodes: int, backend: str, config: Path | None, api_port: int, timeout: float, squashfs: Path | None) -> None:
+def up_cmd(
+    nodes: int, backend: str, boot: str, config: Path | None, api_port: int, timeout: float, squashfs: Path | None
+) -> None:
     """Create the lab, power every node on, and return when the cluster has formed."""
     if config is None:
         if nodes not in DEFAULT_CONFIGS:
@@ -424,7 +476,7 @@ def up_cmd(nodes: int, backend: str, config: Path | None, api_port: int, timeout
             )
         config = DEFAULT_CONFIGS[nodes]
     try:
-        up(config, backend, api_port, timeout, squashfs)
+        up(config, backend, api_port, timeout, squashfs, boot=boot)
     except LabError as exc:
         _fail(exc)
 
@@ -440,7 +492,7 @@ def status_cmd(fmt: str) -> None:
     pw = power()
     rows = []
     for node in lab["nodes"]:
-        prog = formation(node["name"]) or {}
+        prog = progress(lab, node) or {}
         steps = prog.get("steps", [])
         rows.append(
             {

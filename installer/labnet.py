@@ -66,7 +66,13 @@ def plan(cfg: ClusterFile, lab_ns: str) -> Plan:
     return Plan(lab_ns=lab_ns, bridges=bridges, host_addresses=host, nics=nics)
 
 
-def create(p: Plan, nodes: list[Node]) -> None:
+def tap_name(node_id: int, index: int) -> str:
+    return f"t{node_id}e{index}"
+
+
+def create(p: Plan, nodes: list[Node], taps: bool = False) -> None:
+    """The switch namespace with its bridges, and per node either a namespace with veth NICs (container backend)
+    or, with `taps`, tap devices on the bridges for QEMU to open (vm backend; QEMU runs in the switch namespace)."""
     existing = set(ip("netns", "list").stdout.split())
     if p.lab_ns in existing:
         raise LabError(
@@ -82,6 +88,11 @@ def create(p: Plan, nodes: list[Node]) -> None:
         for addr in addrs:
             ip(*ns, "addr", "add", addr, "dev", bridge)
     for node in nodes:
+        if taps:
+            for i, (_, bridge, _) in enumerate(p.nics[node.name]):
+                ip(*ns, "tuntap", "add", tap_name(node.id, i), "mode", "tap")
+                ip(*ns, "link", "set", tap_name(node.id, i), "master", bridge, "up")
+            continue
         node_ns = p.node_ns(node.name)
         ip("netns", "add", node_ns)
         ip("-n", node_ns, "link", "set", "lo", "up")

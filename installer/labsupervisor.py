@@ -53,23 +53,31 @@ class NodeBmc(bmc.Bmc):
         self.power_reset()
 
 
+def make_machine(lab: dict, node: dict):  # type: ignore[no-untyped-def]  # Container | labvm.VmNode
+    """The backend's object for one node: start() / running() / power_off() / init_pid() / proc."""
+    if lab["backend"] == "vm":
+        from pvc.installer.labvm import VmNode
+
+        return VmNode(lab, node)
+    spec = NodeSpec(
+        name=node["name"],
+        netns=node["netns"],
+        root=lab["root"],
+        console_log=node["console_log"],
+        binds=[tuple(b) for b in node["binds"]],
+    )
+    return Container(spec)
+
+
 class Supervisor:
     def __init__(self, labdir: Path) -> None:
         self.labdir = labdir
         self.lab = json.loads((labdir / "lab.json").read_text())
         self.bmcs: dict[str, NodeBmc] = {}
         for node in self.lab["nodes"]:
-            spec = NodeSpec(
-                name=node["name"],
-                netns=node["netns"],
-                root=self.lab["root"],
-                console_log=node["console_log"],
-                binds=[tuple(b) for b in node["binds"]],
-            )
+            machine = make_machine(self.lab, node)
             b = node["bmc"]
-            self.bmcs[node["name"]] = NodeBmc(
-                self, Container(spec), b["username"], b["password"], b["address"], b["port"]
-            )
+            self.bmcs[node["name"]] = NodeBmc(self, machine, b["username"], b["password"], b["address"], b["port"])
 
     def record(self, event: str = "") -> None:
         state = {
