@@ -20,6 +20,8 @@ import pyghmi.ipmi.bmc as bmc
 
 from pvc.installer.labcontainer import Container, NodeSpec
 
+REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
+
 
 class NodeBmc(bmc.Bmc):
     def __init__(
@@ -99,8 +101,15 @@ class Supervisor:
             threading.Thread(target=bmc_.listen, daemon=True).start()
         for bmc_ in self.bmcs.values():
             bmc_.power_on()
-        while True:  # nodes that powered themselves off (poweroff inside), and init PIDs once they exist
+        while True:  # nodes that rebooted or powered themselves off from inside, and init PIDs once they exist
             time.sleep(1)
+            for name, bmc_ in self.bmcs.items():
+                proc = bmc_.container.proc
+                if proc is not None and proc.poll() == REBOOT_EXIT:
+                    with bmc_.lock:
+                        bmc_.container.proc = None
+                        bmc_.container.start()
+                    self.record(f"{name}: rebooted")
             self.record()
 
     def stop(self) -> None:

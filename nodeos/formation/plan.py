@@ -25,8 +25,10 @@ def _coordinator(ctx: Context) -> bool:
 
 
 def _data(ctx: Context) -> str:
-    part = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), log=lambda m: None)
-    return f"{data.LABEL} {part} on {data.MOUNT}"
+    said: list[str] = []
+    part = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), log=said.append)
+    how = said[-1].removeprefix("data: ").split(" ")[0] if said else "mounted"  # reusing / creating / finishing
+    return f"{how} {data.LABEL} {part}, mounted on {data.MOUNT}"
 
 
 STEPS: list[Step] = [

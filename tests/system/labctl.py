@@ -1,0 +1,91 @@
+"""Driving `pvc-lab` from the system tests: the real command, run as a subprocess with the test's own lab folder,
+namespace prefix and API port, and testinfra hosts whose commands go through `pvc-lab ssh NODE`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from testinfra.backend.base import CommandResult
+from testinfra.backend.local import LocalBackend
+from testinfra.host import Host
+
+BIN = Path(sys.executable).parent
+
+
+class Lab:
+    def __init__(self, labdir: Path, ns: str, api_port: int, client_dir: Path) -> None:
+        self.labdir, self.ns, self.api_port = labdir, ns, api_port
+        self.env = {
+            **os.environ,
+            "PVC_LAB_DIR": str(labdir),
+            "PVC_LAB_NS": ns,
+            "PVC_CLIENT_DIR": str(client_dir),
+        }
+
+    def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            [str(BIN / "pvc-lab"), *args], capture_output=True, text=True, timeout=timeout, env=self.env
+        )
+        if check and out.returncode != 0:
+            raise AssertionError(f"pvc-lab {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def sh(self, node: str, command: str, timeout: float = 120, check: bool = True) -> str:
+        out = self.run("ssh", node, "--", "/bin/sh", "-c", command, timeout=timeout, check=False)
+        if check and out.returncode != 0:
+            raise AssertionError(f"on {node}: {command}: exit {out.returncode}\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def json(self, node: str, command: str) -> Any:
+        return json.loads(self.sh(node, command))
+
+    def pvc(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "pvc"), "-c", "lab", *args], capture_output=True, text=True, timeout=timeout, env=self.env
+        )
+
+    def status(self) -> dict:
+        return json.loads(self.run("status", "--format", "json").stdout)
+
+    def console(self, node: str) -> str:
+        return (self.labdir / node / "console.log").read_text(errors="replace")
+
+    def since_power_on(self, node: str) -> str:
+        return self.console(node).rsplit("=== pvc-lab: power on", 1)[-1]
+
+    def wait(self, what: str, check, timeout: float, interval: float = 2.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = check()
+                if last:
+                    return last
+            except (AssertionError, ValueError, KeyError, OSError) as exc:
+                last = exc
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+    def host(self, node: str) -> Host:
+        return Host(LabBackend(self, node))
+
+
+class LabBackend(LocalBackend):
+    """testinfra commands run on a lab node through `pvc-lab ssh NODE -- /bin/sh -c COMMAND`."""
+
+    def __init__(self, lab: Lab, node: str) -> None:
+        super().__init__()
+        self.lab, self.node = lab, node
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        wrapped = " ".join(shlex.quote(a) for a in [str(BIN / "pvc-lab"), "ssh", self.node, "--", "/bin/sh", "-c", cmd])
+        env_prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.lab.env.items() if k.startswith("PVC_"))
+        return self.run_local(f"env {env_prefix} {wrapped}")
