@@ -12,7 +12,8 @@ PACKAGES=(
   zookeeper default-jre-headless libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   ipmitool socat iproute2 procps wrk
   mmdebstrap squashfs-tools dosfstools mtools gdisk grub-efi-amd64-bin grub-pc-bin grub-common syslinux
-  syslinux-common xorriso ovmf systemd-container
+  syslinux-common xorriso ovmf systemd-container ipxe-qemu ipxe dnsmasq-base openssh-client
+  frr e2fsprogs util-linux
 )
 
 export DEBIAN_FRONTEND=noninteractive

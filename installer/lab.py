@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 LAB_DIR = Path(os.environ.get("PVC_LAB_DIR", "/var/lib/pvc-lab"))
 LAB_NS = os.environ.get("PVC_LAB_NS", "pvclab")
 DEFAULT_CONFIGS = {1: REPO / "examples" / "lab-1node.toml", 3: REPO / "examples" / "lab-3node.toml"}
+# the vm backend's NICs get the names udev gives them under QEMU (enp0s16...; see labvm.nic_name)
+DEFAULT_VM_CONFIGS = {1: REPO / "examples" / "lab-vm-1node.toml", 3: REPO / "examples" / "lab-vm-3node.toml"}
 DATA_DISK_SIZE = 8 * 1024**3
 OSD_DISK_SIZE = 12 * 1024**3
 CONFIG_DISK_SIZE = 16 * 1024**2
@@ -116,8 +118,11 @@ def up(
     say=click.echo,
     root_dir: Path | None = None,
     boot: str = "kernel",
+    until: str | None = None,
 ) -> None:  # type: ignore[no-untyped-def]
     tools = ["systemd-nspawn", "losetup"] if backend == "container" else ["qemu-system-x86_64"]
+    if backend == "vm" and boot.startswith("pxe-"):
+        tools.append("dnsmasq")
     for tool in [*tools, "mke2fs", "socat", "ipmitool"]:
         if shutil.which(tool) is None:
             raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
@@ -226,7 +231,7 @@ def up(
     _save(lab)
     register_connection(cfg, config, api_port)
     say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at http://127.0.0.1:{api_port} (connection 'lab')")
-    wait_formed(lab, timeout, say)
+    wait_formed(lab, timeout, say, until)
 
 
 def _save(lab: dict) -> None:
@@ -312,7 +317,13 @@ def progress(lab: dict, node: dict) -> dict | None:
     return console_progress(node) if lab["backend"] == "vm" else formation(node["name"])
 
 
-def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-untyped-def]
+def reached(prog: dict, until: str | None) -> bool:
+    """Formation is done, or (with `until`) that step is."""
+    return bool(prog.get("done")) or any(s["name"] == until and s["state"] == "done" for s in prog["steps"])
+
+
+def wait_formed(lab: dict, timeout: float, say, until: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Wait until every node has formed (or, with `until`, every node's console shows that step done)."""
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}
     start = time.monotonic()
@@ -329,15 +340,16 @@ def wait_formed(lab: dict, timeout: float, say) -> None:  # type: ignore[no-unty
             if seen.get(node["name"]) != line:
                 seen[node["name"]] = line
                 say(f"{time.monotonic() - start:6.1f}s {node['name']}: {line}")
-            done += bool(prog.get("done"))
+            done += reached(prog, until)
         if done == len(lab["nodes"]):
-            say(f"lab: all {done} node(s) formed in {time.monotonic() - start:.0f} s")
+            what = f"reached '{until}'" if until else "formed"
+            say(f"lab: all {done} node(s) {what} in {time.monotonic() - start:.0f} s")
             return
         if time.monotonic() > deadline:
             report = []
             for node in lab["nodes"]:
-                prog = progress(lab, node) or {}
-                if not prog.get("done"):
+                prog = progress(lab, node) or {"steps": []}
+                if not reached(prog, until):
                     failure = node_failure(node) or "no failure reported (still running)"
                     report.append(
                         f"{node['name']}: {failure}\n--- console of {node['name']} (last lines) ---\n{console_tail(node)}"
@@ -357,6 +369,10 @@ def down(say=click.echo) -> None:  # type: ignore[no-untyped-def]
         for key in ("init_pid", "nspawn_pid"):
             if info.get(key):
                 _kill_group(info[key], signal.SIGKILL, group=False)
+    if lab.get("pxe"):
+        from pvc.installer import labvm
+
+        labvm.stop_pxe(lab)
     time.sleep(0.5)
     names = [n["name"] for n in lab["nodes"]]
     labnet.destroy(labnet.Plan(lab["lab_ns"], {}, {}, {}), names)
@@ -460,23 +476,37 @@ def main() -> None:
 @click.option("--api-port", type=click.IntRange(1, 65535), default=17370, show_default=True)
 @click.option("--timeout", type=float, default=900, show_default=True, help="seconds to wait for formation")
 @click.option(
+    "--until",
+    default=None,
+    metavar="STEP",
+    help="return once every node has finished this formation step (e.g. data) instead of waiting for all of them",
+)
+@click.option(
     "--squashfs",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="use this filesystem.squashfs instead of building the image",
 )
 def up_cmd(
-    nodes: int, backend: str, boot: str, config: Path | None, api_port: int, timeout: float, squashfs: Path | None
+    nodes: int,
+    backend: str,
+    boot: str,
+    config: Path | None,
+    api_port: int,
+    timeout: float,
+    until: str | None,
+    squashfs: Path | None,
 ) -> None:
     """Create the lab, power every node on, and return when the cluster has formed."""
     if config is None:
-        if nodes not in DEFAULT_CONFIGS:
+        defaults = DEFAULT_VM_CONFIGS if backend == "vm" else DEFAULT_CONFIGS
+        if nodes not in defaults:
             _fail(
                 LabError(f"there is no example config for {nodes} nodes; write one (pvc config init) and pass --config")
             )
-        config = DEFAULT_CONFIGS[nodes]
+        config = defaults[nodes]
     try:
-        up(config, backend, api_port, timeout, squashfs, boot=boot)
+        up(config, backend, api_port, timeout, squashfs, boot=boot, until=until)
     except LabError as exc:
         _fail(exc)
 
@@ -519,13 +549,27 @@ def status_cmd(fmt: str) -> None:
 
 
 @main.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--identity",
+    "-i",
+    envvar="PVC_LAB_IDENTITY",
+    default=None,
+    help="vm backend: private key of a [[users]] entry (default: ssh's own, ~/.ssh/id_* or the agent)",
+)
+@click.option("--user", "-l", default=None, help="vm backend: log in as this user (default: the first [[users]])")
 @click.argument("node")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def ssh_cmd(node: str, command: tuple[str, ...]) -> None:
-    """A shell (or CMD) on NODE, as root, entered through the node's namespaces."""
+def ssh_cmd(node: str, command: tuple[str, ...], identity: str | None, user: str | None) -> None:
+    """A shell (or CMD) on NODE: as root through the node's namespaces (container backend), or by ssh to the node's
+    upstream address as a [[users]] entry of cluster.toml (vm backend)."""
     try:
         lab = read_lab()
-        node_entry(lab, node)
+        entry = node_entry(lab, node)
+        if lab["backend"] == "vm":
+            from pvc.installer import labvm
+
+            argv = labvm.ssh_argv(lab, entry, list(command), identity, user)
+            os.execvp(argv[0], argv)
     except LabError as exc:
         _fail(exc)
     pid = init_pid(node)

@@ -40,7 +40,7 @@ def only_error(text: str) -> Problem:
 
 
 def test_examples_are_valid(example_text):
-    for name in ("production-3node", "production-5node", "lab-3node", "lab-1node"):
+    for name in ("production-3node", "production-5node", "lab-3node", "lab-1node", "lab-vm-1node", "lab-vm-3node"):
         result = load_text(example_text(name), name)
         assert result.valid, [p.format(name) for p in result.errors]
 
