@@ -6,14 +6,16 @@ cluster network is private to the cluster (as in the original PVC). Migration tr
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import libvirt as libvirt_api
+
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.steps import Context, run, wait_for, write
+from pvc.nodeos.storage import rbddisk  # the one definition of the client.libvirt secret (pvcd defines it too)
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,6 @@ def render_qemu_conf(p: LibvirtParams) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_ceph_secret(secret_uuid: str) -> str:
-    """The libvirt secret that holds client.libvirt's Ceph key; RBD disks name it by UUID."""
-    return (
-        "<secret ephemeral='no' private='yes'>\n"
-        f"  <uuid>{secret_uuid}</uuid>\n"
-        "  <usage type='ceph'><name>client.libvirt</name></usage>\n"
-        "</secret>\n"
-    )
-
-
 def host_uuid(fsid: str, node_name: str) -> str:
     """A stable, per-node libvirt host UUID (live migration refuses two hosts with the same one)."""
     return str(uuid.uuid5(uuid.UUID(fsid), f"libvirt-host/{node_name}"))
@@ -100,19 +92,9 @@ def step(ctx: Context) -> str:
         return True
 
     wait_for("libvirtd to answer", answers, 180, 1.0, log=lambda: units.journal(UNIT))
-    sid = ctx.secrets.libvirt_secret_uuid
-    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
-        f.write(render_ceph_secret(sid))
-        f.flush()
-        run("virsh", "-c", "qemu:///system", "secret-define", f.name)
-    run(
-        "virsh",
-        "-c",
-        "qemu:///system",
-        "secret-set-value",
-        "--secret",
-        sid,
-        "--base64",
-        ctx.secrets.ceph_keys["client.libvirt"],
-    )
+    conn = libvirt_api.open("qemu:///system")
+    try:
+        sid = rbddisk.define_secret(conn, ctx.join_key)
+    finally:
+        conn.close()
     return f"listening on {p.listen_address}:{p.tcp_port}, Ceph secret {sid}"
