@@ -54,8 +54,14 @@ def accelerator() -> str:
     return "kvm"
 
 
+# QEMU's default CPU model (qemu64, the quickest under TCG) plus what Debian's Ceph needs: its erasure-code plugins
+# pick an SSE3 build when CPUID says SSE3 and that build uses SSSE3 (pshufb): ceph-mon dies of SIGILL in
+# gf_init_hard() on plain qemu64. With SSE4.1/4.2 and PCLMULQDQ it picks its SSE4 build, which TCG runs.
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+pclmulqdq"
+
+
 def accel_args(accel: str) -> list[str]:
-    return ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi"]
+    return ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", TCG_CPU]
 
 
 def _upstream(cfg) -> tuple[str, ipaddress.IPv4Network]:  # type: ignore[no-untyped-def]
@@ -180,6 +186,7 @@ def dnsmasq_conf(pxe_dir: Path, bridge: str, gateway: str, prefix_len: int, firs
             f"dhcp-leasefile={pxe_dir / 'dnsmasq.leases'}",
             "dhcp-authoritative",
             "log-dhcp",
+            "log-facility=-",  # to stderr, i.e. pxe.log
             "enable-tftp",
             f"tftp-root={pxe_dir / 'tftp'}",
             # iPXE (qemu's NIC ROM under SeaBIOS, or ipxe.efi) gets the lab's script over HTTP; a UEFI PXE client
