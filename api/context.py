@@ -33,6 +33,7 @@ class Context:
     zk_hosts: str
     zk_password: str
     ceph_conf: str = "/etc/ceph/ceph.conf"
+    ceph_name: str = "client.admin"
 
     def __post_init__(self) -> None:
         self._ceph = None
@@ -85,7 +86,7 @@ class Context:
 
                 if not os.path.exists(self.ceph_conf):
                     raise ClusterNotReady(f"no Ceph configuration at {self.ceph_conf}")
-                cluster = rados.Rados(conffile=self.ceph_conf)
+                cluster = rados.Rados(conffile=self.ceph_conf, name=self.ceph_name)
                 try:
                     cluster.connect(timeout=10)
                 except rados.Error as exc:
@@ -140,4 +141,5 @@ def from_environment() -> Context:
         zk_hosts=os.environ.get("PVC_ZOOKEEPER") or zkform.hosts(cfg),
         zk_password=zookeeper_password(join_key),
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
+        ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
     )

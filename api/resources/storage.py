@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import falcon
 import rados
+import rbd
 
 from pvc.api.context import Context
-from pvc.api.errors import ClusterNotReady
 from pvc.api.models import (
     DownloadQuery,
     OsdAdd,
@@ -44,7 +44,7 @@ from pvc.api.resources.nodes import wait_task
 from pvc.api.spec import RequestInvalid, operation
 from pvc.nodeos.state import actions
 from pvc.nodeos.storage import osds, pools, status, volumes
-from pvc.nodeos.storage.ceph import Invalid, Unavailable
+from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, StorageError, Unavailable
 
 T = TypeVar("T")
 CHUNK = 1024 * 1024
@@ -61,9 +61,22 @@ class Resource:
         cluster = self.ctx.ceph()
         try:
             return op(cluster)
+        except rbd.Error as exc:  # what the layer did not foresee: still a storage answer, not a 500
+            kind = {
+                rbd.InvalidArgument: Invalid,
+                rbd.ImageNotFound: NotFound,
+                rbd.ImageExists: Exists,
+                rbd.ImageBusy: Refused,
+                rbd.ImageHasSnapshots: Refused,
+            }.get(type(exc), StorageError)
+            raise kind(f"Ceph refused: {exc}") from None
         except rados.Error as exc:
-            if isinstance(exc, rados.ObjectNotFound | rados.ObjectExists | rados.PermissionError):
-                raise
+            if isinstance(exc, rados.ObjectNotFound):
+                raise NotFound(f"Ceph: {exc}") from None
+            if isinstance(exc, rados.ObjectExists):
+                raise Exists(f"Ceph: {exc}") from None
+            if isinstance(exc, rados.PermissionError):
+                raise Refused(f"Ceph denied it to this API's Ceph user: {exc}") from None
             self.ctx.drop_ceph()
             raise Unavailable(f"Ceph did not answer: {exc}") from None
 
@@ -121,12 +134,17 @@ class StatusResource(Resource):
         errors=(),
         tags=TAGS,
         description="Read from ZooKeeper (the primary refreshes it every keepalive interval), so it answers "
-        "fast even when Ceph is slow. `updated` says when it was measured. 503 before the first measurement.",
+        "fast even when Ceph is slow. `updated` says when it was measured; health is `unknown` (updated 0) "
+        "before the first measurement and `unreachable` when the primary cannot reach Ceph.",
     )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> StorageStatus:
         found = status.read(self.ctx.ready_state())
         if found is None:
-            raise ClusterNotReady("no storage status yet: the primary coordinator writes it every keepalive interval")
+            return StorageStatus(
+                health="unknown",
+                checks={"NO_MEASUREMENT": "not measured yet: the primary coordinator does it every keepalive interval"},
+                updated=0,
+            )
         return found
 
 
@@ -160,6 +178,7 @@ class PoolResource(Resource):
         summary="Change a pool's size (copies), min_size or quota",
         body=PoolChange,
         response=PoolView,
+        errors=(404, 409),
         tags=TAGS,
         description="Without min_size, a new size sets min_size to size - 1 (at least 1).",
     )
@@ -375,8 +394,6 @@ class SnapshotResource(Resource):
         for snap in snaps:
             if snap.name == snapshot:
                 return snapshot_view(snap)
-        from pvc.nodeos.storage.ceph import NotFound
-
         raise NotFound(f"no snapshot {pool}/{volume}@{snapshot}")
 
     @operation(
@@ -489,6 +506,7 @@ class OsdStateResource(Resource):
         summary="Mark an OSD in (takes data) or out (its data moves away)",
         body=OsdStateChange,
         response=OsdView,
+        errors=(404, 409),
         tags=TAGS,
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, osd: str, body: OsdStateChange) -> OsdView:

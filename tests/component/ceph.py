@@ -127,6 +127,10 @@ class Ceph:
         self.admin_keyring.write_text(
             cephform.render_keyring({"client.admin": self.secrets.ceph_keys["client.admin"]}, cephform.CAPS)
         )
+        self.libvirt_keyring = workdir / "etc" / "ceph.client.libvirt.keyring"  # found by [client] keyring
+        self.libvirt_keyring.write_text(
+            cephform.render_keyring({"client.libvirt": self.secrets.ceph_keys["client.libvirt"]}, {})
+        )
         self.nosd = osds
         self.mgr = mgr
         self.procs: list[Proc] = []

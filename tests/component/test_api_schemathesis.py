@@ -10,8 +10,10 @@ from pathlib import Path
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
-def test_schemathesis_finds_no_failures(runtime, tmp_path):
-    """Against real pvcd nodes, so that requests that wait (flush, primary) can finish.
+def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
+    """Against real pvcd nodes, so that requests that wait (flush, primary) can finish, and a real Ceph for the
+    storage routes — as client.libvirt (profile rbd), so fuzzed requests cannot mark OSDs out or change pools
+    that other tests use (those are answered 409: denied).
 
     positive_data_acceptance is left out: it expects every schema-valid body to be accepted, but a VM's libvirt
     XML is a string whose well-formedness JSON Schema cannot express (it is answered with a documented 400).
@@ -21,7 +23,13 @@ def test_schemathesis_finds_no_failures(runtime, tmp_path):
     from tests.component.cluster import JOIN_KEY
     from tests.component.conftest import PORT_BASE
 
-    api = ApiServer(tmp_path, runtime.dir / "cluster.toml", f"127.0.0.1:{runtime.zk_host_port}", PORT_BASE + 4)
+    api = ApiServer(
+        tmp_path,
+        runtime.dir / "cluster.toml",
+        f"127.0.0.1:{runtime.zk_host_port}",
+        PORT_BASE + 4,
+        env={"PVC_CEPH_CONF": str(ceph.conf), "PVC_CEPH_NAME": "client.libvirt"},
+    )
     try:
         api.wait_ready()
         run_schemathesis(api.url, initial_api_key(JOIN_KEY), tmp_path)
