@@ -62,10 +62,14 @@ def read_lab() -> dict:
 
 
 def power() -> dict:
-    try:
-        return json.loads((LAB_DIR / "power.json").read_text())["nodes"]
-    except (OSError, ValueError, KeyError):
-        return {}
+    """node -> {power, nspawn_pid, init_pid, updated}, as each node's supervisor last wrote it."""
+    out = {}
+    for path in LAB_DIR.glob("*/power.json"):
+        try:
+            out[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def load_config(path: Path) -> ClusterFile:
@@ -208,14 +212,15 @@ def up(
         lab["nodes"].append(entry)
         _save(lab)
     log = open(LAB_DIR / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
-    sup = subprocess.Popen(
-        [sys.executable, "-m", "pvc.installer.labsupervisor", str(LAB_DIR)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    lab["supervisor_pid"] = sup.pid
+    for entry in lab["nodes"]:  # one supervisor (BMC + power) per node
+        sup = subprocess.Popen(
+            [sys.executable, "-m", "pvc.installer.labsupervisor", str(LAB_DIR), entry["name"]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        entry["supervisor_pid"] = sup.pid
     fwd = subprocess.Popen(
         [
             "socat",
@@ -361,10 +366,11 @@ def wait_formed(lab: dict, timeout: float, say, until: str | None = None) -> Non
 # -- down ------------------------------------------------------------------------------------------------------------
 def down(say=click.echo) -> None:  # type: ignore[no-untyped-def]
     lab = read_lab()
-    for key in ("forward_pid", "supervisor_pid"):
-        pid = lab.get(key)
-        if pid:
-            _kill_group(pid, signal.SIGTERM if key == "supervisor_pid" else signal.SIGKILL)
+    if lab.get("forward_pid"):
+        _kill_group(lab["forward_pid"], signal.SIGKILL)
+    for pid in [lab.get("supervisor_pid"), *(entry.get("supervisor_pid") for entry in lab["nodes"])]:
+        if pid:  # (a lab.json from before one supervisor per node kept a single one at the top)
+            _kill_group(pid, signal.SIGTERM)
     for info in power().values():  # anything the supervisor did not get to
         for key in ("init_pid", "nspawn_pid"):
             if info.get(key):
@@ -385,6 +391,9 @@ def down(say=click.echo) -> None:  # type: ignore[no-untyped-def]
         subprocess.run(["losetup", "-d", loop], capture_output=True)
     keep = LAB_DIR.parent / (LAB_DIR.name + ".last")
     shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True, exist_ok=True)
+    if (LAB_DIR / "supervisor.log").exists():
+        shutil.copy(LAB_DIR / "supervisor.log", keep / "supervisor.log")
     for node in lab["nodes"]:  # keep the consoles of the last lab for a post-mortem
         (keep / node["name"]).mkdir(parents=True, exist_ok=True)
         src = Path(node["console_log"])

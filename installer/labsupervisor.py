@@ -3,7 +3,7 @@
 pyghmi's BMC server, reachable by ipmitool from the nodes and the host) whose power commands start and hard-stop
 that node, and records power state in the lab folder.
 
-    python -m pvc.installer.labsupervisor LABDIR
+    python -m pvc.installer.labsupervisor LABDIR NODE
 """
 
 from __future__ import annotations
@@ -72,58 +72,60 @@ def make_machine(lab: dict, node: dict):  # type: ignore[no-untyped-def]  # Cont
 
 
 class Supervisor:
-    def __init__(self, labdir: Path) -> None:
+    """One node's power: its BMC and its machine. One process per node (pyghmi's server keeps global session
+    state, and one stuck handler must not take every node's BMC with it)."""
+
+    def __init__(self, labdir: Path, name: str) -> None:
         self.labdir = labdir
         self.lab = json.loads((labdir / "lab.json").read_text())
-        self.bmcs: dict[str, NodeBmc] = {}
-        for node in self.lab["nodes"]:
-            machine = make_machine(self.lab, node)
-            b = node["bmc"]
-            self.bmcs[node["name"]] = NodeBmc(self, machine, b["username"], b["password"], b["address"], b["port"])
+        node = next(n for n in self.lab["nodes"] if n["name"] == name)
+        self.name = name
+        b = node["bmc"]
+        self.bmc = NodeBmc(self, make_machine(self.lab, node), b["username"], b["password"], b["address"], b["port"])
 
     def record(self, event: str = "") -> None:
+        machine = self.bmc.container
         state = {
-            name: {
-                "power": bmc_.get_power_state(),
-                "nspawn_pid": bmc_.container.proc.pid if bmc_.container.running() else None,
-                "init_pid": bmc_.container.init_pid(),
-            }
-            for name, bmc_ in self.bmcs.items()
+            "power": self.bmc.get_power_state(),
+            "nspawn_pid": machine.proc.pid if machine.running() else None,
+            "init_pid": machine.init_pid(),
+            "updated": time.time(),
         }
-        tmp = self.labdir / ".power.json"
-        tmp.write_text(json.dumps({"updated": time.time(), "nodes": state, "event": event}))
-        tmp.replace(self.labdir / "power.json")
+        path = power_file(self.labdir, self.name)
+        tmp = path.with_name("." + path.name)
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
         if event:
             print(f"{time.strftime('%H:%M:%S')} {event}", flush=True)
 
     def run(self) -> None:
-        for bmc_ in self.bmcs.values():
-            threading.Thread(target=bmc_.listen, daemon=True).start()
-        for bmc_ in self.bmcs.values():
-            bmc_.power_on()
-        while True:  # nodes that rebooted or powered themselves off from inside, and init PIDs once they exist
+        threading.Thread(target=self.bmc.listen, daemon=True).start()
+        self.bmc.power_on()
+        while True:  # a node that rebooted from inside, and its init PID once it exists
             time.sleep(1)
-            for name, bmc_ in self.bmcs.items():
-                proc = bmc_.container.proc
-                if proc is not None and proc.poll() == REBOOT_EXIT:
-                    with bmc_.lock:
-                        bmc_.container.proc = None
-                        bmc_.container.start()
-                    self.record(f"{name}: rebooted")
+            proc = self.bmc.container.proc
+            if proc is not None and proc.poll() == REBOOT_EXIT:
+                with self.bmc.lock:
+                    self.bmc.container.proc = None
+                    self.bmc.container.start()
+                self.record(f"{self.name}: rebooted")
             self.record()
 
     def stop(self) -> None:
-        for bmc_ in self.bmcs.values():
-            bmc_.container.power_off()
-        self.record("lab down: every node powered off")
+        self.bmc.container.power_off()
+        self.record(f"{self.name}: powered off (lab down)")
+
+
+def power_file(labdir: Path, name: str) -> Path:
+    return labdir / name / "power.json"
 
 
 def main() -> None:
     from pyroute2 import netns
 
-    labdir = Path(sys.argv[1])
-    netns.setns(json.loads((labdir / "lab.json").read_text())["lab_ns"])  # the BMCs listen on the lab's network
-    sup = Supervisor(labdir)
+    labdir, name = Path(sys.argv[1]), sys.argv[2]
+    netns.setns(json.loads((labdir / "lab.json").read_text())["lab_ns"])  # the BMC listens on the lab's network
+    sup = Supervisor(labdir, name)
 
     def end(*_: object) -> None:
         sup.stop()

@@ -6,6 +6,8 @@ cluster network is private to the cluster (as in the original PVC). Migration tr
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ class LibvirtParams:
     host_uuid: str
     run_as_root: bool = False  # component tests and hosts without the libvirt-qemu user
     tcp_port: int = 16509
+    cgroups: bool = True  # False inside a container (the lab), whose cgroup controllers are read-only
 
 
 def params_for(cfg: ClusterFile, node: Node, host_uuid: str) -> LibvirtParams:
@@ -55,6 +58,8 @@ def render_qemu_conf(p: LibvirtParams) -> str:
         f'migration_host = "{p.listen_address}"',
         'stdio_handler = "file"',
     ]
+    if not p.cgroups:
+        lines.append("cgroup_controllers = [ ]")
     if p.run_as_root:
         lines += [
             'user = "root"',
@@ -71,12 +76,18 @@ def host_uuid(fsid: str, node_name: str) -> str:
     return str(uuid.uuid5(uuid.UUID(fsid), f"libvirt-host/{node_name}"))
 
 
+def in_container() -> bool:
+    return subprocess.run(["systemd-detect-virt", "--container", "--quiet"], capture_output=True).returncode == 0
+
+
 # -- on the node ---------------------------------------------------------------------------------------------------
 UNIT = "pvc-libvirtd.service"
 
 
 def step(ctx: Context) -> str:
     p = params_for(ctx.cfg, ctx.node, host_uuid(ctx.secrets.ceph_fsid, ctx.node.name))
+    if in_container():
+        p = dataclasses.replace(p, cgroups=False)
     changed = write("/etc/libvirt/libvirtd.conf", render_libvirtd_conf(p))
     changed |= write("/etc/libvirt/qemu.conf", render_qemu_conf(p))
     Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)

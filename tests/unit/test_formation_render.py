@@ -126,3 +126,18 @@ def test_steps_per_role():
     assert names[coord.name][:4] == ["data", "system", "network", "zookeeper"] and names[coord.name][-1] == "api"
     assert "zookeeper" not in names[hyper.name] and "ceph-mon" not in names[hyper.name]
     assert "zookeeper-client" in names[hyper.name] and names[hyper.name][-1] == "pvcd"
+
+
+def test_libvirt_leaves_cgroups_alone_only_in_a_container():
+    from pvc.nodeos.formation import libvirt
+
+    cfg = cfg_of("lab-3node")
+    p = libvirt.params_for(cfg, cfg.nodes[0], libvirt.host_uuid("b55546b4-ced0-4e34-a267-f228b5982707", "node1"))
+    assert "cgroup_controllers" not in libvirt.render_qemu_conf(p)
+    assert 'migration_address = "198.51.100.11"' in libvirt.render_qemu_conf(p)
+    import dataclasses
+
+    assert "cgroup_controllers = [ ]" in libvirt.render_qemu_conf(dataclasses.replace(p, cgroups=False))
+    assert libvirt.host_uuid("b55546b4-ced0-4e34-a267-f228b5982707", "node1") != libvirt.host_uuid(
+        "b55546b4-ced0-4e34-a267-f228b5982707", "node2"
+    )
