@@ -1,0 +1,119 @@
+"""The lab's `vm` backend boots the real boot media in QEMU: the USB image under UEFI forms a 1-node cluster; the same
+image under BIOS, and over PXE (SeaBIOS + qemu's iPXE ROM, the lab's dnsmasq and HTTP server), gets far enough that
+the node has found itself in cluster.toml and created and mounted PVCDATA.
+
+TCG on the development machines (their /dev/kvm is a nested PVM host that hangs a stock kernel): about a minute to
+userspace, several minutes to a formed node. Each test has its own lab folder, namespace and API port, so the
+container-lab tests can run in the same session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.system.labctl import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "pvcvm"
+API_PORT = 17381
+FORM_TIMEOUT = 1500  # seconds: a whole formation under TCG (measured ~7-9 min on 2 shared cores)
+BOOT_TIMEOUT = 600  # seconds: to the data step under TCG (measured ~1.5-2.5 min)
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")
+
+
+@pytest.fixture
+def vmlab(image, tmp_path):
+    """A factory: vmlab(boot, *args) runs `pvc-lab up --backend vm --boot BOOT ...`; the lab is always downed."""
+    lab = Lab(tmp_path / "lab", NS, API_PORT, tmp_path / "client")
+    lab.run("down", check=False)
+    used = []
+
+    def up(boot: str, *args: str, timeout: float) -> tuple[Lab, float]:
+        used.append(lab)
+        started = time.monotonic()
+        out = lab.run(
+            "up",
+            *("--backend", "vm", "--nodes", "1", "--boot", boot, "--api-port", str(API_PORT)),
+            *("--squashfs", str(image.squashfs), "--timeout", str(timeout), *args),
+            timeout=timeout + 300,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+        print(out.stdout, out.stderr)
+        if out.returncode != 0:
+            raise AssertionError(f"pvc-lab up --boot {boot} failed:\n{out.stdout}\n{out.stderr}")
+        print(f"vm lab, boot {boot}: up returned after {elapsed:.0f} s")
+        return lab, elapsed
+
+    yield up
+    if used:
+        print(lab.run("down", check=False).stdout)
+        leftovers = subprocess.run(["pgrep", "-f", f"{tmp_path}/lab"], capture_output=True, text=True).stdout.split()
+        assert not leftovers, f"processes of the lab left after down: {leftovers}"
+        assert NS not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+
+
+def user_key(tmp_path: Path) -> tuple[Path, Path]:
+    """examples/lab-vm-1node.toml with a fresh ssh key for its [[users]] admin: the way an administrator reaches a vm
+    node (pvc-lab ssh --identity)."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    pub = (tmp_path / "id_ed25519.pub").read_text().strip()
+    text = (REPO / "examples" / "lab-vm-1node.toml").read_text()
+    start = text.index("ssh_keys = [")
+    end = text.index("]", start) + 1
+    config = tmp_path / "cluster.toml"
+    config.write_text(text[:start] + f'ssh_keys = ["{pub}"]' + text[end:])
+    return config, key
+
+
+def data_done(lab: Lab, node: str = "node1") -> str:
+    console = lab.since_power_on(node)
+    assert "config from PVCCONFIG" in console or "config from" in console
+    assert "this is node 'node1'" in console
+    line = next(line for line in console.splitlines() if "] data: done" in line)
+    assert "PVCDATA" in line and "mounted on" in line, line
+    return line
+
+
+def test_usb_uefi_forms_a_one_node_cluster(vmlab, tmp_path):
+    config, key = user_key(tmp_path)
+    lab, elapsed = vmlab("usb-uefi", "--config", str(config), timeout=FORM_TIMEOUT)
+    console = lab.since_power_on("node1")
+    assert "PVC-FORMATION-DONE node=node1 steps=15" in console
+    assert "BdsDxe" in console or "UEFI" in console  # OVMF, not SeaBIOS, booted it
+    data_done(lab)
+    status = lab.status()
+    assert status["backend"] == "vm" and status["nodes"][0]["formed"], status
+    with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/api/v1/health", timeout=30) as resp:
+        health = json.loads(resp.read())
+    assert resp.status == 200, health
+    out = lab.run("ssh", "--identity", str(key), "node1", "--", "findmnt", "-no", "FSTYPE,OPTIONS", "/")
+    assert out.stdout.startswith("overlay"), out.stdout
+    whoami = lab.run("ssh", "--identity", str(key), "node1", "--", "id", "-un").stdout.strip()
+    assert whoami == "admin"
+    print(f"usb-uefi: formed in {elapsed:.0f} s (pvc-lab up to PVC-FORMATION-DONE)")
+
+
+def test_usb_bios_finds_itself_and_mounts_pvcdata(vmlab):
+    lab, elapsed = vmlab("usb-bios", "--until", "data", timeout=BOOT_TIMEOUT)
+    console = lab.since_power_on("node1")
+    assert "SYSLINUX" in console or "syslinux" in console.lower()  # SeaBIOS booted syslinux from the stick
+    print(f"usb-bios: data done after {elapsed:.0f} s: {data_done(lab)}")
+
+
+def test_pxe_bios_finds_itself_and_mounts_pvcdata(vmlab):
+    lab, elapsed = vmlab("pxe-bios", "--until", "data", timeout=BOOT_TIMEOUT)
+    console = lab.since_power_on("node1")
+    assert "fetch=http://" in console  # the kernel came over the network, live-boot fetched the root over HTTP
+    pxe_log = (lab.labdir / "pxe" / "pxe.log").read_text(errors="replace")
+    assert "GET /filesystem.squashfs" in pxe_log and "DHCPACK" in pxe_log
+    print(f"pxe-bios: data done after {elapsed:.0f} s: {data_done(lab)}")
