@@ -6,9 +6,12 @@ devices as disks; checks run on the nodes with testinfra through `pvc-lab ssh`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +202,93 @@ def test_reboot_rejoins_without_reforming(lab):
     assert lab.wait(
         "3 OSDs up again", lambda: lab.json("node1", "ceph osd stat -f json 2>/dev/null")["num_up_osds"] == 3, 120
     )
+
+
+# -- day two in the lab: a VM on an uploaded RBD volume, live migration, and a node's power loss ---------------------
+VM_XML = (
+    "<domain type='qemu'><name>labvm</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os><on_poweroff>destroy</on_poweroff>"
+    "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+    "<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>"
+    "<source protocol='rbd' name='vms/labdisk'/><target dev='vda' bus='virtio'/></disk>"
+    "<serial type='pty'/><console type='pty'/><memballoon model='none'/></devices></domain>"
+)
+SCENARIO: dict = {}
+
+
+def api_json(lab: Lab, *args: str) -> Any:
+    """A `pvc -c lab ... --format json` answer; retried while the API moves to a new primary (seconds)."""
+
+    def answer() -> Any:
+        out = lab.pvc(*args, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    return lab.wait(f"pvc {' '.join(args)}", answer, 60, interval=1.0)
+
+
+def vm(lab: Lab) -> dict:
+    return api_json(lab, "vm", "info", "labvm")
+
+
+def running_on(lab: Lab) -> list[str]:
+    """Where libvirt itself says the domain runs, asked on every powered node (the double-run check)."""
+    power = {n: json.loads((lab.labdir / n / "power.json").read_text()) for n in NODES}
+    return [
+        n
+        for n in NODES
+        if power[n]["power"] == "on"
+        and lab.sh(n, "virsh -c qemu:///system domstate labvm 2>/dev/null || true", check=False).strip() == "running"
+    ]
+
+
+def test_uploaded_volume_vm_starts_and_live_migrates(lab, tmp_path):
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(range(256)) * 4096 * 32)  # 32 MiB with a recognisable pattern
+    SCENARIO["sum"] = hashlib.sha256(disk.read_bytes()).hexdigest()
+    up = lab.pvc("storage", "volume", "upload", "vms", "labdisk", str(disk), "--quiet", timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    xml = tmp_path / "labvm.xml"
+    xml.write_text(VM_XML)
+    defined = lab.pvc("vm", "define", str(xml))
+    assert defined.returncode == 0, defined.stderr
+    started = lab.pvc("vm", "start", "labvm", "--wait", timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    first = vm(lab)
+    assert first["running"] == "running"
+    assert running_on(lab) == [first["running_on"]]
+    target = next(n for n in NODES if n != first["running_on"])
+    moved = lab.pvc("vm", "migrate", "labvm", "--target", target, "--wait", timeout=300)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert lab.wait("labvm running on " + target, lambda: vm(lab)["running_on"] == target, 60)
+    assert running_on(lab) == [target]
+    log = lab.sh(target, "grep -h -i migrat /var/log/libvirt/qemu/labvm.log | tail -3 || true", check=False)
+    print(log)
+
+
+def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):
+    assert "sum" in SCENARIO, "test_uploaded_volume_vm_starts_and_live_migrates must run first"
+    victim = vm(lab)["running_on"]
+    killed = lab.run("kill", victim)
+    assert "Down/Off" in killed.stdout or "off" in killed.stdout.lower(), killed.stdout
+    seen: list[list[str]] = []
+
+    def recovered() -> str | None:
+        where = running_on(lab)
+        seen.append(where)
+        assert len(where) <= 1, f"labvm runs on {where} at once"
+        return where[0] if where and where[0] != victim else None
+
+    new_home = lab.wait("labvm running on another node", recovered, 180, interval=1.0)
+    assert new_home != victim
+    nodes = api_json(lab, "node", "list")
+    dead = next(n for n in nodes if n["name"] == victim)
+    assert dead["daemon_state"] in ("dead", "fenced") and dead["fence"] is not None, dead
+    assert (
+        lab.sh(new_home, "rbd export --no-progress vms/labdisk - 2>/dev/null | sha256sum").split()[0] == SCENARIO["sum"]
+    )
+    lab.run("start", victim)  # back through its BMC: it must not start the VM it lost
+    lab.wait(f"{victim} formed again", lambda: "PVC-FORMATION-DONE" in lab.since_power_on(victim), 300)
+    for _ in range(10):
+        assert running_on(lab) == [new_home]
+        time.sleep(1)

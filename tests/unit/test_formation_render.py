@@ -141,3 +141,12 @@ def test_libvirt_leaves_cgroups_alone_only_in_a_container():
     assert libvirt.host_uuid("b55546b4-ced0-4e34-a267-f228b5982707", "node1") != libvirt.host_uuid(
         "b55546b4-ced0-4e34-a267-f228b5982707", "node2"
     )
+
+
+def test_gratuitous_arp_frame():
+    from pvc.nodeos.netif import garp_frame
+
+    frame = garp_frame(bytes.fromhex("525400000001"), "192.0.2.250")
+    assert len(frame) == 42 and frame[:6] == b"\xff" * 6 and frame[12:14] == b"\x08\x06"
+    assert frame[20:22] == b"\x00\x01"  # request
+    assert frame[28:32] == frame[38:42] == bytes([192, 0, 2, 250])  # sender = target: an announcement
