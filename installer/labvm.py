@@ -203,11 +203,14 @@ def dnsmasq_conf(pxe_dir: Path, bridge: str, gateway: str, prefix_len: int, firs
 
 def lab_ipxe(gateway: str) -> str:
     """The lab's entry script: where the image's files are, then the image's own boot.ipxe. BOOTIF tells live-boot
-    which NIC to bring up for fetching the squashfs (the other NICs have no DHCP)."""
+    which NIC to bring up for fetching the squashfs (the other NICs have no DHCP). Under UEFI, iPXE hands the initrd
+    to the kernel's EFI stub as a file, which the stub loads only when `initrd=NAME` is on the command line (without
+    it: "VFS: Unable to mount root fs"); under BIOS the argument is ignored."""
     return (
         "#!ipxe\n"
         f"set base http://{gateway}:{PXE_HTTP_PORT}\n"
         "set pvc_args BOOTIF=01-${netX/mac:hexhyp}\n"
+        "iseq ${platform} efi && set pvc_args ${pvc_args} initrd=initrd.img ||\n"
         "chain ${base}/boot.ipxe\n"
     )
 
