@@ -37,6 +37,7 @@ DEFAULT_CONFIGS = {1: REPO / "examples" / "lab-1node.toml", 3: REPO / "examples"
 DEFAULT_VM_CONFIGS = {1: REPO / "examples" / "lab-vm-1node.toml", 3: REPO / "examples" / "lab-vm-3node.toml"}
 DATA_DISK_SIZE = 8 * 1024**3
 OSD_DISK_SIZE = 12 * 1024**3
+SPARE_DISK_SIZE = 8 * 1024**3
 CONFIG_DISK_SIZE = 16 * 1024**2
 DONE = "PVC-FORMATION-DONE"
 FAILED = "PVC-FORMATION-FAILED"
@@ -198,6 +199,10 @@ def up(
         data_loop = losetup(ndir / "data.img")
         lab["loops"].append(data_loop)
         binds.append((data_loop, f"/dev/disk/by-id/virtio-pvc-data-{node.name}"))
+        sparse(ndir / "spare0.img", SPARE_DISK_SIZE)  # blank, for trying `pvc storage osd add`
+        spare = losetup(ndir / "spare0.img")
+        lab["loops"].append(spare)
+        binds.append((spare, f"/dev/disk/by-id/virtio-pvc-spare0-{node.name}"))
         for i, _ in enumerate(node.osds):
             loop = losetup(ndir / f"osd{i}.img")
             lab["loops"].append(loop)

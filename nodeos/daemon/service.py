@@ -21,6 +21,7 @@ from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer
 from pvc.nodeos.daemon.flush import FlushController
 from pvc.nodeos.daemon.keepalive import KeepaliveLoop
+from pvc.nodeos.daemon.osdadd import OsdRequests
 from pvc.nodeos.daemon.storage import StorageAgent
 from pvc.nodeos.daemon.virt import Virt
 from pvc.nodeos.daemon.vms import VmController
@@ -40,6 +41,7 @@ class Options:
     zookeeper: str | None = None  # default: the coordinators' cluster IPs
     libvirt_uri: str = "qemu:///system"
     migration_uri: str = "qemu+tcp://{ip}/system"  # {ip}: the target's cluster IP
+    osd_requests: bool = True  # act on `pvc storage osd add` (off where no systemd runs the OSDs: component tests)
     ceph_conf: str = "/etc/ceph/ceph.conf"  # with the client.admin keyring it names (or the default one)
 
 
@@ -86,6 +88,7 @@ class Daemon:
         self.fencer = Fencer(self)
         self.storage = StorageAgent(self, opts.ceph_conf)
         self.fencer.before_restart.append(self.storage.break_locks)
+        self.osd_requests = OsdRequests(self)
         self.console = ConsoleTailer(self, Path(opts.state_dir) / "console")
         self.election = Election(self) if self.node.coordinator else None
 
@@ -149,6 +152,8 @@ class Daemon:
         if self.election:
             self.election.start()
         self.storage.start()
+        if self.opts.osd_requests and self.storage.configured():
+            self.osd_requests.start()
         interval = self.cfg.timers.keepalive_interval
         next_tick = time.monotonic() + interval
         while not self.stopping.wait(max(0.0, next_tick - time.monotonic())):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvc.config.schema import ClusterFile
+from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
 from pvc.nodeos.boot import disks
 from pvc.nodeos.formation import units
@@ -220,14 +220,15 @@ def bluestore_label(dev: str) -> dict | None:
         return None
 
 
-def osd_disks(ctx: Context) -> list[str]:
-    """The devices the node's `osds` selectors pick (the PVCDATA disk left out); StepFailed if one picks none."""
-    selectors = [*ctx.node.osds, ctx.node.data_disk]
-    found = disks.scan(selectors)
+def osd_disks(ctx: Context, selectors: list[OsdDisk] | None = None) -> list[str]:
+    """The devices the selectors (default: the node's `osds`) pick, the PVCDATA disk left out; StepFailed if one
+    picks none."""
+    selectors = list(ctx.node.osds) if selectors is None else selectors
+    found = disks.scan([*selectors, ctx.node.data_disk])
     data_disk = next(iter(disks.select(ctx.node.data_disk, found)), None)
     used = {data_disk.dev} if data_disk else set()
     out = []
-    for i, sel in enumerate(ctx.node.osds):
+    for i, sel in enumerate(selectors):
         hits = [d for d in disks.select(sel, found) if d.dev not in used]
         if not hits:
             raise StepFailed(f"nodes '{ctx.node.name}' osds[{i}] ({disks.describe(sel)}) matches no disk")
@@ -302,7 +303,14 @@ def data_signatures(dev: str) -> list[str]:
 
 
 def osd_step(ctx: Context) -> str:
-    ids = [prepare_osd(ctx, dev) for dev in osd_disks(ctx)]
+    ids = ensure_osds(ctx, osd_disks(ctx))
+    return "osd." + ", osd.".join(map(str, ids))
+
+
+def ensure_osds(ctx: Context, devices: list[str], timeout: float = 600) -> list[int]:
+    """Create or adopt an OSD on each device, run it, and wait until all are up (formation, and pvcd for
+    `pvc storage osd add`)."""
+    ids = [prepare_osd(ctx, dev) for dev in devices]
     for osd_id in ids:
         unit = f"pvc-ceph-osd@{osd_id}.service"
         changed = units.install(
@@ -320,11 +328,11 @@ def osd_step(ctx: Context) -> str:
     wait_for(
         f"OSD(s) {', '.join(map(str, ids))} to be up",
         all_up,
-        600,
+        timeout,
         2.0,
         log=lambda: "".join(units.journal(f"pvc-ceph-osd@{i}.service") for i in ids),
     )
-    return "osd." + ", osd.".join(map(str, ids))
+    return ids
 
 
 def pools_step(ctx: Context) -> str:

@@ -204,6 +204,18 @@ def test_reboot_rejoins_without_reforming(lab):
     )
 
 
+def test_osd_add_on_a_spare_disk(lab):
+    out = lab.pvc("storage", "osd", "add", "node3", "--path", "/dev/disk/by-id/*pvc-spare*", "--wait", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    osdmap = lab.json("node1", "ceph osd stat -f json 2>/dev/null")
+    assert osdmap["num_osds"] == osdmap["num_up_osds"] == 4
+    tree = lab.json("node1", "ceph osd tree -f json 2>/dev/null")
+    node3 = next(n for n in tree["nodes"] if n["type"] == "host" and n["name"] == "node3")
+    assert len(node3["children"]) == 2
+    again = lab.pvc("storage", "osd", "add", "node2", "--path", "/dev/disk/by-id/*pvc-data*", "--wait", timeout=120)
+    assert again.returncode != 0 and "matches no disk" in again.stdout + again.stderr  # PVCDATA is never an OSD
+
+
 # -- day two in the lab: a VM on an uploaded RBD volume, live migration, and a node's power loss ---------------------
 VM_XML = (
     "<domain type='qemu'><name>labvm</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
