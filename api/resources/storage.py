@@ -456,7 +456,8 @@ class OsdsResource(Resource):
         errors=(404,),
         tags=TAGS,
         description="Formatting a disk is the node's own job: the request is recorded in ZooKeeper "
-        "(/pvc/storage/osd_requests) and the node's formation acts on it, reporting to the task returned.",
+        "(/pvc/storage/osd_requests) and pvcd on that node carries it out with formation's OSD code, reporting to the "
+        "task returned.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, body: OsdAdd) -> Task:
         state = self.ctx.ready_state()
