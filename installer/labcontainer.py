@@ -6,13 +6,12 @@ with loop devices as its disks, bound where a udev would have linked them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pvc.installer.labmachine import Machine
 
 
 @dataclass(frozen=True)
@@ -55,65 +54,27 @@ def children(pid: int) -> list[int]:
     return out
 
 
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(fd: int) -> None:
-    """setns(2) into the network namespace open at `fd` (Python 3.11 has no os.setns)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-class Container:
-    """One node. nspawn is started inside the node's own network namespace (setns in the child, not `ip netns
-    exec`, which would remount /sys and hide the host's cgroup mounts): nspawn mounts the node's /sys from the
+class Container(Machine):
+    """One node. nspawn starts inside the node's own network namespace: it mounts the node's /sys from the
     namespace it starts in, so anything else would show the node someone else's interfaces."""
 
     def __init__(self, spec: NodeSpec) -> None:
+        super().__init__(spec.name, spec.netns, spec.console_log)
         self.spec = spec
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> int:
-        if self.running():
-            return self.proc.pid  # type: ignore[union-attr]
-        log = open(self.spec.console_log, "ab")  # noqa: SIM115 - handed to the child
-        log.write(f"\n=== pvc-lab: power on {time.strftime('%H:%M:%S')} ===\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            nspawn_argv(self.spec),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=lambda: enter_netns(os.open(f"/run/netns/{self.spec.netns}", os.O_RDONLY)),
-        )
-        log.close()
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def argv(self) -> list[str]:
+        return nspawn_argv(self.spec)
 
     def init_pid(self) -> int | None:
         """PID (on the host) of the node's systemd."""
         if not self.running():
             return None
-        for child in children(self.proc.pid):  # type: ignore[union-attr]
-            return child
-        return None
+        return next(iter(children(self.proc.pid)), None)  # type: ignore[union-attr]
 
     def power_off(self) -> None:
-        """Hard power-off: SIGKILL the node's init (which ends its whole PID namespace) and nspawn."""
-        if self.proc is None:
-            return
+        """SIGKILL the node's init first, which ends its whole PID namespace at once, then nspawn."""
         init = self.init_pid()
         if init is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        with open(self.spec.console_log, "ab") as log:
-            log.write(f"\n=== pvc-lab: power off {time.strftime('%H:%M:%S')} ===\n".encode())
-        self.proc = None
+        super().power_off()

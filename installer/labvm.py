@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvc.installer.labcontainer import enter_netns
+from pvc.installer.labmachine import Machine, enter_netns
 from pvc.installer.labnet import LabError, tap_name
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -216,10 +216,7 @@ def lab_ipxe(gateway: str) -> str:
 
 
 def _in_netns(ns: str):  # type: ignore[no-untyped-def]
-    def enter() -> None:
-        enter_netns(os.open(f"/run/netns/{ns}", os.O_RDONLY))
-
-    return enter
+    return lambda: enter_netns(ns)
 
 
 def start_pxe(lab: dict, cfg, artifacts, labdir: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -311,45 +308,14 @@ class VmSpec:
     argv: tuple[str, ...]
 
 
-class VmNode:
+class VmNode(Machine):
     """One QEMU process; power on = start it, hard power off = SIGKILL it. A guest reboot is a reset inside the same
-    process; a guest power-off ends it (the BMC then reports power off)."""
+    process; a guest power-off ends it (the BMC then reports power off). init_pid is the QEMU process: there is no
+    guest PID on the host, and `pvc-lab ssh` uses ssh for vm nodes."""
 
     def __init__(self, lab: dict, node: dict) -> None:
+        super().__init__(node["name"], lab["lab_ns"], node["console_log"])
         self.spec = VmSpec(node["name"], lab["lab_ns"], node["console_log"], tuple(node["vm"]["argv"]))
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> int:
-        if self.running():
-            return self.proc.pid  # type: ignore[union-attr]
-        log = open(self.spec.console_log, "ab")  # noqa: SIM115 - handed to the child
-        log.write(f"\n=== pvc-lab: power on {time.strftime('%H:%M:%S')} ===\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            list(self.spec.argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_in_netns(self.spec.netns),
-        )
-        log.close()
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def init_pid(self) -> int | None:
-        """The QEMU process (there is no guest PID on the host: `pvc-lab ssh` uses ssh for vm nodes)."""
-        return self.proc.pid if self.running() else None  # type: ignore[union-attr]
-
-    def power_off(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        with open(self.spec.console_log, "ab") as log:
-            log.write(f"\n=== pvc-lab: power off {time.strftime('%H:%M:%S')} ===\n".encode())
-        self.proc = None
+    def argv(self) -> list[str]:
+        return list(self.spec.argv)
