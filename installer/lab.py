@@ -241,7 +241,48 @@ def up(
     _save(lab)
     register_connection(cfg, config, api_port)
     say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at http://127.0.0.1:{api_port} (connection 'lab')")
+    started = time.monotonic()
     wait_formed(lab, timeout, say, until)
+    if until is None:
+        key = initial_key(cfg, config)
+        wait_healthy(api_port, key, max(60.0, timeout - (time.monotonic() - started)), say)
+
+
+def initial_key(cfg: ClusterFile, config: Path) -> str:
+    from pvc.config.secrets import initial_api_key
+
+    return initial_api_key(read_join_key(cfg, config.parent))
+
+
+def api_get(api_port: int, key: str, path: str) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/v1{path}", headers={"X-Api-Key": key})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def wait_healthy(api_port: int, key: str, timeout: float, say) -> None:  # type: ignore[no-untyped-def]
+    """After formation: the primary's API answers through the forward, every node runs, no fault is open, and
+    Ceph reports HEALTH_OK (as the primary publishes it every keepalive)."""
+    deadline = time.monotonic() + timeout
+    last: object = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            status = api_get(api_port, key, "/cluster")
+            storage = api_get(api_port, key, "/storage")
+            if status.get("health") == "ok" and storage.get("health") == "HEALTH_OK":
+                nodes = status.get("nodes", {}).get("total")
+                say(
+                    f"lab: healthy: primary {status.get('primary')}, {nodes} node(s) running, Ceph HEALTH_OK "
+                    f"({storage.get('osds_up')}/{storage.get('osds')} OSDs up), API on port {api_port}"
+                )
+                return
+            last = {"cluster": status.get("health"), "ceph": storage.get("health"), "checks": storage.get("checks")}
+        except (OSError, ValueError) as exc:
+            last = exc
+        time.sleep(2)
+    raise LabError(f"the cluster formed but is not healthy after {timeout:.0f} s: {last}")
 
 
 def _save(lab: dict) -> None:
@@ -252,9 +293,8 @@ def _save(lab: dict) -> None:
 
 def register_connection(cfg: ClusterFile, config: Path, api_port: int) -> None:
     from pvc.cli import connections
-    from pvc.config.secrets import initial_api_key
 
-    key = initial_api_key(read_join_key(cfg, config.parent))
+    key = initial_key(cfg, config)
     profiles = connections.load()
     profiles.connections["lab"] = connections.Connection(
         name="lab", url=f"http://127.0.0.1:{api_port}", key=key, description=f"pvc-lab ({cfg.cluster.name})"
