@@ -109,9 +109,13 @@ def config_disk(path: Path, config: Path, cfg: ClusterFile) -> None:
 # -- up --------------------------------------------------------------------------------------------------------------
 def build_image(say):  # type: ignore[no-untyped-def]  # -> pvc.image.build.Artifacts
     from pvc.image.build import build
+    from pvc.image.run import BuildError
 
     out = Path(os.environ.get("PVC_IMAGE_OUT", str(REPO / "build" / "image")))
-    return build(out, progress=lambda m: say(f"image: {m}"))
+    try:
+        return build(out, progress=lambda m: say(f"image: {m}"))
+    except BuildError as exc:
+        raise LabError(f"the image build failed: {exc.stage}: {exc.message}\n{exc.log_tail}") from None
 
 
 def up(
@@ -121,7 +125,6 @@ def up(
     timeout: float,
     squashfs: Path | None,
     say=click.echo,
-    root_dir: Path | None = None,
     boot: str = "kernel",
     until: str | None = None,
 ) -> None:  # type: ignore[no-untyped-def]
@@ -135,11 +138,11 @@ def up(
     if lab_file().exists():
         raise LabError(f"a lab is already up ({lab_file()}): pvc-lab down first")
     artifacts = None
-    if root_dir is None and (squashfs is None or backend == "vm"):
+    if squashfs is None or backend == "vm":
         artifacts = build_image(say)
         squashfs = squashfs or Path(artifacts.squashfs)
     LAB_DIR.mkdir(parents=True, exist_ok=True)
-    root = root_dir or LAB_DIR / "root"
+    root = LAB_DIR / "root"
     root.mkdir(exist_ok=True)
     lab: dict = {
         "backend": backend,
@@ -153,7 +156,7 @@ def up(
         "started": time.time(),
     }
     lab_file().write_text(json.dumps(lab))  # from here on, `pvc-lab down` can clean up whatever follows
-    if root_dir is None and backend == "container":
+    if backend == "container":
         sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), str(root))
         lab["mounted"] = True
     net = labnet.plan(cfg, LAB_NS)
@@ -210,7 +213,6 @@ def up(
         cfg_loop = losetup(ndir / "config.img")
         lab["loops"].append(cfg_loop)
         binds.append((cfg_loop, "/dev/disk/by-label/PVCCONFIG"))
-        binds += [tuple(b.split(":", 1)) for b in os.environ.get("PVC_LAB_EXTRA_BINDS", "").split(",") if b]
         if os.path.exists("/dev/kvm"):
             binds.append(("/dev/kvm", "/dev/kvm"))
         entry["binds"] = binds
@@ -562,6 +564,10 @@ def up_cmd(
     try:
         up(config, backend, api_port, timeout, squashfs, boot=boot, until=until)
     except LabError as exc:
+        if lab_file().exists():
+            exc = LabError(
+                f"{exc}\n(the lab is left as it is for a look: pvc-lab status, pvc-lab ssh NODE; remove it with pvc-lab down)"
+            )
         _fail(exc)
 
 
