@@ -18,7 +18,7 @@ from typing import Any
 
 from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
-from pvc.nodeos.boot import disks
+from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
 
@@ -258,7 +258,7 @@ def prepare_osd(ctx: Context, dev: str) -> int:
         if not (osd_dir / "keyring").exists():
             write(osd_dir / "keyring", ceph("auth", "get", f"osd.{osd_id}"), 0o600)
         return osd_id
-    present = data_signatures(dev)
+    present = data.signatures(dev)
     if present:
         raise StepFailed(f"OSD disk {dev} is not blank (found: {', '.join(present)}); wipe it to use it as an OSD")
     pending = DATA / "osd" / ("pending-" + dev.replace("/", "_"))
@@ -293,13 +293,6 @@ def _link(link: Path, target: str) -> None:
         return
     link.unlink(missing_ok=True)
     link.symlink_to(target)
-
-
-def data_signatures(dev: str) -> list[str]:
-    out = subprocess.run(
-        ["wipefs", "--no-act", "--noheadings", "--output", "TYPE", dev], capture_output=True, text=True
-    )
-    return [t for t in out.stdout.split() if t]
 
 
 def osd_step(ctx: Context) -> str:
