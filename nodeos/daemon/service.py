@@ -145,6 +145,7 @@ class Daemon:
         self._register()
         log.info("pvcd on %s started (schema %d, libvirt %s)", self.node.name, version, self.opts.libvirt_uri)
         self.storage.define_secret()
+        self.keepalive.start()
         self.vms.start()
         self.keepalive.tick()
         self.flush.start()

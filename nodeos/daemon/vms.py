@@ -1,7 +1,7 @@
 """The VM controller: converge each VM's desired state (ZooKeeper) with libvirt on this node.
 
-Triggers: a watch on the VM list and on each VM's spec, plus a periodic pass (crash restarts, drift). Work is
-queued per VM; one VM is never converged by two threads at once.
+Triggers: a watch on the VM list and on each VM's spec, plus a periodic pass every keepalive interval (crash
+restarts, drift, lost hand-offs). Work is queued per VM; one VM is never converged by two threads at once.
 
 Who acts:
 - the VM's home node (spec.node) starts, stops, shuts down, restarts it;
@@ -23,7 +23,7 @@ from pvc.nodeos.daemon import domxml
 from pvc.nodeos.daemon.storage import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import layout
-from pvc.nodeos.state.models import VmSpec, VmStatus
+from pvc.nodeos.state.models import Task, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class VmController:
         self._watched: set[str] = set()
         self.migrating_out: set[str] = set()
         self.workers = [threading.Thread(target=self._work, name=f"vm-worker-{i}", daemon=True) for i in range(workers)]
+        self.periodic = threading.Thread(target=self._periodic, name="vm-periodic", daemon=True)
         self.console_dir = Path(daemon.opts.state_dir) / "console"
         self.console_dir.mkdir(parents=True, exist_ok=True)
 
@@ -51,6 +52,12 @@ class VmController:
         for w in self.workers:
             w.start()
         self.d.zk.ChildrenWatch(layout.VMS, self._on_children)
+        self.periodic.start()
+
+    def _periodic(self) -> None:
+        while not self.d.stopping.wait(self.d.cfg.timers.keepalive_interval):
+            if self.d.keepalive.libvirt_ok:  # while libvirtd is down, the keepalive's fault says so
+                self.kick_all()
 
     def _on_children(self, children: list[str]) -> bool:
         for vm_uuid in children:
@@ -151,9 +158,23 @@ class VmController:
                 self.d.virt.destroy(spec.uuid)
             if state != "fail":
                 self._set_status(spec, "stopped")
-        elif state == "migrate" and here:
-            # arrived here (the source writes `start` when it is done)
+        elif state == "migrate" and spec.uuid in self.d.virt.running():
+            # Arrived: the incoming copy runs (it stays paused until the source has let go). The source writes
+            # `start` when it is done; if it cannot (its ZooKeeper session or its pvcd is gone), this does.
             self._set_status(spec, "running")
+            self._hand_off(spec, "migrate", "start")
+            if spec.task:  # the source's own message, with the time it took, replaces this one
+                message = f"live-migrated to {self.me}"
+                with contextlib.suppress(NotFound):
+                    self.d.state.update(
+                        layout.task(spec.task),
+                        Task,
+                        lambda t: (
+                            None
+                            if t.state in ("succeeded", "failed")
+                            else t.model_copy(update={"state": "succeeded", "progress": 1, "message": message})
+                        ),
+                    )
 
     def _start(self, spec: VmSpec) -> None:
         status = self.d.state.vm_status(spec.uuid)

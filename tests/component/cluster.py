@@ -360,6 +360,16 @@ class RuntimeCluster:
         """SIGKILL every process of the node (pvcd, libvirtd, QEMU); its BMC stays reachable."""
         kill_all_in(self.lab.ns(node))
 
+    def pvcd_pid(self, node: str) -> int:
+        for pid in self.lab.pids(node):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg.endswith(b"/pvcd") for arg in argv[:2]):
+                return pid
+        raise LookupError(f"no pvcd runs on {node}")
+
     def kill_libvirtd(self, node: str) -> None:
         pid = int((self.libvirt_root(node) / "libvirtd.pid").read_text())
         os.kill(pid, 9)

@@ -91,6 +91,45 @@ def test_live_migrate_move_unmigrate(runtime):
     assert spec2.state == "stop" and spec2.node == "n1" and task.state == "succeeded"
 
 
+@pytest.mark.parametrize("runtime", [{"fencing": False}], indirect=True)  # the frozen source must not be fenced
+def test_target_finishes_a_migration_whose_source_cannot(runtime):
+    """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: the target sees the VM
+    arrive and writes `start` itself, so the VM does not stay in `migrate`."""
+    import os
+    import signal
+
+    import libvirt
+
+    spec = define(runtime, "orphan")
+    actions.change_state(runtime.state, "orphan", "start")
+    wait_running(runtime, spec, "n1")
+    target = libvirt.open(runtime.libvirt_uri("n2"))
+    source_pvcd = runtime.pvcd_pid("n1")
+    try:
+        _, task = actions.move_vm(runtime.state, "orphan", "migrate", target="n2")
+
+        # the incoming domain exists on n2 from the moment n1's libvirtd has begun the migration
+        def incoming() -> bool:  # paused until the migration ends: active, not running
+            return any(
+                d.UUIDString() == spec.uuid for d in target.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            )
+
+        wait_until("the incoming domain on n2", incoming, 30, interval=0.01)
+        os.kill(source_pvcd, signal.SIGSTOP)
+        try:
+            wait_until("n2 to write start", lambda: runtime.state.vm(spec.uuid).state == "start", 15)
+            wait_running(runtime, spec, "n2")
+            assert runtime.state.task(task.id).state == "succeeded"
+        finally:
+            os.kill(source_pvcd, signal.SIGCONT)
+    finally:
+        target.close()
+    wait_until("n1 back", lambda: runtime.state.node("n1").daemon_state == "run", 15)
+    assert "live-migrated to n2" in runtime.state.task(task.id).message
+    wait_running(runtime, spec, "n2")
+    assert runtime.state.vm(spec.uuid).last_node == "n1"
+
+
 def test_live_only_vm_stays_when_live_migration_fails(runtime):
     spec = define(runtime, "stubborn", migration_method="live-only")
     actions.change_state(runtime.state, "stubborn", "start")
@@ -105,6 +144,37 @@ def test_live_only_vm_stays_when_live_migration_fails(runtime):
     final = runtime.state.vm(spec.uuid)
     assert final.node == "n1" and final.state == "start"
     wait_running(runtime, spec, "n1")
+
+
+def test_a_hung_libvirtd_does_not_get_its_node_fenced(runtime):
+    """A libvirtd that stops answering (SIGSTOP: every call hangs, as while it waits for a QEMU to start or for
+    storage) must not delay its node's keepalive: the node stays up, a fault says libvirt is not answering, and
+    nothing moves. (On a node other than the primary: the primary's fencer is what would act.)"""
+    import os
+    import signal
+
+    node = next(n for n in runtime.nodes if n != runtime.state.primary())
+    spec = define(runtime, "patient", node=node)
+    actions.change_state(runtime.state, "patient", "start")
+    wait_running(runtime, spec, node)
+    pid = int((runtime.libvirt_root(node) / "libvirtd.pid").read_text())
+    timers = runtime.cfg.timers
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(timers.keepalive_interval * (timers.dead_after + 2))
+        record = runtime.state.node(node)
+        assert record.daemon_state == "run" and record.fence is None, record
+        assert runtime.state.vm(spec.uuid).node == node
+        wait_until(
+            f"a fault saying {node}'s libvirt does not answer",
+            lambda: any(f.id == f"libvirt-{node}" and "not answered" in f.message for f in runtime.state.faults()),
+            timers.keepalive_interval * 3,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until("the fault cleared", lambda: all(f.id != f"libvirt-{node}" for f in runtime.state.faults()), 10)
+    wait_running(runtime, spec, node)
+    assert runtime.state.node(node).daemon_state == "run"
 
 
 def test_target_without_room_is_refused(runtime):
