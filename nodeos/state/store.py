@@ -39,6 +39,7 @@ M = TypeVar("M", bound=BaseModel)
 
 LOG_LINES = 1000  # lines kept in a LogRing (console logs, node logs)
 LOG_BYTES = 256 * 1024  # and at most this many bytes of them
+RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper connection to come back
 
 
 class NotFound(Exception):
@@ -60,8 +61,17 @@ def decode(model: type[M], data: bytes) -> M:
 def make_client(
     hosts: str, *, user: str | None = None, password: str | None = None, timeout: float = 3.0
 ) -> KazooClient:
-    """A kazoo client for PVC: digest auth and an ACL that only the cluster's credentials can use."""
-    kwargs: dict = {"hosts": hosts, "timeout": timeout, "connection_retry": {"max_tries": -1, "max_delay": 1}}
+    """A kazoo client for PVC: digest auth and an ACL that only the cluster's credentials can use.
+
+    `client.retry(...)` (used by ClusterState's reads and writes) repeats an operation cut off by a lost
+    connection until the client reconnects, for up to RETRY_SECONDS; then the caller gets the error.
+    """
+    kwargs: dict = {
+        "hosts": hosts,
+        "timeout": timeout,
+        "connection_retry": {"max_tries": -1, "max_delay": 1},
+        "command_retry": {"max_tries": -1, "delay": 0.1, "max_delay": 1, "deadline": RETRY_SECONDS},
+    }
     if user and password:
         kwargs["auth_data"] = [("digest", f"{user}:{password}")]
         kwargs["default_acl"] = [make_digest_acl(user, password, all=True)]
@@ -75,7 +85,7 @@ class ClusterState:
     # -- generic -------------------------------------------------------------------------------------------
     def get(self, path: str, model: type[M]) -> tuple[M, int]:
         try:
-            data, stat = self.zk.get(path)
+            data, stat = self.zk.retry(self.zk.get, path)
         except NoNodeError:
             raise NotFound(path) from None
         return decode(model, data), stat.version
@@ -89,14 +99,14 @@ class ClusterState:
     def put(self, path: str, record: BaseModel, version: int = -1) -> None:
         """Write `record`, creating the znode (and parents) if needed; with `version`, only over that version."""
         try:
-            self.zk.set(path, encode(record), version=version)
+            self.zk.retry(self.zk.set, path, encode(record), version=version)
         except NoNodeError:
             if version != -1:
                 raise NotFound(path) from None
             with contextlib.suppress(NodeExistsError):
-                self.zk.create(path, encode(record), makepath=True)
+                self.zk.retry(self.zk.create, path, encode(record), makepath=True)
                 return
-            self.zk.set(path, encode(record))
+            self.zk.retry(self.zk.set, path, encode(record))
 
     def update(self, path: str, model: type[M], change: Callable[[M], M | None], retries: int = 50) -> M:
         """Read-modify-write with compare-and-set. `change` returns the new record (None: no write)."""
@@ -108,7 +118,9 @@ class ClusterState:
             if new is None:
                 return current
             try:
-                self.zk.set(path, encode(new), version=version)
+                # after a lost connection the write may have landed: then the retry meets BadVersion, and the
+                # next round re-reads and finds nothing left to change
+                self.zk.retry(self.zk.set, path, encode(new), version=version)
                 return new
             except BadVersionError:
                 continue
@@ -116,7 +128,7 @@ class ClusterState:
 
     def children(self, path: str) -> list[str]:
         try:
-            return sorted(self.zk.get_children(path))
+            return sorted(self.zk.retry(self.zk.get_children, path))
         except NoNodeError:
             return []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +14,7 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
+from tests.component.procs import wait_until
 
 
 def spec(name: str = "vm1", node: str = "n1") -> VmSpec:
@@ -128,3 +131,52 @@ def test_acl_refuses_clients_without_the_cluster_credentials(state, zookeeper):
     finally:
         stranger.stop()
         stranger.close()
+
+
+def test_a_write_cut_off_by_a_lost_connection_is_retried(zookeeper, workdir):
+    """The connection to ZooKeeper goes silent (a proxy in between is frozen) while a compare-and-set update is in
+    flight: kazoo gives up on the connection and fails the request; the update waits for a new connection and
+    lands once, instead of failing."""
+    import signal
+    import threading
+    import time
+
+    from tests.component.conftest import PORT_BASE
+    from tests.component.procs import Proc
+
+    port = PORT_BASE + 7
+    argv = ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"TCP:{zookeeper.hosts}"]
+    proxy = Proc("zk-proxy", argv, workdir / "zk-proxy.log")
+    zk = make_client(f"127.0.0.1:{port}", user="pvc", password="retry-test", timeout=6)
+    try:
+        wait_until("the proxy", lambda: zk.start(timeout=2) or True, 10)
+        st = ClusterState(zk)
+        path = f"/retry-test/{uuid.uuid4()}"
+        st.put(path, NodeRecord(name="n1", cpus=1))
+        lost = threading.Event()
+        zk.add_listener(lambda s: lost.set() if s != "CONNECTED" else None)
+        os.killpg(proxy.pid, signal.SIGSTOP)  # the proxy and the connection it forks
+        result: list[object] = []
+
+        def bump() -> None:
+            try:
+                result.append(st.update(path, NodeRecord, lambda r: r.model_copy(update={"cpus": r.cpus + 1})))
+            except Exception as exc:  # what the test reports if the retry does not happen
+                result.append(exc)
+
+        writer = threading.Thread(target=bump)
+        writer.start()
+        assert lost.wait(15), "kazoo never noticed the silent connection"
+        time.sleep(0.5)
+        assert not result, f"the update did not wait for a new connection: {result}"
+        os.killpg(proxy.pid, signal.SIGCONT)
+        writer.join(20)
+        assert result and isinstance(result[0], NodeRecord), result
+        assert st.get(path, NodeRecord)[0].cpus == 2
+        zk.delete(path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proxy.pid, signal.SIGCONT)
+        zk.stop()
+        zk.close()
+        proxy.stop(timeout=1)
