@@ -67,13 +67,17 @@ class KeepaliveLoop:
         interval = self.d.cfg.timers.keepalive_interval
         while not self.d.stopping.is_set():
             started = time.monotonic()
-            self.sample = self.measure_virt()
+            try:
+                self.sample = self.measure_virt()
+            except Exception as exc:  # this thread must outlive any surprise: a stale sample reads as "no answer"
+                log.exception("libvirt sample failed")
+                self.sample = VirtSample(at=time.monotonic(), ok=False, error=str(exc), running=self.sample.running)
             self.d.stopping.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def measure_virt(self) -> VirtSample:
         try:
             running = self.d.virt.running()
-        except VirtError as exc:
+        except (VirtError, libvirt.libvirtError) as exc:
             # libvirtd is down but this daemon is not: keep reporting (a keepalive is about the node, and its QEMU
             # processes live on without libvirtd), and say what is wrong.
             return VirtSample(at=time.monotonic(), ok=False, error=str(exc), running=self.sample.running)
