@@ -19,6 +19,10 @@ class VirtError(Exception):
     pass
 
 
+# Paused domains that do not (yet) run on this node: an incoming migration, and one libvirt is still starting.
+NOT_YET_HERE = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
+
+
 class Virt:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -51,16 +55,28 @@ class Virt:
             raise VirtError(exc.get_error_message()) from None
 
     def running(self) -> dict[str, libvirt.virDomain]:
-        """Domains whose CPUs run here (an incoming migration, still paused, is not running)."""
+        """Domains that live here: running, or paused by someone (an incoming migration, paused until it completes
+        and `starting up` while libvirt prepares it, is not one of them)."""
         out = {}
         for dom in self.conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             with contextlib.suppress(libvirt.libvirtError):
                 state, reason = dom.state()
                 if state == libvirt.VIR_DOMAIN_RUNNING or (
-                    state == libvirt.VIR_DOMAIN_PAUSED and reason != libvirt.VIR_DOMAIN_PAUSED_MIGRATION
+                    state == libvirt.VIR_DOMAIN_PAUSED and reason not in NOT_YET_HERE
                 ):
                     out[dom.UUIDString()] = dom
         return out
+
+    def cpus_running(self, vm_uuid: str) -> bool:
+        """True when the domain's CPUs run here. A migration's target resumes the domain only once the source has
+        stopped it and handed over: before that it is paused."""
+        dom = self.domain(vm_uuid)
+        if dom is None:
+            return False
+        try:
+            return dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        except libvirt.libvirtError:
+            return False
 
     def active_uuids(self) -> set[str]:
         """Every active domain, including paused incoming migrations."""

@@ -158,9 +158,11 @@ class VmController:
                 self.d.virt.destroy(spec.uuid)
             if state != "fail":
                 self._set_status(spec, "stopped")
-        elif state == "migrate" and spec.uuid in self.d.virt.running():
-            # Arrived: the incoming copy runs (it stays paused until the source has let go). The source writes
-            # `start` when it is done; if it cannot (its ZooKeeper session or its pvcd is gone), this does.
+        elif state == "migrate" and (source := self._gone_source(spec)) and self.d.virt.cpus_running(spec.uuid):
+            # Arrived, and the source that should write `start` is gone (its pvcd stopped or died, or its node is
+            # dead) while its libvirtd finished the migration: this node writes it. (The target resumes an
+            # incoming domain's CPUs only after the source has stopped it.)
+            log.info("VM %s arrived from %s, which is gone: finishing the migration here", spec.name, source)
             self._set_status(spec, "running")
             self._hand_off(spec, "migrate", "start")
             if spec.task:  # the source's own message, with the time it took, replaces this one
@@ -175,6 +177,17 @@ class VmController:
                             else t.model_copy(update={"state": "succeeded", "progress": 1, "message": message})
                         ),
                     )
+
+    def _gone_source(self, spec: VmSpec) -> str | None:
+        """The node a migrating VM comes from, if its daemon is no longer up (stopped, dead or fenced)."""
+        source = self.d.state.vm_status(spec.uuid).node  # the source writes `migrating` with its name
+        if source in (None, self.me):
+            return None
+        try:
+            up = self.d.state.node(source).daemon_state in ("init", "run")
+        except NotFound:
+            up = False
+        return None if up else source
 
     def _start(self, spec: VmSpec) -> None:
         status = self.d.state.vm_status(spec.uuid)

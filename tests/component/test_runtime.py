@@ -93,8 +93,9 @@ def test_live_migrate_move_unmigrate(runtime):
 
 @pytest.mark.parametrize("runtime", [{"fencing": False}], indirect=True)  # the frozen source must not be fenced
 def test_target_finishes_a_migration_whose_source_cannot(runtime):
-    """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: the target sees the VM
-    arrive and writes `start` itself, so the VM does not stay in `migrate`."""
+    """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: once the source node is
+    marked dead (no keepalive for dead_after intervals; not fenced here), the target, where the VM arrived, writes
+    `start` itself, so the VM does not stay in `migrate`."""
     import os
     import signal
 
@@ -117,6 +118,7 @@ def test_target_finishes_a_migration_whose_source_cannot(runtime):
         wait_until("the incoming domain on n2", incoming, 30, interval=0.01)
         os.kill(source_pvcd, signal.SIGSTOP)
         try:
+            wait_until("n1 marked dead", lambda: runtime.state.node("n1").daemon_state == "dead", 15)
             wait_until("n2 to write start", lambda: runtime.state.vm(spec.uuid).state == "start", 15)
             wait_running(runtime, spec, "n2")
             assert runtime.state.task(task.id).state == "succeeded"
