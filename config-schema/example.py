@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvc.config import lab_hardware as hw
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -24,20 +26,6 @@ class Plan:
     @property
     def pool_size(self) -> int:
         return min(3, self.nodes)
-
-
-# The lab's virtual hardware. pvc.installer.lab builds exactly this; keep the two in step.
-LAB_MAC = "52:54:00:5c:{net:02x}:{node:02x}"
-LAB_NETS = {"upstream": "192.0.2", "cluster": "198.51.100", "storage": "203.0.113"}
-LAB_NICS = {"upstream": "eth0", "cluster": "eth1", "storage": "eth2"}
-LAB_BMC_USER = "admin"
-LAB_BMC_PASSWORD = "pvc-lab-bmc"
-LAB_DATA_DISK = "/dev/disk/by-id/*pvc-data*"
-LAB_OSD_DISK = "/dev/disk/by-id/*pvc-osd*"
-
-
-def lab_mac(net_index: int, node_id: int) -> str:
-    return LAB_MAC.format(net=net_index, node=node_id)
 
 
 def render(plan: Plan, join_key: str, name: str | None = None) -> str:
@@ -106,13 +94,13 @@ def _network(plan: Plan, w) -> None:  # type: ignore[no-untyped-def]
     if plan.lab:
         for net in ("upstream", "cluster", "storage"):
             w("[[network.nics]]")
-            w(f'name = "{LAB_NICS[net]}"')
+            w(f'name = "{hw.NICS[net]}"')
             w("mtu = 1500")
             w("")
         for net in ("upstream", "cluster", "storage"):
-            prefix = LAB_NETS[net]
+            prefix = hw.NETS[net]
             w(f"[network.{net}]")
-            w(f'device = "{LAB_NICS[net]}"')
+            w(f'device = "{hw.NICS[net]}"')
             w(f'subnet = "{prefix}.0/24"')
             w(f'floating_ip = "{prefix}.250"')
             if net == "upstream":
@@ -164,16 +152,16 @@ def _node(plan: Plan, node_id: int, w) -> None:  # type: ignore[no-untyped-def]
     w(f"id = {node_id}")
     w(f"coordinator = {'true' if coordinator else 'false'}")
     if plan.lab:
-        w(f'macs = ["{lab_mac(0, node_id)}"]')
-        ips = ", ".join(f'{net} = "{LAB_NETS[net]}.{10 + node_id}"' for net in ("upstream", "cluster", "storage"))
+        w(f'macs = ["{hw.mac(0, node_id)}"]')
+        ips = ", ".join(f'{net} = "{hw.NETS[net]}.{10 + node_id}"' for net in ("upstream", "cluster", "storage"))
         w(f"ip = {{ {ips} }}")
         if plan.nodes > 1:
             w(
-                f'ipmi = {{ address = "{LAB_NETS["upstream"]}.{100 + node_id}", username = "{LAB_BMC_USER}", '
-                f'password = "{LAB_BMC_PASSWORD}" }}'
+                f'ipmi = {{ address = "{hw.NETS["upstream"]}.{100 + node_id}", username = "{hw.BMC_USER}", '
+                f'password = "{hw.BMC_PASSWORD}" }}'
             )
-        w(f'data_disk = {{ path = "{LAB_DATA_DISK}" }}')
-        w(f'osds = [{{ path = "{LAB_OSD_DISK}" }}]')
+        w(f'data_disk = {{ path = "{hw.DATA_DISK}" }}')
+        w(f'osds = [{{ path = "{hw.OSD_DISK}" }}]')
     else:
         w(f'macs = ["02:00:00:00:00:{node_id:02x}"]  # CHANGE: a MAC address of this server')
         w(f'ip = {{ upstream = "10.100.0.{node_id}", cluster = "10.0.0.{node_id}", storage = "10.0.1.{node_id}" }}')

@@ -79,11 +79,12 @@ class Bmc:
             return "off"
         raise IpmiError(f"BMC {self.address}: unexpected answer '{out}'")
 
-    def power_off(self) -> None:
-        self._run("chassis", "power", "off")
+    def power_off(self) -> str:
+        """Hard power-off; returns the BMC's answer (e.g. "Chassis Power Control: Down/Off")."""
+        return self._run("chassis", "power", "off")
 
-    def power_on(self) -> None:
-        self._run("chassis", "power", "on")
+    def power_on(self) -> str:
+        return self._run("chassis", "power", "on")
 
     def confirm_off(self, timeout: float = 10, interval: float = 0.5) -> bool:
         deadline = time.monotonic() + timeout

@@ -19,14 +19,11 @@ import click
 from pvc.config.load import load
 from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile, Node
-from pvc.nodeos.boot import cmdline, discover, identity
-
-PREFIX = "pvc-node:"
-WAITING_MARKER = "PVC-CONFIG-WAITING"
+from pvc.nodeos.boot import cmdline, console, discover, identity
 
 
 def say(message: str) -> None:
-    print(f"{PREFIX} {message}", flush=True)
+    print(console.line(message), flush=True)
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def wait_for_config(args: dict[str, str], max_delay: float = 60.0) -> Booted:
         try:
             return attempt(args)
         except discover.Unavailable as exc:
-            say(f"{WAITING_MARKER}: {exc}")
+            say(console.waiting(str(exc)))
             say(f"no disk has been touched; trying again in {delay:.0f} s")
             time.sleep(delay)
             delay = min(max_delay, delay * 2)
@@ -80,7 +77,7 @@ def discover_cmd() -> None:
     try:
         booted = attempt(cmdline.read())
     except discover.Unavailable as exc:
-        click.echo(f"{PREFIX} {exc}", err=True)
+        click.echo(console.line(str(exc)), err=True)
         sys.exit(1)
     click.echo(f"config: {booted.source} (staged at {booted.path})\nnode: {booted.node.name} (id {booted.node.id})")
 
@@ -96,7 +93,7 @@ def boot() -> None:
     from pvc.nodeos.formation.steps import Context
 
     args = cmdline.read()
-    say("looking for cluster.toml (kernel argument pvc.config=, a PVCCONFIG filesystem, or /etc/pvc/cluster.toml)")
+    say(f"{console.SEARCHING} (kernel argument pvc.config=, a PVCCONFIG filesystem, or /etc/pvc/cluster.toml)")
     booted = wait_for_config(args)
     cfg, node = booted.cfg, booted.node
     say(f"config from {booted.source}: cluster '{cfg.cluster.name}', this is node '{node.name}' (id {node.id})")

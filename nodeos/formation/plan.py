@@ -11,13 +11,11 @@ import json
 import time
 from pathlib import Path
 
-from pvc.nodeos.boot import data, disks
+from pvc.nodeos.boot import console, data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
 from pvc.nodeos.formation.steps import Context, Step, StepFailed
 
 STATUS_FILE = Path("/run/pvc/formation.json")
-DONE_MARKER = "PVC-FORMATION-DONE"
-FAILED_MARKER = "PVC-FORMATION-FAILED"
 
 
 def _coordinator(ctx: Context) -> bool:
@@ -87,25 +85,25 @@ def form(ctx: Context) -> bool:
     rep = Reporter(ctx, [s.name for s in steps])
     total = len(steps)
     for i, step in enumerate(steps):
-        tag = f"[{i + 1}/{total}] {step.name}"
-        ctx.say(f"{tag}: starting")
+        tag = console.step_tag(i + 1, total, step.name)
+        ctx.say(console.step_starting(tag))
         rep.set(i, "running")
         started = time.monotonic()
         try:
             message = step.run(ctx) or ""
         except StepFailed as exc:
             rep.set(i, "failed", str(exc))
-            ctx.say(f"{tag}: FAILED: {exc}")
+            ctx.say(console.step_failed(tag, str(exc)))
             for line in exc.log.strip().splitlines()[-20:]:
                 ctx.say(f"    {line}")
-            ctx.say(f"{FAILED_MARKER} node={ctx.node.name} step={step.name}")
+            ctx.say(console.failed(ctx.node.name, step.name))
             return False
         except data.DataError as exc:
             rep.set(i, "failed", str(exc))
-            ctx.say(f"{tag}: FAILED: {exc}")
-            ctx.say(f"{FAILED_MARKER} node={ctx.node.name} step={step.name}")
+            ctx.say(console.step_failed(tag, str(exc)))
+            ctx.say(console.failed(ctx.node.name, step.name))
             return False
         rep.set(i, "done", message)
-        ctx.say(f"{tag}: done in {time.monotonic() - started:.1f} s: {message}")
-    ctx.say(f"{DONE_MARKER} node={ctx.node.name} steps={total}")
+        ctx.say(console.step_done(tag, time.monotonic() - started, message))
+    ctx.say(console.done(ctx.node.name, total))
     return True
