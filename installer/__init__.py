@@ -1,1 +1,2 @@
-"""Writing the image to disks, PXE, and the local lab."""
+"""Getting the image onto nodes: the disk installer (`pvc-install`, install.py) and the local lab (`pvc-lab`,
+the lab/ package)."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
+import zipfile
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.harness.examples import ROOT
 
 
 def _pyproject() -> dict:
@@ -38,6 +41,7 @@ def test_packages_import():
 def test_console_scripts_are_installed():
     scripts = _pyproject()["project"]["scripts"]
     assert set(scripts) == {"pvc", "pvcd", "pvc-node", "pvc-image", "pvc-install", "pvc-lab"}
+    assert scripts["pvc-lab"] == "pvc.installer.lab.cli:main"
     bindir = ROOT / ".venv" / "bin" if (ROOT / ".venv").exists() else None
     for name in scripts:
         path = shutil.which(name, path=str(bindir) if bindir else None) or shutil.which(name)
@@ -68,3 +72,60 @@ def test_pvc_config_validate_does_not_import_cluster_libraries():
     assert (
         _imported_by(["config", "validate", str(ROOT / "examples" / "production-3node.toml")], CLUSTER_LIBRARIES) == []
     )
+
+
+LAB_CONFIGS = ["lab-1node.toml", "lab-3node.toml", "lab-vm-1node.toml", "lab-vm-3node.toml"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q", "-w", str(out), ROOT],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("pvc-*.whl")
+    return built
+
+
+def test_the_wheel_carries_the_lab_configs_once(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n for n in names if n.endswith(".toml")) == [f"pvc/installer/lab/configs/{c}" for c in LAB_CONFIGS]
+    assert "pvc/installer/lab/cli.py" in names and "pvc/installer/install.py" in names
+
+
+def test_pvc_lab_finds_its_configs_in_an_installed_wheel(wheel, tmp_path):
+    """A non-editable install: the wheel unpacked into a folder of its own, imported with no source tree (no site
+    processing, so this checkout's editable install is not seen; its dependencies come from the venv's folder)."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-t",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import pvc.installer.lab.state as s\n"
+        "from pvc.config.load import load\n"
+        "for backend, nodes in (('container', 1), ('container', 3), ('vm', 1), ('vm', 3)):\n"
+        "    path = s.example_config(backend, nodes)\n"
+        "    assert load(path).valid, path\n"
+        "    print(path)\n"
+    )
+    paths = [str(target), sysconfig.get_paths()["purelib"], "/usr/lib/python3/dist-packages"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    found = out.stdout.split()
+    assert len(found) == 4 and all(p.startswith(str(target / "pvc" / "installer" / "lab" / "configs")) for p in found)

@@ -1,28 +1,38 @@
-"""The vm backend's pure parts: the QEMU command line, the accelerator choice, the PXE DHCP range, NIC names."""
+"""The lab's vm backend's pure parts: the QEMU command line, the accelerator choice, the PXE DHCP range, NIC names."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from pvc.config.load import load
-from pvc.installer import labvm
-from pvc.installer.labnet import LabError
-from tests.conftest import EXAMPLES
+from pvc.installer.lab import pxe
+from pvc.installer.lab import vm as labvm
+from pvc.installer.lab.command import LabError
+from pvc.installer.lab.state import Bmc, Disks, LabNode, Medium, Nic, Vm
+from tests.harness.examples import example
 
 
-def entry() -> dict:
-    return {
-        "name": "node1",
-        "id": 1,
-        "console_log": "/lab/node1/console.log",
-        "disks": {"data": "/lab/node1/data.img", "osds": ["/lab/node1/osd0.img"], "config": "/lab/node1/config.img"},
-        "nics": [["enp0s16", "up0", "52:54:00:5c:00:01"], ["enp0s17", "cl0", "52:54:00:00:00:02"]],
-    }
+def entry() -> LabNode:
+    return LabNode(
+        name="node1",
+        id=1,
+        netns="pvclab-node1",
+        console_log="/lab/node1/console.log",
+        dir="/lab/node1",
+        disks=Disks(data="/lab/node1/data.img", osds=["/lab/node1/osd0.img"], config="/lab/node1/config.img"),
+        nics=[
+            Nic(name="enp0s16", bridge="up0", mac="52:54:00:5c:00:01"),
+            Nic(name="enp0s17", bridge="cl0", mac="52:54:00:00:00:02"),
+        ],
+        ip="192.0.2.11",
+        bmc=Bmc(address="192.0.2.101", port=623, username="admin", password="pw"),
+    )
 
 
-def vm(boot: str, **kw) -> dict:
-    base = {"boot": boot, "accel": "tcg", "memory_mib": 3072, "smp": 2, "firmware": "bios", "ovmf_vars": None}
-    return base | {"kernel": None, "medium": None} | kw
+def vm(boot: str, **kw) -> Vm:
+    return Vm.model_validate({"boot": boot, "accel": "tcg", "memory_mib": 3072, "smp": 2, "firmware": "bios"} | kw)
 
 
 def test_usb_uefi_boots_the_stick_read_only_first_with_the_nodes_own_nvram():
@@ -32,7 +42,7 @@ def test_usb_uefi_boots_the_stick_read_only_first_with_the_nodes_own_nvram():
             "usb-uefi",
             firmware="uefi",
             ovmf_vars="/lab/node1/OVMF_VARS.fd",
-            medium={"kind": "usb", "path": "/img/pvc-usb.img"},
+            medium=Medium(kind="usb", path="/img/pvc-usb.img"),
         ),
     )
     line = " ".join(argv)
@@ -63,7 +73,7 @@ def test_nics_sit_at_the_slots_the_guest_names_and_only_the_first_netboots():
 
 def test_the_vm_examples_name_their_nics_as_the_guest_does():
     for name in ("lab-vm-1node", "lab-vm-3node"):
-        cfg = load(EXAMPLES / f"{name}.toml").config
+        cfg = load(example(name)).config
         assert [n.name for n in cfg.network.nics] == [labvm.nic_name(i) for i in range(3)]
 
 
@@ -78,12 +88,12 @@ def test_accelerator_override_and_pvm(monkeypatch):
 
 
 def test_dhcp_range_avoids_every_used_address():
-    cfg = load(EXAMPLES / "lab-vm-3node.toml").config
-    first, last = labvm.dhcp_range(cfg)
+    cfg = load(example("lab-vm-3node")).config
+    first, last = pxe.dhcp_range(cfg)
     used = {"192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.250", "192.0.2.254"}
     lo, hi = int(first.rsplit(".", 1)[1]), int(last.rsplit(".", 1)[1])
     assert lo < hi and not any(lo <= int(u.rsplit(".", 1)[1]) <= hi for u in used)
-    conf = labvm.dnsmasq_conf(labvm.Path("/lab/pxe"), "up0", "192.0.2.254", 24, first, last)
+    conf = pxe.dnsmasq_conf(Path("/lab/pxe"), "up0", "192.0.2.254", 24, first, last)
     assert (
         "port=0" in conf and "interface=up0" in conf and "dhcp-boot=tag:ipxe,http://192.0.2.254:8080/lab.ipxe" in conf
     )

@@ -1,5 +1,5 @@
 """What every lab backend's node is on the host: one process group, started inside a network namespace, its output
-appended to the node's console log between `power on` / `power off` marks. The BMC (labsupervisor.py) drives it."""
+appended to the node's console log between `power on` / `power off` marks. The BMC (bmc.py) drives it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import subprocess
 import time
 
 CLONE_NEWNET = 0x40000000
+MARK = "=== pvc-lab:"  # a console log line the lab writes: "=== pvc-lab: power on 12:00:00 ==="
+POWER_ON = f"{MARK} power on"
 
 
 def enter_netns(name: str) -> None:
@@ -25,10 +27,17 @@ def enter_netns(name: str) -> None:
 
 def mark(console_log: str, event: str) -> None:
     with open(console_log, "ab") as log:
-        log.write(f"\n=== pvc-lab: {event} {time.strftime('%H:%M:%S')} ===\n".encode())
+        log.write(f"\n{MARK} {event} {time.strftime('%H:%M:%S')} ===\n".encode())
+
+
+def since_power_on(console: str) -> str:
+    """The part of a console log since the node was last powered on."""
+    return console.rsplit(POWER_ON, 1)[-1]
 
 
 class Machine:
+    """A node's processes: `argv()` (the backend's) started in the node's network namespace; hard power-off."""
+
     def __init__(self, name: str, netns: str, console_log: str) -> None:
         self.name, self.netns, self.console_log = name, netns, console_log
         self.proc: subprocess.Popen | None = None

@@ -8,34 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import subprocess
 from dataclasses import dataclass
 
 from pvc.config.schema import ClusterFile, Node
+from pvc.installer.lab.command import LabError, ip
+from pvc.installer.lab.state import Nic
 
 
-class LabError(Exception):
-    """A lab operation failed; the message says what and how to fix it."""
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise LabError(f"ip {' '.join(args)}: {out.stderr.strip()}")
-    return out
+def node_ns(lab_ns: str, node: str) -> str:
+    return f"{lab_ns}-{node}"
 
 
 @dataclass(frozen=True)
-class Plan:
+class NetworkPlan:
     """Plain data: what the lab's network looks like for a config."""
 
     lab_ns: str
     bridges: dict[str, str]  # network role (upstream, cluster, storage, spare) -> bridge name
     host_addresses: dict[str, list[str]]  # bridge -> CIDRs held in the lab namespace (gateway, BMCs)
-    nics: dict[str, list[tuple[str, str, str]]]  # node -> [(nic name in the node, bridge, MAC)]
+    nics: dict[str, list[Nic]]  # node -> its NICs in order
 
     def node_ns(self, node: str) -> str:
-        return f"{self.lab_ns}-{node}"
+        return node_ns(self.lab_ns, node)
 
 
 def derived_mac(node: str, nic: str) -> str:
@@ -43,7 +37,7 @@ def derived_mac(node: str, nic: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
-def plan(cfg: ClusterFile, lab_ns: str) -> Plan:
+def plan(cfg: ClusterFile, lab_ns: str) -> NetworkPlan:
     net = cfg.network
     roles = {"upstream": net.upstream, "cluster": net.cluster}
     if net.storage is not None:
@@ -56,21 +50,21 @@ def plan(cfg: ClusterFile, lab_ns: str) -> Plan:
         if node.ipmi is not None:
             host[bridges["upstream"]].append(f"{node.ipmi.address}/{up_prefix}")
     nic_names = [n.name for n in net.nics] or sorted(device_role)
-    nics: dict[str, list[tuple[str, str, str]]] = {}
+    nics: dict[str, list[Nic]] = {}
     for node in cfg.nodes:
         out = []
         for i, nic in enumerate(nic_names):
             mac = node.macs[i] if i < len(node.macs) else derived_mac(node.name, nic)
-            out.append((nic, bridges[device_role.get(nic, "spare")], mac.lower()))
+            out.append(Nic(name=nic, bridge=bridges[device_role.get(nic, "spare")], mac=mac.lower()))
         nics[node.name] = out
-    return Plan(lab_ns=lab_ns, bridges=bridges, host_addresses=host, nics=nics)
+    return NetworkPlan(lab_ns=lab_ns, bridges=bridges, host_addresses=host, nics=nics)
 
 
 def tap_name(node_id: int, index: int) -> str:
     return f"t{node_id}e{index}"
 
 
-def create(p: Plan, nodes: list[Node], taps: bool = False) -> None:
+def create(p: NetworkPlan, nodes: list[Node], taps: bool = False) -> None:
     """The switch namespace with its bridges, and per node either a namespace with veth NICs (container backend)
     or, with `taps`, tap devices on the bridges for QEMU to open (vm backend; QEMU runs in the switch namespace)."""
     existing = set(ip("netns", "list").stdout.split())
@@ -89,21 +83,21 @@ def create(p: Plan, nodes: list[Node], taps: bool = False) -> None:
             ip(*ns, "addr", "add", addr, "dev", bridge)
     for node in nodes:
         if taps:
-            for i, (_, bridge, _) in enumerate(p.nics[node.name]):
+            for i, nic in enumerate(p.nics[node.name]):
                 ip(*ns, "tuntap", "add", tap_name(node.id, i), "mode", "tap")
-                ip(*ns, "link", "set", tap_name(node.id, i), "master", bridge, "up")
+                ip(*ns, "link", "set", tap_name(node.id, i), "master", nic.bridge, "up")
             continue
-        node_ns = p.node_ns(node.name)
-        ip("netns", "add", node_ns)
-        ip("-n", node_ns, "link", "set", "lo", "up")
-        for i, (nic, bridge, mac) in enumerate(p.nics[node.name]):
+        nns = p.node_ns(node.name)
+        ip("netns", "add", nns)
+        ip("-n", nns, "link", "set", "lo", "up")
+        for i, nic in enumerate(p.nics[node.name]):
             port = f"n{node.id}e{i}"
-            ip(*ns, "link", "add", port, "type", "veth", "peer", "name", nic, "netns", node_ns)
-            ip("-n", node_ns, "link", "set", nic, "address", mac)
-            ip(*ns, "link", "set", port, "master", bridge, "up")
+            ip(*ns, "link", "add", port, "type", "veth", "peer", "name", nic.name, "netns", nns)
+            ip("-n", nns, "link", "set", nic.name, "address", nic.mac)
+            ip(*ns, "link", "set", port, "master", nic.bridge, "up")
 
 
-def destroy(p: Plan, node_names: list[str]) -> None:
+def destroy(lab_ns: str, node_names: list[str]) -> None:
     for name in node_names:
-        ip("netns", "del", p.node_ns(name), check=False)
-    ip("netns", "del", p.lab_ns, check=False)
+        ip("netns", "del", node_ns(lab_ns, name), check=False)
+    ip("netns", "del", lab_ns, check=False)

@@ -11,11 +11,11 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pvc.installer.labmachine import Machine
+from pvc.installer.lab.machine import Machine
 
 
 @dataclass(frozen=True)
-class NodeSpec:
+class ContainerSpec:
     name: str
     netns: str
     root: str  # the mounted squashfs
@@ -23,7 +23,7 @@ class NodeSpec:
     binds: list[tuple[str, str]] = field(default_factory=list)  # (host path, path in the node)
 
 
-def nspawn_argv(spec: NodeSpec) -> list[str]:
+def nspawn_argv(spec: ContainerSpec) -> list[str]:
     argv = [
         "systemd-nspawn",
         "--quiet",
@@ -58,7 +58,7 @@ class Container(Machine):
     """One node. nspawn starts inside the node's own network namespace: it mounts the node's /sys from the
     namespace it starts in, so anything else would show the node someone else's interfaces."""
 
-    def __init__(self, spec: NodeSpec) -> None:
+    def __init__(self, spec: ContainerSpec) -> None:
         super().__init__(spec.name, spec.netns, spec.console_log)
         self.spec = spec
 

@@ -1,0 +1,219 @@
+"""`pvc-lab up`, phase by phase: check the host, get the image, record the lab, build its network, give each node
+its disks (and, on the vm backend, its QEMU settings), power every node on through its supervisor, forward the API,
+register the `lab` connection, then wait until the cluster has formed and is healthy.
+
+lab.json is written before anything is created and saved after every phase, so `pvc-lab down` can remove whatever
+a failed `up` left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pvc.config import lab_hardware as hw
+from pvc.config.load import load
+from pvc.config.resolve import read_join_key
+from pvc.config.schema import ClusterFile, Node
+from pvc.installer.lab import disks, network, observe, state
+from pvc.installer.lab.command import LabError, sh
+from pvc.installer.lab.observe import Say
+from pvc.installer.lab.state import LAB_DIR, LAB_NS, Backend, Bmc, Lab, LabNode
+
+if TYPE_CHECKING:
+    from pvc.image.build import Artifacts
+
+
+def load_config(path: Path) -> ClusterFile:
+    result = load(path)
+    if not result.valid or result.config is None:
+        raise LabError("invalid cluster.toml:\n" + "\n".join(p.format(str(path)) for p in result.errors))
+    return result.config
+
+
+def check_tools(backend: Backend, boot: str) -> None:
+    tools = ["systemd-nspawn", "losetup"] if backend == "container" else ["qemu-system-x86_64"]
+    if backend == "vm" and boot.startswith("pxe-"):
+        tools.append("dnsmasq")
+    for tool in [*tools, "mke2fs", "socat", "ipmitool"]:
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
+
+
+def build_image(say: Say) -> Artifacts:
+    from pvc.image.build import DEFAULT_OUT, build
+    from pvc.image.run import BuildError
+
+    out = Path(os.environ.get("PVC_IMAGE_OUT") or DEFAULT_OUT)
+    try:
+        return build(out, progress=lambda m: say(f"image: {m}"))
+    except BuildError as exc:
+        raise LabError(f"the image build failed: {exc.stage}: {exc.message}\n{exc.log_tail}") from None
+
+
+def bmc_of(node: Node) -> Bmc:
+    """The node's simulated BMC: as its [nodes.ipmi] says, or the lab's defaults where it says nothing."""
+    ipmi = node.ipmi
+    return Bmc(
+        address=ipmi.address if ipmi else f"127.0.0.{node.id + 1}",
+        port=ipmi.port if ipmi else hw.BMC_PORT,
+        username=ipmi.username if ipmi else hw.BMC_USER,
+        password=(ipmi.password if ipmi else None) or hw.BMC_PASSWORD,
+    )
+
+
+def record(config: Path, backend: Backend, boot: str, api_port: int) -> Lab:
+    """The lab's folder and its lab.json, before anything else exists: from here on `pvc-lab down` cleans up."""
+    state.make_dir()
+    root = LAB_DIR / "root"
+    root.mkdir(exist_ok=True)
+    lab = Lab(
+        backend=backend,
+        boot=boot,
+        config=str(config.resolve()),
+        lab_ns=LAB_NS,
+        root=str(root),
+        api_port=api_port,
+        started=time.time(),
+    )
+    state.save(lab)
+    return lab
+
+
+def mount_root(lab: Lab, squashfs: Path) -> None:
+    sh("mount", "-o", "loop,ro", "-t", "squashfs", str(squashfs), lab.root)
+    lab.mounted = True
+    state.save(lab)
+
+
+def create_network(lab: Lab, cfg: ClusterFile) -> network.NetworkPlan:
+    net = network.plan(cfg, lab.lab_ns)
+    lab.bridges = net.bridges
+    state.save(lab)
+    network.create(net, cfg.nodes, taps=lab.backend == "vm")
+    return net
+
+
+def add_node(
+    lab: Lab, node: Node, net: network.NetworkPlan, config: Path, cfg: ClusterFile, artifacts: Artifacts | None
+) -> None:
+    """One node's folder, disks and backend settings, recorded in lab.json."""
+    ndir = LAB_DIR / node.name
+    ndir.mkdir(exist_ok=True)
+    entry = LabNode(
+        name=node.name,
+        id=node.id,
+        netns=net.node_ns(node.name),
+        console_log=str(ndir / "console.log"),
+        dir=str(ndir),
+        disks=disks.create(ndir, node, config, cfg),
+        nics=net.nics[node.name],
+        ip=str(node.ip.upstream),
+        bmc=bmc_of(node),
+    )
+    if lab.backend == "vm":
+        from pvc.installer.lab import vm
+
+        assert artifacts is not None  # the vm backend always builds the image
+        entry.vm = vm.prepare_node(lab, entry, cfg, artifacts, lab.boot)
+    else:
+        try:
+            entry.binds = disks.attach(ndir, node.name, entry.disks, lab.loops)
+        finally:
+            state.save(lab)  # the loop devices made so far
+    lab.nodes.append(entry)
+    state.save(lab)
+
+
+def power_on(lab: Lab, log: Path) -> None:
+    """One supervisor (BMC and power) per node; each powers its node on."""
+    with open(log, "ab") as out:
+        for node in lab.nodes:
+            sup = subprocess.Popen(
+                [sys.executable, "-m", "pvc.installer.lab.supervisor", str(LAB_DIR), node.name],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            node.supervisor_pid = sup.pid
+            state.save(lab)
+
+
+def forward_api(lab: Lab, cfg: ClusterFile, log: Path) -> None:
+    """127.0.0.1:API_PORT on the host -> the cluster's floating upstream address, inside the lab's namespace."""
+    target = f"{cfg.network.upstream.floating_ip}\\:{cfg.api.port}"
+    with open(log, "ab") as out:
+        fwd = subprocess.Popen(
+            [
+                "socat",
+                f"TCP-LISTEN:{lab.api_port},bind=127.0.0.1,reuseaddr,fork",
+                f"EXEC:ip netns exec {lab.lab_ns} socat STDIO TCP\\:{target}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    lab.forward_pid = fwd.pid
+    state.save(lab)
+
+
+def initial_key(cfg: ClusterFile, config: Path) -> str:
+    from pvc.config.secrets import initial_api_key
+
+    return initial_api_key(read_join_key(cfg, config.parent))
+
+
+def register_connection(cfg: ClusterFile, config: Path, api_port: int) -> None:
+    from pvc.cli import connections
+
+    key = initial_key(cfg, config)
+    profiles = connections.load()
+    profiles.connections["lab"] = connections.Connection(
+        name="lab", url=f"http://127.0.0.1:{api_port}", key=key, description=f"pvc-lab ({cfg.cluster.name})"
+    )
+    if profiles.default is None:
+        profiles.default = "lab"
+    connections.save(profiles)
+
+
+def up(
+    config: Path,
+    backend: Backend,
+    api_port: int,
+    timeout: float,
+    squashfs: Path | None,
+    say: Say = print,
+    boot: str = "kernel",
+    until: str | None = None,
+) -> None:
+    check_tools(backend, boot)
+    cfg = load_config(config)
+    if state.lab_file().exists():
+        raise LabError(f"a lab is already up ({state.lab_file()}): pvc-lab down first")
+    artifacts = None
+    if squashfs is None or backend == "vm":
+        artifacts = build_image(say)
+        squashfs = squashfs or Path(artifacts.squashfs)
+    lab = record(config, backend, boot, api_port)
+    if backend == "container":
+        mount_root(lab, squashfs)
+    net = create_network(lab, cfg)
+    for node in cfg.nodes:
+        add_node(lab, node, net, config, cfg, artifacts)
+    log = LAB_DIR / "supervisor.log"
+    power_on(lab, log)
+    forward_api(lab, cfg, log)
+    register_connection(cfg, config, api_port)
+    say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at http://127.0.0.1:{api_port} (connection 'lab')")
+    started = time.monotonic()
+    observe.wait_formed(lab, timeout, say, until)
+    if until is None:
+        key = initial_key(cfg, config)
+        observe.wait_healthy(api_port, key, max(60.0, timeout - (time.monotonic() - started)), say)
