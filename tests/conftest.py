@@ -1,23 +1,20 @@
-"""Shared test helpers. Component fixtures live in tests/component/conftest.py."""
+"""Shared fixtures. Component fixtures live in tests/component/conftest.py; harnesses and helpers in tests/harness."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from tests.harness.examples import example
+from tests.harness.procs import end_on_signals
+
+
+def pytest_configure(config):
+    end_on_signals()  # a SIGTERM'd run still tears its fixtures down: no service is left for the next run
 
 
 @pytest.fixture
 def example_text():
     def read(name: str) -> str:
-        return (EXAMPLES / f"{name}.toml").read_text()
+        return example(name).read_text()
 
     return read
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"

@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 
 from pvc.nodeos.state.store import ClusterState, make_client
-from tests.component.zookeeper import ZooKeeper
-
-# Unusual ports and names, so component tests can run beside other work on the machine. Two test runs at once on
-# one machine need different PVC_TEST_PORT_BASE and PVC_TEST_NS_PREFIX.
-PORT_BASE = int(os.environ.get("PVC_TEST_PORT_BASE", "21930"))
-NS_PREFIX = os.environ.get("PVC_TEST_NS_PREFIX", "pvct")
-ZK_PORT = PORT_BASE + 1
-RUNTIME_ZK_PORT = PORT_BASE + 2
-API_PORT = PORT_BASE + 3
+from tests.harness.ports import API_PORT, CEPH_PORT, NS_PREFIX, PORT_BASE, RUNTIME_ZK_PORT, ZK_PORT
+from tests.harness.zookeeper import ZooKeeper
 
 
 def pytest_collection_modifyitems(items):
@@ -84,7 +77,7 @@ def libvirt_cache(workdir) -> Path:
 def runtime(workdir, libvirt_cache, request) -> Iterator:
     """Three simulated servers with BMCs, libvirtd and pvcd, around a ZooKeeper. Ends with no VM ever seen
     running on two nodes at once."""
-    from tests.component.cluster import RuntimeCluster
+    from tests.harness.cluster import RuntimeCluster
 
     options = getattr(request, "param", {}) or {}
     # short: unix socket paths (libvirt's, under this folder) are limited to 107 bytes
@@ -109,7 +102,7 @@ def runtime(workdir, libvirt_cache, request) -> Iterator:
 @pytest.fixture
 def rbd_runtime(workdir, libvirt_cache, ceph) -> Iterator:
     """The runtime cluster with the session's Ceph plugged into its cluster network: VMs on RBD disks."""
-    from tests.component.cluster import RuntimeCluster
+    from tests.harness.cluster import RuntimeCluster
 
     cluster = RuntimeCluster(
         Path(tempfile.mkdtemp(prefix="rb", dir=workdir)),
@@ -131,34 +124,21 @@ def rbd_runtime(workdir, libvirt_cache, ceph) -> Iterator:
 @pytest.fixture(scope="session")
 def api_cluster(workdir, zookeeper):
     """A formed cluster's state (schema, three registered nodes with keepalives) and the API over it."""
-    from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
-    from pvc.nodeos.state import layout
-    from pvc.nodeos.state.migrations import ensure_schema
-    from pvc.nodeos.state.models import Keepalive, NodeRecord
-    from tests.component.api import ApiServer
-    from tests.component.cluster import JOIN_KEY, cluster_toml
+    from pvc.config.secrets import initial_api_key
+    from tests.harness.api import ApiServer, seed_formed_cluster
+    from tests.harness.cluster import JOIN_KEY, cluster_toml
 
     d = workdir / "api"
     d.mkdir(exist_ok=True)
     config = d / "cluster.toml"
     config.write_text(cluster_toml(["n1", "n2", "n3"]))
-    zk = make_client(zookeeper.hosts, user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=5)
-    zk.start(timeout=10)
-    with contextlib.suppress(Exception):
-        zk.delete(layout.ROOT, recursive=True)
-    state = ClusterState(zk)
-    ensure_schema(state)
-    for i, name in enumerate(["n1", "n2", "n3"]):
-        state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))
-        state.write_keepalive(name, Keepalive(mem_total=8192, mem_free=4096 - i * 512, cpus=4))
-    server = ApiServer(d, config, zookeeper.hosts, API_PORT)
+    zk, state = seed_formed_cluster(zookeeper.hosts, JOIN_KEY, ["n1", "n2", "n3"], mem_free=[4096, 3584, 3072])
     try:
-        server.wait_ready()
-        server.key = initial_api_key(JOIN_KEY)
-        server.state = state
-        yield server
+        with ApiServer.running(d, config, zookeeper.hosts, API_PORT) as server:
+            server.key = initial_api_key(JOIN_KEY)
+            server.state = state
+            yield server
     finally:
-        server.stop()
         zk.stop()
         zk.close()
 
@@ -166,11 +146,11 @@ def api_cluster(workdir, zookeeper):
 @pytest.fixture(scope="session")
 def ceph(workdir):
     """One mon, one mgr, three bluestore OSDs on sparse files; keys derived from the component join key."""
-    from tests.component.ceph import Ceph, CephNet
-    from tests.component.cluster import JOIN_KEY
+    from tests.harness.ceph import Ceph, CephNet
+    from tests.harness.cluster import JOIN_KEY
 
     net = CephNet(f"ceph-{NS_PREFIX}", PORT_BASE // 10)  # not under NS_PREFIX: a runtime cluster's teardown
-    cluster = Ceph(workdir / "ceph", JOIN_KEY, port=PORT_BASE + 4859, net=net)  # deletes those namespaces
+    cluster = Ceph(workdir / "ceph", JOIN_KEY, port=CEPH_PORT, net=net)  # deletes those namespaces
     try:
         cluster.up()
         yield cluster

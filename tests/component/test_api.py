@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tests.component.api import ApiServer
-from tests.component.cluster import tiny_domain_xml
+from tests.harness.api import ApiServer
+from tests.harness.cluster import tiny_domain_xml
 
 V1 = "/api/v1"
 
@@ -150,7 +150,7 @@ def test_unreachable_zookeeper_is_503(workdir, api_cluster):
     config = workdir / "api" / "cluster.toml"
     server = ApiServer(workdir / "api", config, "127.0.0.1:1", api_cluster.port + 100)
     try:
-        from tests.component.procs import wait_until
+        from tests.harness.procs import wait_until
 
         wait_until("the API to answer", lambda: server.call("GET", f"{V1}/health")[0] == 503, 60, proc=server.proc)
         status, body = server.call("GET", f"{V1}/health")

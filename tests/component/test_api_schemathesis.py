@@ -19,9 +19,9 @@ def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
     XML is a string whose well-formedness JSON Schema cannot express (it is answered with a documented 400).
     """
     from pvc.config.secrets import initial_api_key
-    from tests.component.api import ApiServer
-    from tests.component.cluster import JOIN_KEY
     from tests.component.conftest import PORT_BASE
+    from tests.harness.api import ApiServer
+    from tests.harness.cluster import JOIN_KEY
 
     api = ApiServer(
         tmp_path,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import rados
 
 from pvc.nodeos.formation import ceph as cephform
-from tests.component.procs import wait_until
+from tests.harness.procs import wait_until
 
 
 def test_cluster_uses_the_derived_fsid_and_keys(ceph):

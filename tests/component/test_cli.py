@@ -8,11 +8,7 @@ VM's console log.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,47 +19,11 @@ import yaml
 from pvc.cli.output import printable
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import FormationProgress, FormationStep, LogRing
-from tests.component.api import ApiServer
-from tests.component.cluster import cluster_toml, tiny_domain_xml
-
-PVC = Path(sys.executable).parent / "pvc"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cli:
-    """Runs the real `pvc` with its own connection folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.env = {**os.environ, "PVC_CLIENT_DIR": str(folder)}
-        self.env.pop("PVC_CONNECTION", None)
-
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [str(PVC), *args], capture_output=True, text=True, env=self.env, input=stdin, timeout=timeout
-        )
-        assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
-        return res
-
-    def ok(self, *args: str, timeout: float = 120) -> str:
-        res = self.run(*args, timeout=timeout)
-        assert res.returncode == 0, f"pvc {' '.join(args)} exited {res.returncode}: {res.stderr}"
-        return res.stdout
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.ok(*args, "--format", "json"))
-
-    def fails(self, *args: str, stdin: str | None = None) -> str:
-        """The one line `pvc` printed on stderr when it exited 1."""
-        res = self.run(*args, stdin=stdin)
-        assert res.returncode == 1, f"pvc {' '.join(args)} exited {res.returncode}: {res.stdout}{res.stderr}"
-        lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1, res.stderr
-        return lines[0]
+from tests.harness.api import ApiServer
+from tests.harness.cli import PVC, Cli
+from tests.harness.cluster import cluster_toml, tiny_domain_xml
+from tests.harness.http_stub import self_signed
+from tests.harness.ports import free_port
 
 
 @pytest.fixture
@@ -345,36 +305,17 @@ def test_bad_key_missing_key_and_unreachable_api(cli, api_cluster):
 @pytest.fixture
 def tls_api(api_cluster, zookeeper, workdir, tmp_path):
     """The API under gunicorn with TLS (a self-signed certificate for 127.0.0.1), over the same cluster state."""
-    from tests.unit.cli_server import self_signed
-
     folder = workdir / f"api-tls-{uuid.uuid4().hex[:6]}"
     cert, key = self_signed(folder, ["127.0.0.1"])
     config = folder / "cluster.toml"
     config.write_text(cluster_toml(["n1", "n2", "n3"]) + f'[api]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
-    server = ApiServer(folder, config, zookeeper.hosts, free_port())
-    server.url = server.url.replace("http:", "https:")
-    try:
-        import ssl
-        import urllib.request
-
-        insecure = ssl.create_default_context()
-        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
-
-        def up() -> bool:
-            with urllib.request.urlopen(f"{server.url}/api/v1/health", context=insecure, timeout=2) as resp:
-                return resp.status == 200
-
-        from tests.component.procs import wait_until
-
-        wait_until("the TLS API to answer", up, 60, interval=0.2, proc=server.proc)
-        server.cert = cert  # type: ignore[attr-defined]
-        yield server
-    finally:
-        server.stop()
+    with ApiServer.running(folder, config, zookeeper.hosts, free_port(), tls=True) as server:
+        yield server, cert
 
 
 def test_tls_errors_against_gunicorn(cli, api_cluster, tls_api):
-    port, key = str(tls_api.port), api_cluster.key
+    server, cert = tls_api
+    port, key = str(server.port), api_cluster.key
     cli.ok("connection", "add", "tls", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key)
     line = cli.fails("-c", "tls", "cluster", "status")
     assert line.startswith(
@@ -383,7 +324,7 @@ def test_tls_errors_against_gunicorn(cli, api_cluster, tls_api):
     assert "--ca-file" in line
     assert cli.json("-c", "tls", "--insecure", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
     cli.ok("connection", "add", "tls-ca", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
-           "--ca-file", str(tls_api.cert))  # fmt: skip
+           "--ca-file", str(cert))  # fmt: skip
     assert cli.json("-c", "tls-ca", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
     cli.ok("connection", "add", "tls-lax", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
            "--insecure")  # fmt: skip
@@ -410,14 +351,9 @@ def wait_for_console(cli: Cli, vm: str, text: str, timeout: float = 60) -> str:
 
 @pytest.fixture
 def runtime_api(runtime):
-    server = ApiServer(
-        runtime.dir / "api", runtime.dir / "cluster.toml", f"127.0.0.1:{runtime.zk_host_port}", free_port()
-    )
-    try:
-        server.wait_ready()
+    zk_hosts = f"127.0.0.1:{runtime.zk_host_port}"
+    with ApiServer.running(runtime.dir / "api", runtime.dir / "cluster.toml", zk_hosts, free_port()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_administrator_scenario(runtime, runtime_api, tmp_path):

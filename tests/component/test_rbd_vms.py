@@ -18,8 +18,8 @@ import pytest
 from pvc.nodeos.state import actions
 from pvc.nodeos.storage import locks, pools, volumes
 from pvc.nodeos.storage.ceph import connect, mon_command
-from tests.component.cluster import CLUSTER, tiny_domain_xml
-from tests.component.procs import wait_until
+from tests.harness.cluster import CLUSTER, tiny_domain_xml
+from tests.harness.procs import wait_until
 
 MiB = 1024**2
 POOL, DISK = "vmpool", "rbdvm-disk"

@@ -10,8 +10,8 @@ import pytest
 
 from pvc.nodeos.state import actions
 from pvc.nodeos.state.vmstate import TransitionError
-from tests.component.cluster import tiny_domain_xml
-from tests.component.procs import wait_until
+from tests.harness.cluster import tiny_domain_xml
+from tests.harness.procs import wait_until
 
 
 def define(cluster, name: str, node: str = "n1", **meta):

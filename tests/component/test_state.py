@@ -14,7 +14,7 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
-from tests.component.procs import wait_until
+from tests.harness.procs import wait_until
 
 
 def spec(name: str = "vm1", node: str = "n1") -> VmSpec:
@@ -141,10 +141,10 @@ def test_a_write_cut_off_by_a_lost_connection_is_retried(zookeeper, workdir):
     import threading
     import time
 
-    from tests.component.conftest import PORT_BASE
-    from tests.component.procs import Proc
+    from tests.harness.ports import STATE_ZK_PORT
+    from tests.harness.procs import Proc
 
-    port = PORT_BASE + 7
+    port = STATE_ZK_PORT
     argv = ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"TCP:{zookeeper.hosts}"]
     proxy = Proc("zk-proxy", argv, workdir / "zk-proxy.log")
     zk = make_client(f"127.0.0.1:{port}", user="pvc", password="retry-test", timeout=6)

@@ -17,10 +17,10 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
 from pvc.nodeos.storage import status, volumes
 from pvc.nodeos.storage.ceph import connect
-from tests.component.api import ApiServer
-from tests.component.conftest import PORT_BASE
-from tests.component.procs import wait_until
-from tests.component.test_cli import Cli
+from tests.harness.api import ApiServer
+from tests.harness.cli import PVC, Cli
+from tests.harness.ports import STORAGE_API_PORT
+from tests.harness.procs import wait_until
 
 S = "/api/v1/storage"
 MiB = 1024**2
@@ -37,14 +37,11 @@ def api(api_cluster, ceph, zookeeper, workdir):
     d = workdir / "storage-api"
     d.mkdir(exist_ok=True)
     config = d.parent / "api" / "cluster.toml"
-    server = ApiServer(d, config, zookeeper.hosts, PORT_BASE + 6, env={"PVC_CEPH_CONF": str(ceph.conf)})
-    try:
-        server.wait_ready()
+    env = {"PVC_CEPH_CONF": str(ceph.conf)}
+    with ApiServer.running(d, config, zookeeper.hosts, STORAGE_API_PORT, env=env) as server:
         server.key = api_cluster.key
         server.state = api_cluster.state
         yield server
-    finally:
-        server.stop()
 
 
 def call(api, method, path, body=None, **kw):
@@ -195,7 +192,7 @@ def test_upload_download_round_trips(api, pool, cli, tmp_path):
     code, body = api.call("GET", f"{S}/pools/{pool}/volumes/upqcow/data", key=api.key)
     assert code == 200 and len(body) > 0
     res = subprocess.run(
-        [str(cli_pvc()), "storage", "volume", "download", pool, "upqcow", "-", "--quiet"],
+        [str(PVC), "storage", "volume", "download", pool, "upqcow", "-", "--quiet"],
         capture_output=True,
         env=cli.env,
     )
@@ -207,12 +204,6 @@ def test_upload_download_round_trips(api, pool, cli, tmp_path):
     assert code == 404
     for name in ("upraw", "upqcow"):
         call(api, "DELETE", f"/pools/{pool}/volumes/{name}")
-
-
-def cli_pvc():
-    from tests.component.test_cli import PVC
-
-    return PVC
 
 
 def test_osds_out_in_and_safe_removal(api, ceph, cli, pool):

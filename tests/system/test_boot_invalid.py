@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pvc.installer.labcontainer import Container, NodeSpec
-from tests.conftest import EXAMPLES
+from pvc.config import lab_hardware as hw
+from pvc.installer.lab.container import Container, ContainerSpec
+from pvc.nodeos.boot import console as node_console
+from tests.harness.examples import example
 
 
 def sh(*argv: str) -> str:
@@ -24,7 +26,7 @@ def invalid_node(image, tmp_path):
     root.mkdir()
     cfgdir = tmp_path / "cfg"
     cfgdir.mkdir()
-    (cfgdir / "cluster.toml").write_text((EXAMPLES / "lab-1node.toml").read_text().replace("id = 1\n", 'id = "one"\n'))
+    (cfgdir / "cluster.toml").write_text(example("lab-1node").read_text().replace("id = 1\n", 'id = "one"\n'))
     data = tmp_path / "data.img"
     with open(data, "wb") as f:
         f.truncate(2 * 1024**3)
@@ -39,12 +41,12 @@ def invalid_node(image, tmp_path):
     node = None
     try:
         loops += [sh("losetup", "--find", "--show", "--partscan", str(p)).strip() for p in (data, cfg_img)]
-        spec = NodeSpec(
+        spec = ContainerSpec(
             name="invalid",
             netns=ns,
             root=str(root),
             console_log=str(tmp_path / "console.log"),
-            binds=[(loops[0], "/dev/disk/by-id/virtio-pvc-data-node1"), (loops[1], "/dev/disk/by-label/PVCCONFIG")],
+            binds=[(loops[0], hw.disk_by_id("data", "node1")), (loops[1], "/dev/disk/by-label/PVCCONFIG")],
         )
         node = Container(spec)
         node.start()
@@ -64,10 +66,10 @@ def test_invalid_config_is_reported_and_no_disk_is_touched(invalid_node):
     console = ""
     while time.monotonic() < deadline:
         console = Path(node.spec.console_log).read_text(errors="replace")
-        if console.count("PVC-CONFIG-WAITING") >= 2:
+        if console.count(node_console.WAITING_MARKER) >= 2:
             break
         time.sleep(1)
-    assert "PVC-CONFIG-WAITING: cluster.toml from label PVCCONFIG" in console, console[-3000:]
+    assert node_console.line(node_console.waiting("cluster.toml from label PVCCONFIG")) in console, console[-3000:]
     assert "is invalid" in console and "cluster.toml:" in console and "nodes[0].id" in console
     assert "no disk has been touched; trying again in" in console
     assert "[1/" not in console  # formation never started

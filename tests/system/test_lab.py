@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.system.labctl import Lab
+from pvc.nodeos.boot import console as node_console
+from tests.harness.labctl import Lab
 
+NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
 NODES = ("node1", "node2", "node3")
 OSD_OF = {}  # node -> osd id, filled by test_ceph
 SERVICES = ("pvc-zookeeper", "pvc-patroni", "frr", "pvc-libvirtd", "pvc-pvcd", "pvc-api")
@@ -26,7 +29,7 @@ ALLOWED_WARNINGS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def lab(image, tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lab") / "l", "pvcsys", 17371, tmp_path_factory.mktemp("client"))
+    lab = Lab(tmp_path_factory.mktemp("lab") / "l", NS, 17371, tmp_path_factory.mktemp("client"))
     lab.run("down", check=False)  # a lab left by an interrupted run
     try:
         out = lab.run(
@@ -54,7 +57,7 @@ def test_cluster_forms_from_nothing(lab):
         assert node["power"] == "on" and node["formed"], node
         assert node["steps_done"] == node["steps"] == 15
     for name in NODES:
-        assert f"PVC-FORMATION-DONE node={name}" in lab.console(name)
+        assert node_console.done(name, 15) in lab.console(name)
         assert "creating PVCDATA" in lab.console(name)
 
 
@@ -179,7 +182,7 @@ def test_reboot_rejoins_without_reforming(lab):
     lab.wait(
         "node2 to boot again and form",
         lambda: (
-            "PVC-FORMATION-DONE node=node2" in lab.since_power_on("node2")
+            f"{node_console.DONE_MARKER} node=node2" in lab.since_power_on("node2")
             and "rebooted" in (lab.labdir / "supervisor.log").read_text()
         ),
         300,
@@ -300,7 +303,7 @@ def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):
         lab.sh(new_home, "rbd export --no-progress vms/labdisk - 2>/dev/null | sha256sum").split()[0] == SCENARIO["sum"]
     )
     lab.run("start", victim)  # back through its BMC: it must not start the VM it lost
-    lab.wait(f"{victim} formed again", lambda: "PVC-FORMATION-DONE" in lab.since_power_on(victim), 300)
+    lab.wait(f"{victim} formed again", lambda: node_console.DONE_MARKER in lab.since_power_on(victim), 300)
     for _ in range(10):
         assert running_on(lab) == [new_home]
         time.sleep(1)

@@ -10,6 +10,7 @@ container-lab tests can run in the same session.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.labctl import Lab
+from pvc.api.spec import API_PREFIX
+from pvc.nodeos.boot import console as node_console
+from tests.harness.examples import example
+from tests.harness.labctl import Lab
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "pvcvm"
+NS = os.environ.get("PVC_LAB_NS", "pvcvm")  # the lab's namespace prefix: another run on this machine sets its own
 API_PORT = 17381
 FORM_TIMEOUT = 1500  # seconds: a whole formation under TCG (measured ~7-9 min on 2 shared cores)
 BOOT_TIMEOUT = 600  # seconds: to the data step under TCG (measured ~1.5-2.5 min)
@@ -62,12 +65,12 @@ def vmlab(image, tmp_path):
 
 
 def user_key(tmp_path: Path) -> tuple[Path, Path]:
-    """examples/lab-vm-1node.toml with a fresh ssh key for its [[users]] admin: the way an administrator reaches a vm
+    """The lab's lab-vm-1node.toml with a fresh ssh key for its [[users]] admin: the way an administrator reaches a vm
     node (pvc-lab ssh --identity)."""
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pub = (tmp_path / "id_ed25519.pub").read_text().strip()
-    text = (REPO / "examples" / "lab-vm-1node.toml").read_text()
+    text = example("lab-vm-1node").read_text()
     start = text.index("ssh_keys = [")
     end = text.index("]", start) + 1
     config = tmp_path / "cluster.toml"
@@ -88,12 +91,12 @@ def test_usb_uefi_forms_a_one_node_cluster(vmlab, tmp_path):
     config, key = user_key(tmp_path)
     lab, elapsed = vmlab("usb-uefi", "--config", str(config), timeout=FORM_TIMEOUT)
     console = lab.since_power_on("node1")
-    assert "PVC-FORMATION-DONE node=node1 steps=15" in console
+    assert node_console.done("node1", 15) in console
     assert "BdsDxe" in console or "UEFI" in console  # OVMF, not SeaBIOS, booted it
     data_done(lab)
     status = lab.status()
     assert status["backend"] == "vm" and status["nodes"][0]["formed"], status
-    with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/api/v1/health", timeout=30) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{API_PREFIX}/health", timeout=30) as resp:
         health = json.loads(resp.read())
     assert resp.status == 200, health
     out = lab.run("ssh", "--identity", str(key), "node1", "--", "findmnt", "-no", "FSTYPE,OPTIONS", "/")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pvc.api.app import build_document
 from pvc.api.reference import markdown
-from tests.conftest import ROOT
+from tests.harness.examples import ROOT
 
 
 def test_api_reference_is_current():

@@ -12,11 +12,11 @@ import pytest
 from pvc.config.load import load, load_text
 from pvc.config.schema import DataDisk
 from pvc.nodeos.boot import cmdline, discover, disks, identity
-from tests.conftest import EXAMPLES
+from tests.harness.examples import example
 
 
 def lab3():
-    return load(EXAMPLES / "lab-3node.toml").config
+    return load(example("lab-3node")).config
 
 
 def test_cmdline_parses_pvc_arguments_only():
@@ -120,7 +120,7 @@ def test_url_source_tries_each_mac_and_never_falls_back(tmp_path, monkeypatch):
 def test_invalid_config_reports_file_line_and_touches_nothing(tmp_path, monkeypatch):
     from pvc.nodeos.boot import main
 
-    bad = (EXAMPLES / "lab-3node.toml").read_text().replace("id = 2\n", 'id = "two"\n')
+    bad = (example("lab-3node")).read_text().replace("id = 2\n", 'id = "two"\n')
     src = tmp_path / "src" / "cluster.toml"
     src.parent.mkdir()
     src.write_text(bad)

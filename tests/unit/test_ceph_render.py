@@ -7,7 +7,7 @@ import subprocess
 from pvc.config.load import load
 from pvc.config.secrets import cluster_secrets
 from pvc.nodeos.formation import ceph as cephform
-from tests.conftest import EXAMPLES
+from tests.harness.examples import example
 
 
 def test_mon_keyring_is_read_by_ceph_authtool(tmp_path):
@@ -23,7 +23,7 @@ def test_mon_keyring_is_read_by_ceph_authtool(tmp_path):
 
 
 def test_monmap_from_a_production_file(tmp_path):
-    cfg = load(EXAMPLES / "production-5node.toml").config
+    cfg = load(example("production-5node")).config
     secrets = cluster_secrets(cfg.cluster.join_key, [n.name for n in cfg.nodes])
     params = cephform.params_for(cfg, secrets)
     assert params.mons == [("hv1", "10.0.1.1"), ("hv2", "10.0.1.2"), ("hv3", "10.0.1.3")]

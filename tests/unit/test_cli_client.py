@@ -18,7 +18,7 @@ import pytest
 
 from pvc.cli.client import ApiError, Client, Unreachable, path
 from pvc.cli.connections import Connection
-from tests.unit.cli_server import Stub, closed_port, self_signed, serve, silent_server, tls_context
+from tests.harness.http_stub import Stub, closed_port, self_signed, serve, silent_server, tls_context
 
 PVC = Path(sys.executable).parent / "pvc"
 

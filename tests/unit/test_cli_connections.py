@@ -13,8 +13,8 @@ import pytest
 
 from pvc.cli.connections import Connection, build_url, check_url, mask
 from pvc.config.secrets import initial_api_key
-from tests.conftest import EXAMPLES
-from tests.unit.cli_server import closed_port
+from tests.harness.examples import example
+from tests.harness.http_stub import closed_port
 
 PVC = Path(sys.executable).parent / "pvc"
 KEY = "s3cret-key-0123456789abcdef"
@@ -105,13 +105,13 @@ def test_add_usage_errors_exit_2(tmp_path):
 
 
 def test_from_config_derives_address_port_and_initial_key(tmp_path):
-    example = EXAMPLES / "lab-3node.toml"
-    ok(tmp_path, "connection", "add", "lab", "--from-config", str(example))
+    path = example("lab-3node")
+    ok(tmp_path, "connection", "add", "lab", "--from-config", str(path))
     doc = stored(tmp_path)["connections"]["lab"]
     join_key = "0364221b7440dbc4359db57e38152582fbb40d62e11bf9b42400b80fa260d932"
     assert doc["url"] == "http://192.0.2.250:7370"  # the upstream floating IP
     assert doc["key"] == initial_api_key(join_key)
-    ok(tmp_path, "connection", "add", "local", "--from-config", str(example), "--address", "127.0.0.1", "--port", "9")
+    ok(tmp_path, "connection", "add", "local", "--from-config", str(path), "--address", "127.0.0.1", "--port", "9")
     assert stored(tmp_path)["connections"]["local"]["url"] == "http://127.0.0.1:9"
     broken = tmp_path / "broken.toml"
     broken.write_text("schema = 1\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.cli_server import Seen, Stub, serve
+from tests.harness.http_stub import Seen, Stub, serve
 
 PVC = Path(sys.executable).parent / "pvc"
 

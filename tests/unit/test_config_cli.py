@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from pvc.cli.main import cli
 from pvc.config.load import load
-from tests.conftest import EXAMPLES
+from tests.harness.examples import example
 
 
 def pvc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,13 +33,13 @@ def assert_no_traceback(result) -> None:
 
 
 def test_valid_example_exits_0():
-    res = pvc("config", "validate", str(EXAMPLES / "production-3node.toml"))
+    res = pvc("config", "validate", str(example("production-3node")))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "valid" in res.stdout
 
 
 def test_duplicate_ip_one_line_at_second_node(tmp_path):
-    text = (EXAMPLES / "production-3node.toml").read_text().replace('cluster = "10.0.0.2"', 'cluster = "10.0.0.1"')
+    text = (example("production-3node")).read_text().replace('cluster = "10.0.0.2"', 'cluster = "10.0.0.1"')
     f = tmp_path / "c.toml"
     f.write_text(text)
     res = pvc("config", "validate", str(f))
@@ -112,7 +112,7 @@ def test_usage_error_exits_2():
 
 
 def test_json_format(tmp_path):
-    text = (EXAMPLES / "production-3node.toml").read_text().replace("[fencing]", "[fenceing]")
+    text = (example("production-3node")).read_text().replace("[fencing]", "[fenceing]")
     f = tmp_path / "c.toml"
     f.write_text(text)
     res = pvc("config", "validate", "--format", "json", str(f))
@@ -125,7 +125,7 @@ def test_json_format(tmp_path):
 
 
 def test_warnings_are_apart_and_become_errors_with_strict():
-    f = str(EXAMPLES / "lab-1node.toml")
+    f = str(example("lab-1node"))
     res = pvc("config", "validate", f)
     assert res.returncode == 0
     assert "warning: only one coordinator" in res.stderr and "warning:" not in res.stdout
@@ -170,7 +170,7 @@ def test_schema_prints_json_schema():
 
 
 def test_show_node_view_redacts_secrets():
-    f = str(EXAMPLES / "production-5node.toml")
+    f = str(example("production-5node"))
     res = pvc("config", "show", f, "--node", "hv4", "--format", "json")
     assert res.returncode == 0, res.stderr
     view = json.loads(res.stdout)

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvc.config.load import load_bytes, load_text
-from tests.conftest import EXAMPLES
+from tests.harness.examples import example
 
 EXAMPLE_NAMES = ["production-3node", "production-5node", "lab-3node", "lab-1node", "lab-vm-1node", "lab-vm-3node"]
-TEXTS = {name: (EXAMPLES / f"{name}.toml").read_text() for name in EXAMPLE_NAMES}
+TEXTS = {name: (example(name)).read_text() for name in EXAMPLE_NAMES}
 DOCS = {name: tomllib.loads(text) for name, text in TEXTS.items()}
 N = int(os.environ.get("PVC_FUZZ_EXAMPLES", "2000"))
 

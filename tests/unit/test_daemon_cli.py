@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import EXAMPLES
+from tests.harness.examples import example
 
 BIN = Path(sys.executable).parent
 
 
 def config_without_key_file(tmp_path: Path) -> Path:
-    text = (EXAMPLES / "lab-3node.toml").read_text()
+    text = (example("lab-3node")).read_text()
     lines = [('join_key_file = "missing.key"' if line.startswith("join_key =") else line) for line in text.splitlines()]
     path = tmp_path / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -34,7 +34,7 @@ def test_pvcd_names_the_unreadable_join_key_file(tmp_path):
 
 def test_pvcd_refuses_an_unknown_node_and_an_invalid_file(tmp_path):
     out = subprocess.run(
-        [str(BIN / "pvcd"), "--config", str(EXAMPLES / "lab-3node.toml"), "--node", "node9"],
+        [str(BIN / "pvcd"), "--config", str(example("lab-3node")), "--node", "node9"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,11 +9,11 @@ import yaml
 from pvc.config.load import load
 from pvc.nodeos.formation import frr, network, patroni, plan, system, units
 from pvc.nodeos.formation.steps import Context, write
-from tests.conftest import EXAMPLES
+from tests.harness.examples import EXAMPLES, example
 
 
 def cfg_of(name: str):
-    return load(EXAMPLES / f"{name}.toml").config
+    return load(example(name)).config
 
 
 def test_network_files_for_the_lab():

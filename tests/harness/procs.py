@@ -1,14 +1,49 @@
-"""Child processes for component tests: started in the foreground, logged to a file, ended by PID."""
+"""Child processes for tests and benches: started in the foreground, logged to a file, ended by PID.
+
+Every `Proc` still running when the interpreter exits is ended (atexit), and `end_on_signals()` turns SIGTERM and
+SIGHUP into KeyboardInterrupt, so `finally:` blocks and fixture teardowns run on those too: a failed or interrupted
+run leaves no service behind for the next one to find.
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+_LIVE: set[Proc] = set()
+
+
+def _end_all() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=5)
+
+
+atexit.register(_end_all)
+
+
+def end_on_signals() -> None:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, as Ctrl-C does, so cleanup code runs."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse to start a service on a port something already listens on: a leftover service of an earlier run
+    would otherwise answer in its place (with its old data)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, LISTEN is not
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise RuntimeError(f"{host}:{port} is in use: is a service of another test run still running?") from None
 
 
 class Proc:
@@ -29,6 +64,7 @@ class Proc:
             cwd=cwd,
             start_new_session=True,
         )
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -49,6 +85,7 @@ class Proc:
                     os.killpg(self.pid, signal.SIGKILL)
                 self.popen.wait(10)
         self._fh.close()
+        _LIVE.discard(self)
 
     def kill(self) -> None:
         self.stop(timeout=0.1, sig=signal.SIGKILL)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+from pvc.installer.lab.command import LabError, ip  # the lab's: a failure says which command and why
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -93,6 +90,6 @@ class NetLab:
             name = line.split()[0] if line.split() else ""
             if name.startswith(self.prefix):
                 kill_all_in(name)  # processes keep a namespace alive after its name is gone
-                with contextlib.suppress(subprocess.CalledProcessError):
+                with contextlib.suppress(LabError):
                     ip("netns", "del", name)
         self.nodes.clear()

@@ -1,4 +1,4 @@
-"""Driving `pvc-lab` from the system tests: the real command, run as a subprocess with the test's own lab folder,
+"""Driving `pvc-lab` from the system tests and benches: the real command, run as a subprocess with the test's own lab folder,
 namespace prefix and API port, and testinfra hosts whose commands go through `pvc-lab ssh NODE`."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from testinfra.backend.base import CommandResult
 from testinfra.backend.local import LocalBackend
 from testinfra.host import Host
+
+from pvc.installer.lab.machine import since_power_on
 
 BIN = Path(sys.executable).parent
 
@@ -58,7 +60,7 @@ class Lab:
         return (self.labdir / node / "console.log").read_text(errors="replace")
 
     def since_power_on(self, node: str) -> str:
-        return self.console(node).rsplit("=== pvc-lab: power on", 1)[-1]
+        return since_power_on(self.console(node))
 
     def wait(self, what: str, check, timeout: float, interval: float = 2.0):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ from pathlib import Path
 from kazoo.client import KazooClient
 
 from pvc.nodeos.formation import zookeeper as zkform
-from tests.component.procs import Proc, wait_until
+from tests.harness.procs import Proc, port_free, wait_until
 
 
 def four_letter(host: str, port: int, word: str = "srvr") -> str:
@@ -23,6 +23,8 @@ def four_letter(host: str, port: int, word: str = "srvr") -> str:
 
 class ZooKeeper:
     def __init__(self, workdir: Path, address: str, port: int, netns: str | None = None, tick_ms: int = 500):
+        if netns is None:
+            port_free(port, address)
         self.address, self.port = address, port
         data = workdir / "data"
         shutil.rmtree(data, ignore_errors=True)  # every ZooKeeper here starts empty

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -26,13 +25,13 @@ import libvirt
 from pvc.config.load import load_text
 from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.state.store import ClusterState, make_client
-from tests.component import libvirtd
-from tests.component.netlab import Net, NetLab, kill_all_in
-from tests.component.procs import Proc, wait_until
-from tests.component.zookeeper import ZooKeeper
+from tests.harness import libvirtd
+from tests.harness.netlab import Net, NetLab, kill_all_in
+from tests.harness.procs import Proc, port_free, wait_until
+from tests.harness.zookeeper import ZooKeeper
 
 if TYPE_CHECKING:
-    from tests.component.ceph import Ceph
+    from tests.harness.ceph import Ceph
 
 ROOT = Path(__file__).resolve().parents[2]
 JOIN_KEY = "c0ffee" * 10 + "c0de"
@@ -217,14 +216,7 @@ class RuntimeCluster:
     def up(self, cache: Path) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "cluster.toml").write_text(self.toml)
-        with socket.socket() as probe:  # a leftover forwarder would connect us to another cluster
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine, LISTEN is not
-            try:
-                probe.bind(("127.0.0.1", self.zk_host_port))
-            except OSError:
-                raise RuntimeError(
-                    f"127.0.0.1:{self.zk_host_port} is in use: is another test cluster running?"
-                ) from None
+        port_free(self.zk_host_port)  # a leftover forwarder would connect us to another cluster
         self.lab.up(self.nodes, {n: self.host_id(n) for n in self.nodes})
         if self.ceph is not None and self.ceph.net is not None:
             self.ceph.net.attach(
@@ -319,7 +311,7 @@ class RuntimeCluster:
                 self.lab.switch,
                 sys.executable,
                 "-m",
-                "tests.component.machine",
+                "tests.harness.server",
                 str(ndir / "machine.json"),
             ],
             ndir / "machine.log",

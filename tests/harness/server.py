@@ -1,9 +1,9 @@
-"""A simulated server: a BMC that speaks real IPMI (pyghmi's lanplus server, driven by the real ipmitool) and
-the node's processes (libvirtd, pvcd) it powers. Power off SIGKILLs every process in the node's network
-namespace, QEMU included; power on starts libvirtd and pvcd again.
+"""A simulated server: the lab's simulated BMC (pvc.installer.lab.bmc: real IPMI, driven by the real ipmitool)
+around the node's processes (libvirtd, pvcd). Power off SIGKILLs every process in the node's network namespace,
+QEMU included; power on starts libvirtd and pvcd again.
 
 Run inside the lab's switch namespace (where the BMC address lives):
-    ip netns exec SWITCH python -m tests.component.machine SPEC.json
+    ip netns exec SWITCH python -m tests.harness.server SPEC.json
 """
 
 from __future__ import annotations
@@ -18,22 +18,27 @@ import threading
 import time
 from pathlib import Path
 
-import pyghmi.ipmi.bmc as bmc
+from pvc.installer.lab.bmc import SimulatedBmc
+from tests.harness.netlab import kill_all_in
 
-from tests.component.netlab import kill_all_in
 
+class ServerProcesses:
+    """The processes of one simulated server, as its BMC powers them. Powering on returns at once (the BMC must
+    answer); the processes start in the background, each once the previous one is ready."""
 
-class Machine(bmc.Bmc):
     def __init__(self, spec: dict) -> None:
         self.spec = spec
         self.netns = spec["netns"]
         self.powered = False
         self.lock = threading.Lock()
         self.children: list[subprocess.Popen] = []
-        b = spec["bmc"]
-        super().__init__({b["user"]: b["password"]}, port=b["port"], address=b["address"])
 
-    # -- power ---------------------------------------------------------------------------------------------
+    def running(self) -> bool:
+        return self.powered
+
+    def start(self) -> None:
+        threading.Thread(target=self.boot, daemon=True).start()
+
     def boot(self) -> None:
         with self.lock:
             if self.powered:
@@ -55,7 +60,7 @@ class Machine(bmc.Bmc):
                 while ready and not os.path.exists(ready) and time.monotonic() < deadline:
                     time.sleep(0.05)
 
-    def halt(self) -> None:
+    def power_off(self) -> None:
         with self.lock:
             self.powered = False
             kill_all_in(self.netns)
@@ -67,35 +72,17 @@ class Machine(bmc.Bmc):
                 if ready and os.path.exists(ready):
                     os.unlink(ready)
 
-    # -- IPMI handlers ---------------------------------------------------------------------------------------
-    def get_power_state(self) -> str:
-        return "on" if self.powered else "off"
-
-    def power_off(self) -> None:
-        print("BMC: power off", flush=True)
-        self.halt()
-
-    def power_shutdown(self) -> None:
-        self.power_off()
-
-    def power_on(self) -> None:
-        print("BMC: power on", flush=True)
-        threading.Thread(target=self.boot, daemon=True).start()
-
-    def power_reset(self) -> None:
-        self.halt()
-        self.power_on()
-
-    def power_cycle(self) -> None:
-        self.power_reset()
-
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    machine = Machine(spec)
+    machine = ServerProcesses(spec)
+    b = spec["bmc"]
+    server = SimulatedBmc(
+        machine, b["user"], b["password"], b["address"], b["port"], on_event=lambda e: print(f"BMC: {e}", flush=True)
+    )
 
     def end(*_: object) -> None:
-        machine.halt()
+        machine.power_off()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, end)
@@ -103,7 +90,7 @@ def main() -> None:
     if spec.get("power_on", True):
         machine.boot()
     print("BMC: listening", flush=True)
-    machine.listen()
+    server.listen()
 
 
 if __name__ == "__main__":

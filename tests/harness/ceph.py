@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pvc.config.secrets import cluster_secrets
 from pvc.nodeos.formation import ceph as cephform
-from tests.component.netlab import ip, kill_all_in
-from tests.component.procs import Proc, wait_until
+from tests.harness.netlab import ip, kill_all_in
+from tests.harness.procs import Proc, wait_until
 
 # A one-machine cluster can hold no more than one copy per host, and this disk is mostly full: the options below
 # are what lets it report HEALTH_OK (feasibility-services.md §2, pitfall 6).
@@ -209,12 +209,7 @@ class Ceph:
             "auth",
             "add",
             f"osd.{osd_id}",
-            "osd",
-            "allow *",
-            "mon",
-            "allow profile osd",
-            "mgr",
-            "allow profile osd",
+            *cephform.OSD_CAPS,
             "-i",
             str(osd_dir / "keyring"),
         )

@@ -1,0 +1,137 @@
+"""The API under a real gunicorn, against a real ZooKeeper: the one way tests and benches start an API server.
+
+    with ApiServer.running(workdir, config, zk_hosts, port) as api:   # answers /health when the block starts
+        api.call("GET", "/api/v1/cluster", key=...)
+
+`seed_formed_cluster()` writes what a formed cluster has in ZooKeeper before any pvcd runs (schema, registered
+nodes with keepalives), for an API with no node daemons behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from kazoo.client import KazooClient
+
+from pvc.api.spec import API_PREFIX
+from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.migrations import ensure_schema
+from pvc.nodeos.state.models import Keepalive, NodeRecord
+from pvc.nodeos.state.store import ClusterState, make_client
+from tests.harness.procs import Proc, port_free, wait_until
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class ApiServer:
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path,
+        zk_hosts: str,
+        port: int,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        tls: bool = False,
+    ) -> None:
+        """`tls`: the config names a certificate, so gunicorn serves HTTPS (checked here without verification)."""
+        port_free(port)
+        self.port = port
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        self.key: str | None = None  # set by whoever knows the cluster's join key
+        self.state: ClusterState | None = None
+        self._context: ssl.SSLContext | None = None
+        if tls:
+            self._context = ssl.create_default_context()
+            self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+        env = {
+            **os.environ,
+            "PVC_CONFIG": str(config),
+            "PVC_ZOOKEEPER": zk_hosts,
+            "PVC_API_BIND": f"127.0.0.1:{port}",
+            "PVC_API_WORKERS": str(workers),
+            **(env or {}),
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = Proc(
+            "gunicorn",
+            [str(VENV_BIN / "gunicorn"), "-c", "python:pvc.api.gunicorn", "pvc.api:create_app()"],
+            workdir / "gunicorn.log",
+            env=env,
+        )
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, *args: object, **kwargs: object) -> Iterator[ApiServer]:
+        """Start the API (arguments as for the constructor), wait until it answers, and stop it afterwards."""
+        server = cls(*args, **kwargs)  # type: ignore[arg-type]
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def up() -> bool:
+            status, _ = self.call("GET", f"{API_PREFIX}/health")
+            return status == 200
+
+        wait_until("the API to answer /health with 200", up, timeout, interval=0.2, proc=self.proc)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, object]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if key:
+            req.add_header("X-Api-Key", key)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=330, context=self._context) as resp:
+                payload = resp.read()
+                status = resp.status
+                ctype = resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            payload, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        if "json" in ctype:
+            return status, json.loads(payload or b"null")
+        return status, payload.decode(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=10)
+
+
+def seed_formed_cluster(
+    zk_hosts: str, join_key: str, nodes: list[str], mem_total: int = 8192, mem_free: list[int] | None = None
+) -> tuple[KazooClient, ClusterState]:
+    """A clean /pvc with the schema and `nodes` registered (coordinators, daemon running, with keepalives), as a
+    formed cluster has it. Returns the client (the caller stops it) and the state over it."""
+    zk = make_client(zk_hosts, user=ZK_USER, password=zookeeper_password(join_key), timeout=5)
+    zk.start(timeout=10)
+    with contextlib.suppress(Exception):
+        zk.delete(layout.ROOT, recursive=True)
+    state = ClusterState(zk)
+    ensure_schema(state)
+    for i, name in enumerate(nodes):
+        free = mem_free[i] if mem_free else mem_total // 2
+        state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))
+        state.write_keepalive(name, Keepalive(mem_total=mem_total, mem_free=free, cpus=4))
+    return zk, state

@@ -1,0 +1,21 @@
+"""Where the example cluster.toml files are: production examples in examples/, the lab's in its package data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pvc.installer.lab.state import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+LAB_CONFIGS = CONFIG_DIR
+NAMES = ["production-3node", "production-5node", "lab-3node", "lab-1node", "lab-vm-1node", "lab-vm-3node"]
+
+
+def example(name: str) -> Path:
+    """The example NAME.toml (production-3node, lab-1node, lab-vm-3node, ...), wherever it lives."""
+    for folder in (EXAMPLES, LAB_CONFIGS):
+        path = folder / f"{name}.toml"
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no example {name}.toml in {EXAMPLES} or {LAB_CONFIGS}")
