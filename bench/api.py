@@ -2,7 +2,8 @@
 loopback. Baseline in the same run: GET /api/v1/docs (a static page through the same gunicorn and Falcon stack).
 
 Prints a table and writes bench/results/api.json. Targets: p50 ≤ 10 ms, ≥ 1 000 requests/s.
-    .venv/bin/python bench/api.py [--vms 1000] [--seconds 10] [--connections 8]
+Ports from PVC_TEST_PORT_BASE (tests/harness/ports.py). Run from the repository root:
+    .venv/bin/python -m bench.api [--vms 1000] [--seconds 10] [--connections 8]
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password  # noqa: E402
-from pvc.nodeos.state import layout  # noqa: E402
-from pvc.nodeos.state.migrations import ensure_schema  # noqa: E402
-from pvc.nodeos.state.models import Keepalive, NodeRecord, VmMeta, VmSpec  # noqa: E402
-from pvc.nodeos.state.store import ClusterState, make_client  # noqa: E402
-from tests.component.api import ApiServer  # noqa: E402
-from tests.component.cluster import JOIN_KEY, cluster_toml, tiny_domain_xml  # noqa: E402
-from tests.component.zookeeper import ZooKeeper  # noqa: E402
+from bench import report
+from pvc.api.spec import API_PREFIX
+from pvc.config.secrets import initial_api_key
+from pvc.nodeos.state.models import VmMeta, VmSpec
+from tests.harness.api import ApiServer, seed_formed_cluster
+from tests.harness.cluster import JOIN_KEY, cluster_toml, tiny_domain_xml
+from tests.harness.ports import BENCH_PORT
+from tests.harness.procs import end_on_signals
+from tests.harness.zookeeper import ZooKeeper
 
 TARGETS = {"p50_ms": 10.0, "requests_per_s": 1000.0}
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -52,55 +51,58 @@ def wrk(url: str, key: str, seconds: int, connections: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vms", type=int, default=1000)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--port", type=int, default=21990)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "api.json"))
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="pvc-bench-api-"))
-    zk = ZooKeeper(work / "zk", "127.0.0.1", args.port + 1)
-    api = None
+def fill(zk_hosts: str, nodes: list[str], vms: int) -> None:
+    """A formed cluster's state with `vms` defined VMs spread over the nodes."""
+    client, state = seed_formed_cluster(zk_hosts, JOIN_KEY, nodes, mem_total=65536, mem_free=[60000] * len(nodes))
     try:
-        zk.wait_ready()
-        client = make_client(zk.hosts, user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=10)
-        client.start(timeout=10)
-        state = ClusterState(client)
-        ensure_schema(state)
-        nodes = ["n1", "n2", "n3"]
-        for name in nodes:
-            state.put(layout.node(name), NodeRecord(name=name, daemon_state="run"))
-            state.write_keepalive(name, Keepalive(mem_total=65536, mem_free=60000))
-        for i in range(args.vms):
+        for i in range(vms):
             vm_uuid = str(uuid.uuid4())
             state.define_vm(
                 VmSpec(
                     uuid=vm_uuid,
                     name=f"vm{i:04d}",
                     xml=tiny_domain_xml(f"vm{i:04d}", vm_uuid),
-                    node=nodes[i % 3],
+                    node=nodes[i % len(nodes)],
                     memory_mib=64,
                     vcpus=1,
                     state="start",
                     meta=VmMeta(tags=["bench"]),
                 )
             )
+    finally:
+        client.stop()
+        client.close()
+
+
+def main() -> None:
+    end_on_signals()  # a killed or interrupted run still stops its ZooKeeper and gunicorn
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--port", type=int, default=BENCH_PORT + 10, help="the API's; ZooKeeper's is the next one")
+    parser.add_argument("--out", default=report.default_out("api"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pvc-bench-api-"))
+    zk = None
+    try:
+        zk = ZooKeeper(work / "zk", "127.0.0.1", args.port + 1)
+        zk.wait_ready()
+        nodes = ["n1", "n2", "n3"]
+        fill(zk.hosts, nodes, args.vms)
         config = work / "cluster.toml"
         config.write_text(cluster_toml(nodes))
-        api = ApiServer(work, config, zk.hosts, args.port, workers=2)
-        api.wait_ready()
         key = initial_api_key(JOIN_KEY)
-        status, listed = api.call("GET", "/api/v1/vms", key=key)
-        assert status == 200 and len(listed) == args.vms, (status, len(listed))
-        base = wrk(f"{api.url}/api/v1/docs", key, args.seconds, args.connections)
-        vms = wrk(f"{api.url}/api/v1/vms", key, args.seconds, args.connections)
-        size = len(json.dumps(listed))
+        with ApiServer.running(work, config, zk.hosts, args.port, workers=2) as api:
+            status, listed = api.call("GET", f"{API_PREFIX}/vms", key=key)
+            assert status == 200 and len(listed) == args.vms, (status, len(listed))
+            base = wrk(f"{api.url}{API_PREFIX}/docs", key, args.seconds, args.connections)
+            vms = wrk(f"{api.url}{API_PREFIX}/vms", key, args.seconds, args.connections)
+            size = len(json.dumps(listed))
     finally:
-        if api:
-            api.stop()
-        zk.stop()
+        if zk is not None:
+            zk.stop()
+        shutil.rmtree(work, ignore_errors=True)
     result = {
         "vms": args.vms,
         "response_bytes": size,
@@ -112,15 +114,14 @@ def main() -> None:
         "targets": TARGETS,
     }
     print(f"{args.vms} VMs ({size} bytes per list), 2 gunicorn workers, wrk -c{args.connections} for {args.seconds}s")
-    print(f"{'request':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'non-2xx':>8}")
-    for name, r in (("GET /api/v1/vms", vms), ("baseline: GET /api/v1/docs", base)):
-        print(f"{name:34} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['requests_per_s']:9.0f} {r['non_2xx']:8d}")
+    rows = [
+        (name, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['requests_per_s']:.0f}", r["non_2xx"])
+        for name, r in ((f"GET {API_PREFIX}/vms", vms), (f"baseline: GET {API_PREFIX}/docs", base))
+    ]
+    print(report.table(["request", "p50 ms", "p99 ms", "req/s", "non-2xx"], rows))
     ok = vms["p50_ms"] <= TARGETS["p50_ms"] and vms["requests_per_s"] >= TARGETS["requests_per_s"]
     print(f"targets p50 ≤ {TARGETS['p50_ms']:g} ms, ≥ {TARGETS['requests_per_s']:g} req/s: {'met' if ok else 'MISSED'}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,14 @@ Median wall time (of --repeat runs, after one warm-up) of:
    - `--connection NAME`: an existing cluster, from your connection profiles.
 
 Baseline in the same run: `python -c pass` with the same interpreter, because these machines are noisy.
-Prints a table and writes bench/results/cli_startup.json.
+Prints a table and writes bench/results/cli_startup.json. Run from the repository root:
 
-    .venv/bin/python bench/cli_startup.py [--repeat 20] [--real-api | --connection NAME]
+    .venv/bin/python -m bench.cli_startup [--repeat 20] [--real-api | --connection NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -31,12 +30,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import report
+from tests.harness.cli import PVC
+from tests.harness.examples import example
+from tests.harness.procs import end_on_signals
 
-BIN = Path(sys.executable).parent
-PVC = BIN / "pvc"
-EXAMPLE = ROOT / "examples" / "production-3node.toml"
+EXAMPLE = example("production-3node")
 TARGET_HELP_MS = 150.0
 
 
@@ -95,45 +94,42 @@ class RealApi:
     """ZooKeeper and the API under gunicorn, with a formed cluster's state (three registered nodes)."""
 
     def __init__(self, workdir: Path) -> None:
-        from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
-        from pvc.nodeos.state import layout
-        from pvc.nodeos.state.migrations import ensure_schema
-        from pvc.nodeos.state.models import Keepalive, NodeRecord
-        from pvc.nodeos.state.store import ClusterState, make_client
-        from tests.component.api import ApiServer
-        from tests.component.cluster import JOIN_KEY, cluster_toml
-        from tests.component.zookeeper import ZooKeeper
+        from pvc.config.secrets import initial_api_key
+        from tests.harness.api import ApiServer, seed_formed_cluster
+        from tests.harness.cluster import JOIN_KEY, cluster_toml
+        from tests.harness.ports import BENCH_PORT
+        from tests.harness.zookeeper import ZooKeeper
 
-        base = int(os.environ.get("PVC_TEST_PORT_BASE", "21930")) + 20
-        self.zk = ZooKeeper(workdir / "zk", "127.0.0.1", base)
-        self.zk.wait_ready()
-        config = workdir / "cluster.toml"
-        config.write_text(cluster_toml(["n1", "n2", "n3"]))
-        client = make_client(self.zk.hosts, user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=5)
-        client.start(timeout=10)
-        state = ClusterState(client)
-        ensure_schema(state)
-        for name in ("n1", "n2", "n3"):
-            state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))
-            state.write_keepalive(name, Keepalive(mem_total=8192, mem_free=4096, cpus=4))
-        client.stop()
-        client.close()
-        self.api = ApiServer(workdir, config, self.zk.hosts, base + 1)
-        self.api.wait_ready()
+        self.api: ApiServer | None = None
+        self.zk = ZooKeeper(workdir / "zk", "127.0.0.1", BENCH_PORT)
+        try:
+            self.zk.wait_ready()
+            config = workdir / "cluster.toml"
+            config.write_text(cluster_toml(["n1", "n2", "n3"]))
+            client, _ = seed_formed_cluster(self.zk.hosts, JOIN_KEY, ["n1", "n2", "n3"])
+            client.stop()
+            client.close()
+            self.api = ApiServer(workdir, config, self.zk.hosts, BENCH_PORT + 1)
+            self.api.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         self.url, self.key = self.api.url, initial_api_key(JOIN_KEY)
 
     def stop(self) -> None:
-        self.api.stop()
+        if self.api is not None:
+            self.api.stop()
         self.zk.stop()
 
 
 def main() -> None:
+    end_on_signals()  # a killed or interrupted run still stops what it started
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--real-api", action="store_true", help="start ZooKeeper and the API (gunicorn)")
     where.add_argument("--connection", metavar="NAME", help="an existing cluster from your connection profiles")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cli_startup.json"))
+    parser.add_argument("--out", default=report.default_out("cli_startup"))
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="pvc-bench-cli-"))
@@ -176,9 +172,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"pvc start-up, {args.repeat} runs each (after one warm-up); vm list against {api}")
-    print(f"{'what':40} {'median ms':>10} {'min ms':>10} {'max ms':>10}")
-    for name, values in results.items():
-        print(f"{name:40} {statistics.median(values):10.1f} {min(values):10.1f} {max(values):10.1f}")
+    rows = [(name, f"{statistics.median(v):.1f}", f"{min(v):.1f}", f"{max(v):.1f}") for name, v in results.items()]
+    print(report.table(["what", "median ms", "min ms", "max ms"], rows))
     baseline = statistics.median(results["baseline: python -c pass"])
     help_ms = statistics.median(results["pvc --help"])
     verdict = "meets" if help_ms <= TARGET_HELP_MS else "MISSES"
@@ -195,10 +190,7 @@ def main() -> None:
         "target_help_ms": TARGET_HELP_MS,
         "meets_target": help_ms <= TARGET_HELP_MS,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {out}")
+    report.write(document, args.out)
 
 
 if __name__ == "__main__":

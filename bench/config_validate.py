@@ -3,18 +3,18 @@
 Prints a table and writes bench/results/config_validate.json. Target (not a test assertion): median ≤ 200 ms.
 Baseline in the same run: tomllib.loads of the same text (the parse alone), so a slow machine shows as slow in both.
 
-    .venv/bin/python bench/config_validate.py [--nodes 64] [--repeat 30]
+Run from the repository root:
+    .venv/bin/python -m bench.config_validate [--nodes 64] [--repeat 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import tomllib
-from pathlib import Path
 
+from bench import report
 from pvc.config.example import Plan, render
 from pvc.config.load import load_text
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "config_validate.json"))
+    parser.add_argument("--out", default=report.default_out("config_validate"))
     args = parser.parse_args()
 
     text = render(Plan(nodes=args.nodes, lab=False), "ab" * 32, name="bench")
@@ -49,9 +49,7 @@ def main() -> None:
     print(
         f"cluster.toml with {args.nodes} nodes, {len(text.splitlines())} lines, {len(text)} bytes; {args.repeat} runs"
     )
-    print(f"{'what':40} {'median ms':>10} {'max ms':>10}")
-    for name, med, worst in rows:
-        print(f"{name:40} {med:10.2f} {worst:10.2f}")
+    print(report.table(["what", "median ms", "max ms"], [(n, f"{m:.2f}", f"{w:.2f}") for n, m, w in rows]))
     median = rows[0][1]
     verdict = "meets" if median <= TARGET_MS else "MISSES"
     print(
@@ -68,10 +66,7 @@ def main() -> None:
         "target_ms": TARGET_MS,
         "meets_target": median <= TARGET_MS,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

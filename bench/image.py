@@ -8,7 +8,8 @@
 Needs root and the host packages of ci/setup.sh. The temporary cache (about 6 GB) is removed afterwards unless
 --keep. Prints a table and writes bench/results/image.json.
 
-    .venv/bin/python bench/image.py [--keep]
+Run from the repository root:
+    .venv/bin/python -m bench.image [--keep]
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pvc.image.build import build  # noqa: E402
-from pvc.image.inputs import source_files  # noqa: E402
-from pvc.image.recipe import Recipe  # noqa: E402
-from pvc.image.run import remove_tree  # noqa: E402
+from bench import report
+from pvc.image.build import DEFAULT_PROJECT as ROOT
+from pvc.image.build import build
+from pvc.image.inputs import source_files
+from pvc.image.recipe import Recipe
+from pvc.image.run import remove_tree
+from tests.harness.procs import end_on_signals
 
 TARGET_WARM_S = 60.0
 TARGET_SQUASHFS_MB = 600.0
@@ -42,6 +42,7 @@ def timed(label: str, **kwargs) -> tuple[float, object]:
 
 
 def main() -> None:
+    end_on_signals()  # a killed or interrupted run still removes its 6 GB cache
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary cache and outputs")
     args = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
         squashfs = arts.squashfs.stat().st_size
         doc = json.loads(arts.manifest.read_text())
         with (src / TOUCHED).open("a") as fh:
-            fh.write("\n# bench/image.py: a Python-only change\n")
+            fh.write("\n# bench.image: a Python-only change\n")
         warm, arts = timed(f"warm rebuild ({TOUCHED} changed)", **common)
         assert not arts.cached
         same, arts = timed("no-change rebuild", **common)
@@ -97,13 +98,8 @@ def main() -> None:
         ),
         ("pvc-usb.img / pvc.iso", f"{results['usb_image_bytes'] / 1e6:.0f} / {results['iso_bytes'] / 1e6:.0f} MB", ""),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:>22}  {target}")
-    dest = ROOT / "bench" / "results" / "image.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {dest}")
+    print(report.table(["measure", "value", "target"], rows))
+    report.write(results, report.default_out("image"))
 
 
 if __name__ == "__main__":

@@ -5,26 +5,25 @@
 3. live migration of the same domain through pvcd vs plain `virsh migrate --live --p2p`, in the same run.
 
 Settings are cluster.toml's defaults (keepalive 2 s, dead after 5, ZooKeeper session 3 s) unless given.
-Prints a table and writes bench/results/runtime.json. Run as root: `.venv/bin/python bench/runtime.py`.
+Prints a table and writes bench/results/runtime.json. Run as root, from the repository root:
+`.venv/bin/python -m bench.runtime`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pvc.nodeos.state import actions  # noqa: E402
-from tests.component.cluster import CLUSTER, RuntimeCluster, tiny_domain_xml  # noqa: E402
-from tests.component.procs import wait_until  # noqa: E402
+from bench import report
+from pvc.nodeos.state import actions
+from tests.harness.cluster import CLUSTER, RuntimeCluster, tiny_domain_xml
+from tests.harness.ports import BENCH_PORT, NS_PREFIX
+from tests.harness.procs import end_on_signals, wait_until
 
 TARGETS = {"failover_s": 20.0, "primary_failover_s": 5.0, "migration_ratio": 1.2}
 
@@ -33,11 +32,17 @@ def cluster(workdir: Path, cache: Path, args: argparse.Namespace) -> RuntimeClus
     c = RuntimeCluster(
         Path(tempfile.mkdtemp(prefix="b", dir=workdir)),
         ["n1", "n2", "n3"],
+        prefix=f"b{NS_PREFIX}",  # not under NS_PREFIX: the component tests' teardown removes those namespaces
+        zk_host_port=BENCH_PORT + 30,
         keepalive=args.keepalive,
         dead_after=args.dead_after,
         session_ms=args.session_ms,
     )
-    c.up(cache)
+    try:
+        c.up(cache)
+    except BaseException:
+        c.down()
+        raise
     return c
 
 
@@ -133,6 +138,7 @@ def migrations(workdir: Path, cache: Path, args: argparse.Namespace) -> tuple[li
 
 
 def main() -> None:
+    end_on_signals()  # a killed or interrupted run still powers its simulated servers off
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--vms", type=int, default=2, help="VMs on the node that loses power")
@@ -140,14 +146,17 @@ def main() -> None:
     parser.add_argument("--keepalive", type=int, default=2)
     parser.add_argument("--dead-after", type=int, default=5)
     parser.add_argument("--session-ms", type=int, default=3000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "runtime.json"))
+    parser.add_argument("--out", default=report.default_out("runtime"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
     cache = workdir / "cache"
     cache.mkdir()
-    fo = [failover(workdir, cache, args) for _ in range(args.repeat)]
-    pf = [primary_failover(workdir, cache, args) for _ in range(args.repeat)]
-    pvc_mig, raw_mig = migrations(workdir, cache, args)
+    try:
+        fo = [failover(workdir, cache, args) for _ in range(args.repeat)]
+        pf = [primary_failover(workdir, cache, args) for _ in range(args.repeat)]
+        pvc_mig, raw_mig = migrations(workdir, cache, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     result = {
         "settings": {
             "keepalive_interval_s": args.keepalive,
@@ -178,14 +187,17 @@ def main() -> None:
         ("pvcd / virsh", result["migration_ratio"], "×", TARGETS["migration_ratio"]),
     ]
     print(f"settings: {result['settings']}; {args.repeat} runs each")
-    print(f"{'measure':52} {'value':>8}  {'target':>8}")
-    for name, value, unit, target in rows:
-        verdict = "" if target is None else ("ok" if value <= target else "MISSED")
-        print(f"{name:52} {value:7.2f}{unit}  {'' if target is None else f'≤{target:g}{unit}':>8} {verdict}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    table = [
+        (
+            name,
+            f"{value:.2f}{unit}",
+            "" if target is None else f"≤{target:g}{unit}",
+            "" if target is None else ("ok" if value <= target else "MISSED"),
+        )
+        for name, value, unit, target in rows
+    ]
+    print(report.table(["measure", "value", "target", ""], table))
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -6,29 +6,27 @@ tests start it; or an existing cluster with --conf):
    writes, --queue-depth writes in flight (aio_write), against `rbd bench --io-type write` with the same sizes,
    pattern and threads, on the same pool in the same run.
 
-Prints a table and writes bench/results/storage.json. Run as root: `.venv/bin/python bench/storage.py`.
+Prints a table and writes bench/results/storage.json. Run as root, from the repository root:
+`.venv/bin/python -m bench.storage`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pvc.nodeos.storage import pools, volumes  # noqa: E402
-from pvc.nodeos.storage.ceph import connect  # noqa: E402
+from bench import report
+from pvc.nodeos.storage import pools, volumes
+from pvc.nodeos.storage.ceph import connect
+from tests.harness.procs import end_on_signals
 
 MiB = 1024**2
 POOL = "bench"
@@ -147,6 +145,7 @@ def run(conf: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    end_on_signals()  # a killed or interrupted run still stops the Ceph it started
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conf", help="ceph.conf of an existing cluster (client.admin); default: start one")
     parser.add_argument("--repeat", type=int, default=15)
@@ -154,21 +153,20 @@ def main() -> None:
     parser.add_argument("--queue-depth", type=int, default=16)
     parser.add_argument("--seq-total", type=int, default=256 * MiB)
     parser.add_argument("--rand-ops", type=int, default=4096)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "storage.json"))
+    parser.add_argument("--out", default=report.default_out("storage"))
     args = parser.parse_args()
     if args.conf:
         result = run(args.conf, args)
     else:
-        from tests.component.ceph import Ceph, CephNet
-        from tests.component.cluster import JOIN_KEY
+        from tests.harness.ceph import Ceph, CephNet
+        from tests.harness.cluster import JOIN_KEY
+        from tests.harness.ports import BENCH_CEPH_PORT, NS_PREFIX, PORT_BASE
 
-        base = int(os.environ.get("PVC_TEST_PORT_BASE", "21930"))
-        prefix = os.environ.get("PVC_TEST_NS_PREFIX", "pvct")
         ceph = Ceph(
             Path(tempfile.mkdtemp(prefix="pvc-bench-ceph-")),
             JOIN_KEY,
-            port=base + 4869,
-            net=CephNet(f"cephb-{prefix}", base // 10 + 1),
+            port=BENCH_CEPH_PORT,
+            net=CephNet(f"cephb-{NS_PREFIX}", PORT_BASE // 10 + 1),
         )
         try:
             ceph.up()
@@ -191,15 +189,10 @@ def main() -> None:
             f"rbd bench {w['rand_4k']['rbd_bench_iops']:.0f} IOPS (x{w['rand_4k']['ratio']:.2f})",
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'value':>14}  comparison")
-    for name, value, comparison in rows:
-        print(f"{name.ljust(width)}  {value:>14}  {comparison}")
+    print(report.table(["measure", "value", "comparison"], rows))
     s = result["settings"]
     print(f"(pool size {s['pool_size']}, queue depth {s['queue_depth']}, {s['repeat']} repeats, {s['osds']})")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write(result, args.out)
 
 
 if __name__ == "__main__":
