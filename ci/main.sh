@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-for f in examples/*.toml; do
+for f in examples/*.toml installer/lab/configs/*.toml; do
   .venv/bin/pvc config validate "$f"
 done
 if [ -e "${PVC_LAB_DIR:-/var/lib/pvc-lab}/lab.json" ]; then
