@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 
 class LabError(Exception):
@@ -21,3 +23,17 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and out.returncode != 0:
         raise LabError(f"ip {' '.join(args)}: {out.stderr.strip()}")
     return out
+
+
+def spawn(argv: list[str], log: Path, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-lived process of the lab: in a session of its own (so `down` ends its whole group), its output
+    appended to `log`, no stdin."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )

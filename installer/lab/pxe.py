@@ -10,7 +10,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pvc.config.schema import ClusterFile
-from pvc.installer.lab.command import LabError
+from pvc.installer.lab.command import LabError, spawn
 from pvc.installer.lab.machine import enter_netns
 from pvc.installer.lab.state import Lab, Pxe
 
@@ -114,26 +113,10 @@ def start(lab: Lab, cfg: ClusterFile, artifacts: Artifacts, labdir: Path) -> Pxe
     bridge = lab.bridges["upstream"]
     conf = pxe_dir / "dnsmasq.conf"
     conf.write_text(dnsmasq_conf(pxe_dir, bridge, gateway, subnet.prefixlen, first, last))
-    log = open(pxe_dir / "pxe.log", "ab")  # noqa: SIM115 - handed to the children
-    common = {"stdout": log, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL, "start_new_session": True}
-    dns = subprocess.Popen(
-        ["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], preexec_fn=_in_netns(lab.lab_ns), **common
-    )
-    http = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(HTTP_PORT),
-            "--bind",
-            gateway,
-            "--directory",
-            str(pxe_dir / "http"),
-        ],
-        preexec_fn=_in_netns(lab.lab_ns),
-        **common,
-    )
-    log.close()
+    log = pxe_dir / "pxe.log"
+    dns = spawn(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], log, _in_netns(lab.lab_ns))
+    http_argv = [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", gateway]
+    http = spawn([*http_argv, "--directory", str(pxe_dir / "http")], log, _in_netns(lab.lab_ns))
     time.sleep(0.5)
     for proc, what in ((dns, "dnsmasq"), (http, "the PXE HTTP server")):
         if proc.poll() is not None:

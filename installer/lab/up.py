@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pvc.config.load import load
 from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile, Node
 from pvc.installer.lab import disks, network, observe, state
-from pvc.installer.lab.command import LabError, sh
+from pvc.installer.lab.command import LabError, sh, spawn
 from pvc.installer.lab.observe import Say
 from pvc.installer.lab.state import LAB_DIR, LAB_NS, Backend, Bmc, Lab, LabNode
 
@@ -132,34 +131,17 @@ def add_node(
 
 def power_on(lab: Lab, log: Path) -> None:
     """One supervisor (BMC and power) per node; each powers its node on."""
-    with open(log, "ab") as out:
-        for node in lab.nodes:
-            sup = subprocess.Popen(
-                [sys.executable, "-m", "pvc.installer.lab.supervisor", str(LAB_DIR), node.name],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            node.supervisor_pid = sup.pid
-            state.save(lab)
+    for node in lab.nodes:
+        sup = spawn([sys.executable, "-m", "pvc.installer.lab.supervisor", str(LAB_DIR), node.name], log)
+        node.supervisor_pid = sup.pid
+        state.save(lab)
 
 
 def forward_api(lab: Lab, cfg: ClusterFile, log: Path) -> None:
     """127.0.0.1:API_PORT on the host -> the cluster's floating upstream address, inside the lab's namespace."""
     target = f"{cfg.network.upstream.floating_ip}\\:{cfg.api.port}"
-    with open(log, "ab") as out:
-        fwd = subprocess.Popen(
-            [
-                "socat",
-                f"TCP-LISTEN:{lab.api_port},bind=127.0.0.1,reuseaddr,fork",
-                f"EXEC:ip netns exec {lab.lab_ns} socat STDIO TCP\\:{target}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    listen = f"TCP-LISTEN:{lab.api_port},bind=127.0.0.1,reuseaddr,fork"
+    fwd = spawn(["socat", listen, f"EXEC:ip netns exec {lab.lab_ns} socat STDIO TCP\\:{target}"], log)
     lab.forward_pid = fwd.pid
     state.save(lab)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.harness.ports import free_port
+
 Answer = tuple[int, object]  # status, JSON body (bytes: sent as is, text/html)
 
 
@@ -70,10 +72,8 @@ def serve(stub: Stub, tls: ssl.SSLContext | None = None) -> tuple[ThreadingHTTPS
 
 
 def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on."""
+    return free_port()
 
 
 def silent_server() -> tuple[socket.socket, int]:
