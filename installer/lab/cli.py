@@ -15,13 +15,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import NoReturn, cast, get_args
 
 import click
 
 from pvc.installer.lab import state
 from pvc.installer.lab.command import LabError
-from pvc.installer.lab.state import Backend, Lab
+from pvc.installer.lab.state import BOOT_MODES, Backend, Lab
 
 
 def nsenter_argv(pid: int, command: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ def main() -> None:
 
 @main.command("up")
 @click.option("--nodes", "nodes", type=click.IntRange(1, 9), default=3, show_default=True)
-@click.option("--backend", type=click.Choice(["container", "vm"]), default="container", show_default=True)
+@click.option("--backend", type=click.Choice(get_args(Backend)), default="container", show_default=True)
 @click.option(
     "--config",
     "config",
@@ -65,7 +65,7 @@ def main() -> None:
 )
 @click.option(
     "--boot",
-    type=click.Choice(["kernel", "usb-uefi", "usb-bios", "iso-uefi", "iso-bios", "pxe-bios", "pxe-uefi"]),
+    type=click.Choice(BOOT_MODES),
     default="kernel",
     show_default=True,
     help="vm backend: how QEMU boots the image (direct kernel, the USB image or the ISO under UEFI or BIOS, or PXE)",

@@ -24,6 +24,15 @@ EXAMPLE_CONFIGS = {
 }
 
 Backend = Literal["container", "vm"]
+BOOT_MODES = (
+    "kernel",
+    "usb-uefi",
+    "usb-bios",
+    "iso-uefi",
+    "iso-bios",
+    "pxe-bios",
+    "pxe-uefi",
+)  # how the vm backend boots
 
 
 def example_config(backend: str, nodes: int) -> Path:

@@ -24,14 +24,13 @@ from pvc.installer.lab import pxe
 from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import Machine
 from pvc.installer.lab.network import tap_name
-from pvc.installer.lab.state import KernelBoot, Lab, LabNode, Medium, Vm
+from pvc.installer.lab.state import BOOT_MODES, KernelBoot, Lab, LabNode, Medium, Vm
 
 if TYPE_CHECKING:
     from pvc.image.build import Artifacts
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-BOOT_MODES = ("kernel", "usb-uefi", "usb-bios", "iso-uefi", "iso-bios", "pxe-bios", "pxe-uefi")
 NIC_SLOT = 0x10  # NIC i sits at PCI slot 0x10+i of q35's root bus: the guest names it enp0s(16+i)
 DISK_SLOT = 0x08  # data, OSDs, then the config disk from here on
 
