@@ -19,22 +19,18 @@ def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
     XML is a string whose well-formedness JSON Schema cannot express (it is answered with a documented 400).
     """
     from pvc.config.secrets import initial_api_key
-    from tests.component.conftest import PORT_BASE
     from tests.harness.api import ApiServer
     from tests.harness.cluster import JOIN_KEY
+    from tests.harness.ports import SCHEMATHESIS_API_PORT
 
-    api = ApiServer(
+    with ApiServer.running(
         tmp_path,
         runtime.dir / "cluster.toml",
         f"127.0.0.1:{runtime.zk_host_port}",
-        PORT_BASE + 4,
+        SCHEMATHESIS_API_PORT,
         env={"PVC_CEPH_CONF": str(ceph.conf), "PVC_CEPH_NAME": "client.libvirt"},
-    )
-    try:
-        api.wait_ready()
+    ) as api:
         run_schemathesis(api.url, initial_api_key(JOIN_KEY), tmp_path)
-    finally:
-        api.stop()
 
 
 def run_schemathesis(url: str, key: str, tmp_path: Path) -> None:
