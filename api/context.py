@@ -13,9 +13,8 @@ from kazoo.protocol.states import KazooState
 from pvc.api.auth import ApiKeys, digest
 from pvc.api.errors import ClusterNotReady
 from pvc.config.load import load, resolve_file
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
-from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
+from pvc.config.secrets import ZK_USER, initial_api_key, read_join_key, zookeeper_password
 from pvc.nodeos.formation import zookeeper as zkform
 from pvc.nodeos.state.cache import VmCache
 from pvc.nodeos.state.store import ClusterState, make_client

@@ -24,8 +24,8 @@ from pathlib import Path
 import click
 
 from pvc.config.load import load
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
+from pvc.config.secrets import read_join_key
 from pvc.installer import labnet
 from pvc.installer.labnet import LabError
 

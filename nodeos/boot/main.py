@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 
 from pvc.config.load import load
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile, Node
+from pvc.config.secrets import read_join_key
 from pvc.nodeos.boot import cmdline, discover, identity
 
 PREFIX = "pvc-node:"

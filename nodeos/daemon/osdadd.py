@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import OsdDisk
-from pvc.config.secrets import cluster_secrets
+from pvc.config.secrets import cluster_secrets, read_join_key
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from kazoo.exceptions import NoNodeError
 
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
-from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.config.secrets import ZK_USER, read_join_key, zookeeper_password
 from pvc.nodeos.daemon.console import ConsoleTailer
 from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer

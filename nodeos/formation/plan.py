@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from pvc.config import resolve
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
 from pvc.nodeos.formation.steps import Context, Step, StepFailed
@@ -20,8 +22,9 @@ DONE_MARKER = "PVC-FORMATION-DONE"
 FAILED_MARKER = "PVC-FORMATION-FAILED"
 
 
-def _coordinator(ctx: Context) -> bool:
-    return ctx.node.coordinator
+def runs(service: str) -> Callable[[Context], bool]:
+    """A step's condition: this node runs `service` (pvc.config.resolve.SERVICES, which `pvc config show` lists)."""
+    return lambda ctx: resolve.runs(ctx.node, service)
 
 
 def _data(ctx: Context) -> str:
@@ -35,18 +38,18 @@ STEPS: list[Step] = [
     Step("data", _data),
     Step("system", system.step),
     Step("network", network.step),
-    Step("zookeeper", zookeeper.step, _coordinator),
+    Step("zookeeper", zookeeper.step, runs("zookeeper")),
     Step("zookeeper-client", zookeeper.client_step),
     Step("ceph-config", ceph.conf_step),
-    Step("ceph-mon", ceph.mon_step, _coordinator),
-    Step("ceph-mgr", ceph.mgr_step, _coordinator),
-    Step("ceph-osd", ceph.osd_step, lambda ctx: bool(ctx.node.osds)),
-    Step("ceph-pools", ceph.pools_step, _coordinator),
-    Step("patroni", patroni.step, _coordinator),
-    Step("frr", frr.step),
-    Step("libvirt", libvirt.step),
-    Step("pvcd", daemons.pvcd_step),
-    Step("api", daemons.api_step, _coordinator),
+    Step("ceph-mon", ceph.mon_step, runs("ceph-mon")),
+    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr")),
+    Step("ceph-osd", ceph.osd_step, runs("ceph-osd")),
+    Step("ceph-pools", ceph.pools_step, runs("ceph-mon")),  # created by the monitors' nodes, under a lock
+    Step("patroni", patroni.step, runs("patroni")),
+    Step("frr", frr.step, runs("frr")),
+    Step("libvirt", libvirt.step, runs("libvirtd")),
+    Step("pvcd", daemons.pvcd_step, runs("pvcd")),
+    Step("api", daemons.api_step, runs("pvc-api")),
 ]
 
 

@@ -11,12 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pvc.config.choices import Selector, VmMigrationMethod
 from pvc.nodeos.state.vmstate import State
 
 DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
 DomainState = Literal["ready", "flushing", "flushed", "unflushing"]
-Selector = Literal["mem", "memprov", "vcpus", "load", "vms"]
-MigrationMethod = Literal["live", "live-only", "shutdown"]
 ObservedState = Literal["running", "stopped", "starting", "stopping", "migrating", "failed"]
 
 
@@ -67,7 +66,7 @@ class VmMeta(Record):
     node_limit: list[str] = []
     selector: Selector | None = None  # None: the cluster default (cluster.toml [migration] selector)
     autostart: bool = False
-    migration_method: MigrationMethod | None = None  # None: the cluster default
+    migration_method: VmMigrationMethod | None = None  # None: the cluster default
     max_downtime_ms: int | None = None
     tags: list[str] = []
 

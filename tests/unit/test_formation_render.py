@@ -128,6 +128,19 @@ def test_steps_per_role():
     assert "zookeeper-client" in names[hyper.name] and names[hyper.name][-1] == "pvcd"
 
 
+def test_the_plan_starts_exactly_the_services_config_show_lists():
+    from pvc.config.resolve import SERVICES, services
+
+    step_service = {"libvirt": "libvirtd", "api": "pvc-api"}  # step names that differ from the service's
+    for example in ("production-5node", "lab-3node"):
+        cfg = cfg_of(example)
+        for node in cfg.nodes:
+            ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]
+            started = [step_service.get(s.name, s.name) for s in plan.steps_for(ctx)]
+            assert [s for s in started if s in SERVICES] == services(cfg, node), node.name
+            assert ("ceph-pools" in started) == node.coordinator  # the monitors' nodes create the pools
+
+
 def test_libvirt_leaves_cgroups_alone_only_in_a_container():
     from pvc.nodeos.formation import libvirt
 
