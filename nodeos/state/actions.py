@@ -10,8 +10,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Callable
 
-from pvc.nodeos.daemon import domxml
-from pvc.nodeos.state import placement
+from pvc.nodeos.state import domxml, placement
 from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmMeta, VmSpec
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import Action, TransitionError, next_state

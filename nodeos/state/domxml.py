@@ -1,4 +1,8 @@
-"""Pure functions over libvirt domain XML: the facts PVC needs from it, and the console log it adds."""
+"""Pure functions over libvirt domain XML: the facts PVC needs from it, and the console log it adds.
+
+Here, below the daemon, because defining a VM (state.actions) parses its XML as much as running it does. An interim
+home: the typed VM model of DESIGN.md decision 10 replaces it.
+"""
 
 from __future__ import annotations
 
