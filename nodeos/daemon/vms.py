@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from pvc.nodeos.daemon.storage import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
-from pvc.nodeos.state import domxml, layout
-from pvc.nodeos.state.models import Task, VmSpec, VmStatus
+from pvc.nodeos.state import domxml
+from pvc.nodeos.state.models import VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class VmController:
     def start(self) -> None:
         for w in self.workers:
             w.start()
-        self.d.zk.ChildrenWatch(layout.VMS, self._on_children)
+        self.d.state.watch_vm_list(self._on_children)
         self.periodic.start()
 
     def _periodic(self) -> None:
@@ -62,7 +62,7 @@ class VmController:
         for vm_uuid in children:
             if vm_uuid not in self._watched:
                 self._watched.add(vm_uuid)
-                self.d.zk.DataWatch(layout.vm(vm_uuid), self._data_watcher(vm_uuid))
+                self.d.state.watch_vm(vm_uuid, self._data_watcher(vm_uuid))
             self.kick(vm_uuid)
         return not self.d.stopping.is_set()
 
@@ -165,17 +165,8 @@ class VmController:
             self._set_status(spec, "running")
             self._hand_off(spec, "migrate", "start")
             if spec.task:  # the source's own message, with the time it took, replaces this one
-                message = f"live-migrated to {self.me}"
                 with contextlib.suppress(NotFound):
-                    self.d.state.update(
-                        layout.task(spec.task),
-                        Task,
-                        lambda t: (
-                            None
-                            if t.state in ("succeeded", "failed")
-                            else t.model_copy(update={"state": "succeeded", "progress": 1, "message": message})
-                        ),
-                    )
+                    self.d.state.finish_task(spec.task, "succeeded", f"live-migrated to {self.me}")
 
     def _gone_source(self, spec: VmSpec) -> str | None:
         """The node a migrating VM comes from, if its daemon is no longer up (stopped, dead or fenced)."""

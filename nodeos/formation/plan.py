@@ -16,6 +16,7 @@ from pvc.config import resolve
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
 from pvc.nodeos.formation.steps import Context, Step, StepFailed
+from pvc.nodeos.state.models import FormationProgress, FormationStep
 
 STATUS_FILE = Path("/run/pvc/formation.json")
 DONE_MARKER = "PVC-FORMATION-DONE"
@@ -61,8 +62,6 @@ class Reporter:
     """Keeps the step list; prints each change and publishes it where the API and the lab can read it."""
 
     def __init__(self, ctx: Context, names: list[str]) -> None:
-        from pvc.nodeos.state.models import FormationProgress, FormationStep
-
         self.ctx = ctx
         self.progress = FormationProgress(node=ctx.node.name, steps=[FormationStep(name=n) for n in names])
 
@@ -78,10 +77,8 @@ class Reporter:
             STATUS_FILE.parent.mkdir(parents=True, exist_ok=True)
             STATUS_FILE.write_text(json.dumps(self.progress.model_dump(mode="json")))
         if self.ctx.zk is not None and self.ctx.zk.connected:
-            from pvc.nodeos.state.store import ClusterState
-
             with contextlib.suppress(Exception):  # progress is informative: never fail formation on it
-                ClusterState(self.ctx.zk).set_formation(self.progress)
+                self.ctx.state.set_formation(self.progress)
 
 
 def form(ctx: Context) -> bool:

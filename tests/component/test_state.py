@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,7 @@ import pytest
 from kazoo.exceptions import NoAuthError
 
 from pvc.nodeos.state import layout
+from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
@@ -73,6 +75,62 @@ def test_keepalive_mtime_is_zookeeper_time(state):
     record, mtime = state.keepalive("n1")
     assert record.mem_total == 2048 and mtime == second >= first
     assert state.keepalive("nobody") is None
+
+
+def test_zookeeper_clock_is_learnt_from_keepalives_without_a_write(state):
+    clock = ZkClock(state.zk)
+    state.write_keepalive("n1", Keepalive())
+    clock.start()
+    assert clock.now_ms() is None, "a keepalive of unknown age must not set the clock"
+    first = state.write_keepalive("n1", Keepalive())
+    assert clock.wait_known(10), "the keepalive's change event never arrived"
+    time.sleep(1.0)
+    now = clock.now_ms()
+    later = state.write_keepalive("n2", Keepalive())  # a node that registered after the clock started
+    assert now is not None and first + 500 <= now <= later, (first, now, later)
+
+
+def test_primary_claim_is_this_sessions_and_taken_over_from_a_stale_one(state, zookeeper):
+    other = make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test", timeout=5)
+    other.start(timeout=10)
+    try:
+        ClusterState(other).claim_primary("n2")  # a previous primary whose session has not expired yet
+        state.claim_primary("n1")
+        assert state.primary() == "n1"
+        claimed = state.zk.exists(layout.PRIMARY)
+        assert claimed.ephemeralOwner == state.zk.client_id[0]
+        state.claim_primary("n1")  # again, while it holds it: no change
+        assert state.zk.exists(layout.PRIMARY).czxid == claimed.czxid
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_alive_znode_lives_with_the_session(state, zookeeper):
+    other = make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test", timeout=5)
+    other.start(timeout=10)
+    ClusterState(other).mark_alive("n2")
+    ClusterState(other).mark_alive("n2")  # idempotent
+    assert state.zk.exists(layout.node_alive("n2"))
+    other.stop()
+    other.close()
+    assert not state.zk.exists(layout.node_alive("n2"))
+
+
+def test_node_log_appends_and_is_bounded(state):
+    assert state.node_log("n1") == []
+    state.append_node_log("n1", ["one", "two"])
+    state.append_node_log("n1", [f"line {i}" for i in range(LOG_LINES)])
+    lines = state.node_log("n1")
+    assert len(lines) == LOG_LINES and lines[0] == "line 0" and lines[-1] == f"line {LOG_LINES - 1}"
+
+
+def test_a_finished_task_keeps_its_end(state):
+    task = state.create_task("migrate", "vm1", total=1)
+    assert state.finish_task(task.id, "succeeded", "live-migrated to n2 in 1.2s").progress == 1
+    assert state.finish_task(task.id, "succeeded", "live-migrated to n2").message == "live-migrated to n2 in 1.2s"
+    with pytest.raises(NotFound):
+        state.finish_task("nosuch", "failed", "x")
 
 
 def test_nodes_and_update(state):
