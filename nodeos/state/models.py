@@ -88,6 +88,12 @@ class VmSpec(Record):
     updated: float = Field(default_factory=now)
 
 
+class VmName(Record):
+    """An entry of the VM name index: the VM that holds the name."""
+
+    uuid: str
+
+
 class VmStatus(Record):
     """What the node that runs (or last ran) the VM observes."""
 

@@ -15,18 +15,27 @@ import json
 import random
 import secrets
 import time
+import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from typing import Literal, TypeVar
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, KazooException, LockTimeout, NodeExistsError, NoNodeError
+from kazoo.client import KazooClient, TransactionRequest
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
 from kazoo.recipe.election import Election
 from kazoo.security import make_digest_acl
 from pydantic import BaseModel
 
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import ZK_USER, zookeeper_password
-from pvc.nodeos.state import layout
+from pvc.nodeos.state import domxml, layout
 from pvc.nodeos.state.models import (
     Fault,
     FormationProgress,
@@ -36,6 +45,7 @@ from pvc.nodeos.state.models import (
     NodeRecord,
     Primary,
     Task,
+    VmName,
     VmSpec,
     VmStatus,
     now,
@@ -316,41 +326,118 @@ class ClusterState:
         return [v for v in (self.get_or_none(layout.vm(u), VmSpec) for u in self.vm_uuids()) if v]
 
     def find_vm(self, name_or_uuid: str) -> VmSpec:
-        """A VM by UUID or by name."""
-        spec = self.get_or_none(layout.vm(name_or_uuid), VmSpec) if "/" not in name_or_uuid else None
-        if spec is not None:
+        """A VM by UUID or by name: one read of the VM, after one read of the name index for a name."""
+        if _is_uuid(name_or_uuid) and (spec := self.get_or_none(layout.vm(name_or_uuid), VmSpec)) is not None:
             return spec
-        for spec in self.vms():
-            if spec.name == name_or_uuid:
-                return spec
+        entry = self._name_entry(name_or_uuid)
+        if entry is not None and (spec := self.get_or_none(layout.vm(entry[0]), VmSpec)) is not None:
+            return spec
         raise NotFound(name_or_uuid)
 
     def define_vm(self, spec: VmSpec) -> None:
-        """Create a VM's znodes in one transaction. Raises Conflict if the UUID or name is taken."""
-        if any(v.name == spec.name for v in self.vms()):
+        """Create a VM's znodes and its name's index entry in one transaction: of two defines of one name (or
+        UUID), exactly one succeeds and the other raises Conflict."""
+
+        def build(tx: TransactionRequest) -> None:
+            tx.create(layout.vm_name(spec.name), encode(VmName(uuid=spec.uuid)))
+            tx.create(layout.vm(spec.uuid), encode(spec))
+            tx.create(layout.vm_status(spec.uuid), encode(VmStatus(state="stopped", node=None)))
+            tx.create(layout.vm_console(spec.uuid), encode(LogRing()))
+
+        failed, resent = self._commit(build)
+        if failed is None or (resent and self._holder(spec.name) == spec.uuid):  # done (maybe by the first send)
+            return
+        if failed == 0:
             raise Conflict(f"a VM named '{spec.name}' already exists")
-        tx = self.zk.transaction()
-        tx.create(layout.vm(spec.uuid), encode(spec))
-        tx.create(layout.vm_status(spec.uuid), encode(VmStatus(state="stopped", node=None)))
-        tx.create(layout.vm_console(spec.uuid), encode(LogRing()))
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            if isinstance(results[0], NodeExistsError):
-                raise Conflict(f"a VM with UUID {spec.uuid} already exists")
-            raise next(r for r in results if isinstance(r, Exception))
+        if failed == 1:
+            raise Conflict(f"a VM with UUID {spec.uuid} already exists")
+        raise Conflict(f"VM {spec.uuid} changed while it was being defined")
 
     def remove_vm(self, uuid: str) -> None:
-        tx = self.zk.transaction()
-        for child in self.children(layout.vm(uuid)):
-            tx.delete(f"{layout.vm(uuid)}/{child}")
-        tx.delete(layout.vm(uuid))
-        results = tx.commit()
-        if any(isinstance(r, NoNodeError) for r in results):
+        """Delete a VM's znodes and its name's index entry in one transaction."""
+        spec = self.get_or_none(layout.vm(uuid), VmSpec)
+        if spec is None:
             raise NotFound(uuid)
+        children = self.children(layout.vm(uuid))
+        entry = self._name_entry(spec.name)
+
+        def build(tx: TransactionRequest) -> None:
+            for child in children:
+                tx.delete(f"{layout.vm(uuid)}/{child}")
+            tx.delete(layout.vm(uuid))
+            if entry is not None and entry[0] == uuid:
+                tx.delete(layout.vm_name(spec.name), version=entry[1])
+
+        failed, resent = self._commit(build)
+        if failed is None:
+            return
+        if not self.zk.retry(self.zk.exists, layout.vm(uuid)):  # gone: by our first send, or by someone else
+            if resent:
+                return
+            raise NotFound(uuid)
+        raise Conflict(f"VM '{spec.name}' changed while it was being removed; try again")
+
+    def rename_vm(self, uuid: str, new_name: str) -> VmSpec:
+        """Give a VM a new name (in its record and its domain XML) and move its index entry, in one transaction."""
+        try:
+            spec, version = self.get(layout.vm(uuid), VmSpec)
+        except NotFound:
+            raise NotFound(uuid) from None
+        if spec.name == new_name:
+            return spec
+        new = spec.model_copy(update={"name": new_name, "xml": domxml.with_name(spec.xml, new_name), "updated": now()})
+        entry = self._name_entry(spec.name)
+
+        def build(tx: TransactionRequest) -> None:
+            tx.create(layout.vm_name(new_name), encode(VmName(uuid=uuid)))
+            tx.set_data(layout.vm(uuid), encode(new), version=version)
+            if entry is not None and entry[0] == uuid:
+                tx.delete(layout.vm_name(spec.name), version=entry[1])
+
+        failed, resent = self._commit(build)
+        if failed is None or (resent and self._holder(new_name) == uuid):
+            return new
+        if failed == 0:
+            raise Conflict(f"a VM named '{new_name}' already exists")
+        raise Conflict(f"VM '{spec.name}' changed while it was being renamed; try again")
+
+    def _name_entry(self, name: str) -> tuple[str, int] | None:
+        """(uuid, znode version) of the VM holding `name` in the index."""
+        try:
+            data, stat = self.zk.retry(self.zk.get, layout.vm_name(name))
+        except NoNodeError:
+            return None
+        return decode(VmName, data).uuid, stat.version
+
+    def _holder(self, name: str) -> str | None:
+        entry = self._name_entry(name)
+        return entry[0] if entry else None
+
+    def _commit(self, build: Callable[[TransactionRequest], None]) -> tuple[int | None, bool]:
+        """Commit the transaction `build` fills, retried like every call. Returns the index of the operation that
+        failed (None: all done) and whether it was sent more than once: then a failure may mean that the first
+        send had landed, which the caller checks."""
+        sends = 0
+
+        def commit() -> list:
+            nonlocal sends
+            sends += 1
+            tx = self.zk.transaction()
+            build(tx)
+            return tx.commit()
+
+        results = self.zk.retry(commit)
+        failed = next(
+            (i for i, r in enumerate(results) if isinstance(r, Exception) and not isinstance(r, _NOT_THE_CAUSE)),
+            None,
+        )
+        return failed, sends > 1
 
     def update_vm(self, uuid: str, change: Callable[[VmSpec], VmSpec | None]) -> VmSpec:
         def stamped(spec: VmSpec) -> VmSpec | None:
             new = change(spec)
+            if new is not None and new.name != spec.name:
+                raise ValueError("a VM's name changes only through rename_vm (it is indexed)")
             return None if new is None else new.model_copy(update={"updated": now()})
 
         try:
@@ -437,6 +524,17 @@ class ClusterState:
 
     def set_formation(self, progress: FormationProgress) -> None:
         self.put(layout.formation(progress.node), progress)
+
+
+# What ZooKeeper reports for the operations of a failed transaction that did not fail themselves.
+_NOT_THE_CAUSE = (RolledBackError, RuntimeInconsistency)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuidlib.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def bounded(lines: list[str], max_lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> list[str]:
