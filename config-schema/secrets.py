@@ -13,6 +13,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex  # the standard library's (this module's name is the same)
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -128,6 +129,4 @@ def cluster_secrets(join_key: str, node_names: list[str]) -> ClusterSecrets:
 
 
 def new_join_key() -> str:
-    import secrets
-
-    return secrets.token_hex(32)
+    return token_hex(32)

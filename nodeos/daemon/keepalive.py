@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from pvc.nodeos.daemon import resources
+from pvc.nodeos.daemon import hostinfo
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state.models import Keepalive, NodeRecord
 
@@ -113,7 +113,7 @@ class KeepaliveLoop:
 
     # -- the keepalive (the daemon's main loop) ------------------------------------------------------------------
     def measure(self) -> Keepalive:
-        host = resources.host()
+        host = hostinfo.host()
         sample = self.current_sample()
         self._report_libvirt(sample)
         provisioned = sum(v.memory_mib for v in self.d.state.vms() if v.node == self.me)

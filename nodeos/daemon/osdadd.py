@@ -58,7 +58,7 @@ class OsdRequests:
 
     def handle(self, request: OsdRequest) -> None:
         from pvc.nodeos.formation import ceph
-        from pvc.nodeos.formation.steps import Context, StepFailed
+        from pvc.nodeos.formation.machinery import Context, StepFailed
 
         self.d.state.update_task(request.task, state="running", message="finding the disks")
         try:

@@ -20,7 +20,7 @@ from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
 
 MON_PORT = 6789
 MON_V2_PORT = 3300

@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, wait_for
+from pvc.nodeos.formation.machinery import Context, wait_for
 
 PVCD_UNIT = "pvc-pvcd.service"
 API_UNIT = "pvc-api.service"

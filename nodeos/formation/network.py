@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
 
 NETWORK_DIR = Path("/run/systemd/network")
 

@@ -1,6 +1,6 @@
 """The formation graph: which steps run on a node, in which order, and how progress is reported.
 
-Each step renders its files, applies them, starts its service and waits on a real readiness probe (steps.py).
+Each step renders its files, applies them, starts its service and waits on a real readiness probe (machinery.py).
 Progress goes to the console and, once ZooKeeper is reachable, to /formation/<node> (and /run/pvc/formation.json).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from pvc.config import resolve
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
-from pvc.nodeos.formation.steps import Context, Step, StepFailed
+from pvc.nodeos.formation.machinery import Context, Step, StepFailed
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
 STATUS_FILE = Path("/run/pvc/formation.json")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 from pvc.nodeos.state.migrations import ensure_schema
 from pvc.nodeos.state.store import cluster_client
 

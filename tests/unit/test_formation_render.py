@@ -8,7 +8,7 @@ import yaml
 
 from pvc.config.load import load
 from pvc.nodeos.formation import frr, network, patroni, plan, system, units
-from pvc.nodeos.formation.steps import Context, write
+from pvc.nodeos.formation.machinery import Context, write
 from tests.conftest import EXAMPLES
 
 
