@@ -34,7 +34,7 @@ def index_vm_names(state: ClusterState) -> None:
                 f"vm-name-{spec.uuid}",
                 "vm-name-duplicate",
                 f"VM {spec.uuid} is named '{spec.name}' like the older VM {holders[spec.name].uuid}, which keeps "
-                "the name: give it another name",
+                "the name: remove it and define it again under another name",
             )
             continue
         holders[spec.name] = spec
