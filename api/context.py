@@ -59,10 +59,10 @@ class Context:
         interval for the first one)."""
         state = self.ready_state()
         with self._lock:
-            started, clock = self._clock is None, self._clock or ZkClock(state.zk)
-            if started:
+            clock, started = self._clock, self._clock is None
+            if clock is None:
+                clock = self._clock = ZkClock(state.zk)
                 clock.start()
-                self._clock = clock
         if started:  # outside the lock: other requests go on meanwhile
             clock.wait_known(self.cfg.timers.keepalive_interval)
         return clock

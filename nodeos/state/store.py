@@ -60,7 +60,8 @@ RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper conn
 
 
 class NotFound(Exception):
-    pass
+    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. Storage has its own for
+    Ceph objects, boot its NotInConfig for a machine cluster.toml does not list."""
 
 
 class Conflict(Exception):
