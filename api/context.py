@@ -13,12 +13,11 @@ from kazoo.protocol.states import KazooState
 from pvc.api.auth import ApiKeys, digest
 from pvc.api.errors import ClusterNotReady
 from pvc.config.load import load, resolve_file
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
-from pvc.config.secrets import ZK_USER, initial_api_key, zookeeper_password
-from pvc.nodeos.formation import zookeeper as zkform
+from pvc.config.secrets import initial_api_key, read_join_key
 from pvc.nodeos.state.cache import VmCache
-from pvc.nodeos.state.store import ClusterState, make_client
+from pvc.nodeos.state.clock import ZkClock
+from pvc.nodeos.state.store import ClusterState, cluster_client
 
 
 class ConfigError(Exception):
@@ -30,8 +29,8 @@ class Context:
     cfg: ClusterFile
     base_dir: Path
     keys: ApiKeys
+    join_key: str
     zk_hosts: str
-    zk_password: str
     ceph_conf: str = "/etc/ceph/ceph.conf"
     ceph_name: str = "client.admin"
 
@@ -40,6 +39,7 @@ class Context:
         self._ceph_lock = threading.Lock()
         self._state: ClusterState | None = None
         self._vm_cache: VmCache | None = None
+        self._clock: ZkClock | None = None
         self._formed = False
         self._lock = threading.Lock()
 
@@ -54,16 +54,25 @@ class Context:
             return self._vm_cache
 
     @property
+    def clock(self) -> ZkClock:
+        """ZooKeeper's clock, learnt from the nodes' keepalives (started on first use: it waits up to one keepalive
+        interval for the first one)."""
+        state = self.ready_state()
+        with self._lock:
+            clock, started = self._clock, self._clock is None
+            if clock is None:
+                clock = self._clock = ZkClock(state.zk)
+                clock.start()
+        if started:  # outside the lock: other requests go on meanwhile
+            clock.wait_known(self.cfg.timers.keepalive_interval)
+        return clock
+
+    @property
     def state(self) -> ClusterState:
         """The state layer; connects on first use (after gunicorn forked this worker)."""
         with self._lock:
             if self._state is None:
-                zk = make_client(
-                    self.zk_hosts,
-                    user=ZK_USER,
-                    password=self.zk_password,
-                    timeout=self.cfg.zookeeper.session_timeout_ms / 1000,
-                )
+                zk = cluster_client(self.cfg, self.join_key, hosts=self.zk_hosts)
                 try:
                     zk.start(timeout=5)
                 except Exception as exc:
@@ -138,8 +147,8 @@ def from_environment() -> Context:
         cfg=cfg,
         base_dir=base,
         keys=ApiKeys(keys),
-        zk_hosts=os.environ.get("PVC_ZOOKEEPER") or zkform.hosts(cfg),
-        zk_password=zookeeper_password(join_key),
+        join_key=join_key,
+        zk_hosts=os.environ.get("PVC_ZOOKEEPER") or cfg.zookeeper_hosts(),
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
         ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
     )

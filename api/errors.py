@@ -8,8 +8,8 @@ import falcon
 from kazoo.exceptions import KazooException
 
 from pvc.api.spec import RequestInvalid
-from pvc.nodeos.daemon.domxml import DomainXmlError
 from pvc.nodeos.state.actions import ActionError
+from pvc.nodeos.state.domxml import DomainXmlError
 from pvc.nodeos.state.placement import NoTarget
 from pvc.nodeos.state.store import Conflict, NotFound
 from pvc.nodeos.state.vmstate import TransitionError

@@ -6,14 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from pvc.config.choices import Selector, VmMigrationMethod
 from pvc.nodeos.state.models import (
     Fault,
     FenceInfo,
     FormationProgress,
     Keepalive,
-    MigrationMethod,
     OsdRequest,
-    Selector,
     StorageStatus,
     Task,
     VmMeta,
@@ -134,7 +133,7 @@ class VmDefine(Request):
     node_limit: list[Name] = []
     selector: Selector | None = None
     autostart: bool = False
-    migration_method: MigrationMethod | None = None
+    migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
 
@@ -154,7 +153,7 @@ class VmMetaChange(Request):
     node_limit: list[Name] | None = None
     selector: Selector | None = None
     autostart: bool | None = None
-    migration_method: MigrationMethod | None = None
+    migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
 

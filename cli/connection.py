@@ -41,8 +41,7 @@ def _key_from_file(path: str) -> str:
 def _from_cluster_file(path: str) -> tuple[str, int, bool, str]:
     """Address (the upstream floating IP), port, TLS and the initial API key from a cluster.toml."""
     from pvc.config.load import load as load_config
-    from pvc.config.resolve import read_join_key
-    from pvc.config.secrets import initial_api_key
+    from pvc.config.secrets import initial_api_key, read_join_key
 
     result = load_config(path)
     if not result.valid or result.config is None:

@@ -9,9 +9,8 @@ import click
 from pvc.cli.complete import node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, timeout_option, wait_option
+from pvc.config.choices import SELECTORS, VM_MIGRATION_METHODS
 
-SELECTORS = ("mem", "memprov", "vcpus", "load", "vms")
-METHODS = ("live", "live-only", "shutdown")
 vm_argument = click.argument("vm", metavar="VM", shell_complete=vm_names)
 
 
@@ -51,7 +50,7 @@ def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> 
 @click.option("--limit", callback=node_list, metavar="N1,N2", help="Nodes the VM may run on (default: any).")
 @click.option("--selector", type=click.Choice(SELECTORS), help="How to pick a node (default: the cluster's).")
 @click.option("--autostart", is_flag=True, help="Start it when its node becomes ready.")
-@click.option("--method", type=click.Choice(METHODS), help="Migration method (default: the cluster's).")
+@click.option("--method", type=click.Choice(VM_MIGRATION_METHODS), help="Migration method (default: the cluster's).")
 @click.option("--max-downtime", type=click.IntRange(1, 60000), metavar="MS", help="Live migration downtime limit.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
 @format_option
@@ -225,7 +224,9 @@ class DowntimeType(click.ParamType):
 @click.option("--limit", callback=node_list, metavar="N1,N2", help="Nodes it may run on ('' for any).")
 @click.option("--selector", type=click.Choice([*SELECTORS, "default"]), help="Node selector, or the cluster's.")
 @click.option("--autostart/--no-autostart", default=None, help="Start it when its node becomes ready.")
-@click.option("--method", type=click.Choice([*METHODS, "default"]), help="Migration method, or the cluster's.")
+@click.option(
+    "--method", type=click.Choice([*VM_MIGRATION_METHODS, "default"]), help="Migration method, or the cluster's."
+)
 @click.option(
     "--max-downtime",
     type=DowntimeType(),

@@ -12,24 +12,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from pvc.config.locate import Path
-from pvc.config.schema import ClusterFile, CoreNetwork, DiskSelector
+from pvc.config.locate import KeyPath
+from pvc.config.schema import ClusterFile, DiskSelector
 
 Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    path: Path
+    path: KeyPath
     message: str
     severity: Severity = "error"
     # For a conflict between two keys: the other key, and how to describe each side in a message.
-    other: Path | None = None
+    other: KeyPath | None = None
     label: str = ""
     other_label: str = ""
 
 
-def conflict(value: object, a: Path, a_label: str, b: Path, b_label: str) -> Finding:
+def conflict(value: object, a: KeyPath, a_label: str, b: KeyPath, b_label: str) -> Finding:
     """Two keys that may not hold the same value. The loader words the message around which one is later."""
     return Finding(path=a, message=str(value), other=b, label=a_label, other_label=b_label)
 
@@ -47,15 +47,8 @@ def run_checks(cfg: ClusterFile) -> list[Finding]:
     return [finding for fn in CHECKS for finding in fn(cfg)]
 
 
-def _node_path(i: int, *rest: str | int) -> Path:
+def _node_path(i: int, *rest: str | int) -> KeyPath:
     return ("nodes", i, *rest)
-
-
-def _networks(cfg: ClusterFile) -> list[tuple[str, CoreNetwork]]:
-    nets = [("upstream", cfg.network.upstream), ("cluster", cfg.network.cluster)]
-    if cfg.network.storage is not None:
-        nets.append(("storage", cfg.network.storage))
-    return nets
 
 
 # -- nodes ---------------------------------------------------------------------------------------------------
@@ -64,9 +57,9 @@ def _networks(cfg: ClusterFile) -> list[tuple[str, CoreNetwork]]:
 @check
 def unique_node_facts(cfg: ClusterFile) -> Iterator[Finding]:
     """Node names, ids, router ids, MACs and IPMI addresses are each unique."""
-    seen: dict[tuple[str, object], tuple[Path, str]] = {}
+    seen: dict[tuple[str, object], tuple[KeyPath, str]] = {}
 
-    def claim(kind: str, value: object, path: Path, label: str) -> Iterator[Finding]:
+    def claim(kind: str, value: object, path: KeyPath, label: str) -> Iterator[Finding]:
         key = (kind, value)
         if key in seen:
             other_path, other_label = seen[key]
@@ -108,8 +101,8 @@ def unique_node_facts(cfg: ClusterFile) -> Iterator[Finding]:
 @check
 def node_ips(cfg: ClusterFile) -> Iterator[Finding]:
     """Every node IP is unique, inside its network's subnet, and not the subnet's network/broadcast address."""
-    seen: dict[ipaddress.IPv4Address, tuple[Path, str]] = {}
-    nets = dict(_networks(cfg))
+    seen: dict[ipaddress.IPv4Address, tuple[KeyPath, str]] = {}
+    nets = dict(cfg.core_networks())
     for i, node in enumerate(cfg.nodes):
         for net_name in ("upstream", "cluster", "storage"):
             ip = getattr(node.ip, net_name)
@@ -132,7 +125,7 @@ def node_ips(cfg: ClusterFile) -> Iterator[Finding]:
             else:
                 seen[ip] = (path, label)
     # floating IPs and gateways against node IPs
-    for net_name, net in _networks(cfg):
+    for net_name, net in cfg.core_networks():
         for key in ("floating_ip", "gateway"):
             ip = getattr(net, key)
             if ip is None:
@@ -148,7 +141,7 @@ def node_ips(cfg: ClusterFile) -> Iterator[Finding]:
 
 
 def _inside(
-    ip: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network, path: Path, what: str, net_name: str
+    ip: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network, path: KeyPath, what: str, net_name: str
 ) -> Iterator[Finding]:
     if ip not in subnet:
         yield Finding(path, f"{ip} ({what}) is outside the {net_name} subnet {subnet}")
@@ -238,15 +231,15 @@ def _same_selector(a: DiskSelector, b: DiskSelector) -> bool:
 def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
     """Interface names unique; bond members exist and are used once; VLAN parents exist and carry the MTU."""
     net = cfg.network
-    declared: dict[str, tuple[Path, int]] = {}  # name -> (path, mtu)
+    declared: dict[str, tuple[KeyPath, int]] = {}  # name -> (path, mtu)
     for kind, items in (("nics", net.nics), ("bonds", net.bonds), ("vlans", net.vlans)):
         for i, item in enumerate(items):
-            path: Path = ("network", kind, i, "name")
+            path: KeyPath = ("network", kind, i, "name")
             if item.name in declared:
                 yield conflict(item.name, path, "an interface name", declared[item.name][0], "an interface name")
             else:
                 declared[item.name] = (path, item.mtu)
-    used_by: dict[str, tuple[Path, str]] = {}
+    used_by: dict[str, tuple[KeyPath, str]] = {}
     for i, bond in enumerate(net.bonds):
         for j, member in enumerate(bond.members):
             path = ("network", "bonds", i, "members", j)
@@ -256,7 +249,7 @@ def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
                 yield conflict(member, path, f"a member of bond '{bond.name}'", *used_by[member])
             else:
                 used_by[member] = (path, f"a member of bond '{bond.name}'")
-    vlan_ids: dict[tuple[str, int], tuple[Path, str]] = {}
+    vlan_ids: dict[tuple[str, int], tuple[KeyPath, str]] = {}
     for i, vlan in enumerate(net.vlans):
         path = ("network", "vlans", i, "parent")
         if vlan.parent not in declared or vlan.parent in {v.name for v in net.vlans}:
@@ -271,13 +264,13 @@ def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
                 f"VLAN '{vlan.name}' MTU {vlan.mtu} is larger than its parent '{vlan.parent}' MTU {parent_mtu}",
             )
         key = (vlan.parent, vlan.id)
-        id_path: Path = ("network", "vlans", i, "id")
+        id_path: KeyPath = ("network", "vlans", i, "id")
         label = f"the VLAN id of '{vlan.name}' on '{vlan.parent}'"
         if key in vlan_ids:
             yield conflict(vlan.id, id_path, label, *vlan_ids[key])
         else:
             vlan_ids[key] = (id_path, label)
-    for net_name, core in [*_networks(cfg), *([("bridged", net.bridged)] if net.bridged else [])]:
+    for net_name, core in [*cfg.core_networks(), *([("bridged", net.bridged)] if net.bridged else [])]:
         path = ("network", net_name, "device")
         if core.device not in declared:
             yield Finding(path, f"device '{core.device}' is not declared in [[network.nics]], bonds or vlans")
@@ -311,8 +304,8 @@ def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
 
 @check
 def subnets_disjoint(cfg: ClusterFile) -> Iterator[Finding]:
-    subnets: list[tuple[Path, str, ipaddress.IPv4Network]] = [
-        (("network", name, "subnet"), f"the {name} network", core.subnet) for name, core in _networks(cfg)
+    subnets: list[tuple[KeyPath, str, ipaddress.IPv4Network]] = [
+        (("network", name, "subnet"), f"the {name} network", core.subnet) for name, core in cfg.core_networks()
     ]
     for i, cn in enumerate(cfg.client_networks):
         if cn.subnet is not None:
@@ -331,10 +324,10 @@ def subnets_disjoint(cfg: ClusterFile) -> Iterator[Finding]:
 
 @check
 def client_networks(cfg: ClusterFile) -> Iterator[Finding]:
-    names: dict[str, Path] = {}
-    vnis: dict[int, tuple[Path, str]] = {}
+    names: dict[str, KeyPath] = {}
+    vnis: dict[int, tuple[KeyPath, str]] = {}
     for i, cn in enumerate(cfg.client_networks):
-        base: Path = ("client_networks", i)
+        base: KeyPath = ("client_networks", i)
         if cn.name in names:
             yield conflict(cn.name, (*base, "name"), "a client network name", names[cn.name], "a client network name")
         names.setdefault(cn.name, (*base, "name"))
@@ -374,9 +367,9 @@ def ceph_pools(cfg: ClusterFile) -> Iterator[Finding]:
     osd_nodes = [n.name for n in cfg.nodes if n.osds]
     defaults = cfg.ceph.pool_defaults
     yield from _pool_sizes(("ceph", "pool_defaults"), "pool_defaults", defaults.size, defaults.min_size, None)
-    seen: dict[str, Path] = {}
+    seen: dict[str, KeyPath] = {}
     for i, pool in enumerate(cfg.ceph.pools):
-        base: Path = ("ceph", "pools", i)
+        base: KeyPath = ("ceph", "pools", i)
         if pool.name in seen:
             yield conflict(pool.name, (*base, "name"), "a pool name", seen[pool.name], "a pool name")
         seen.setdefault(pool.name, (*base, "name"))
@@ -400,7 +393,7 @@ def ceph_pools(cfg: ClusterFile) -> Iterator[Finding]:
             )
 
 
-def _pool_sizes(base: Path, what: str, size: int, min_size: int, pool: object) -> Iterator[Finding]:
+def _pool_sizes(base: KeyPath, what: str, size: int, min_size: int, pool: object) -> Iterator[Finding]:
     explicit_min = pool is None or getattr(pool, "min_size", None) is not None
     where = (*base, "min_size") if explicit_min else (*base, "name")
     if size == 1:
@@ -448,9 +441,9 @@ def patroni_timing(cfg: ClusterFile) -> Iterator[Finding]:
 def users(cfg: ClusterFile) -> Iterator[Finding]:
     if not cfg.users:
         yield Finding(("cluster",), "no [[users]]: nobody can log in to the nodes over SSH", "warning")
-    seen: dict[str, Path] = {}
+    seen: dict[str, KeyPath] = {}
     for i, user in enumerate(cfg.users):
-        path: Path = ("users", i, "name")
+        path: KeyPath = ("users", i, "name")
         if user.name in seen:
             yield conflict(user.name, path, "a user name", seen[user.name], "a user name")
         seen.setdefault(user.name, path)

@@ -14,13 +14,13 @@ import types
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from pvc.config.checks import Finding, run_checks
-from pvc.config.locate import Path, SourceMap
+from pvc.config.locate import KeyPath, SourceMap
 from pvc.config.schema import JOIN_KEY_RE, SCHEMA_VERSION, ClusterFile
 from pvc.config.types import toml_type
 
@@ -113,10 +113,10 @@ def load(filename: str | os.PathLike[str]) -> Result:
         return _fail(name, "permission denied")
     except OSError as exc:
         return _fail(name, f"cannot read: {exc.strerror or exc}")
-    return load_bytes(data, name, base_dir=FsPath(name).resolve().parent)
+    return load_bytes(data, name, base_dir=Path(name).resolve().parent)
 
 
-def load_bytes(data: bytes, filename: str, base_dir: FsPath | None = None) -> Result:
+def load_bytes(data: bytes, filename: str, base_dir: Path | None = None) -> Result:
     if len(data) > MAX_BYTES:
         return _fail(filename, f"is larger than {MAX_BYTES // 1024 // 1024} MiB; a cluster.toml is a few KiB of text")
     if data.startswith(b"\xef\xbb\xbf"):
@@ -140,7 +140,7 @@ def load_bytes(data: bytes, filename: str, base_dir: FsPath | None = None) -> Re
     return load_text(text, filename, base_dir)
 
 
-def load_text(text: str, filename: str = "cluster.toml", base_dir: FsPath | None = None) -> Result:
+def load_text(text: str, filename: str = "cluster.toml", base_dir: Path | None = None) -> Result:
     result = Result(filename)
     try:
         raw = tomllib.loads(text)
@@ -255,9 +255,9 @@ def _finding_problem(finding: Finding, source: SourceMap) -> Problem:
     return Problem(key_string(here), line, column, message, finding.severity)
 
 
-def _file_references(config: ClusterFile, source: SourceMap, base_dir: FsPath | None) -> list[Problem]:
+def _file_references(config: ClusterFile, source: SourceMap, base_dir: Path | None) -> list[Problem]:
     """Files the config names must exist where the node reads it; here we can only warn when they are missing."""
-    refs: list[tuple[Path, str]] = []
+    refs: list[tuple[KeyPath, str]] = []
     if config.cluster.join_key_file:
         refs.append((("cluster", "join_key_file"), config.cluster.join_key_file))
     for i, node in enumerate(config.nodes):
@@ -297,15 +297,15 @@ def _file_references(config: ClusterFile, source: SourceMap, base_dir: FsPath | 
     return problems
 
 
-def _is_file(path: FsPath) -> bool:
+def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except (OSError, ValueError):  # a name too long for the file system, or a NUL byte
         return False
 
 
-def resolve_file(ref: str, base_dir: FsPath | None) -> FsPath:
-    path = FsPath(ref)
+def resolve_file(ref: str, base_dir: Path | None) -> Path:
+    path = Path(ref)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return path

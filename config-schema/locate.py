@@ -13,7 +13,7 @@ import contextlib
 import re
 from collections.abc import Sequence
 
-Path = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]  # where a key stands in the document: ("nodes", 1, "ip", "cluster")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 
@@ -23,7 +23,7 @@ class SourceMap:
 
     def __init__(self, text: str) -> None:
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-        self.offsets: dict[Path, int] = {}
+        self.offsets: dict[KeyPath, int] = {}
         scanner = _Scanner(text, self.offsets)
         with contextlib.suppress(IndexError, ValueError):  # truncated or broken input: keep what was found
             scanner.run()
@@ -48,14 +48,14 @@ class SourceMap:
 
 
 class _Scanner:
-    def __init__(self, text: str, offsets: dict[Path, int]) -> None:
+    def __init__(self, text: str, offsets: dict[KeyPath, int]) -> None:
         self.s = text
         self.i = 0
         self.offsets = offsets
-        self.aot_counts: dict[Path, int] = {}
+        self.aot_counts: dict[KeyPath, int] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def record(self, path: Path, offset: int) -> None:
+    def record(self, path: KeyPath, offset: int) -> None:
         self.offsets.setdefault(path, offset)
 
     def skip_space(self, newlines: bool = False) -> None:
@@ -118,8 +118,8 @@ class _Scanner:
         self.i += 1
         return "".join(out)
 
-    def resolve(self, parts: list[tuple[str, int]], base: Path = ()) -> Path:
-        """Path of a dotted key: names that refer to an array of tables refer to its last entry."""
+    def resolve(self, parts: list[tuple[str, int]], base: KeyPath = ()) -> KeyPath:
+        """The key path of a dotted key: names that refer to an array of tables refer to its last entry."""
         path = base
         for name, offset in parts:
             path = (*path, name)
@@ -130,7 +130,7 @@ class _Scanner:
 
     # -- grammar -------------------------------------------------------------------------------------------
     def run(self) -> None:
-        table: Path = ()
+        table: KeyPath = ()
         s = self.s
         while True:
             self.skip_space(newlines=True)
@@ -158,7 +158,7 @@ class _Scanner:
             else:
                 self.key_value(table)
 
-    def key_value(self, table: Path) -> None:
+    def key_value(self, table: KeyPath) -> None:
         parts = self.parse_key()
         path = table
         for name, offset in parts:
@@ -171,7 +171,7 @@ class _Scanner:
         self.skip_space()
         self.value(path)
 
-    def value(self, path: Path) -> None:
+    def value(self, path: KeyPath) -> None:
         s = self.s
         c = s[self.i]
         if s.startswith('"""', self.i):

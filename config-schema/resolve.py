@@ -5,43 +5,49 @@ Used by `pvc config show --node` and, on the node itself, by formation to decide
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from pvc.config.load import resolve_file
 from pvc.config.schema import ClusterFile, DiskSelector, Node
 
 REDACTED = "<redacted>"
 
 
-def read_join_key(cfg: ClusterFile, base_dir: Path | None) -> str:
-    """The join key, inline or from its file. Raises ValueError with a message naming the file."""
-    if cfg.cluster.join_key is not None:
-        return cfg.cluster.join_key
-    assert cfg.cluster.join_key_file is not None
-    path = resolve_file(cfg.cluster.join_key_file, base_dir)
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"cluster.join_key_file: cannot read '{path}': {exc.strerror or exc}") from None
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-        raise ValueError(f"cluster.join_key_file: '{path}' does not hold a join key (64 lower-case hex characters)")
-    return key
+def _everywhere(node: Node) -> bool:
+    return True
+
+
+def _coordinator(node: Node) -> bool:
+    return node.coordinator
+
+
+def _has_osds(node: Node) -> bool:
+    return bool(node.osds)
+
+
+# The services formation starts, in start order, and which nodes run each: the one answer to "what runs on this
+# node", read by `pvc config show` (services()) and by the formation plan (its steps' conditions).
+SERVICES: dict[str, Callable[[Node], bool]] = {
+    "zookeeper": _coordinator,
+    "ceph-mon": _coordinator,
+    "ceph-mgr": _coordinator,
+    "ceph-osd": _has_osds,
+    "patroni": _coordinator,
+    "frr": _everywhere,
+    "libvirtd": _everywhere,
+    "pvcd": _everywhere,
+    "pvc-api": _coordinator,
+}
+
+
+def runs(node: Node, service: str) -> bool:
+    """Whether `node` runs `service` (a key of SERVICES)."""
+    return SERVICES[service](node)
 
 
 def services(cfg: ClusterFile, node: Node) -> list[str]:
     """The services formation starts on `node`, in start order."""
-    out = []
-    if node.coordinator:
-        out += ["zookeeper", "ceph-mon", "ceph-mgr"]
-    if node.osds:
-        out.append("ceph-osd")
-    if node.coordinator:
-        out.append("patroni")
-    out += ["frr", "libvirtd", "pvcd"]
-    if node.coordinator:
-        out.append("pvc-api")
-    return out
+    return [name for name, on in SERVICES.items() if on(node)]
 
 
 def roles(node: Node) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pvc.config.choices import MigrationMethod, Selector
 from pvc.config.types import (
     Asn,
     Domain,
@@ -140,6 +141,9 @@ class CoreNetwork(Model):
     gateway: IPv4 | None = None
     mtu: Mtu | None = None
     domain: Domain | None = None
+
+
+CoreNetworkName = Literal["upstream", "cluster", "storage"]  # also the field names of NodeIps
 
 
 class UpstreamNetwork(CoreNetwork):
@@ -337,8 +341,8 @@ class Fencing(Model):
 
 
 class Migration(Model):
-    selector: Literal["mem", "memprov", "vcpus", "load", "vms"] = "mem"
-    method: Literal["live", "shutdown"] = "live"
+    selector: Selector = "mem"
+    method: MigrationMethod = "live"
     max_downtime_ms: Annotated[int, Field(ge=1, le=60000)] = 300
 
 
@@ -411,6 +415,20 @@ class ClusterFile(Model):
     @property
     def coordinators(self) -> list[Node]:
         return [n for n in self.nodes if n.coordinator]
+
+    def zookeeper_hosts(self) -> str:
+        """The ZooKeeper connection string: every coordinator's cluster IP and the client port."""
+        return ",".join(f"{n.ip.cluster}:{self.zookeeper.client_port}" for n in self.coordinators)
+
+    def core_networks(self) -> list[tuple[CoreNetworkName, CoreNetwork]]:
+        """The networks every node sits on, by name: upstream, cluster and, when declared, storage."""
+        nets: list[tuple[CoreNetworkName, CoreNetwork]] = [
+            ("upstream", self.network.upstream),
+            ("cluster", self.network.cluster),
+        ]
+        if self.network.storage is not None:
+            nets.append(("storage", self.network.storage))
+        return nets
 
     @property
     def storage_network(self) -> CoreNetwork:

@@ -12,9 +12,14 @@ import hashlib
 import struct
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from secrets import token_hex  # the standard library's (this module's name is the same)
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from pvc.config.load import resolve_file
+from pvc.config.schema import JOIN_KEY_RE, ClusterFile
 
 SALT = b"pvc/join-key/v1"
 
@@ -28,6 +33,21 @@ LABEL_API_KEY = "api/initial-key"
 ZK_USER = "pvc"
 PG_ROLES = ("superuser", "replication", "rewind", "app")
 CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", "client.libvirt")
+
+
+def read_join_key(cfg: ClusterFile, base_dir: Path | None) -> str:
+    """The join key, inline or from its file. Raises ValueError with a message naming the file."""
+    if cfg.cluster.join_key is not None:
+        return cfg.cluster.join_key
+    assert cfg.cluster.join_key_file is not None
+    path = resolve_file(cfg.cluster.join_key_file, base_dir)
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cluster.join_key_file: cannot read '{path}': {exc.strerror or exc}") from None
+    if not JOIN_KEY_RE.match(key):
+        raise ValueError(f"cluster.join_key_file: '{path}' does not hold a join key (64 lower-case hex characters)")
+    return key
 
 
 def derive(join_key: str, label: str, length: int = 32) -> bytes:
@@ -94,10 +114,6 @@ class ClusterSecrets:
     libvirt_secret_uuid: str
     api_key: str
 
-    @property
-    def zookeeper_auth(self) -> str:
-        return f"{self.zookeeper_user}:{self.zookeeper_password}"
-
 
 def cluster_secrets(join_key: str, node_names: list[str]) -> ClusterSecrets:
     entities = [*CEPH_ENTITIES, *(f"mgr.{name}" for name in node_names)]
@@ -113,6 +129,4 @@ def cluster_secrets(join_key: str, node_names: list[str]) -> ClusterSecrets:
 
 
 def new_join_key() -> str:
-    import secrets
-
-    return secrets.token_hex(32)
+    return token_hex(32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
@@ -154,8 +155,6 @@ def parse_ssh_key(value: Any) -> str:
 
 
 def parse_timezone(value: Any) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     text = _need_str(value, 'a time zone like "Europe/Berlin" or "UTC"')
     try:
         if not _TZ_RE.match(text):

@@ -11,6 +11,8 @@ import struct
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from pvc.config.schema import ClusterFile
+
 log = logging.getLogger(__name__)
 
 
@@ -65,17 +67,6 @@ def remove_address(device: str, address: str, prefixlen: int) -> None:
             ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
 
 
-def has_address(device: str, address: str) -> bool:
-    with IPRoute() as ipr:
-        index = _index(ipr, device)
-        if index is None:
-            return False
-        return any(a.get_attr("IFA_ADDRESS") == address for a in ipr.get_addr(index=index))
-
-
-def floating_ips(cfg) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
-    """(device, address, prefixlen) of every floating IP in cluster.toml."""
-    nets = [cfg.network.upstream, cfg.network.cluster]
-    if cfg.network.storage is not None:
-        nets.append(cfg.network.storage)
-    return [(n.device, str(n.floating_ip), ipaddress.IPv4Network(n.subnet).prefixlen) for n in nets]
+def floating_ips(cfg: ClusterFile) -> list[tuple[str, str, int]]:
+    """(device, address, prefixlen) of every floating IP in cluster.toml: one on each core network."""
+    return [(n.device, str(n.floating_ip), ipaddress.IPv4Network(n.subnet).prefixlen) for _, n in cfg.core_networks()]

@@ -7,8 +7,8 @@ import falcon
 from pvc.api.context import Context
 from pvc.api.models import LogLines, LogQuery, NodeAction, NodeView, Task
 from pvc.api.spec import operation
-from pvc.nodeos.state import actions, layout
-from pvc.nodeos.state.models import LogRing, NodeRecord
+from pvc.nodeos.state import actions
+from pvc.nodeos.state.models import NodeRecord
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import TransitionError
 
@@ -32,11 +32,6 @@ def node_view(state: ClusterState, record: NodeRecord, primary: str | None, now_
         fence=record.fence,
         task=record.task,
     )
-
-
-def zk_now_ms(state: ClusterState) -> int:
-    """ZooKeeper's clock: the mtime of a write made now."""
-    return state.zk.set(layout.TASKS, b"").mtime
 
 
 def wait_task(state: ClusterState, task: Task, timeout: float) -> Task:
@@ -63,7 +58,7 @@ class NodesResource:
     @operation(summary="Every node with its states and resources", response=list[NodeView], errors=(), tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[NodeView]:
         state = self.ctx.ready_state()
-        now, primary = zk_now_ms(state), state.primary()
+        now, primary = self.ctx.clock.now_ms(), state.primary()
         return [node_view(state, r, primary, now) for r in state.nodes()]
 
 
@@ -74,7 +69,7 @@ class NodeResource:
     @operation(summary="One node", response=NodeView, tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str) -> NodeView:
         state = self.ctx.ready_state()
-        return node_view(state, _record(state, node), state.primary(), zk_now_ms(state))
+        return node_view(state, _record(state, node), state.primary(), self.ctx.clock.now_ms())
 
 
 class NodeFlushResource:
@@ -152,7 +147,7 @@ class NodePrimary:
                 deadline = time.monotonic() + PRIMARY_WAIT
                 while time.monotonic() < deadline and state.primary() != node:
                     time.sleep(0.2)
-        return node_view(state, state.node(node), state.primary(), zk_now_ms(state))
+        return node_view(state, state.node(node), state.primary(), self.ctx.clock.now_ms())
 
 
 class NodeLog:
@@ -163,5 +158,4 @@ class NodeLog:
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()
         _record(state, node)
-        ring = state.get_or_none(layout.node_log(node), LogRing)
-        return LogLines(lines=(ring.lines if ring else [])[-query.lines :])
+        return LogLines(lines=state.node_log(node)[-query.lines :])

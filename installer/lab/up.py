@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from pvc.config import lab_hardware as hw
 from pvc.config.load import load
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile, Node
 from pvc.installer.lab import disks, network, observe, state
 from pvc.installer.lab.command import LabError, sh, spawn
@@ -147,7 +146,7 @@ def forward_api(lab: Lab, cfg: ClusterFile, log: Path) -> None:
 
 
 def initial_key(cfg: ClusterFile, config: Path) -> str:
-    from pvc.config.secrets import initial_api_key
+    from pvc.config.secrets import initial_api_key, read_join_key
 
     return initial_api_key(read_join_key(cfg, config.parent))
 

@@ -8,6 +8,7 @@ It is mounted at /var/pvcdata and its folders are bind-mounted over the /var/lib
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import time
 from pathlib import Path
@@ -129,8 +130,6 @@ def mount(part: Path) -> None:
             run("mount", "--bind", str(src), target)
     pg = MOUNT / "postgresql"
     try:
-        import pwd
-
         pw = pwd.getpwnam("postgres")
         os.chown(pg, pw.pw_uid, pw.pw_gid)
     except (KeyError, OSError):

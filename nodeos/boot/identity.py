@@ -22,7 +22,7 @@ def owned_macs(sys_net: Path = SYS_NET) -> list[str]:
     return out
 
 
-class NotFound(Exception):
+class NotInConfig(Exception):
     """This machine is not in cluster.toml: the message says what was looked for."""
 
 
@@ -30,7 +30,7 @@ def find(cfg: ClusterFile, macs: list[str], node_arg: str | None) -> Node:
     names = [n.name for n in cfg.nodes]
     if node_arg:
         if node_arg not in names:
-            raise NotFound(
+            raise NotInConfig(
                 f"pvc.node={node_arg} on the kernel command line, but cluster.toml has no such node ({', '.join(names)})"
             )
         return cfg.node(node_arg)
@@ -39,13 +39,15 @@ def find(cfg: ClusterFile, macs: list[str], node_arg: str | None) -> Node:
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        raise NotFound(f"this machine's MACs match several nodes ({', '.join(n.name for n in hits)}): fix nodes[].macs")
+        raise NotInConfig(
+            f"this machine's MACs match several nodes ({', '.join(n.name for n in hits)}): fix nodes[].macs"
+        )
     return _no_match(macs, names)
 
 
 def _no_match(macs: list[str], names: list[str]) -> Node:
     shown = ", ".join(macs) or "none"
-    raise NotFound(
+    raise NotInConfig(
         f"no [[nodes]] entry lists a MAC address of this machine (this machine has: {shown}); "
         f"add one to nodes[].macs of one of {', '.join(names)}, or boot with pvc.node=NAME"
     )

@@ -47,6 +47,8 @@ def main(
     """Run this node's PVC daemon in the foreground."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("kazoo").setLevel(logging.WARNING)
+    # Imported here: this __init__ runs before every pvc.nodeos.daemon module (service.py imports them, so a top
+    # import would be circular), and `pvcd --help` needs neither pydantic nor libvirt.
     from pvc.config.load import load
 
     result = load(config_path)

@@ -12,13 +12,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from kazoo.exceptions import KazooException, NodeExistsError
+from kazoo.exceptions import KazooException
 from kazoo.protocol.states import KazooState
 
 from pvc.nodeos import netif
-from pvc.nodeos.state import layout
-from pvc.nodeos.state.models import Primary
-from pvc.nodeos.state.store import encode
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
@@ -68,7 +65,7 @@ class Election:
                 self.d.stopping.wait(2.0)
                 if self._yield_to() is not None and self.d.state.primary() != wanted:
                     continue
-            election = self.d.zk.Election(layout.ELECTION, self.me)
+            election = self.d.state.election(self.me)
             try:
                 election.run(self._lead)
             except KazooException as exc:
@@ -85,7 +82,7 @@ class Election:
         try:
             for device, address, prefix in netif.floating_ips(self.d.cfg):
                 netif.add_address(device, address, prefix)
-            self._claim()
+            self.d.state.claim_primary(self.me)
             if self.d.state.primary_request() == self.me:
                 self.d.state.clear_primary_request()
             interval = self.d.cfg.timers.keepalive_interval
@@ -97,25 +94,13 @@ class Election:
                     self.d.fencer.check(self.d.keepalive.zk_now_ms())
                 except Exception:
                     log.exception("fencing pass failed")
-                self._claim()
+                self.d.state.claim_primary(self.me)
                 self.connected.wait(0)  # re-check quickly below
                 self.d.stopping.wait(min(interval, 1.0))
         finally:
             self.is_primary.clear()
             self._drop_floating_ips()
             log.warning("this node is no longer the primary coordinator")
-
-    def _claim(self) -> None:
-        data = encode(Primary(node=self.me))
-        try:
-            self.d.zk.create(layout.PRIMARY, data, ephemeral=True)
-        except NodeExistsError:
-            _current, stat = self.d.zk.get(layout.PRIMARY)
-            if stat.ephemeralOwner != self.d.zk.client_id[0]:
-                # a previous primary's node that has not expired yet: take it over
-                with contextlib.suppress(KazooException):
-                    self.d.zk.delete(layout.PRIMARY)
-                    self.d.zk.create(layout.PRIMARY, data, ephemeral=True)
 
     def _drop_floating_ips(self) -> None:
         for device, address, prefix in netif.floating_ips(self.d.cfg):

@@ -17,7 +17,7 @@ from pvc.nodeos.ipmi import Bmc, IpmiError
 from pvc.nodeos.state import placement
 from pvc.nodeos.state.models import FenceInfo, NodeRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
-from pvc.nodeos.state.vmstate import RUNNING_STATES
+from pvc.nodeos.state.vmstate import RUNNING_STATES, handed_off
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
@@ -144,8 +144,8 @@ class Fencer:
                 except Exception as exc:
                     log.error("VM %s: preparing its disks failed: %s", spec.name, exc)
             self.d.state.set_vm_status(spec.uuid, VmStatus(state="stopped", node=dead, reason=f"node {dead} {why}"))
-            if leaving_dead:
-                self._update(spec, lambda s: s.model_copy(update={"state": "start"}) if s.state == "migrate" else None)
+            if leaving_dead:  # its new home starts it: hand the migration off for the dead source
+                self._update(spec, _migrated)
                 continue
             try:
                 target = placement.choose(spec, candidates, self.d.cfg.migration.selector, exclude={dead})
@@ -169,3 +169,8 @@ class Fencer:
     def _update(self, spec: VmSpec, change: Callable[[VmSpec], VmSpec | None]) -> None:
         with contextlib.suppress(NotFound):
             self.d.state.update_vm(spec.uuid, change)
+
+
+def _migrated(spec: VmSpec) -> VmSpec | None:
+    new = handed_off("migrated", spec.state)
+    return None if new is None else spec.model_copy(update={"state": new})

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pvc.nodeos.state import layout, placement
+from pvc.nodeos.state import placement
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmstate import RUNNING_STATES
@@ -32,8 +32,12 @@ class FlushController:
         self.thread = threading.Thread(target=self._loop, name="flush", daemon=True)
 
     def start(self) -> None:
-        self.d.zk.DataWatch(layout.node(self.me), lambda *_: (self._wake.set(), not self.d.stopping.is_set())[1])
+        self.d.state.watch_node(self.me, self._on_record)
         self.thread.start()
+
+    def _on_record(self, data: bytes | None, stat: object) -> bool:
+        self._wake.set()
+        return not self.d.stopping.is_set()
 
     def _loop(self) -> None:
         while not self.d.stopping.is_set():

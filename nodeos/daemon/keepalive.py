@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
-from pvc.nodeos.daemon import resources
+from pvc.nodeos.daemon import hostinfo
 from pvc.nodeos.daemon.virt import VirtError
-from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Keepalive, NodeRecord
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ class KeepaliveLoop:
 
     # -- the keepalive (the daemon's main loop) ------------------------------------------------------------------
     def measure(self) -> Keepalive:
-        host = resources.host()
+        host = hostinfo.host()
         sample = self.current_sample()
         self._report_libvirt(sample)
         provisioned = sum(v.memory_mib for v in self.d.state.vms() if v.node == self.me)
@@ -136,9 +135,8 @@ class KeepaliveLoop:
         record = self.measure()
         mtime = self.d.state.write_keepalive(self.me, record)
         self.last_mtime_ms, self.last_write = mtime, time.monotonic()
-        if not self.d.zk.exists(layout.node_alive(self.me)):
-            with contextlib.suppress(Exception):
-                self.d.zk.create(layout.node_alive(self.me), b"", ephemeral=True, makepath=True)
+        with contextlib.suppress(Exception):  # the keepalive itself is written; the next tick tries again
+            self.d.state.mark_alive(self.me)
 
         def alive(r: NodeRecord) -> NodeRecord | None:
             if r.daemon_state == "run" or self.d.stopping.is_set():

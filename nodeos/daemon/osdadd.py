@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import OsdDisk
-from pvc.config.secrets import cluster_secrets
+from pvc.config.secrets import cluster_secrets, read_join_key
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
 
@@ -59,7 +58,7 @@ class OsdRequests:
 
     def handle(self, request: OsdRequest) -> None:
         from pvc.nodeos.formation import ceph
-        from pvc.nodeos.formation.steps import Context, StepFailed
+        from pvc.nodeos.formation.machinery import Context, StepFailed
 
         self.d.state.update_task(request.task, state="running", message="finding the disks")
         try:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import platform
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kazoo.exceptions import NoNodeError
-
-from pvc.config.resolve import read_join_key
 from pvc.config.schema import ClusterFile
-from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.config.secrets import read_join_key
 from pvc.nodeos.daemon.console import ConsoleTailer
 from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer
@@ -25,11 +23,10 @@ from pvc.nodeos.daemon.osdadd import OsdRequests
 from pvc.nodeos.daemon.storage import StorageAgent
 from pvc.nodeos.daemon.virt import Virt
 from pvc.nodeos.daemon.vms import VmController
-from pvc.nodeos.formation import zookeeper as zkform
-from pvc.nodeos.state import layout, placement
+from pvc.nodeos.state import placement
 from pvc.nodeos.state.migrations import ensure_schema
-from pvc.nodeos.state.models import LogRing, NodeRecord
-from pvc.nodeos.state.store import ClusterState, bounded, make_client
+from pvc.nodeos.state.models import NodeRecord
+from pvc.nodeos.state.store import ClusterState, NotFound, cluster_client
 
 log = logging.getLogger("pvcd")
 
@@ -63,21 +60,15 @@ class LogRingHandler(logging.Handler):
         if not self.pending or self.state is None:
             return
         lines, self.pending = self.pending, []
-        path = layout.node_log(self.node)
-        try:
-            self.state.update(path, LogRing, lambda ring: LogRing(lines=bounded([*ring.lines, *lines])))
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.state.put(path, LogRing(lines=bounded(lines)))
+        with contextlib.suppress(Exception):  # logging must not fail the keepalive; these lines are lost then
+            self.state.append_node_log(self.node, lines)
 
 
 class Daemon:
     def __init__(self, cfg: ClusterFile, base_dir: Path | None, opts: Options) -> None:
         self.cfg, self.base_dir, self.opts = cfg, base_dir, opts
         self.node = cfg.node(opts.node)
-        password = zookeeper_password(read_join_key(cfg, base_dir))
-        hosts = opts.zookeeper or zkform.hosts(cfg)
-        self.zk = make_client(hosts, user=ZK_USER, password=password, timeout=cfg.zookeeper.session_timeout_ms / 1000)
+        self.zk = cluster_client(cfg, read_join_key(cfg, base_dir), hosts=opts.zookeeper)
         self.state = ClusterState(self.zk)
         self.virt = Virt(opts.libvirt_uri)
         self.stopping = threading.Event()
@@ -99,32 +90,25 @@ class Daemon:
         return placement.candidates(self.state)
 
     def _register(self) -> None:
-        path = layout.node(self.node.name)
-
         def boot(r: NodeRecord) -> NodeRecord:
             # A node back from a fence stays flushed until `pvc node ready`; its VMs now run elsewhere.
             return r.model_copy(
                 update={
                     "daemon_state": "init",
                     "coordinator": self.node.coordinator,
-                    "cpus": self._cpus(),
-                    "kernel": _kernel(),
+                    "cpus": _cpus(),
+                    "kernel": platform.release(),
                 }
             )
 
         try:
             self.state.update_node(self.node.name, boot)
-        except Exception:
-            self.state.put(
-                path,
-                NodeRecord(name=self.node.name, coordinator=self.node.coordinator, cpus=self._cpus(), kernel=_kernel()),
+        except NotFound:
+            self.state.put_node(
+                NodeRecord(
+                    name=self.node.name, coordinator=self.node.coordinator, cpus=_cpus(), kernel=platform.release()
+                )
             )
-
-    @staticmethod
-    def _cpus() -> int:
-        import os
-
-        return os.cpu_count() or 1
 
     def connect(self) -> None:
         while not self.stopping.is_set():
@@ -174,7 +158,7 @@ class Daemon:
         with contextlib.suppress(Exception):
             self.state.update_node(self.node.name, lambda r: r.model_copy(update={"daemon_state": "stop"}))
         self.log_ring.flush()
-        with contextlib.suppress(NoNodeError, Exception):
+        with contextlib.suppress(Exception):
             self.zk.stop()
             self.zk.close()
 
@@ -183,5 +167,5 @@ class Daemon:
             signal.signal(sig, lambda *_: self.stopping.set())
 
 
-def _kernel() -> str:
-    return socket.gethostname() and __import__("platform").release()
+def _cpus() -> int:
+    return os.cpu_count() or 1

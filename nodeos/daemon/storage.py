@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import rados
 
-from pvc.config.resolve import read_join_key
-from pvc.nodeos.daemon import domxml
+from pvc.config.secrets import read_join_key
+from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.storage import locks, rbddisk, status
 from pvc.nodeos.storage.ceph import StorageError

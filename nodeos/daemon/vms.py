@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pvc.nodeos.daemon import domxml
 from pvc.nodeos.daemon.storage import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
-from pvc.nodeos.state import layout
-from pvc.nodeos.state.models import Task, VmSpec, VmStatus
+from pvc.nodeos.state import domxml
+from pvc.nodeos.state.models import VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
+from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
@@ -51,7 +51,7 @@ class VmController:
     def start(self) -> None:
         for w in self.workers:
             w.start()
-        self.d.zk.ChildrenWatch(layout.VMS, self._on_children)
+        self.d.state.watch_vm_list(self._on_children)
         self.periodic.start()
 
     def _periodic(self) -> None:
@@ -63,7 +63,7 @@ class VmController:
         for vm_uuid in children:
             if vm_uuid not in self._watched:
                 self._watched.add(vm_uuid)
-                self.d.zk.DataWatch(layout.vm(vm_uuid), self._data_watcher(vm_uuid))
+                self.d.state.watch_vm(vm_uuid, self._data_watcher(vm_uuid))
             self.kick(vm_uuid)
         return not self.d.stopping.is_set()
 
@@ -146,14 +146,14 @@ class VmController:
             if here:
                 self._set_status(spec, "stopping", "restarting")
                 self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
-            self._hand_off(spec, "restart", "start")
+            self._hand_off(spec, "restarted")
         elif state == "shutdown":
             if here:
                 self._set_status(spec, "stopping", "shutting down")
                 self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
             self._set_status(spec, "stopped")
-            self._hand_off(spec, "shutdown", "stop")
-        elif state in ("stop", "disable", "fail"):
+            self._hand_off(spec, "shut_down")
+        elif state in STOPPED_STATES:
             if here:
                 self.d.virt.destroy(spec.uuid)
             if state != "fail":
@@ -164,19 +164,10 @@ class VmController:
             # incoming domain's CPUs only after the source has stopped it.)
             log.info("VM %s arrived from %s, which is gone: finishing the migration here", spec.name, source)
             self._set_status(spec, "running")
-            self._hand_off(spec, "migrate", "start")
+            self._hand_off(spec, "migrated")
             if spec.task:  # the source's own message, with the time it took, replaces this one
-                message = f"live-migrated to {self.me}"
                 with contextlib.suppress(NotFound):
-                    self.d.state.update(
-                        layout.task(spec.task),
-                        Task,
-                        lambda t: (
-                            None
-                            if t.state in ("succeeded", "failed")
-                            else t.model_copy(update={"state": "succeeded", "progress": 1, "message": message})
-                        ),
-                    )
+                    self.d.state.finish_task(spec.task, "succeeded", f"live-migrated to {self.me}")
 
     def _gone_source(self, spec: VmSpec) -> str | None:
         """The node a migrating VM comes from, if its daemon is no longer up (stopped, dead or fenced)."""
@@ -209,7 +200,7 @@ class VmController:
         except (VirtError, DiskLocked) as exc:
             log.error("VM %s failed to start: %s", spec.name, exc)
             self._set_status(spec, "failed", f"start failed: {exc}")
-            self._hand_off(spec, "start", "fail")
+            self._hand_off(spec, "start_failed")
             return
         self._set_status(spec, "running")
 
@@ -228,7 +219,7 @@ class VmController:
                     log.info("live-migrating VM %s to %s (%s)", spec.name, target, uri)
                     started = time.monotonic()
                     self.d.virt.migrate(spec.uuid, uri, downtime)
-                    self._hand_off(spec, "migrate", "start")
+                    self._hand_off(spec, "migrated")
                     log.info("VM %s is now on %s", spec.name, target)
                     self._task(spec, "succeeded", f"live-migrated to {target} in {time.monotonic() - started:.1f}s")
                     return
@@ -242,7 +233,7 @@ class VmController:
             log.info("shutdown migration of VM %s to %s", spec.name, target)
             self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
             self._set_status(spec, "stopped", f"shut down to move to {target}", node=self.me)
-            self._hand_off(spec, "migrate", "start")
+            self._hand_off(spec, "migrated")
             why = f" (live migration failed: {error})" if error else ""
             self._task(spec, "succeeded", f"moved to {target} by shutting it down and starting it there{why}")
         finally:
@@ -264,11 +255,12 @@ class VmController:
             with contextlib.suppress(NotFound):
                 self.d.state.update_task(spec.task, state=state, progress=1, message=message)
 
-    def _hand_off(self, spec: VmSpec, expected: str, new: str) -> None:
-        """Move the desired state on (`restart` → `start`, ...) unless someone changed it meanwhile."""
+    def _hand_off(self, spec: VmSpec, event: HandOff) -> None:
+        """Move the desired state on (vmstate.HANDOFFS) unless someone changed it meanwhile."""
 
         def step(s: VmSpec) -> VmSpec | None:
-            if s.state != expected or s.node != spec.node:
+            new = handed_off(event, s.state)
+            if new is None or s.node != spec.node:
                 return None
             return s.model_copy(update={"state": new})
 

@@ -20,7 +20,7 @@ from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
 
 MON_PORT = 6789
 MON_V2_PORT = 3300
@@ -332,11 +332,9 @@ def pools_step(ctx: Context) -> str:
     """The declared pools, created once by whichever coordinator gets the lock first. A pool is finished (size,
     min_size, then the rbd application last) before it counts as present, so an interrupted creation is completed
     on the next run, and a pool an administrator changed later is left as it is."""
-    from pvc.nodeos.state import layout
-
     defaults = ctx.cfg.ceph.pool_defaults
     created = []
-    with ctx.zk.Lock(layout.lock("pools"), ctx.node.name):
+    with ctx.state.lock("pools", ctx.node.name, timeout=None):
         finished = (
             {name for name, apps in ceph_json("osd", "pool", "application", "get").items() if "rbd" in (apps or {})}
             if ctx.cfg.ceph.pools

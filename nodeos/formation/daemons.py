@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, wait_for
+from pvc.nodeos.formation.machinery import Context, wait_for
 
 PVCD_UNIT = "pvc-pvcd.service"
 API_UNIT = "pvc-api.service"
@@ -31,11 +31,9 @@ def api_unit(config_path: str) -> str:
 
 
 def pvcd_step(ctx: Context) -> str:
-    from pvc.nodeos.state.store import ClusterState
-
     changed = units.install(PVCD_UNIT, pvcd_unit(str(ctx.config_path), ctx.node.name))
     units.ensure_running(PVCD_UNIT, changed)
-    state = ClusterState(ctx.zk)
+    state = ctx.state
 
     def running() -> bool:
         units.check_alive(PVCD_UNIT)

@@ -7,7 +7,7 @@ import json
 
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 
 DAEMONS = "/etc/frr/daemons"
 CONF = "/etc/frr/frr.conf"

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.nodeos.formation.steps import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
 
 NETWORK_DIR = Path("/run/systemd/network")
 
@@ -18,10 +18,8 @@ NETWORK_DIR = Path("/run/systemd/network")
 def addresses(cfg: ClusterFile, node: Node) -> dict[str, list[str]]:
     """device -> the node's addresses on it, as CIDR."""
     out: dict[str, list[str]] = {}
-    nets = [("upstream", cfg.network.upstream, node.ip.upstream), ("cluster", cfg.network.cluster, node.ip.cluster)]
-    if cfg.network.storage is not None:
-        nets.append(("storage", cfg.network.storage, node.ip.storage))
-    for _, net, ip in nets:
+    for name, net in cfg.core_networks():
+        ip = getattr(node.ip, name)
         if ip is None:
             continue
         prefix = ipaddress.ip_network(str(net.subnet)).prefixlen
@@ -35,8 +33,8 @@ def render(cfg: ClusterFile, node: Node) -> dict[str, str]:
     net = cfg.network
     addrs = addresses(cfg, node)
     mtus = {n.name: n.mtu for n in net.nics} | {b.name: b.mtu for b in net.bonds} | {v.name: v.mtu for v in net.vlans}
-    for core in (net.upstream, net.cluster, net.storage):
-        if core is not None and core.mtu is not None:
+    for _, core in cfg.core_networks():
+        if core.mtu is not None:
             mtus[core.device] = core.mtu
     vlans_of: dict[str, list[str]] = {}
     for vlan in net.vlans:
@@ -51,8 +49,8 @@ def render(cfg: ClusterFile, node: Node) -> dict[str, str]:
             ("NetDev", [("Name", bond.name), ("Kind", "bond"), ("MTUBytes", bond.mtu)]), ("Bond", opts)
         )
     devices = [n.name for n in net.nics] + [b.name for b in net.bonds] + [v.name for v in net.vlans]
-    for core in (net.upstream, net.cluster, net.storage):
-        if core is not None and core.device not in devices:
+    for _, core in cfg.core_networks():
+        if core.device not in devices:
             devices.append(core.device)
     for dev in devices:
         netsec: list[tuple[str, object]] = [("LinkLocalAddressing", "no"), ("IPv6AcceptRA", "no")]

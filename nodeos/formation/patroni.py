@@ -14,7 +14,7 @@ import yaml
 from pvc.config.schema import ClusterFile, Node
 from pvc.config.secrets import postgresql_password
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 
 CFG_PATH = "/etc/patroni/pvc.yml"
 DATA_DIR = "/var/lib/postgresql/pvc"

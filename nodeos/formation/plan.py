@@ -1,6 +1,6 @@
 """The formation graph: which steps run on a node, in which order, and how progress is reported.
 
-Each step renders its files, applies them, starts its service and waits on a real readiness probe (steps.py).
+Each step renders its files, applies them, starts its service and waits on a real readiness probe (machinery.py).
 Progress goes to the console and, once ZooKeeper is reachable, to /formation/<node> (and /run/pvc/formation.json).
 """
 
@@ -9,17 +9,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
-from pvc.nodeos.formation.steps import Context, Step, StepFailed
+from pvc.nodeos.formation.machinery import Context, Step, StepFailed
+from pvc.nodeos.state.models import FormationProgress, FormationStep
 
 STATUS_FILE = Path("/run/pvc/formation.json")
 
 
-def _coordinator(ctx: Context) -> bool:
-    return ctx.node.coordinator
+def runs(service: str) -> Callable[[Context], bool]:
+    """A step's condition: this node runs `service` (pvc.config.resolve.SERVICES, which `pvc config show` lists)."""
+    return lambda ctx: resolve.runs(ctx.node, service)
 
 
 def _data(ctx: Context) -> str:
@@ -33,18 +37,18 @@ STEPS: list[Step] = [
     Step("data", _data),
     Step("system", system.step),
     Step("network", network.step),
-    Step("zookeeper", zookeeper.step, _coordinator),
+    Step("zookeeper", zookeeper.step, runs("zookeeper")),
     Step("zookeeper-client", zookeeper.client_step),
     Step("ceph-config", ceph.conf_step),
-    Step("ceph-mon", ceph.mon_step, _coordinator),
-    Step("ceph-mgr", ceph.mgr_step, _coordinator),
-    Step("ceph-osd", ceph.osd_step, lambda ctx: bool(ctx.node.osds)),
-    Step("ceph-pools", ceph.pools_step, _coordinator),
-    Step("patroni", patroni.step, _coordinator),
-    Step("frr", frr.step),
-    Step("libvirt", libvirt.step),
-    Step("pvcd", daemons.pvcd_step),
-    Step("api", daemons.api_step, _coordinator),
+    Step("ceph-mon", ceph.mon_step, runs("ceph-mon")),
+    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr")),
+    Step("ceph-osd", ceph.osd_step, runs("ceph-osd")),
+    Step("ceph-pools", ceph.pools_step, runs("ceph-mon")),  # created by the monitors' nodes, under a lock
+    Step("patroni", patroni.step, runs("patroni")),
+    Step("frr", frr.step, runs("frr")),
+    Step("libvirt", libvirt.step, runs("libvirtd")),
+    Step("pvcd", daemons.pvcd_step, runs("pvcd")),
+    Step("api", daemons.api_step, runs("pvc-api")),
 ]
 
 
@@ -56,8 +60,6 @@ class Reporter:
     """Keeps the step list; prints each change and publishes it where the API and the lab can read it."""
 
     def __init__(self, ctx: Context, names: list[str]) -> None:
-        from pvc.nodeos.state.models import FormationProgress, FormationStep
-
         self.ctx = ctx
         self.progress = FormationProgress(node=ctx.node.name, steps=[FormationStep(name=n) for n in names])
 
@@ -73,10 +75,8 @@ class Reporter:
             STATUS_FILE.parent.mkdir(parents=True, exist_ok=True)
             STATUS_FILE.write_text(json.dumps(self.progress.model_dump(mode="json")))
         if self.ctx.zk is not None and self.ctx.zk.connected:
-            from pvc.nodeos.state.store import ClusterState
-
             with contextlib.suppress(Exception):  # progress is informative: never fail formation on it
-                ClusterState(self.ctx.zk).set_formation(self.progress)
+                self.ctx.state.set_formation(self.progress)
 
 
 def form(ctx: Context) -> bool:

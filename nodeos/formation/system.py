@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from pvc.config.schema import ClusterFile
-from pvc.nodeos.formation.steps import Context, run, write
+from pvc.nodeos.formation.machinery import Context, run, write
 
 
 def render_hosts(cfg: ClusterFile) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pvc.nodeos.formation.steps import StepFailed, run, write
+from pvc.nodeos.formation.machinery import StepFailed, run, write
 
 UNIT_DIR = Path("/run/systemd/system")
 

@@ -6,9 +6,10 @@ import socket
 from dataclasses import dataclass, field
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.steps import Context, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, run, wait_for, write
+from pvc.nodeos.state.migrations import ensure_schema
+from pvc.nodeos.state.store import cluster_client
 
 CLASSPATH = ":".join(
     [
@@ -88,11 +89,6 @@ def command(cfg_path: str, p: ZkParams) -> list[str]:
     ]
 
 
-def hosts(cfg: ClusterFile) -> str:
-    """The client connection string: every coordinator's cluster IP."""
-    return ",".join(f"{n.ip.cluster}:{cfg.zookeeper.client_port}" for n in cfg.coordinators)
-
-
 # -- on the node ---------------------------------------------------------------------------------------------------
 DATA_DIR = "/var/lib/zookeeper"
 CFG_PATH = "/etc/zookeeper/pvc/zoo.cfg"
@@ -140,16 +136,14 @@ def step(ctx: Context) -> str:
 
 def client_step(ctx: Context) -> str:
     """Every node: a kazoo client with the cluster's credentials, and the key layout created or migrated."""
-    from pvc.nodeos.state.migrations import ensure_schema  # kazoo: only where a node talks to ZooKeeper
-    from pvc.nodeos.state.store import ClusterState, make_client
-
     if ctx.zk is None:
-        ctx.zk = make_client(hosts(ctx.cfg), user=ZK_USER, password=zookeeper_password(ctx.join_key), timeout=10)
+        zk = cluster_client(ctx.cfg, ctx.join_key, timeout=10)
 
         def connect() -> bool:
-            ctx.zk.start(timeout=10)
+            zk.start(timeout=10)
             return True
 
-        wait_for(f"a ZooKeeper quorum at {hosts(ctx.cfg)}", connect, 1200, 2.0)
-    version = ensure_schema(ClusterState(ctx.zk))
+        wait_for(f"a ZooKeeper quorum at {zk.hosts}", connect, 1200, 2.0)
+        ctx.zk = zk
+    version = ensure_schema(ctx.state)
     return f"connected, layout schema {version}"

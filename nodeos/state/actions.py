@@ -8,10 +8,8 @@ NotFound (HTTP 404), placement.NoTarget (no node can take the VM, HTTP 409).
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Callable
 
-from pvc.nodeos.daemon import domxml
-from pvc.nodeos.state import placement
+from pvc.nodeos.state import domxml, placement
 from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmMeta, VmSpec
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import Action, TransitionError, next_state
@@ -147,17 +145,6 @@ def flush_node(state: ClusterState, name: str) -> Task:
 
 def ready_node(state: ClusterState, name: str) -> Task:
     return _node_request(state, name, "ready", {"flushed", "flushing"}, "unflushing")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tuple[OsdRequest, Task]:

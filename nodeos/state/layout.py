@@ -6,7 +6,9 @@ migrations.py whenever a path or a record changes incompatibly.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from urllib.parse import quote
+
+SCHEMA_VERSION = 2  # 2: the VM name index (VM_NAMES)
 ROOT = "/pvc"
 
 SCHEMA = f"{ROOT}/schema"  # {"version": int}
@@ -17,6 +19,7 @@ ELECTION = f"{ROOT}/election"  # kazoo Election recipe: the primary coordinator
 PRIMARY = f"{ROOT}/primary"  # ephemeral {"node": str, "since": float}, written by the primary
 NODES = f"{ROOT}/nodes"
 VMS = f"{ROOT}/vms"
+VM_NAMES = f"{ROOT}/vm_names"  # the name index: one child per VM name, written in the VM's own transactions
 LOCKS = f"{ROOT}/locks"
 FAULTS = f"{ROOT}/faults"
 FORMATION = f"{ROOT}/formation"
@@ -28,7 +31,7 @@ STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, wr
 OSD_REQUESTS = f"{STORAGE}/osd_requests"
 
 # Every path that must exist before the daemons run.
-BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
+BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, VM_NAMES, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
 
 
 def node(name: str) -> str:
@@ -49,6 +52,12 @@ def node_log(name: str) -> str:
 
 def vm(uuid: str) -> str:
     return f"{VMS}/{uuid}"  # VmSpec: desired state, written by the API (and by the daemons' hand-offs)
+
+
+def vm_name(name: str) -> str:
+    """VmName: which VM holds the name. Percent-encoded, so any VM name is one znode name ("." and ".." too)."""
+    encoded = quote(name, safe="")
+    return f"{VM_NAMES}/{encoded if encoded not in ('.', '..') else encoded.replace('.', '%2E')}"
 
 
 def vm_status(uuid: str) -> str:

@@ -11,12 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pvc.config.choices import Selector, VmMigrationMethod
 from pvc.nodeos.state.vmstate import State
 
 DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
 DomainState = Literal["ready", "flushing", "flushed", "unflushing"]
-Selector = Literal["mem", "memprov", "vcpus", "load", "vms"]
-MigrationMethod = Literal["live", "live-only", "shutdown"]
 ObservedState = Literal["running", "stopped", "starting", "stopping", "migrating", "failed"]
 
 
@@ -67,7 +66,7 @@ class VmMeta(Record):
     node_limit: list[str] = []
     selector: Selector | None = None  # None: the cluster default (cluster.toml [migration] selector)
     autostart: bool = False
-    migration_method: MigrationMethod | None = None  # None: the cluster default
+    migration_method: VmMigrationMethod | None = None  # None: the cluster default
     max_downtime_ms: int | None = None
     tags: list[str] = []
 
@@ -87,6 +86,12 @@ class VmSpec(Record):
     task: str | None = None  # the migration task the node moving this VM reports to
     created: float = Field(default_factory=now)
     updated: float = Field(default_factory=now)
+
+
+class VmName(Record):
+    """An entry of the VM name index: the VM that holds the name."""
+
+    uuid: str
 
 
 class VmStatus(Record):

@@ -1,8 +1,11 @@
 """Typed accessors for the cluster state in ZooKeeper.
 
-`ClusterState` wraps one kazoo client. Reads return (record, znode version) where a caller may want to write back
-conditionally; `update()` is the compare-and-set loop every read-modify-write uses; writes that touch several
-znodes go through one ZooKeeper transaction.
+`ClusterState` wraps one kazoo client and is the only code that reads or writes PVC's znodes. Reads return
+(record, znode version) where a caller may want to write back conditionally; `update()` is the compare-and-set loop
+every read-modify-write uses; writes that touch several znodes go through one ZooKeeper transaction.
+
+Every call goes through `zk.retry` (an operation cut off by a lost connection is repeated once the client
+reconnects, for up to RETRY_SECONDS), except the few whose comment says why a late write would be wrong.
 """
 
 from __future__ import annotations
@@ -12,15 +15,27 @@ import json
 import random
 import secrets
 import time
+import uuid as uuidlib
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, LockTimeout, NodeExistsError, NoNodeError
+from kazoo.client import KazooClient, TransactionRequest
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
+from kazoo.recipe.election import Election
 from kazoo.security import make_digest_acl
 from pydantic import BaseModel
 
-from pvc.nodeos.state import layout
+from pvc.config.schema import ClusterFile
+from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.nodeos.state import domxml, layout
 from pvc.nodeos.state.models import (
     Fault,
     FormationProgress,
@@ -30,12 +45,14 @@ from pvc.nodeos.state.models import (
     NodeRecord,
     Primary,
     Task,
+    VmName,
     VmSpec,
     VmStatus,
     now,
 )
 
 M = TypeVar("M", bound=BaseModel)
+TaskEnd = Literal["succeeded", "failed"]
 
 LOG_LINES = 1000  # lines kept in a LogRing (console logs, node logs)
 LOG_BYTES = 256 * 1024  # and at most this many bytes of them
@@ -43,7 +60,8 @@ RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper conn
 
 
 class NotFound(Exception):
-    pass
+    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. Storage has its own for
+    Ceph objects, boot its NotInConfig for a machine cluster.toml does not list."""
 
 
 class Conflict(Exception):
@@ -76,6 +94,20 @@ def make_client(
         kwargs["auth_data"] = [("digest", f"{user}:{password}")]
         kwargs["default_acl"] = [make_digest_acl(user, password, all=True)]
     return KazooClient(**kwargs)
+
+
+def cluster_client(
+    cfg: ClusterFile, join_key: str, *, hosts: str | None = None, timeout: float | None = None
+) -> KazooClient:
+    """The (not yet started) client of a PVC process: the cluster's ZooKeeper, every coordinator unless `hosts`
+    says otherwise, with the credentials derived from the join key. The session lasts zookeeper.session_timeout_ms
+    unless `timeout` (seconds) says otherwise."""
+    return make_client(
+        hosts or cfg.zookeeper_hosts(),
+        user=ZK_USER,
+        password=zookeeper_password(join_key),
+        timeout=cfg.zookeeper.session_timeout_ms / 1000 if timeout is None else timeout,
+    )
 
 
 class ClusterState:
@@ -152,14 +184,31 @@ class ClusterState:
 
         return held()
 
+    # -- watches and recipes (callbacks run on kazoo's event thread; see kazoo's ChildrenWatch and DataWatch) ----
+    def watch_vm_list(self, on_change: Callable[[list[str]], bool | None]) -> None:
+        """Call `on_change(uuids)` now and whenever a VM is defined or removed; it returns False to stop."""
+        self.zk.ChildrenWatch(layout.VMS, on_change)
+
+    def watch_vm(self, uuid: str, on_change: Callable[..., bool | None]) -> None:
+        """Call `on_change(data, stat, event)` now and whenever the VM's spec changes; it returns False to stop."""
+        self.zk.DataWatch(layout.vm(uuid), on_change)
+
+    def watch_node(self, name: str, on_change: Callable[..., bool | None]) -> None:
+        """Call `on_change(data, stat)` now and whenever the node's record changes; it returns False to stop."""
+        self.zk.DataWatch(layout.node(name), on_change)
+
+    def election(self, identifier: str) -> Election:
+        """The coordinators' election (kazoo's recipe): `run(fn)` calls `fn` while this client leads."""
+        return self.zk.Election(layout.ELECTION, identifier)
+
     # -- schema --------------------------------------------------------------------------------------------
     def ensure_base(self) -> None:
         for path in layout.BASE_PATHS:
-            self.zk.ensure_path(path)
+            self.zk.retry(self.zk.ensure_path, path)
 
     def schema_version(self) -> int | None:
         try:
-            data, _ = self.zk.get(layout.SCHEMA)
+            data, _ = self.zk.retry(self.zk.get, layout.SCHEMA)
         except NoNodeError:
             return None
         return int(json.loads(data)["version"])
@@ -167,9 +216,10 @@ class ClusterState:
     def set_schema_version(self, version: int) -> None:
         data = json.dumps({"version": version}).encode()
         try:
-            self.zk.set(layout.SCHEMA, data)
+            self.zk.retry(self.zk.set, layout.SCHEMA, data)
         except NoNodeError:
-            self.zk.create(layout.SCHEMA, data, makepath=True)
+            with contextlib.suppress(NodeExistsError):  # a retried create that had landed
+                self.zk.retry(self.zk.create, layout.SCHEMA, data, makepath=True)
 
     # -- cluster -------------------------------------------------------------------------------------------
     def maintenance(self) -> bool:
@@ -192,7 +242,23 @@ class ClusterState:
 
     def clear_primary_request(self) -> None:
         with contextlib.suppress(NoNodeError):
-            self.zk.delete(layout.PRIMARY_REQUEST)
+            self.zk.retry(self.zk.delete, layout.PRIMARY_REQUEST)
+
+    def claim_primary(self, node: str) -> None:
+        """Publish `node` as the primary (an ephemeral znode of this session), taking the znode over from a previous
+        primary whose session has not expired yet.
+
+        Not retried: only the election's winner may claim, and a claim repeated after a lost connection could land
+        after this session lost the election (the caller's election loop claims again while it still leads)."""
+        data = encode(Primary(node=node))
+        try:
+            self.zk.create(layout.PRIMARY, data, ephemeral=True)
+        except NodeExistsError:
+            _current, stat = self.zk.get(layout.PRIMARY)
+            if stat.ephemeralOwner != self.zk.client_id[0]:
+                with contextlib.suppress(KazooException):
+                    self.zk.delete(layout.PRIMARY, version=stat.version)
+                    self.zk.create(layout.PRIMARY, data, ephemeral=True)
 
     # -- nodes ---------------------------------------------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -204,6 +270,10 @@ class ClusterState:
     def nodes(self) -> list[NodeRecord]:
         return [n for n in (self.get_or_none(layout.node(name), NodeRecord) for name in self.node_names()) if n]
 
+    def put_node(self, record: NodeRecord) -> None:
+        """Write a node's record whole (pvcd's first start on a node; tests)."""
+        self.put(layout.node(record.name), record)
+
     def update_node(self, name: str, change: Callable[[NodeRecord], NodeRecord | None]) -> NodeRecord:
         def stamped(record: NodeRecord) -> NodeRecord | None:
             new = change(record)
@@ -214,11 +284,14 @@ class ClusterState:
     def keepalive(self, name: str) -> tuple[Keepalive, int] | None:
         """The node's last keepalive and when ZooKeeper stored it (ms, ZooKeeper's clock)."""
         try:
-            data, stat = self.zk.get(layout.node_keepalive(name))
+            data, stat = self.zk.retry(self.zk.get, layout.node_keepalive(name))
         except NoNodeError:
             return None
         return decode(Keepalive, data), stat.mtime
 
+    # The keepalive's two writes are not retried: their time is their meaning. A keepalive held back until a lost
+    # connection returns would stamp an old sample with a fresh mtime (and hold the keepalive loop, which writes a
+    # new one every interval anyway), and the alive znode belongs to the session that exists now.
     def write_keepalive(self, name: str, keepalive: Keepalive) -> int:
         """Store a keepalive; returns its ZooKeeper mtime (ms), the clock every node's liveness is measured on."""
         path = layout.node_keepalive(name)
@@ -228,6 +301,20 @@ class ClusterState:
             self.zk.create(path, encode(keepalive), makepath=True)
             stat = self.zk.exists(path)
         return stat.mtime
+
+    def mark_alive(self, name: str) -> None:
+        """Make sure the node's ephemeral alive znode exists: it vanishes with this session."""
+        if not self.zk.exists(layout.node_alive(name)):
+            with contextlib.suppress(NodeExistsError):
+                self.zk.create(layout.node_alive(name), b"", ephemeral=True, makepath=True)
+
+    def node_log(self, name: str) -> list[str]:
+        """The node daemon's recent log lines (`pvc node log`)."""
+        record = self.get_or_none(layout.node_log(name), LogRing)
+        return record.lines if record else []
+
+    def append_node_log(self, name: str, lines: list[str]) -> None:
+        self._append_ring(layout.node_log(name), lines)
 
     # -- VMs -----------------------------------------------------------------------------------------------
     def vm_uuids(self) -> list[str]:
@@ -240,41 +327,118 @@ class ClusterState:
         return [v for v in (self.get_or_none(layout.vm(u), VmSpec) for u in self.vm_uuids()) if v]
 
     def find_vm(self, name_or_uuid: str) -> VmSpec:
-        """A VM by UUID or by name."""
-        spec = self.get_or_none(layout.vm(name_or_uuid), VmSpec) if "/" not in name_or_uuid else None
-        if spec is not None:
+        """A VM by UUID or by name: one read of the VM, after one read of the name index for a name."""
+        if _is_uuid(name_or_uuid) and (spec := self.get_or_none(layout.vm(name_or_uuid), VmSpec)) is not None:
             return spec
-        for spec in self.vms():
-            if spec.name == name_or_uuid:
-                return spec
+        entry = self._name_entry(name_or_uuid)
+        if entry is not None and (spec := self.get_or_none(layout.vm(entry[0]), VmSpec)) is not None:
+            return spec
         raise NotFound(name_or_uuid)
 
     def define_vm(self, spec: VmSpec) -> None:
-        """Create a VM's znodes in one transaction. Raises Conflict if the UUID or name is taken."""
-        if any(v.name == spec.name for v in self.vms()):
+        """Create a VM's znodes and its name's index entry in one transaction: of two defines of one name (or
+        UUID), exactly one succeeds and the other raises Conflict."""
+
+        def build(tx: TransactionRequest) -> None:
+            tx.create(layout.vm_name(spec.name), encode(VmName(uuid=spec.uuid)))
+            tx.create(layout.vm(spec.uuid), encode(spec))
+            tx.create(layout.vm_status(spec.uuid), encode(VmStatus(state="stopped", node=None)))
+            tx.create(layout.vm_console(spec.uuid), encode(LogRing()))
+
+        failed, resent = self._commit(build)
+        if failed is None or (resent and self._holder(spec.name) == spec.uuid):  # done (maybe by the first send)
+            return
+        if failed == 0:
             raise Conflict(f"a VM named '{spec.name}' already exists")
-        tx = self.zk.transaction()
-        tx.create(layout.vm(spec.uuid), encode(spec))
-        tx.create(layout.vm_status(spec.uuid), encode(VmStatus(state="stopped", node=None)))
-        tx.create(layout.vm_console(spec.uuid), encode(LogRing()))
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            if isinstance(results[0], NodeExistsError):
-                raise Conflict(f"a VM with UUID {spec.uuid} already exists")
-            raise next(r for r in results if isinstance(r, Exception))
+        if failed == 1:
+            raise Conflict(f"a VM with UUID {spec.uuid} already exists")
+        raise Conflict(f"VM {spec.uuid} changed while it was being defined")
 
     def remove_vm(self, uuid: str) -> None:
-        tx = self.zk.transaction()
-        for child in self.children(layout.vm(uuid)):
-            tx.delete(f"{layout.vm(uuid)}/{child}")
-        tx.delete(layout.vm(uuid))
-        results = tx.commit()
-        if any(isinstance(r, NoNodeError) for r in results):
+        """Delete a VM's znodes and its name's index entry in one transaction."""
+        spec = self.get_or_none(layout.vm(uuid), VmSpec)
+        if spec is None:
             raise NotFound(uuid)
+        children = self.children(layout.vm(uuid))
+        entry = self._name_entry(spec.name)
+
+        def build(tx: TransactionRequest) -> None:
+            for child in children:
+                tx.delete(f"{layout.vm(uuid)}/{child}")
+            tx.delete(layout.vm(uuid))
+            if entry is not None and entry[0] == uuid:
+                tx.delete(layout.vm_name(spec.name), version=entry[1])
+
+        failed, resent = self._commit(build)
+        if failed is None:
+            return
+        if not self.zk.retry(self.zk.exists, layout.vm(uuid)):  # gone: by our first send, or by someone else
+            if resent:
+                return
+            raise NotFound(uuid)
+        raise Conflict(f"VM '{spec.name}' changed while it was being removed; try again")
+
+    def rename_vm(self, uuid: str, new_name: str) -> VmSpec:
+        """Give a VM a new name (in its record and its domain XML) and move its index entry, in one transaction."""
+        try:
+            spec, version = self.get(layout.vm(uuid), VmSpec)
+        except NotFound:
+            raise NotFound(uuid) from None
+        if spec.name == new_name:
+            return spec
+        new = spec.model_copy(update={"name": new_name, "xml": domxml.with_name(spec.xml, new_name), "updated": now()})
+        entry = self._name_entry(spec.name)
+
+        def build(tx: TransactionRequest) -> None:
+            tx.create(layout.vm_name(new_name), encode(VmName(uuid=uuid)))
+            tx.set_data(layout.vm(uuid), encode(new), version=version)
+            if entry is not None and entry[0] == uuid:
+                tx.delete(layout.vm_name(spec.name), version=entry[1])
+
+        failed, resent = self._commit(build)
+        if failed is None or (resent and self._holder(new_name) == uuid):
+            return new
+        if failed == 0:
+            raise Conflict(f"a VM named '{new_name}' already exists")
+        raise Conflict(f"VM '{spec.name}' changed while it was being renamed; try again")
+
+    def _name_entry(self, name: str) -> tuple[str, int] | None:
+        """(uuid, znode version) of the VM holding `name` in the index."""
+        try:
+            data, stat = self.zk.retry(self.zk.get, layout.vm_name(name))
+        except NoNodeError:
+            return None
+        return decode(VmName, data).uuid, stat.version
+
+    def _holder(self, name: str) -> str | None:
+        entry = self._name_entry(name)
+        return entry[0] if entry else None
+
+    def _commit(self, build: Callable[[TransactionRequest], None]) -> tuple[int | None, bool]:
+        """Commit the transaction `build` fills, retried like every call. Returns the index of the operation that
+        failed (None: all done) and whether it was sent more than once: then a failure may mean that the first
+        send had landed, which the caller checks."""
+        sends = 0
+
+        def commit() -> list:
+            nonlocal sends
+            sends += 1
+            tx = self.zk.transaction()
+            build(tx)
+            return tx.commit()
+
+        results = self.zk.retry(commit)
+        failed = next(
+            (i for i, r in enumerate(results) if isinstance(r, Exception) and not isinstance(r, _NOT_THE_CAUSE)),
+            None,
+        )
+        return failed, sends > 1
 
     def update_vm(self, uuid: str, change: Callable[[VmSpec], VmSpec | None]) -> VmSpec:
         def stamped(spec: VmSpec) -> VmSpec | None:
             new = change(spec)
+            if new is not None and new.name != spec.name:
+                raise ValueError("a VM's name changes only through rename_vm (it is indexed)")
             return None if new is None else new.model_copy(update={"updated": now()})
 
         try:
@@ -286,7 +450,7 @@ class ClusterState:
         return self.get_or_none(layout.vm_status(uuid), VmStatus) or VmStatus()
 
     def set_vm_status(self, uuid: str, status: VmStatus) -> None:
-        if self.zk.exists(layout.vm(uuid)):
+        if self.zk.retry(self.zk.exists, layout.vm(uuid)):
             self.put(layout.vm_status(uuid), status)
 
     def console(self, uuid: str) -> list[str]:
@@ -294,16 +458,17 @@ class ClusterState:
         return record.lines if record else []
 
     def append_console(self, uuid: str, lines: list[str]) -> None:
-        if not lines or not self.zk.exists(layout.vm(uuid)):
+        if lines and self.zk.retry(self.zk.exists, layout.vm(uuid)):
+            self._append_ring(layout.vm_console(uuid), lines)
+
+    def _append_ring(self, path: str, lines: list[str]) -> None:
+        """Add lines to a LogRing, keeping it within its bounds."""
+        if not lines:
             return
-
-        def add(ring: LogRing) -> LogRing:
-            return LogRing(lines=bounded([*ring.lines, *lines]))
-
         try:
-            self.update(layout.vm_console(uuid), LogRing, add)
+            self.update(path, LogRing, lambda ring: LogRing(lines=bounded([*ring.lines, *lines])))
         except NotFound:
-            self.put(layout.vm_console(uuid), LogRing(lines=bounded(lines)))
+            self.put(path, LogRing(lines=bounded(lines)))
 
     # -- faults --------------------------------------------------------------------------------------------
     def raise_fault(self, fault_id: str, kind: str, message: str, node: str | None = None) -> Fault:
@@ -315,8 +480,8 @@ class ClusterState:
         except NotFound:
             fault = Fault(id=fault_id, kind=kind, message=message, node=node)
             try:
-                self.zk.create(path, encode(fault), makepath=True)
-            except NodeExistsError:
+                self.zk.retry(self.zk.create, path, encode(fault), makepath=True)
+            except NodeExistsError:  # raised meanwhile (or by a retried create of ours): count it there
                 return self.raise_fault(fault_id, kind, message, node)
             return fault
 
@@ -325,12 +490,13 @@ class ClusterState:
 
     def clear_fault(self, fault_id: str) -> None:
         with contextlib.suppress(NoNodeError):
-            self.zk.delete(layout.fault(fault_id))
+            self.zk.retry(self.zk.delete, layout.fault(fault_id))
 
     # -- tasks ---------------------------------------------------------------------------------------------
     def create_task(self, kind: str, target: str, total: int = 0, message: str = "") -> Task:
         task = Task(id=secrets.token_hex(8), kind=kind, target=target, total=total, message=message)
-        self.zk.create(layout.task(task.id), encode(task), makepath=True)
+        with contextlib.suppress(NodeExistsError):  # a retried create that had landed: the id is random and ours
+            self.zk.retry(self.zk.create, layout.task(task.id), encode(task), makepath=True)
         return task
 
     def task(self, task_id: str) -> Task:
@@ -342,12 +508,34 @@ class ClusterState:
     def update_task(self, task_id: str, **fields: object) -> Task:
         return self.update(layout.task(task_id), Task, lambda t: t.model_copy(update={**fields, "updated": now()}))
 
+    def finish_task(self, task_id: str, state: TaskEnd, message: str) -> Task:
+        """End a task with `state` unless it has ended already (whoever ended it first said what happened)."""
+
+        def end(t: Task) -> Task | None:
+            if t.state in ("succeeded", "failed"):
+                return None
+            progress = t.total if state == "succeeded" else t.progress
+            return t.model_copy(update={"state": state, "progress": progress, "message": message, "updated": now()})
+
+        return self.update(layout.task(task_id), Task, end)
+
     # -- formation -----------------------------------------------------------------------------------------
     def formation(self, node_name: str) -> FormationProgress | None:
         return self.get_or_none(layout.formation(node_name), FormationProgress)
 
     def set_formation(self, progress: FormationProgress) -> None:
         self.put(layout.formation(progress.node), progress)
+
+
+# What ZooKeeper reports for the operations of a failed transaction that did not fail themselves.
+_NOT_THE_CAUSE = (RolledBackError, RuntimeInconsistency)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuidlib.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def bounded(lines: list[str], max_lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> list[str]:

@@ -1,8 +1,8 @@
-"""The VM state machine, declared as one table.
+"""The VM state machine, whole: what the API may ask (TRANSITIONS) and what the node daemons write back (HANDOFFS).
 
-A VM's desired `state` is written by the API; node daemons converge to it and hand transient states back:
-`restart` → `start`, `shutdown` → `stop`, `migrate` → `start` (on the target). The API refuses an action whose
-current state is not in its row (HTTP 409); the daemon acts on every state.
+A VM's desired `state` is written by the API; node daemons converge to it and hand transient states on once they
+have acted (HANDOFFS). The API refuses an action whose current state is not in its row (HTTP 409); the daemon acts
+on every state.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ Action = Literal["start", "restart", "shutdown", "stop", "disable", "migrate", "
 STATES: tuple[State, ...] = ("start", "restart", "shutdown", "stop", "disable", "migrate", "fail")
 # States in which a VM should be running (or is being brought to running) on its node.
 RUNNING_STATES: frozenset[State] = frozenset({"start", "restart", "migrate"})
+# States in which a VM must not run anywhere (`shutdown` is on its way there).
+STOPPED_STATES: frozenset[State] = frozenset({"stop", "disable", "fail"})
 
 # action -> (states it is allowed from, state it writes; None = keeps the current state)
 TRANSITIONS: dict[Action, tuple[frozenset[State], State | None]] = {
@@ -29,6 +31,23 @@ TRANSITIONS: dict[Action, tuple[frozenset[State], State | None]] = {
     "unmigrate": (frozenset({"start", "stop", "disable", "fail"}), None),
     "remove": (frozenset({"stop", "disable", "fail"}), None),
 }
+
+
+# What the node daemon writes once it has done its part: event -> (the state it expects, the state it writes). A
+# hand-off is a compare-and-set: if someone changed the state meanwhile, theirs stands.
+HandOff = Literal["restarted", "shut_down", "migrated", "start_failed"]
+HANDOFFS: dict[HandOff, tuple[State, State]] = {
+    "restarted": ("restart", "start"),  # the home node shut the VM down; it starts again as `start`
+    "shut_down": ("shutdown", "stop"),  # the home node shut the VM down
+    "migrated": ("migrate", "start"),  # the VM runs on its new home (or was shut down to start there)
+    "start_failed": ("start", "fail"),  # the home node could not start it: no retry until someone acts
+}
+
+
+def handed_off(event: HandOff, current: State) -> State | None:
+    """The state the daemon writes for `event`, or None if the VM is no longer in the state the hand-off expects."""
+    expected, new = HANDOFFS[event]
+    return new if current == expected else None
 
 
 class TransitionError(Exception):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
 
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.models import Keepalive
 from tests.harness.api import ApiServer
 from tests.harness.cluster import tiny_domain_xml
 
@@ -144,6 +148,46 @@ def test_flush_returns_a_task(api_cluster):
     assert status == 400 and err["field"] == "wait"
     # no pvcd runs here to finish the request: put n3 back for the other tests sharing this cluster
     api_cluster.state.update_node("n3", lambda r: r.model_copy(update={"domain_state": "ready", "task": None}))
+
+
+def _tree(zk, path: str = "/pvc") -> dict[str, tuple[int, int]]:
+    """Every znode under `path` with the zxids of its last change and of its children's last change."""
+    stat = zk.exists(path)
+    tree = {path: (stat.mzxid, stat.pzxid)}
+    for child in zk.get_children(path):
+        tree |= _tree(zk, f"{path}/{child}")
+    return tree
+
+
+def test_no_get_writes_and_node_ages_are_on_zookeepers_clock(api_cluster):
+    state = api_cluster.state
+    stop = threading.Event()
+
+    def pvcd_of_n1() -> None:  # the keepalives the API learns ZooKeeper's time from
+        while not stop.wait(0.2):
+            state.write_keepalive("n1", Keepalive(mem_total=8192, mem_free=4096, cpus=4))
+
+    writer = threading.Thread(target=pvcd_of_n1)
+    writer.start()
+    try:
+        time.sleep(0.5)  # a worker whose clock started while no pvcd wrote learns the time from these
+        n2_written = state.keepalive("n2")[1]
+        for _ in range(4):  # each gunicorn worker starts its clock on its first node request
+            before = state.zk.set(layout.TASKS, b"").mtime  # ZooKeeper's time, the old way (a write)
+            status, nodes = api_cluster.call("GET", f"{V1}/nodes", key=api_cluster.key)
+            after = state.zk.set(layout.TASKS, b"").mtime
+            assert status == 200
+            ages = {n["name"]: n["keepalive_age_s"] for n in nodes}
+            assert ages["n1"] is not None and ages["n1"] < 2.0, ages
+            assert (before - n2_written) / 1000 - 0.5 <= ages["n2"] <= (after - n2_written) / 1000 + 0.1, ages
+    finally:
+        stop.set()
+        writer.join()
+    tree = _tree(state.zk)
+    for method, path, _op in operations(api_cluster):
+        if method == "GET":
+            api_cluster.call(method, fill(path), key=api_cluster.key)
+    assert _tree(state.zk) == tree, "a GET request changed ZooKeeper"
 
 
 def test_unreachable_zookeeper_is_503(workdir, api_cluster):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +13,7 @@ import pytest
 from kazoo.exceptions import NoAuthError
 
 from pvc.nodeos.state import layout
+from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
@@ -43,9 +46,88 @@ def test_define_is_one_transaction_and_names_are_unique(state):
         state.define_vm(a.model_copy(update={"name": "other"}))
     assert state.find_vm("web").uuid == a.uuid and state.find_vm(a.uuid).name == "web"
     state.remove_vm(a.uuid)
-    assert not state.zk.exists(layout.vm(a.uuid))
+    assert not state.zk.exists(layout.vm(a.uuid)) and not state.zk.exists(layout.vm_name("web"))
     with pytest.raises(NotFound):
         state.remove_vm(a.uuid)
+    with pytest.raises(NotFound):
+        state.find_vm("web")
+    state.define_vm(spec("web"))  # the name is free again
+
+
+def test_two_concurrent_defines_of_one_name_exactly_one_wins(state, zookeeper):
+    clients = [make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test") for _ in "ab"]
+    for zk in clients:
+        zk.start(timeout=10)
+    try:
+        states = [ClusterState(zk) for zk in clients]
+        for round_ in range(20):
+            name = f"race{round_}"
+            barrier = threading.Barrier(2)
+
+            def define(st: ClusterState, name: str = name, barrier: threading.Barrier = barrier) -> str:
+                candidate = spec(name)
+                barrier.wait()
+                try:
+                    st.define_vm(candidate)
+                    return candidate.uuid
+                except Conflict as exc:
+                    assert f"named '{name}'" in str(exc)
+                    return "conflict"
+
+            with ThreadPoolExecutor(2) as pool:
+                outcomes = list(pool.map(define, states))
+            assert sorted(outcomes).count("conflict") == 1, outcomes
+            winner = next(o for o in outcomes if o != "conflict")
+            assert state.find_vm(name).uuid == winner
+        assert len(state.vm_uuids()) == 20
+    finally:
+        for zk in clients:
+            zk.stop()
+            zk.close()
+
+
+def test_rename_moves_the_name_in_one_transaction(state):
+    a, b = spec("old"), spec("taken")
+    a = a.model_copy(update={"xml": "<domain><name>old</name><memory>64</memory></domain>"})
+    state.define_vm(a)
+    state.define_vm(b)
+    with pytest.raises(Conflict, match="named 'taken'"):
+        state.rename_vm(a.uuid, "taken")
+    renamed = state.rename_vm(a.uuid, "new")
+    assert renamed.name == "new" and "<name>new</name>" in renamed.xml and state.vm(a.uuid) == renamed
+    assert state.find_vm("new").uuid == a.uuid
+    with pytest.raises(NotFound):
+        state.find_vm("old")
+    state.define_vm(spec("old"))  # the old name is free
+    with pytest.raises(ValueError, match="rename_vm"):
+        state.update_vm(a.uuid, lambda s: s.model_copy(update={"name": "sneaky"}))
+
+
+def test_any_vm_name_is_one_index_entry(state):
+    for name in (".", "..", "%2E", "a%b", "ünï"):
+        state.define_vm(spec(name))
+    assert sorted(state.find_vm(n).name for n in (".", "..", "%2E", "a%b", "ünï")) == sorted(
+        [".", "..", "%2E", "a%b", "ünï"]
+    )
+
+
+def test_a_version_1_tree_is_migrated_to_the_name_index_with_nothing_dropped(state):
+    assert ensure_schema(state, migrations={}, target=1) == 1
+    first, second, same_name = spec("web"), spec("db"), spec("web")
+    same_name = same_name.model_copy(update={"created": first.created + 1})
+    for vm in (first, second, same_name):  # as version 1 wrote them: no index
+        state.zk.create(layout.vm(vm.uuid), vm.model_dump_json().encode())
+        state.zk.create(layout.vm_status(vm.uuid), VmStatus(state="running", node="n1").model_dump_json().encode())
+        state.zk.create(layout.vm_console(vm.uuid), b'{"lines": ["boot"]}')
+    assert ensure_schema(state) == layout.SCHEMA_VERSION == 2
+    assert sorted(state.vm_uuids()) == sorted(v.uuid for v in (first, second, same_name))
+    for vm in (first, second, same_name):
+        assert state.vm(vm.uuid) == vm and state.vm_status(vm.uuid).state == "running"
+        assert state.console(vm.uuid) == ["boot"]
+    assert state.find_vm("web").uuid == first.uuid and state.find_vm("db").uuid == second.uuid
+    assert state.find_vm(same_name.uuid).name == "web"  # kept, found by its UUID
+    assert [f.kind for f in state.faults()] == ["vm-name-duplicate"] and same_name.uuid in state.faults()[0].message
+    assert ensure_schema(state) == 2  # and again: nothing left to do
 
 
 def test_compare_and_set_under_concurrent_writers(state):
@@ -73,6 +155,62 @@ def test_keepalive_mtime_is_zookeeper_time(state):
     record, mtime = state.keepalive("n1")
     assert record.mem_total == 2048 and mtime == second >= first
     assert state.keepalive("nobody") is None
+
+
+def test_zookeeper_clock_is_learnt_from_keepalives_without_a_write(state):
+    clock = ZkClock(state.zk)
+    state.write_keepalive("n1", Keepalive())
+    clock.start()
+    assert clock.now_ms() is None, "a keepalive of unknown age must not set the clock"
+    first = state.write_keepalive("n1", Keepalive())
+    assert clock.wait_known(10), "the keepalive's change event never arrived"
+    time.sleep(1.0)
+    now = clock.now_ms()
+    later = state.write_keepalive("n2", Keepalive())  # a node that registered after the clock started
+    assert now is not None and first + 500 <= now <= later, (first, now, later)
+
+
+def test_primary_claim_is_this_sessions_and_taken_over_from_a_stale_one(state, zookeeper):
+    other = make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test", timeout=5)
+    other.start(timeout=10)
+    try:
+        ClusterState(other).claim_primary("n2")  # a previous primary whose session has not expired yet
+        state.claim_primary("n1")
+        assert state.primary() == "n1"
+        claimed = state.zk.exists(layout.PRIMARY)
+        assert claimed.ephemeralOwner == state.zk.client_id[0]
+        state.claim_primary("n1")  # again, while it holds it: no change
+        assert state.zk.exists(layout.PRIMARY).czxid == claimed.czxid
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_alive_znode_lives_with_the_session(state, zookeeper):
+    other = make_client(zookeeper.hosts + "/state-tests", user="pvc", password="component-test", timeout=5)
+    other.start(timeout=10)
+    ClusterState(other).mark_alive("n2")
+    ClusterState(other).mark_alive("n2")  # idempotent
+    assert state.zk.exists(layout.node_alive("n2"))
+    other.stop()
+    other.close()
+    assert not state.zk.exists(layout.node_alive("n2"))
+
+
+def test_node_log_appends_and_is_bounded(state):
+    assert state.node_log("n1") == []
+    state.append_node_log("n1", ["one", "two"])
+    state.append_node_log("n1", [f"line {i}" for i in range(LOG_LINES)])
+    lines = state.node_log("n1")
+    assert len(lines) == LOG_LINES and lines[0] == "line 0" and lines[-1] == f"line {LOG_LINES - 1}"
+
+
+def test_a_finished_task_keeps_its_end(state):
+    task = state.create_task("migrate", "vm1", total=1)
+    assert state.finish_task(task.id, "succeeded", "live-migrated to n2 in 1.2s").progress == 1
+    assert state.finish_task(task.id, "succeeded", "live-migrated to n2").message == "live-migrated to n2 in 1.2s"
+    with pytest.raises(NotFound):
+        state.finish_task("nosuch", "failed", "x")
 
 
 def test_nodes_and_update(state):

@@ -43,9 +43,9 @@ def test_identity_by_mac_and_by_argument():
 
 def test_identity_errors_say_what_to_fix():
     cfg = lab3()
-    with pytest.raises(identity.NotFound, match=r"this machine has: aa:bb:cc:dd:ee:ff.*pvc.node=NAME"):
+    with pytest.raises(identity.NotInConfig, match=r"this machine has: aa:bb:cc:dd:ee:ff.*pvc.node=NAME"):
         identity.find(cfg, ["aa:bb:cc:dd:ee:ff"], None)
-    with pytest.raises(identity.NotFound, match="no such node"):
+    with pytest.raises(identity.NotInConfig, match="no such node"):
         identity.find(cfg, [], "node9")
 
 
@@ -118,7 +118,7 @@ def test_url_source_tries_each_mac_and_never_falls_back(tmp_path, monkeypatch):
 
 
 def test_invalid_config_reports_file_line_and_touches_nothing(tmp_path, monkeypatch):
-    from pvc.nodeos.boot import main
+    from pvc.nodeos.boot import startup
 
     bad = (example("lab-3node")).read_text().replace("id = 2\n", 'id = "two"\n')
     src = tmp_path / "src" / "cluster.toml"
@@ -129,6 +129,6 @@ def test_invalid_config_reports_file_line_and_touches_nothing(tmp_path, monkeypa
     monkeypatch.setattr(discover, "STAGE", tmp_path / "pvc")
     monkeypatch.setattr(identity, "owned_macs", lambda: ["52:54:00:5c:00:01"])
     with pytest.raises(discover.Unavailable) as info:
-        main.attempt({})
+        startup.attempt({})
     assert "is invalid" in str(info.value) and "cluster.toml:" in str(info.value) and "nodes[1].id" in str(info.value)
     assert load_text(bad, "x").valid is False

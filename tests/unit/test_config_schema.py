@@ -177,3 +177,20 @@ def test_json_schema_exports():
     doc = ClusterFile.model_json_schema(by_alias=True)
     assert "schema" in doc["properties"] and "nodes" in doc["required"]
     json.dumps(doc)
+
+
+def test_derived_facts_of_the_file(example_text):
+    cfg = load_text(example_text("lab-3node"), "c.toml").config
+    assert cfg is not None
+    assert cfg.zookeeper_hosts() == "198.51.100.11:2181,198.51.100.12:2181,198.51.100.13:2181"
+    assert [name for name, _ in cfg.core_networks()] == ["upstream", "cluster", "storage"]
+    no_storage = cfg.model_copy(update={"network": cfg.network.model_copy(update={"storage": None})})
+    assert [name for name, _ in no_storage.core_networks()] == ["upstream", "cluster"]
+
+
+def test_a_vm_may_choose_every_cluster_migration_method():
+    from typing import get_args
+
+    from pvc.config.choices import VM_MIGRATION_METHODS, MigrationMethod
+
+    assert set(get_args(MigrationMethod)) < set(VM_MIGRATION_METHODS)

@@ -8,7 +8,7 @@ import yaml
 
 from pvc.config.load import load
 from pvc.nodeos.formation import frr, network, patroni, plan, system, units
-from pvc.nodeos.formation.steps import Context, write
+from pvc.nodeos.formation.machinery import Context, write
 from tests.harness.examples import EXAMPLES, example
 
 
@@ -126,6 +126,19 @@ def test_steps_per_role():
     assert names[coord.name][:4] == ["data", "system", "network", "zookeeper"] and names[coord.name][-1] == "api"
     assert "zookeeper" not in names[hyper.name] and "ceph-mon" not in names[hyper.name]
     assert "zookeeper-client" in names[hyper.name] and names[hyper.name][-1] == "pvcd"
+
+
+def test_the_plan_starts_exactly_the_services_config_show_lists():
+    from pvc.config.resolve import SERVICES, services
+
+    step_service = {"libvirt": "libvirtd", "api": "pvc-api"}  # step names that differ from the service's
+    for name in ("production-5node", "lab-3node"):
+        cfg = cfg_of(name)
+        for node in cfg.nodes:
+            ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]
+            started = [step_service.get(s.name, s.name) for s in plan.steps_for(ctx)]
+            assert [s for s in started if s in SERVICES] == services(cfg, node), node.name
+            assert ("ceph-pools" in started) == node.coordinator  # the monitors' nodes create the pools
 
 
 def test_libvirt_leaves_cgroups_alone_only_in_a_container():

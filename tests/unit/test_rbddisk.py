@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from pvc.config.secrets import libvirt_secret_uuid
-from pvc.nodeos.daemon import domxml
+from pvc.nodeos.state import domxml
 from pvc.nodeos.storage import locks, rbddisk
 
 KEY = "ab" * 32

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from pvc.nodeos.state.store import bounded
-from pvc.nodeos.state.vmstate import STATES, TRANSITIONS, TransitionError, next_state
+from pvc.nodeos.state.vmstate import (
+    HANDOFFS,
+    RUNNING_STATES,
+    STATES,
+    STOPPED_STATES,
+    TRANSITIONS,
+    TransitionError,
+    next_state,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +59,25 @@ def test_table_covers_every_state():
 def test_bounded_keeps_the_tail():
     assert bounded([str(i) for i in range(10)], max_lines=3) == ["7", "8", "9"]
     assert bounded(["a" * 10, "b" * 10], max_bytes=15) == ["b" * 10]
+
+
+def test_every_transient_state_is_handed_on_by_the_daemon():
+    transient = {target for _, target in TRANSITIONS.values() if target not in (None, "start", "stop", "disable")}
+    transient.add("migrate")  # written by migrate/move/unmigrate through next_state
+    assert transient == {"restart", "shutdown", "migrate"}
+    assert {expected for expected, _ in HANDOFFS.values()} >= transient
+    for expected, new in HANDOFFS.values():
+        assert expected in STATES and new in STATES and expected != new
+
+
+def test_running_and_stopped_states_are_apart():
+    assert not RUNNING_STATES & STOPPED_STATES
+    assert set(STATES) - RUNNING_STATES - STOPPED_STATES == {"shutdown"}
+
+
+def test_a_hand_off_applies_only_to_the_state_it_expects():
+    from pvc.nodeos.state.vmstate import handed_off
+
+    assert handed_off("restarted", "restart") == "start"
+    assert handed_off("start_failed", "start") == "fail"
+    assert handed_off("migrated", "stop") is None  # someone stopped it meanwhile: theirs stands

@@ -1,4 +1,8 @@
-"""Pure functions over libvirt domain XML: the facts PVC needs from it, and the console log it adds."""
+"""Pure functions over libvirt domain XML: the facts PVC needs from it, and the console log it adds.
+
+Here, below the daemon, because defining a VM (state.actions) parses its XML as much as running it does. An interim
+home: the typed VM model of DESIGN.md decision 10 replaces it.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +51,7 @@ def parse(xml: str) -> DomainFacts:
     name = (root.findtext("name") or "").strip()
     if not name:
         raise DomainXmlError("the domain has no <name>")
-    if any(c in name for c in "/\\ \t\n") or len(name) > 64:
-        raise DomainXmlError(f"the domain name '{name}' must be 1-64 characters without spaces or slashes")
+    check_name(name)
     raw_uuid = (root.findtext("uuid") or "").strip()
     try:
         vm_uuid = str(uuidlib.UUID(raw_uuid)) if raw_uuid else ""
@@ -75,6 +78,24 @@ def parse(xml: str) -> DomainFacts:
         if src.get("name")
     ]
     return DomainFacts(name, vm_uuid, max(1, amount * _UNITS[unit] // 1024**2), max(1, vcpus), disks)
+
+
+def check_name(name: str) -> None:
+    """Raise DomainXmlError unless `name` can name a VM."""
+    if not name or any(c in name for c in "/\\ \t\n") or len(name) > 64:
+        raise DomainXmlError(f"the domain name '{name}' must be 1-64 characters without spaces or slashes")
+
+
+def with_name(xml: str, name: str) -> str:
+    """The XML with <name> set to `name`."""
+    check_name(name)
+    root = ET.fromstring(xml)
+    node = root.find("name")
+    if node is None:
+        node = ET.Element("name")
+        root.insert(0, node)
+    node.text = name
+    return ET.tostring(root, encoding="unicode")
 
 
 def with_uuid(xml: str, vm_uuid: str) -> str:

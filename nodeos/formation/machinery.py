@@ -5,16 +5,18 @@ nothing that is already right (DESIGN.md decision 5).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kazoo.client import KazooClient
+
 from pvc.config.schema import ClusterFile, Node
 from pvc.config.secrets import ClusterSecrets
+from pvc.nodeos.state.store import ClusterState
 
 
 class StepFailed(Exception):
@@ -33,12 +35,14 @@ class Context:
     join_key: str
     secrets: ClusterSecrets
     say: Callable[[str], None] = print
-    zk: Any = None  # a started kazoo client once the zookeeper-client step has run
-    facts: dict[str, Any] = field(default_factory=dict)
+    zk: KazooClient | None = None  # a started client once the zookeeper-client step has run
 
     @property
-    def coordinator(self) -> bool:
-        return self.node.coordinator
+    def state(self) -> ClusterState:
+        """The cluster state, from the zookeeper-client step on."""
+        if self.zk is None:
+            raise StepFailed("not connected to ZooKeeper: the zookeeper-client step has not run")
+        return ClusterState(self.zk)
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,6 @@ def run(*argv: str, timeout: float = 120, check: bool = True, input: str | None 
     if check and out.returncode != 0:
         raise StepFailed(f"{' '.join(argv)} failed (exit {out.returncode})", (out.stderr or out.stdout)[-2000:])
     return out.stdout
-
-
-def run_json(*argv: str, timeout: float = 60) -> Any:
-    return json.loads(run(*argv, timeout=timeout) or "null")
 
 
 def wait_for(
