@@ -90,10 +90,6 @@ class NodeView(BaseModel):
     task: str | None
 
 
-class NodeAction(Request):
-    wait: bool = False
-
-
 class LogQuery(Query):
     lines: Annotated[int, Field(ge=1, le=10000)] = 100
 
@@ -141,13 +137,11 @@ class VmDefine(Request):
 
 class VmStateChange(Request):
     action: Literal["start", "shutdown", "stop", "restart", "disable"]
-    wait: bool = False
 
 
 class VmMigrate(Request):
     action: Literal["migrate", "move", "unmigrate"] = "migrate"
     target: Name | None = None
-    wait: bool = False
 
 
 class VmMetaChange(Request):
@@ -273,7 +267,6 @@ class OsdAdd(Request):
     path: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(None, description="device path glob")
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="model glob")
     serial: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="serial glob")
-    wait: bool = False
 
 
 class OsdStateChange(Request):

@@ -91,7 +91,7 @@ def operation(**kwargs: Any) -> Callable:
                     call["body"] = op.body.model_validate(media)
                 except ValidationError as exc:
                     raise RequestInvalid(*validation_message(exc)) from None
-            resp.status = op.status  # the declared status, unless the method sets another (e.g. 200 after a wait)
+            resp.status = op.status  # the declared status, unless the method sets another (/health: 503)
             result = fn(self, req, resp, **params, **call)
             if result is not None and op.media_type == "application/json":
                 resp.media = _dump(result)

@@ -93,7 +93,7 @@ def _node_task(node: str, kind: str, wait: bool, timeout: float) -> None:
     from pvc.cli.wait import conclude, follow_task
 
     client = from_context()
-    task = client.post(path("nodes", node, kind), {"wait": False})
+    task = client.post(path("nodes", node, kind), None)
     if wait:
         conclude(follow_task(client, task, timeout))
     else:
@@ -128,7 +128,7 @@ def primary(node: str, wait: bool, timeout: float) -> None:
     from pvc.cli.wait import follow_primary
 
     client = from_context()
-    view = client.post(path("nodes", node, "primary"), {"wait": False})
+    view = client.post(path("nodes", node, "primary"), None)
     if view["primary"]:
         click.echo(f"node {node} is the primary")
     elif wait:

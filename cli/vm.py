@@ -131,7 +131,7 @@ def _change_state(vm: str, action: str, wait: bool, timeout: float) -> None:
     from pvc.cli.wait import follow_vm
 
     client = from_context()
-    data = client.post(path("vms", vm, "state"), {"action": action, "wait": False})
+    data = client.post(path("vms", vm, "state"), {"action": action})
     if wait:
         follow_vm(client, data, action, timeout)
     else:
@@ -159,7 +159,7 @@ def _move(vm: str, action: str, target: str | None, wait: bool, timeout: float) 
     from pvc.cli.wait import conclude, follow_task
 
     client = from_context()
-    task = client.post(path("vms", vm, "migrate"), {"action": action, "target": target, "wait": False})
+    task = client.post(path("vms", vm, "migrate"), {"action": action, "target": target})
     if task["state"] in ("succeeded", "failed"):  # a VM that is not running only changes its home node
         conclude(task)
     elif wait:

@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-import time
-
 import falcon
 
 from pvc.api.context import Context
-from pvc.api.models import LogLines, LogQuery, NodeAction, NodeView, Task
+from pvc.api.models import LogLines, LogQuery, NodeView, Task
 from pvc.api.spec import operation
 from pvc.nodeos.state import actions, layout
 from pvc.nodeos.state.models import LogRing, NodeRecord
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import TransitionError
-
-FLUSH_WAIT = 600.0
-PRIMARY_WAIT = 30.0
 
 
 def node_view(state: ClusterState, record: NodeRecord, primary: str | None, now_ms: int | None) -> NodeView:
@@ -37,16 +32,6 @@ def node_view(state: ClusterState, record: NodeRecord, primary: str | None, now_
 def zk_now_ms(state: ClusterState) -> int:
     """ZooKeeper's clock: the mtime of a write made now."""
     return state.zk.set(layout.TASKS, b"").mtime
-
-
-def wait_task(state: ClusterState, task: Task, timeout: float) -> Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = state.task(task.id)
-        if task.state in ("succeeded", "failed"):
-            return task
-        time.sleep(0.2)
-    return task
 
 
 def _record(state: ClusterState, node: str) -> NodeRecord:
@@ -81,14 +66,10 @@ class NodeFlushResource:
     def __init__(self, ctx: Context, kind: str) -> None:
         self.ctx, self.kind = ctx, kind
 
-    def _run(self, resp: falcon.Response, node: str, body: NodeAction) -> Task:
+    def _run(self, resp: falcon.Response, node: str) -> Task:
         state = self.ctx.ready_state()
         _record(state, node)
         task = (actions.flush_node if self.kind == "flush" else actions.ready_node)(state, node)
-        if body.wait:
-            resp.status = 200
-            return wait_task(state, task, FLUSH_WAIT)
-        resp.status = 202
         resp.location = f"/api/v1/tasks/{task.id}"
         return task
 
@@ -99,16 +80,14 @@ class NodeFlush(NodeFlushResource):
 
     @operation(
         summary="Flush: live-migrate every running VM off the node, one at a time",
-        body=NodeAction,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
-        description="Returns the task at once (202), or when it ends with wait=true (200).",
+        description="Returns the task at once: follow it at /tasks/{task_id}.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        return self._run(resp, node, body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
+        return self._run(resp, node)
 
 
 class NodeReady(NodeFlushResource):
@@ -117,15 +96,13 @@ class NodeReady(NodeFlushResource):
 
     @operation(
         summary="Ready: bring back the VMs migrated off the node and start its autostart VMs",
-        body=NodeAction,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        return self._run(resp, node, body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
+        return self._run(resp, node)
 
 
 class NodePrimary:
@@ -134,12 +111,12 @@ class NodePrimary:
 
     @operation(
         summary="Make this coordinator the primary",
-        body=NodeAction,
         response=NodeView,
         errors=(404, 409),
         tags=["nodes"],
+        description="Asks the coordinators to hand over; the answer shows whether the node is the primary yet.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> NodeView:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> NodeView:
         state = self.ctx.ready_state()
         record = _record(state, node)
         if not record.coordinator:
@@ -148,10 +125,6 @@ class NodePrimary:
             raise TransitionError(f"node {node} is {record.daemon_state}")
         if state.primary() != node:
             state.request_primary(node)
-            if body.wait:
-                deadline = time.monotonic() + PRIMARY_WAIT
-                while time.monotonic() < deadline and state.primary() != node:
-                    time.sleep(0.2)
         return node_view(state, state.node(node), state.primary(), zk_now_ms(state))
 
 

@@ -40,7 +40,6 @@ from pvc.api.models import (
     VolumeCreate,
     VolumeView,
 )
-from pvc.api.resources.nodes import wait_task
 from pvc.api.spec import RequestInvalid, operation
 from pvc.nodeos.state import actions
 from pvc.nodeos.storage import osds, pools, status, volumes
@@ -49,7 +48,6 @@ from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, StorageE
 T = TypeVar("T")
 CHUNK = 1024 * 1024
 TAGS = ["storage"]
-OSD_WAIT = 600.0
 
 
 class Resource:
@@ -452,7 +450,6 @@ class OsdsResource(Resource):
         body=OsdAdd,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404,),
         tags=TAGS,
         description="Formatting a disk is the node's own job: the request is recorded in ZooKeeper "
@@ -463,9 +460,6 @@ class OsdsResource(Resource):
         state = self.ctx.ready_state()
         selector = {k: v for k, v in (("path", body.path), ("model", body.model), ("serial", body.serial)) if v}
         _, task = actions.request_osd(state, body.node, selector)
-        if body.wait:
-            resp.status = 200
-            return wait_task(state, task, OSD_WAIT)
         resp.location = f"/api/v1/tasks/{task.id}"
         return task
 

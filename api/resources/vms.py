@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import falcon
 
@@ -19,13 +18,10 @@ from pvc.api.models import (
     VmStateChange,
     VmSummary,
 )
-from pvc.api.resources.nodes import wait_task
 from pvc.api.spec import operation
 from pvc.nodeos.state import actions
 from pvc.nodeos.state.models import VmMeta, VmSpec, VmStatus
 from pvc.nodeos.state.store import ClusterState, NotFound
-
-MIGRATE_WAIT = 300.0
 
 
 def summary(spec: VmSpec, status: VmStatus) -> dict:
@@ -140,25 +136,12 @@ class VmStateResource:
         errors=(404, 409),
         tags=["vms"],
         description="409 when the VM's state does not allow the action (the message lists the states "
-        "that do). With wait=true, answers once the VM has reached the new state.",
+        "that do). Answers at once, with the new desired state; the VM's node acts on it.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmStateChange) -> VmDetail:
         state = self.ctx.ready_state()
         spec = actions.change_state(state, find(state, vm).uuid, body.action)
-        if body.wait:
-            timeout = self.ctx.cfg.timers.vm_shutdown_timeout + 60
-            want = "running" if body.action in ("start", "restart") else "stopped"
-            asked = time.time()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                spec = state.vm(spec.uuid)
-                status = state.vm_status(spec.uuid)
-                settled = spec.state not in ("restart", "shutdown")
-                fresh_failure = status.state == "failed" and status.updated >= asked
-                if settled and (status.state == want or fresh_failure):
-                    break
-                time.sleep(0.2)
-        return detail(state, state.vm(spec.uuid))
+        return detail(state, spec)
 
 
 class VmMigrateResource:
@@ -170,12 +153,11 @@ class VmMigrateResource:
         body=VmMigrate,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["vms"],
         description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
-        "without room for the VM's memory is refused (409). Returns the task (202), or the "
-        "finished task with wait=true (200).",
+        "without room for the VM's memory is refused (409). Returns the task at once (202); a VM that is not "
+        "running only changes its home node, so its task has already succeeded.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmMigrate) -> Task:
         state = self.ctx.ready_state()
@@ -186,9 +168,6 @@ class VmMigrateResource:
             target=body.target,
             default_selector=self.ctx.cfg.migration.selector,
         )
-        if body.wait:
-            resp.status = 200
-            return wait_task(state, task, MIGRATE_WAIT)
         resp.location = f"/api/v1/tasks/{task.id}"
         return task
 
