@@ -1,4 +1,8 @@
-"""Request and response models of the API. They validate requests and generate the OpenAPI document."""
+"""Request and response models of the API. They validate requests and generate the OpenAPI document.
+
+Records the API answers as they are stored (Task, Fault, PoolRecord, StorageStatus, ...) are the state layer's own
+models (pvc.nodeos.state.models); this module holds what the API adds: requests, queries and views.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pvc.nodeos.state.models import (
-    Fault,
-    FenceInfo,
-    FormationProgress,
-    Keepalive,
-    MigrationMethod,
-    OsdRequest,
-    Selector,
-    StorageStatus,
-    Task,
-    VmMeta,
-)
+from pvc.config import pools
+from pvc.config.types import PoolCopies, PoolPgs
+from pvc.nodeos.state.models import FenceInfo, Keepalive, MigrationMethod, Selector, VmMeta
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -162,29 +157,16 @@ StorageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
 
-class PoolView(BaseModel):
-    name: str
-    id: int
-    size: int
-    min_size: int
-    pgs: int
-    stored_bytes: int
-    capacity_bytes: int
-    quota_bytes: int
-    used_percent: float
-    objects: int
-
-
 class PoolCreate(Request):
     name: StorageName
-    pgs: Annotated[int, Field(ge=1, le=32768, description="placement groups: a power of two")] = 32
-    size: Annotated[int, Field(ge=1, le=10, description="copies of each object")] = 3
-    min_size: Annotated[int, Field(ge=1, le=10, description="copies needed to accept writes")] = 2
+    pgs: Annotated[PoolPgs, Field(description="placement groups: a power of two")] = pools.DEFAULT_PGS
+    size: Annotated[PoolCopies, Field(description="copies of each object")] = pools.DEFAULT_SIZE
+    min_size: Annotated[PoolCopies, Field(description="copies needed to accept writes")] = pools.DEFAULT_MIN_SIZE
 
 
 class PoolChange(Request):
-    size: Annotated[int, Field(ge=1, le=10)] | None = None
-    min_size: Annotated[int, Field(ge=1, le=10)] | None = None
+    size: PoolCopies | None = None
+    min_size: PoolCopies | None = None
     quota_bytes: Annotated[int, BeforeValidator(_integral), Field(ge=0, description="0: no quota")] | None = None
 
 
@@ -275,6 +257,3 @@ class OsdStateChange(Request):
 
 class OsdRemoveQuery(Query):
     force: bool = Field(False, description="remove even when Ceph or the min_size check says it is unsafe")
-
-
-__all__ = ["Fault", "FormationProgress", "OsdRequest", "StorageStatus", "Task"]

@@ -16,7 +16,6 @@ from typing import Any
 import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-API_PREFIX = "/api/v1"
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
     401: "Missing or wrong API key (header X-Api-Key)",

@@ -1,12 +1,21 @@
+"""/nodes: every node's states and resources; flush, ready, primary, and the node daemon's log.
+
+Flush and ready answer at once with the task the node works through (clients follow it at /tasks/{task_id});
+primary asks the coordinators to hand over.
+"""
+
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import falcon
 
-from pvc.api.context import Context
-from pvc.api.models import LogLines, LogQuery, NodeView, Task
+from pvc.api.models import LogLines, LogQuery, NodeView
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state import actions, layout
-from pvc.nodeos.state.models import LogRing, NodeRecord
+from pvc.nodeos.state.models import LogRing, NodeRecord, Task
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import TransitionError
 
@@ -41,10 +50,7 @@ def _record(state: ClusterState, node: str) -> NodeRecord:
         raise NotFound(f"node '{node}'") from None
 
 
-class NodesResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodesResource(Resource):
     @operation(summary="Every node with its states and resources", response=list[NodeView], errors=(), tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[NodeView]:
         state = self.ctx.ready_state()
@@ -52,32 +58,24 @@ class NodesResource:
         return [node_view(state, r, primary, now) for r in state.nodes()]
 
 
-class NodeResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodeResource(Resource):
     @operation(summary="One node", response=NodeView, tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str) -> NodeView:
         state = self.ctx.ready_state()
         return node_view(state, _record(state, node), state.primary(), zk_now_ms(state))
 
 
-class NodeFlushResource:
-    def __init__(self, ctx: Context, kind: str) -> None:
-        self.ctx, self.kind = ctx, kind
-
-    def _run(self, resp: falcon.Response, node: str) -> Task:
-        state = self.ctx.ready_state()
-        _record(state, node)
-        task = (actions.flush_node if self.kind == "flush" else actions.ready_node)(state, node)
-        resp.location = f"/api/v1/tasks/{task.id}"
-        return task
+def _node_task(
+    resource: Resource, resp: falcon.Response, node: str, start: Callable[[ClusterState, str], Task]
+) -> Task:
+    state = resource.ctx.ready_state()
+    _record(state, node)
+    task = start(state, node)
+    resp.location = f"{API_PREFIX}/tasks/{task.id}"
+    return task
 
 
-class NodeFlush(NodeFlushResource):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx, "flush")
-
+class NodeFlushResource(Resource):
     @operation(
         summary="Flush: live-migrate every running VM off the node, one at a time",
         response=Task,
@@ -87,13 +85,10 @@ class NodeFlush(NodeFlushResource):
         description="Returns the task at once: follow it at /tasks/{task_id}.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
-        return self._run(resp, node)
+        return _node_task(self, resp, node, actions.flush_node)
 
 
-class NodeReady(NodeFlushResource):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx, "ready")
-
+class NodeReadyResource(Resource):
     @operation(
         summary="Ready: bring back the VMs migrated off the node and start its autostart VMs",
         response=Task,
@@ -102,13 +97,10 @@ class NodeReady(NodeFlushResource):
         tags=["nodes"],
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
-        return self._run(resp, node)
+        return _node_task(self, resp, node, actions.ready_node)
 
 
-class NodePrimary:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodePrimaryResource(Resource):
     @operation(
         summary="Make this coordinator the primary",
         response=NodeView,
@@ -128,10 +120,7 @@ class NodePrimary:
         return node_view(state, state.node(node), state.primary(), zk_now_ms(state))
 
 
-class NodeLog:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodeLogResource(Resource):
     @operation(summary="The node daemon's recent log lines", query=LogQuery, response=LogLines, tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()

@@ -1,3 +1,10 @@
+"""/vms: define (from libvirt domain XML), list and inspect VMs; change their state, migrate them, tune their
+metadata, read their console, remove them.
+
+The API only records what a VM should be (the state table in nodeos/state/vmstate.py refuses impossible actions with
+409); the node daemons converge to it, and clients follow the VM or the migration task.
+"""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +16,6 @@ from pvc.api.models import (
     LogLines,
     LogQuery,
     Removed,
-    Task,
     VmDefine,
     VmDetail,
     VmListQuery,
@@ -18,9 +24,11 @@ from pvc.api.models import (
     VmStateChange,
     VmSummary,
 )
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state import actions
-from pvc.nodeos.state.models import VmMeta, VmSpec, VmStatus
+from pvc.nodeos.state.models import Task, VmMeta, VmSpec, VmStatus
 from pvc.nodeos.state.store import ClusterState, NotFound
 
 
@@ -51,9 +59,9 @@ def find(state: ClusterState, vm: str) -> VmSpec:
         raise NotFound(f"VM '{vm}'") from None
 
 
-class VmsResource:
+class VmsResource(Resource):
     def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self._rendered: dict[tuple, tuple[int, bytes]] = {}
 
     @operation(
@@ -93,25 +101,15 @@ class VmsResource:
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, body: VmDefine) -> VmDetail:
         state = self.ctx.ready_state()
-        meta = VmMeta(
-            node_limit=body.node_limit,
-            selector=body.selector,
-            autostart=body.autostart,
-            migration_method=body.migration_method,
-            max_downtime_ms=body.max_downtime_ms,
-            tags=body.tags,
-        )
+        meta = VmMeta(**body.model_dump(include=set(VmMeta.model_fields)))
         spec = actions.define_vm(
             state, body.xml, node=body.node, meta=meta, default_selector=self.ctx.cfg.migration.selector
         )
-        resp.location = f"/api/v1/vms/{spec.uuid}"
+        resp.location = f"{API_PREFIX}/vms/{spec.uuid}"
         return detail(state, spec)
 
 
-class VmResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmResource(Resource):
     @operation(summary="One VM, by name or UUID", response=VmDetail, tags=["vms"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str) -> VmDetail:
         state = self.ctx.ready_state()
@@ -125,10 +123,7 @@ class VmResource:
         return Removed(removed=spec.name)
 
 
-class VmStateResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmStateResource(Resource):
     @operation(
         summary="Start, shut down, stop, restart or disable a VM",
         body=VmStateChange,
@@ -144,10 +139,7 @@ class VmStateResource:
         return detail(state, spec)
 
 
-class VmMigrateResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmMigrateResource(Resource):
     @operation(
         summary="Migrate (temporarily), move (for good) or unmigrate (return) a VM",
         body=VmMigrate,
@@ -168,14 +160,11 @@ class VmMigrateResource:
             target=body.target,
             default_selector=self.ctx.cfg.migration.selector,
         )
-        resp.location = f"/api/v1/tasks/{task.id}"
+        resp.location = f"{API_PREFIX}/tasks/{task.id}"
         return task
 
 
-class VmMetaResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmMetaResource(Resource):
     @operation(
         summary="Change a VM's node limit, selector, autostart, migration method, downtime or tags",
         body=VmMetaChange,
@@ -190,10 +179,7 @@ class VmMetaResource:
         return detail(state, spec)
 
 
-class VmConsoleResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmConsoleResource(Resource):
     @operation(summary="The last lines of the VM's serial console", query=LogQuery, response=LogLines, tags=["vms"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pvc.nodeos.daemon import domxml
-from pvc.nodeos.daemon.storage import DiskLocked
+from pvc.nodeos.daemon.ceph_agent import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Task, VmSpec, VmStatus
