@@ -66,9 +66,8 @@ class NodeResource(Resource):
 
 
 def _node_task(
-    resource: Resource, resp: falcon.Response, node: str, start: Callable[[ClusterState, str], Task]
+    state: ClusterState, resp: falcon.Response, node: str, start: Callable[[ClusterState, str], Task]
 ) -> Task:
-    state = resource.ctx.ready_state()
     _record(state, node)
     task = start(state, node)
     resp.location = f"{API_PREFIX}/tasks/{task.id}"
@@ -85,7 +84,7 @@ class NodeFlushResource(Resource):
         description="Returns the task at once: follow it at /tasks/{task_id}.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
-        return _node_task(self, resp, node, actions.flush_node)
+        return _node_task(self.ctx.ready_state(), resp, node, actions.flush_node)
 
 
 class NodeReadyResource(Resource):
@@ -97,7 +96,7 @@ class NodeReadyResource(Resource):
         tags=["nodes"],
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
-        return _node_task(self, resp, node, actions.ready_node)
+        return _node_task(self.ctx.ready_state(), resp, node, actions.ready_node)
 
 
 class NodePrimaryResource(Resource):
