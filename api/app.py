@@ -13,8 +13,10 @@ from pvc.api import errors
 from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
-from pvc.api.resources import cluster, health, nodes, storage, tasks, vms
-from pvc.api.spec import API_PREFIX, openapi, operation
+from pvc.api.resources import cluster, health, nodes, tasks, vms
+from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
+from pvc.api.spec import openapi, operation
+from pvc.config.schema import API_PREFIX
 
 log = logging.getLogger("pvc.api")
 
@@ -30,34 +32,34 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/cluster/formation", cluster.FormationResource(ctx)),
         (f"{p}/nodes", nodes.NodesResource(ctx)),
         (f"{p}/nodes/{{node}}", nodes.NodeResource(ctx)),
-        (f"{p}/nodes/{{node}}/flush", nodes.NodeFlush(ctx)),
-        (f"{p}/nodes/{{node}}/ready", nodes.NodeReady(ctx)),
-        (f"{p}/nodes/{{node}}/primary", nodes.NodePrimary(ctx)),
-        (f"{p}/nodes/{{node}}/log", nodes.NodeLog(ctx)),
+        (f"{p}/nodes/{{node}}/flush", nodes.NodeFlushResource(ctx)),
+        (f"{p}/nodes/{{node}}/ready", nodes.NodeReadyResource(ctx)),
+        (f"{p}/nodes/{{node}}/primary", nodes.NodePrimaryResource(ctx)),
+        (f"{p}/nodes/{{node}}/log", nodes.NodeLogResource(ctx)),
         (f"{p}/vms", vms.VmsResource(ctx)),
         (f"{p}/vms/{{vm}}", vms.VmResource(ctx)),
         (f"{p}/vms/{{vm}}/state", vms.VmStateResource(ctx)),
         (f"{p}/vms/{{vm}}/migrate", vms.VmMigrateResource(ctx)),
         (f"{p}/vms/{{vm}}/meta", vms.VmMetaResource(ctx)),
         (f"{p}/vms/{{vm}}/console", vms.VmConsoleResource(ctx)),
-        (f"{p}/storage", storage.StatusResource(ctx)),
-        (f"{p}/storage/pools", storage.PoolsResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}", storage.PoolResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes", storage.VolumesResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}", storage.VolumeResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/clone", storage.VolumeCloneResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/copy", storage.VolumeCopyResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/data", storage.VolumeDataResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots", storage.SnapshotsResource(ctx)),
-        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots/{{snapshot}}", storage.SnapshotResource(ctx)),
+        (f"{p}/storage", status.StorageStatusResource(ctx)),
+        (f"{p}/storage/pools", pools.PoolsResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}", pools.PoolResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes", volumes.VolumesResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}", volumes.VolumeResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/clone", volumes.VolumeCloneResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/copy", volumes.VolumeCopyResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/data", volumes.VolumeDataResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots", snapshots.SnapshotsResource(ctx)),
+        (f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots/{{snapshot}}", snapshots.SnapshotResource(ctx)),
         (
             f"{p}/storage/pools/{{pool}}/volumes/{{volume}}/snapshots/{{snapshot}}/rollback",
-            storage.SnapshotRollbackResource(ctx),
+            snapshots.SnapshotRollbackResource(ctx),
         ),
-        (f"{p}/storage/osds", storage.OsdsResource(ctx)),
-        (f"{p}/storage/osds/requests", storage.OsdRequestsResource(ctx)),
-        (f"{p}/storage/osds/{{osd}}", storage.OsdResource(ctx)),
-        (f"{p}/storage/osds/{{osd}}/state", storage.OsdStateResource(ctx)),
+        (f"{p}/storage/osds", osds.OsdsResource(ctx)),
+        (f"{p}/storage/osds/requests", osds.OsdRequestsResource(ctx)),
+        (f"{p}/storage/osds/{{osd}}", osds.OsdResource(ctx)),
+        (f"{p}/storage/osds/{{osd}}/state", osds.OsdStateResource(ctx)),
         (f"{p}/tasks", tasks.TasksResource(ctx)),
         (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),
     ]

@@ -1,8 +1,7 @@
-"""What every resource needs: the cluster config, the state layer over ZooKeeper, and the API keys."""
+"""What every resource needs: the cluster config, the state layer over ZooKeeper, Ceph, and the API keys."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pvc.config.secrets import initial_api_key, read_join_key
 from pvc.nodeos.state.cache import VmCache
 from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.store import ClusterState, cluster_client
+from pvc.nodeos.storage.ceph import Connection
 
 
 class ConfigError(Exception):
@@ -35,8 +35,8 @@ class Context:
     ceph_name: str = "client.admin"
 
     def __post_init__(self) -> None:
-        self._ceph = None
-        self._ceph_lock = threading.Lock()
+        # This worker's librados connection (made on first use, after gunicorn forked the worker).
+        self.ceph = Connection(self.ceph_conf, self.ceph_name)
         self._state: ClusterState | None = None
         self._vm_cache: VmCache | None = None
         self._clock: ZkClock | None = None
@@ -83,33 +83,6 @@ class Context:
             if self._state.zk.state != KazooState.CONNECTED:
                 raise ClusterNotReady(f"lost the connection to ZooKeeper at {self.zk_hosts}")
             return self._state
-
-    def ceph(self):  # type: ignore[no-untyped-def]
-        """This worker's librados connection (client.admin from ceph.conf), made on first use; 503 if Ceph does
-        not answer."""
-        from pvc.nodeos.storage.ceph import Unavailable
-
-        with self._ceph_lock:
-            if self._ceph is None:
-                import rados
-
-                if not os.path.exists(self.ceph_conf):
-                    raise ClusterNotReady(f"no Ceph configuration at {self.ceph_conf}")
-                cluster = rados.Rados(conffile=self.ceph_conf, name=self.ceph_name)
-                try:
-                    cluster.connect(timeout=10)
-                except rados.Error as exc:
-                    raise Unavailable(f"Ceph is not reachable: {exc}") from None
-                self._ceph = cluster
-            return self._ceph
-
-    def drop_ceph(self) -> None:
-        """Forget a connection that failed, so the next request makes a new one."""
-        with self._ceph_lock:
-            cluster, self._ceph = self._ceph, None
-        if cluster is not None:
-            with contextlib.suppress(Exception):  # it is broken already
-                cluster.shutdown()
 
     def ready_state(self) -> ClusterState:
         """The state layer of a formed cluster (503 before formation has created the layout)."""

@@ -13,7 +13,7 @@ from pvc.nodeos.state.domxml import DomainXmlError
 from pvc.nodeos.state.placement import NoTarget
 from pvc.nodeos.state.store import Conflict, NotFound
 from pvc.nodeos.state.vmstate import TransitionError
-from pvc.nodeos.storage import ceph as storage
+from pvc.nodeos.storage import ceph
 
 log = logging.getLogger("pvc.api")
 
@@ -79,9 +79,9 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(NoTarget, handler(409, "no target node"))
     app.add_error_handler(Conflict, handler(409, "conflict"))
     app.add_error_handler(ClusterNotReady, handler(503, "cluster not ready"))
-    app.add_error_handler(storage.StorageError, handler(409, "storage error"))
-    app.add_error_handler(storage.NotFound, handler(404, "not found"))
-    app.add_error_handler(storage.Exists, handler(409, "conflict"))
-    app.add_error_handler(storage.Refused, handler(409, "refused"))
-    app.add_error_handler(storage.Invalid, handler(400, "invalid request", "field"))
-    app.add_error_handler(storage.Unavailable, handler(503, "storage not ready"))
+    app.add_error_handler(ceph.StorageError, handler(409, "storage error"))
+    app.add_error_handler(ceph.NotFound, handler(404, "not found"))
+    app.add_error_handler(ceph.Exists, handler(409, "conflict"))
+    app.add_error_handler(ceph.Refused, handler(409, "refused"))
+    app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(ceph.Unavailable, handler(503, "storage not ready"))

@@ -27,7 +27,11 @@ _base = Path(_path).resolve().parent
 bind = [os.environ.get("PVC_API_BIND", f"0.0.0.0:{_api.port}")]
 workers = int(os.environ.get("PVC_API_WORKERS", _api.workers))
 threads = int(os.environ.get("PVC_API_THREADS", "4"))
-timeout = 660  # flush with wait=true can take minutes
+# gthread workers report to the arbiter from their main loop, not from the threads serving requests, so a long
+# upload or download is never cut off; `timeout` only replaces a worker whose main loop hangs. (A sync worker,
+# which threads = 1 would otherwise pick, is killed by `timeout` in the middle of a long request.)
+worker_class = "gthread"
+timeout = 30
 graceful_timeout = 10
 accesslog = "-"
 if _api.tls_cert_file and _api.tls_key_file:

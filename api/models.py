@@ -1,4 +1,8 @@
-"""Request and response models of the API. They validate requests and generate the OpenAPI document."""
+"""Request and response models of the API. They validate requests and generate the OpenAPI document.
+
+Records the API answers as they are stored (Task, Fault, PoolRecord, StorageStatus, ...) are the state layer's own
+models (pvc.nodeos.state.models); this module holds what the API adds: requests, queries and views.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from pvc.config import pools
 from pvc.config.choices import Selector, VmMigrationMethod
-from pvc.nodeos.state.models import (
-    Fault,
-    FenceInfo,
-    FormationProgress,
-    Keepalive,
-    OsdRequest,
-    StorageStatus,
-    Task,
-    VmMeta,
-)
+from pvc.config.types import PoolCopies, PoolPgs
+from pvc.nodeos.state.models import FenceInfo, Keepalive, VmMeta
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -89,10 +86,6 @@ class NodeView(BaseModel):
     task: str | None
 
 
-class NodeAction(Request):
-    wait: bool = False
-
-
 class LogQuery(Query):
     lines: Annotated[int, Field(ge=1, le=10000)] = 100
 
@@ -140,13 +133,11 @@ class VmDefine(Request):
 
 class VmStateChange(Request):
     action: Literal["start", "shutdown", "stop", "restart", "disable"]
-    wait: bool = False
 
 
 class VmMigrate(Request):
     action: Literal["migrate", "move", "unmigrate"] = "migrate"
     target: Name | None = None
-    wait: bool = False
 
 
 class VmMetaChange(Request):
@@ -167,29 +158,16 @@ StorageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
 
-class PoolView(BaseModel):
-    name: str
-    id: int
-    size: int
-    min_size: int
-    pgs: int
-    stored_bytes: int
-    capacity_bytes: int
-    quota_bytes: int
-    used_percent: float
-    objects: int
-
-
 class PoolCreate(Request):
     name: StorageName
-    pgs: Annotated[int, Field(ge=1, le=32768, description="placement groups: a power of two")] = 32
-    size: Annotated[int, Field(ge=1, le=10, description="copies of each object")] = 3
-    min_size: Annotated[int, Field(ge=1, le=10, description="copies needed to accept writes")] = 2
+    pgs: Annotated[PoolPgs, Field(description="placement groups: a power of two")] = pools.DEFAULT_PGS
+    size: Annotated[PoolCopies, Field(description="copies of each object")] = pools.DEFAULT_SIZE
+    min_size: Annotated[PoolCopies, Field(description="copies needed to accept writes")] = pools.DEFAULT_MIN_SIZE
 
 
 class PoolChange(Request):
-    size: Annotated[int, Field(ge=1, le=10)] | None = None
-    min_size: Annotated[int, Field(ge=1, le=10)] | None = None
+    size: PoolCopies | None = None
+    min_size: PoolCopies | None = None
     quota_bytes: Annotated[int, BeforeValidator(_integral), Field(ge=0, description="0: no quota")] | None = None
 
 
@@ -272,7 +250,6 @@ class OsdAdd(Request):
     path: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(None, description="device path glob")
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="model glob")
     serial: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(None, description="serial glob")
-    wait: bool = False
 
 
 class OsdStateChange(Request):
@@ -281,6 +258,3 @@ class OsdStateChange(Request):
 
 class OsdRemoveQuery(Query):
     force: bool = Field(False, description="remove even when Ceph or the min_size check says it is unsafe")
-
-
-__all__ = ["Fault", "FormationProgress", "OsdRequest", "StorageStatus", "Task"]

@@ -16,7 +16,6 @@ from typing import Any
 import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-API_PREFIX = "/api/v1"
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
     401: "Missing or wrong API key (header X-Api-Key)",
@@ -91,7 +90,7 @@ def operation(**kwargs: Any) -> Callable:
                     call["body"] = op.body.model_validate(media)
                 except ValidationError as exc:
                     raise RequestInvalid(*validation_message(exc)) from None
-            resp.status = op.status  # the declared status, unless the method sets another (e.g. 200 after a wait)
+            resp.status = op.status  # the declared status, unless the method sets another (/health: 503)
             result = fn(self, req, resp, **params, **call)
             if result is not None and op.media_type == "application/json":
                 resp.media = _dump(result)

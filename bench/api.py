@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from bench import report
-from pvc.api.spec import API_PREFIX
+from pvc.config.schema import API_PREFIX
 from pvc.config.secrets import initial_api_key
 from pvc.nodeos.state.models import VmMeta, VmSpec
 from tests.harness.api import ApiServer, seed_formed_cluster

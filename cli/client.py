@@ -12,17 +12,19 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import click
 
-from pvc.cli.connections import Connection
 from pvc.cli.errors import Failure
+from pvc.cli.profiles import Connection, select
 
-API_PREFIX = "/api/v1"
+API_PREFIX = "/api/v1"  # pvc.config.schema.API_PREFIX, restated: that module would load pydantic at start-up
 KEY_HEADER = "X-Api-Key"
 TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 class ApiError(Failure):
@@ -41,6 +43,10 @@ class Unreachable(ApiError):
 def path(*segments: str) -> str:
     """A URL path from segments, each quoted (a VM name may hold characters a URL may not)."""
     return "".join("/" + quote(s, safe="") for s in segments)
+
+
+def _read_all(resp: http.client.HTTPResponse) -> bytes:
+    return resp.read()
 
 
 def _lower_first(text: str) -> str:
@@ -73,20 +79,56 @@ class Client:
 
     def request(self, method: str, route: str, body: object = None, query: dict[str, object] | None = None) -> Any:
         """Send one request to `{url}/api/v1{route}`; the decoded JSON answer, or ApiError."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        return self._json(self._send(method, route, query, data, headers, self.timeout, _read_all))
+
+    def upload(
+        self, route: str, source: Any, length: int, query: dict[str, object] | None = None, timeout: float = 3600
+    ) -> Any:
+        """PUT `length` bytes read from the file object `source` (raw body); the decoded JSON answer."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        return self._json(self._send("PUT", route, query, source, headers, timeout, _read_all))
+
+    def download(self, route: str, sink: Any, query: dict[str, object] | None = None, timeout: float = 3600) -> int:
+        """GET a raw body into `sink` (a callable taking each chunk, after a first call with the total size as
+        an int, or None when unknown); returns the number of bytes."""
+
+        def read(resp: http.client.HTTPResponse) -> int:
+            size = resp.headers.get("Content-Length")
+            sink(int(size) if size else None)
+            total = 0
+            while chunk := resp.read(1024 * 1024):
+                sink(chunk)
+                total += len(chunk)
+            return total
+
+        return self._send("GET", route, query, None, {}, timeout, read)
+
+    def _send(
+        self,
+        method: str,
+        route: str,
+        query: dict[str, object] | None,
+        data: Any,
+        headers: dict[str, str],
+        timeout: float,
+        read: Callable[[http.client.HTTPResponse], T],
+    ) -> T:
+        """Send one request to `{url}/api/v1{route}` and `read` the answer; every failure becomes an ApiError."""
         url = self.base + API_PREFIX + route
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += "?" + urlencode(params)
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json", "User-Agent": "pvc-cli"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+        headers = {**headers, "User-Agent": "pvc-cli"}
         if self.conn.key:
             headers[KEY_HEADER] = self.conn.key
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with self.opener().open(req, timeout=self.timeout) as resp:
-                payload = resp.read()
+            with self.opener().open(req, timeout=timeout) as resp:
+                return read(resp)
         except urllib.error.HTTPError as exc:
             raise self.refused(exc) from None
         except urllib.error.URLError as exc:
@@ -94,55 +136,14 @@ class Client:
             raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
         except (http.client.HTTPException, OSError) as exc:
             raise self.unreachable(exc) from None
+
+    def _json(self, payload: bytes) -> Any:
         if not payload:
             return None
         try:
             return json.loads(payload)
         except ValueError:
             raise ApiError(f"the server at {self.base} did not answer with JSON: is it a PVC API?") from None
-
-    def upload(
-        self, route: str, source: Any, length: int, query: dict[str, object] | None = None, timeout: float = 3600
-    ) -> Any:
-        """PUT `length` bytes read from the file object `source` (raw body); the decoded JSON answer."""
-        return self._raw("PUT", route, query, source, length, timeout, None)
-
-    def download(self, route: str, sink: Any, query: dict[str, object] | None = None, timeout: float = 3600) -> int:
-        """GET a raw body into `sink` (a callable taking each chunk, after a first call with the total size as
-        an int, or None when unknown); returns the number of bytes."""
-        return self._raw("GET", route, query, None, 0, timeout, sink)
-
-    def _raw(self, method, route, query, source, length, timeout, sink):  # type: ignore[no-untyped-def]
-        url = self.base + API_PREFIX + route
-        params = {k: v for k, v in (query or {}).items() if v is not None}
-        if params:
-            url += "?" + urlencode(params)
-        headers = {"User-Agent": "pvc-cli"}
-        if self.conn.key:
-            headers[KEY_HEADER] = self.conn.key
-        if source is not None:
-            headers["Content-Type"] = "application/octet-stream"
-            headers["Content-Length"] = str(length)
-        req = urllib.request.Request(url, data=source, method=method, headers=headers)
-        try:
-            with self.opener().open(req, timeout=timeout) as resp:
-                if sink is None:
-                    payload = resp.read()
-                    return json.loads(payload) if payload else None
-                size = resp.headers.get("Content-Length")
-                sink(int(size) if size else None)
-                total = 0
-                while chunk := resp.read(1024 * 1024):
-                    sink(chunk)
-                    total += len(chunk)
-                return total
-        except urllib.error.HTTPError as exc:
-            raise self.refused(exc) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
-        except (http.client.HTTPException, OSError) as exc:
-            raise self.unreachable(exc) from None
 
     def opener(self) -> urllib.request.OpenerDirector:
         if self._opener is None:
@@ -241,7 +242,5 @@ class Client:
 
 def from_context(ctx: click.Context | None = None, timeout: float = TIMEOUT) -> Client:
     """The client for the connection the command line chose (-c/--connection, $PVC_CONNECTION, the default)."""
-    from pvc.cli.connections import select
-
     root = (ctx or click.get_current_context()).find_root().params
     return Client(select(root.get("connection")), insecure=bool(root.get("insecure")), timeout=timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pvc.cli.client import from_context, path
 from pvc.cli.output import ago, counts, emit, fields, format_option, table
 
 
@@ -16,8 +17,6 @@ def cluster() -> None:
 @format_option
 def status(fmt: str) -> None:
     """Health, primary coordinator, maintenance mode, and node and VM counts."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/cluster")
 
     def render(s: dict) -> str:
@@ -40,8 +39,6 @@ def status(fmt: str) -> None:
 @format_option
 def faults(fmt: str) -> None:
     """Faults the cluster has raised, newest first."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/cluster/faults")
     rows = [(f["id"], f["kind"], f["node"], f["count"], ago(f["last"]), f["acknowledged"], f["message"]) for f in data]
     emit(data, fmt, lambda _: table(["id", "kind", "node", "count", "last", "ack", "message"], rows))
@@ -51,8 +48,6 @@ def faults(fmt: str) -> None:
 @click.argument("fault_id", metavar="ID")
 def fault_clear(fault_id: str) -> None:
     """Clear the fault ID (it is raised again if its cause persists)."""
-    from pvc.cli.client import from_context, path
-
     data = from_context().delete(path("cluster", "faults", fault_id))
     click.echo(f"cleared fault {data['removed']}")
 
@@ -62,8 +57,6 @@ def fault_clear(fault_id: str) -> None:
 @format_option
 def maintenance(switch: str | None, fmt: str) -> None:
     """Turn maintenance mode on or off; without an argument, show it. Maintenance pauses fencing."""
-    from pvc.cli.client import from_context
-
     client = from_context()
     if switch is None:
         data = client.get("/cluster/maintenance")
@@ -77,8 +70,6 @@ def maintenance(switch: str | None, fmt: str) -> None:
 @format_option
 def formation(fmt: str) -> None:
     """Formation progress of every node: each step and its state."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/cluster/formation")
     rows = []
     for p in data:

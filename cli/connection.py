@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from pvc.cli.complete import connection_names
-from pvc.cli.connections import (
+from pvc.cli.errors import Failure
+from pvc.cli.names import connection_names
+from pvc.cli.output import emit, format_option, table
+from pvc.cli.profiles import (
     DEFAULT_PORT,
     Connection,
     build_url,
@@ -19,8 +21,6 @@ from pvc.cli.connections import (
     profiles_path,
     save,
 )
-from pvc.cli.errors import Failure
-from pvc.cli.output import emit, format_option, table
 
 
 @click.group()

@@ -39,7 +39,7 @@ class LazyGroup(click.Group):
 
 
 def _complete_connection(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
-    from pvc.cli.complete import connection_names
+    from pvc.cli.names import connection_names
 
     return connection_names(ctx, param, incomplete)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pvc.cli.complete import node_names
+from pvc.cli.client import from_context, path
+from pvc.cli.names import node_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
-from pvc.cli.wait import TASK_TIMEOUT, timeout_option, wait_option
+from pvc.cli.wait import TASK_TIMEOUT, conclude, follow_primary, follow_task, timeout_option, wait_option
 
 PRIMARY_TIMEOUT = 60.0
 node_argument = click.argument("node", shell_complete=node_names)
@@ -25,8 +26,6 @@ def node() -> None:
 @format_option
 def list_nodes(fmt: str) -> None:
     """Every node with its daemon and domain state, memory, vCPUs, load and VMs."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/nodes")
     rows = []
     for n in data:
@@ -53,8 +52,6 @@ def list_nodes(fmt: str) -> None:
 @format_option
 def info(node: str, fmt: str) -> None:
     """One node in detail."""
-    from pvc.cli.client import from_context, path
-
     data = from_context().get(path("nodes", node))
 
     def render(n: dict) -> str:
@@ -89,11 +86,8 @@ def info(node: str, fmt: str) -> None:
 
 
 def _node_task(node: str, kind: str, wait: bool, timeout: float) -> None:
-    from pvc.cli.client import from_context, path
-    from pvc.cli.wait import conclude, follow_task
-
     client = from_context()
-    task = client.post(path("nodes", node, kind), {"wait": False})
+    task = client.post(path("nodes", node, kind), None)
     if wait:
         conclude(follow_task(client, task, timeout))
     else:
@@ -124,11 +118,8 @@ def ready(node: str, wait: bool, timeout: float) -> None:
 @timeout_option(PRIMARY_TIMEOUT)
 def primary(node: str, wait: bool, timeout: float) -> None:
     """Make the coordinator NODE the primary (it takes the floating IPs and runs the fencer)."""
-    from pvc.cli.client import from_context, path
-    from pvc.cli.wait import follow_primary
-
     client = from_context()
-    view = client.post(path("nodes", node, "primary"), {"wait": False})
+    view = client.post(path("nodes", node, "primary"), None)
     if view["primary"]:
         click.echo(f"node {node} is the primary")
     elif wait:
@@ -144,7 +135,5 @@ def primary(node: str, wait: bool, timeout: float) -> None:
 @format_option
 def log(node: str, lines: int, fmt: str) -> None:
     """The last lines of NODE's daemon log."""
-    from pvc.cli.client import from_context, path
-
     data = from_context().get(path("nodes", node, "log"), lines=lines)
     emit(data, fmt, lambda d: printable(d["lines"]))

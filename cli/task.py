@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from pvc.cli.client import from_context, path
+from pvc.cli.errors import Failure
 from pvc.cli.output import ago, emit, fields, format_option, table
-from pvc.cli.wait import TASK_TIMEOUT, timeout_option, wait_option
+from pvc.cli.wait import TASK_TIMEOUT, conclude, follow_task, timeout_option, wait_option
 
 
 @click.group()
@@ -21,8 +23,6 @@ def progress(t: dict) -> str:
 @format_option
 def list_tasks(fmt: str) -> None:
     """Tasks, newest first."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/tasks")
     rows = [(t["id"], t["kind"], t["target"], t["state"], progress(t), ago(t["created"]), t["message"]) for t in data]
     emit(data, fmt, lambda _: table(["id", "kind", "target", "state", "progress", "age", "message"], rows))
@@ -35,10 +35,6 @@ def list_tasks(fmt: str) -> None:
 @format_option
 def show(task_id: str, wait: bool, timeout: float, fmt: str) -> None:
     """One task; with --wait, follow it until it ends."""
-    from pvc.cli.client import from_context, path
-    from pvc.cli.errors import Failure
-    from pvc.cli.wait import conclude, follow_task
-
     client = from_context()
     data = client.get(path("tasks", task_id))
     if wait:

@@ -6,10 +6,13 @@ from typing import TextIO
 
 import click
 
-from pvc.cli.complete import node_names, vm_names
+from pvc.cli.client import from_context, path
+from pvc.cli.errors import Failure
+from pvc.cli.names import node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
-from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, timeout_option, wait_option
+from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
 from pvc.config.choices import SELECTORS, VM_MIGRATION_METHODS
+from pvc.nodeos.state.vmstate import Action
 
 vm_argument = click.argument("vm", metavar="VM", shell_complete=vm_names)
 
@@ -33,8 +36,6 @@ def vm() -> None:
 @format_option
 def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> None:
     """VMs with their desired and observed state, node, memory and vCPUs."""
-    from pvc.cli.client import from_context
-
     data = from_context().get("/vms", node=node, state=state, tag=tag)
     rows = [
         (v["name"], v["state"], v["running"], v["node"], v["last_node"], mib(v["memory_mib"]), v["vcpus"], v["tags"])
@@ -66,9 +67,6 @@ def define(
     fmt: str,
 ) -> None:
     """Define a VM from the libvirt domain XML in FILE.xml (- for standard input). It starts stopped."""
-    from pvc.cli.client import from_context
-    from pvc.cli.errors import Failure
-
     try:
         xml = file.read()
     except (OSError, UnicodeDecodeError) as exc:
@@ -93,8 +91,6 @@ def define(
 @format_option
 def info(vm: str, xml_only: bool, fmt: str) -> None:
     """One VM in detail: states, node, resources, metadata."""
-    from pvc.cli.client import from_context, path
-
     data = from_context().get(path("vms", vm))
     if xml_only:
         click.echo(data["xml"])
@@ -125,19 +121,16 @@ def info(vm: str, xml_only: bool, fmt: str) -> None:
     emit(data, fmt, render)
 
 
-def _change_state(vm: str, action: str, wait: bool, timeout: float) -> None:
-    from pvc.cli.client import from_context, path
-    from pvc.cli.wait import follow_vm
-
+def _change_state(vm: str, action: Action, wait: bool, timeout: float) -> None:
     client = from_context()
-    data = client.post(path("vms", vm, "state"), {"action": action, "wait": False})
+    data = client.post(path("vms", vm, "state"), {"action": action})
     if wait:
         follow_vm(client, data, action, timeout)
     else:
         click.echo(f"{action} {data['name']}: requested; it wants {data['state']}, is {data['running']}")
 
 
-def _state_command(action: str, doc: str) -> None:
+def _state_command(action: Action, doc: str) -> None:
     @vm.command(action, help=doc)
     @vm_argument
     @wait_option
@@ -154,11 +147,8 @@ _state_command("disable", "Disable a stopped VM: it stays off and out of health 
 
 
 def _move(vm: str, action: str, target: str | None, wait: bool, timeout: float) -> None:
-    from pvc.cli.client import from_context, path
-    from pvc.cli.wait import conclude, follow_task
-
     client = from_context()
-    task = client.post(path("vms", vm, "migrate"), {"action": action, "target": target, "wait": False})
+    task = client.post(path("vms", vm, "migrate"), {"action": action, "target": target})
     if task["state"] in ("succeeded", "failed"):  # a VM that is not running only changes its home node
         conclude(task)
     elif wait:
@@ -248,8 +238,6 @@ def meta(
     fmt: str,
 ) -> None:
     """Show VM's metadata, or change it with the options given (others stay as they are)."""
-    from pvc.cli.client import from_context, path
-
     changes: dict[str, object] = {}
     if limit is not None:
         changes["node_limit"] = limit
@@ -297,8 +285,6 @@ def _given(name: str) -> bool:
 @format_option
 def console(vm: str, lines: int, fmt: str) -> None:
     """The last lines of VM's serial console."""
-    from pvc.cli.client import from_context, path
-
     data = from_context().get(path("vms", vm, "console"), lines=lines)
     emit(data, fmt, lambda d: printable(d["lines"]))
 
@@ -308,8 +294,6 @@ def console(vm: str, lines: int, fmt: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def remove(vm: str, yes: bool) -> None:
     """Remove a stopped or disabled VM from the cluster."""
-    from pvc.cli.client import from_context, path
-
     if not yes:
         click.confirm(f"Remove VM '{vm}'?", abort=True, err=True)
     data = from_context().delete(path("vms", vm))

@@ -15,6 +15,7 @@ import click
 
 from pvc.cli.client import ApiError, Client, Unreachable, path
 from pvc.cli.errors import Failure
+from pvc.nodeos.state.vmstate import Action, settled
 
 POLL_INTERVAL = 0.5
 UNREACHABLE_GRACE = 20.0  # the API may move with the primary coordinator: keep trying this long
@@ -131,20 +132,18 @@ def conclude(task: dict) -> None:
     click.echo(f"{label(task)}: {task['state']}: {task.get('message') or 'done'}")
 
 
-def follow_vm(client: Client, vm: dict, action: str, timeout: float = VM_TIMEOUT) -> dict:
-    """Wait until a VM has reached what `action` asked for (running, or stopped), or failed."""
-    want = "running" if action in ("start", "restart") else "stopped"
+def follow_vm(client: Client, vm: dict, action: Action, timeout: float = VM_TIMEOUT) -> dict:
+    """Wait until a VM has settled after `action` (vmstate.settled): running or stopped as asked, or failed."""
     before = (vm["running"], vm.get("reason", ""))
     deadline = time.monotonic() + timeout
     last = None
     try:
         while True:
-            settled = vm["state"] not in ("restart", "shutdown")
-            observed = (vm["running"], vm.get("reason", ""))
-            if settled and vm["running"] == want:
+            failed_since = (vm["running"], vm.get("reason", "")) != before
+            if settled(action, vm["state"], vm["running"], failed_since):
+                if vm["running"] == "failed":
+                    raise Failure(f"VM '{vm['name']}' failed on {vm['node']}: {vm.get('reason') or 'no reason given'}")
                 break
-            if settled and vm["running"] == "failed" and observed != before:
-                raise Failure(f"VM '{vm['name']}' failed on {vm['node']}: {vm.get('reason') or 'no reason given'}")
             now = (vm["state"], vm["running"], vm.get("running_on"))
             if now != last:
                 last = now

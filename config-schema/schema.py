@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pvc.config import pools
 from pvc.config.choices import MigrationMethod, Selector
 from pvc.config.types import (
     Asn,
@@ -23,6 +24,8 @@ from pvc.config.types import (
     IPv4Net,
     Mac,
     Mtu,
+    PoolCopies,
+    PoolPgs,
     Port,
     Size,
     SshKey,
@@ -247,16 +250,16 @@ class Bgp(Model):
 
 
 class PoolDefaults(Model):
-    size: Annotated[int, Field(ge=1, le=10)] = 3
-    min_size: Annotated[int, Field(ge=1, le=10)] = 2
-    pgs: Annotated[int, Field(ge=1, le=32768)] = 32
+    size: PoolCopies = pools.DEFAULT_SIZE
+    min_size: PoolCopies = pools.DEFAULT_MIN_SIZE
+    pgs: PoolPgs = pools.DEFAULT_PGS
 
 
 class Pool(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")]
-    size: Annotated[int | None, Field(ge=1, le=10)] = None
-    min_size: Annotated[int | None, Field(ge=1, le=10)] = None
-    pgs: Annotated[int | None, Field(ge=1, le=32768)] = None
+    size: PoolCopies | None = None
+    min_size: PoolCopies | None = None
+    pgs: PoolPgs | None = None
 
 
 class Ceph(Model):
@@ -305,6 +308,9 @@ class ApiKey(Model):
     def _one_source(self) -> ApiKey:
         _exactly_one(self, "key", "key_file", "sha256")
         return self
+
+
+API_PREFIX = "/api/v1"  # every route of the API is under http(s)://node:[api].port/api/v1 (pvc.api; formation's probe)
 
 
 class Api(Model):

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+from pvc.config import pools, sizes
+
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DOMAIN_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -104,10 +104,7 @@ def parse_size(value: Any) -> int:
             raise ValueError(f"a size must be positive, got {value}")
         return value
     text = _need_str(value, 'a size like "4G" or a number of bytes')
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise ValueError(f'\'{text}\' is not a size (expected like "512M", "4G", "1.5T" or a number of bytes)')
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    size = sizes.parse_size(text)
     if size <= 0:
         raise ValueError(f"a size must be positive, got '{text}'")
     return size
@@ -198,7 +195,9 @@ Mac = Annotated[str, BeforeValidator(parse_mac), _str_schema(r"^[0-9a-fA-F]{2}([
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": _SIZE_RE.pattern}]}),
+    WithJsonSchema(
+        {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": sizes.SIZE_RE.pattern}]}
+    ),
 ]
 Hostname = Annotated[str, BeforeValidator(parse_hostname), _str_schema(_HOSTNAME_RE.pattern)]
 Domain = Annotated[str, BeforeValidator(parse_domain), _str_schema()]
@@ -210,4 +209,6 @@ Asn = Annotated[
     int, BeforeValidator(parse_asn), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 4294967294})
 ]
 Mtu = Annotated[int, Field(ge=576, le=9216, description="bytes")]
+PoolCopies = Annotated[int, Field(ge=pools.MIN_COPIES, le=pools.MAX_COPIES)]  # a pool's size or min_size
+PoolPgs = Annotated[int, Field(ge=1, le=pools.MAX_PGS)]
 Port = Annotated[int, Field(ge=1, le=65535)]

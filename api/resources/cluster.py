@@ -1,18 +1,19 @@
+"""/cluster: status (health, primary, counts), faults, maintenance mode and formation progress."""
+
 from __future__ import annotations
 
 from collections import Counter
 
 import falcon
 
-from pvc.api.context import Context
-from pvc.api.models import ClusterStatus, Counts, Fault, FormationProgress, Maintenance, MaintenanceSet, Removed
+from pvc.api.models import ClusterStatus, Counts, Maintenance, MaintenanceSet, Removed
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.nodeos.state.models import Fault, FormationProgress
+from pvc.nodeos.state.store import NotFound
 
 
-class ClusterResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class ClusterResource(Resource):
     @operation(
         summary="Cluster status: health, primary, maintenance, node and VM counts",
         response=ClusterStatus,
@@ -36,34 +37,23 @@ class ClusterResource:
         )
 
 
-class FaultsResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class FaultsResource(Resource):
     @operation(summary="Faults the cluster has raised", response=list[Fault], errors=(), tags=["cluster"])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[Fault]:
         return sorted(self.ctx.ready_state().faults(), key=lambda f: f.last, reverse=True)
 
 
-class FaultResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class FaultResource(Resource):
     @operation(summary="Clear a fault", response=Removed, tags=["cluster"])
     def on_delete(self, req: falcon.Request, resp: falcon.Response, fault_id: str) -> Removed:
         state = self.ctx.ready_state()
         if fault_id not in {f.id for f in state.faults()}:
-            from pvc.nodeos.state.store import NotFound
-
             raise NotFound(f"fault '{fault_id}'")
         state.clear_fault(fault_id)
         return Removed(removed=fault_id)
 
 
-class MaintenanceResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class MaintenanceResource(Resource):
     @operation(
         summary="Is maintenance mode on? (It pauses fencing.)", response=Maintenance, errors=(), tags=["cluster"]
     )
@@ -82,10 +72,7 @@ class MaintenanceResource:
         return Maintenance(enabled=body.enabled)
 
 
-class FormationResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class FormationResource(Resource):
     @operation(
         summary="Formation progress of every node", response=list[FormationProgress], errors=(), tags=["cluster"]
     )

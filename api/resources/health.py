@@ -1,15 +1,20 @@
+"""/health: is the API up, can it reach ZooKeeper, has the cluster formed? (No API key needed: load balancers and
+formation's probe ask it.)"""
+
 from __future__ import annotations
 
 import falcon
 
 from pvc.api.context import Context
 from pvc.api.models import Health
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
 
 
-class HealthResource:
+class HealthResource(Resource):
     def __init__(self, ctx: Context, version: str) -> None:
-        self.ctx, self.version = ctx, version
+        super().__init__(ctx)
+        self.version = version
 
     @operation(
         summary="Is the API up, and can it reach ZooKeeper?",

@@ -1,19 +1,23 @@
+"""/nodes: every node's states and resources; flush, ready, primary, and the node daemon's log.
+
+Flush and ready answer at once with the task the node works through (clients follow it at /tasks/{task_id});
+primary asks the coordinators to hand over.
+"""
+
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import falcon
 
-from pvc.api.context import Context
-from pvc.api.models import LogLines, LogQuery, NodeAction, NodeView, Task
+from pvc.api.models import LogLines, LogQuery, NodeView
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state import actions
-from pvc.nodeos.state.models import NodeRecord
+from pvc.nodeos.state.models import NodeRecord, Task
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmstate import TransitionError
-
-FLUSH_WAIT = 600.0
-PRIMARY_WAIT = 30.0
 
 
 def node_view(state: ClusterState, record: NodeRecord, primary: str | None, now_ms: int | None) -> NodeView:
@@ -34,16 +38,6 @@ def node_view(state: ClusterState, record: NodeRecord, primary: str | None, now_
     )
 
 
-def wait_task(state: ClusterState, task: Task, timeout: float) -> Task:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = state.task(task.id)
-        if task.state in ("succeeded", "failed"):
-            return task
-        time.sleep(0.2)
-    return task
-
-
 def _record(state: ClusterState, node: str) -> NodeRecord:
     try:
         return state.node(node)
@@ -51,10 +45,7 @@ def _record(state: ClusterState, node: str) -> NodeRecord:
         raise NotFound(f"node '{node}'") from None
 
 
-class NodesResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodesResource(Resource):
     @operation(summary="Every node with its states and resources", response=list[NodeView], errors=(), tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[NodeView]:
         state = self.ctx.ready_state()
@@ -62,79 +53,56 @@ class NodesResource:
         return [node_view(state, r, primary, now) for r in state.nodes()]
 
 
-class NodeResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodeResource(Resource):
     @operation(summary="One node", response=NodeView, tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str) -> NodeView:
         state = self.ctx.ready_state()
         return node_view(state, _record(state, node), state.primary(), self.ctx.clock.now_ms())
 
 
-class NodeFlushResource:
-    def __init__(self, ctx: Context, kind: str) -> None:
-        self.ctx, self.kind = ctx, kind
-
-    def _run(self, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        state = self.ctx.ready_state()
-        _record(state, node)
-        task = (actions.flush_node if self.kind == "flush" else actions.ready_node)(state, node)
-        if body.wait:
-            resp.status = 200
-            return wait_task(state, task, FLUSH_WAIT)
-        resp.status = 202
-        resp.location = f"/api/v1/tasks/{task.id}"
-        return task
+def _node_task(
+    state: ClusterState, resp: falcon.Response, node: str, start: Callable[[ClusterState, str], Task]
+) -> Task:
+    _record(state, node)
+    task = start(state, node)
+    resp.location = f"{API_PREFIX}/tasks/{task.id}"
+    return task
 
 
-class NodeFlush(NodeFlushResource):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx, "flush")
-
+class NodeFlushResource(Resource):
     @operation(
         summary="Flush: live-migrate every running VM off the node, one at a time",
-        body=NodeAction,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
-        description="Returns the task at once (202), or when it ends with wait=true (200).",
+        description="Returns the task at once: follow it at /tasks/{task_id}.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        return self._run(resp, node, body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
+        return _node_task(self.ctx.ready_state(), resp, node, actions.flush_node)
 
 
-class NodeReady(NodeFlushResource):
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx, "ready")
-
+class NodeReadyResource(Resource):
     @operation(
         summary="Ready: bring back the VMs migrated off the node and start its autostart VMs",
-        body=NodeAction,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["nodes"],
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> Task:
-        return self._run(resp, node, body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:
+        return _node_task(self.ctx.ready_state(), resp, node, actions.ready_node)
 
 
-class NodePrimary:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodePrimaryResource(Resource):
     @operation(
         summary="Make this coordinator the primary",
-        body=NodeAction,
         response=NodeView,
         errors=(404, 409),
         tags=["nodes"],
+        description="Asks the coordinators to hand over; the answer shows whether the node is the primary yet.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str, body: NodeAction) -> NodeView:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> NodeView:
         state = self.ctx.ready_state()
         record = _record(state, node)
         if not record.coordinator:
@@ -143,17 +111,10 @@ class NodePrimary:
             raise TransitionError(f"node {node} is {record.daemon_state}")
         if state.primary() != node:
             state.request_primary(node)
-            if body.wait:
-                deadline = time.monotonic() + PRIMARY_WAIT
-                while time.monotonic() < deadline and state.primary() != node:
-                    time.sleep(0.2)
         return node_view(state, state.node(node), state.primary(), self.ctx.clock.now_ms())
 
 
-class NodeLog:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class NodeLogResource(Resource):
     @operation(summary="The node daemon's recent log lines", query=LogQuery, response=LogLines, tags=["nodes"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, node: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()

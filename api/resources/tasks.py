@@ -1,17 +1,16 @@
+"""/tasks: the long operations (flush, ready, migrations, OSD requests) and their progress, which clients poll."""
+
 from __future__ import annotations
 
 import falcon
 
-from pvc.api.context import Context
-from pvc.api.models import Task
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.nodeos.state.models import Task
 from pvc.nodeos.state.store import NotFound
 
 
-class TasksResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class TasksResource(Resource):
     @operation(
         summary="Long operations (flush, ready, migrations), newest first",
         response=list[Task],
@@ -22,10 +21,7 @@ class TasksResource:
         return sorted(self.ctx.ready_state().tasks(), key=lambda t: t.created, reverse=True)
 
 
-class TaskResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class TaskResource(Resource):
     @operation(summary="One task and its progress", response=Task, tags=["tasks"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> Task:
         try:

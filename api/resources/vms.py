@@ -1,7 +1,13 @@
+"""/vms: define (from libvirt domain XML), list and inspect VMs; change their state, migrate them, tune their
+metadata, read their console, remove them.
+
+The API only records what a VM should be (the state table in nodeos/state/vmstate.py refuses impossible actions with
+409); the node daemons converge to it, and clients follow the VM or the migration task.
+"""
+
 from __future__ import annotations
 
 import json
-import time
 
 import falcon
 
@@ -10,7 +16,6 @@ from pvc.api.models import (
     LogLines,
     LogQuery,
     Removed,
-    Task,
     VmDefine,
     VmDetail,
     VmListQuery,
@@ -19,13 +24,12 @@ from pvc.api.models import (
     VmStateChange,
     VmSummary,
 )
-from pvc.api.resources.nodes import wait_task
+from pvc.api.resources import Resource
 from pvc.api.spec import operation
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state import actions
-from pvc.nodeos.state.models import VmMeta, VmSpec, VmStatus
+from pvc.nodeos.state.models import Task, VmMeta, VmSpec, VmStatus
 from pvc.nodeos.state.store import ClusterState, NotFound
-
-MIGRATE_WAIT = 300.0
 
 
 def summary(spec: VmSpec, status: VmStatus) -> dict:
@@ -55,9 +59,9 @@ def find(state: ClusterState, vm: str) -> VmSpec:
         raise NotFound(f"VM '{vm}'") from None
 
 
-class VmsResource:
+class VmsResource(Resource):
     def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self._rendered: dict[tuple, tuple[int, bytes]] = {}
 
     @operation(
@@ -97,25 +101,15 @@ class VmsResource:
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, body: VmDefine) -> VmDetail:
         state = self.ctx.ready_state()
-        meta = VmMeta(
-            node_limit=body.node_limit,
-            selector=body.selector,
-            autostart=body.autostart,
-            migration_method=body.migration_method,
-            max_downtime_ms=body.max_downtime_ms,
-            tags=body.tags,
-        )
+        meta = VmMeta(**body.model_dump(include=set(VmMeta.model_fields)))
         spec = actions.define_vm(
             state, body.xml, node=body.node, meta=meta, default_selector=self.ctx.cfg.migration.selector
         )
-        resp.location = f"/api/v1/vms/{spec.uuid}"
+        resp.location = f"{API_PREFIX}/vms/{spec.uuid}"
         return detail(state, spec)
 
 
-class VmResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmResource(Resource):
     @operation(summary="One VM, by name or UUID", response=VmDetail, tags=["vms"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str) -> VmDetail:
         state = self.ctx.ready_state()
@@ -129,10 +123,7 @@ class VmResource:
         return Removed(removed=spec.name)
 
 
-class VmStateResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmStateResource(Resource):
     @operation(
         summary="Start, shut down, stop, restart or disable a VM",
         body=VmStateChange,
@@ -140,42 +131,25 @@ class VmStateResource:
         errors=(404, 409),
         tags=["vms"],
         description="409 when the VM's state does not allow the action (the message lists the states "
-        "that do). With wait=true, answers once the VM has reached the new state.",
+        "that do). Answers at once, with the new desired state; the VM's node acts on it.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmStateChange) -> VmDetail:
         state = self.ctx.ready_state()
         spec = actions.change_state(state, find(state, vm).uuid, body.action)
-        if body.wait:
-            timeout = self.ctx.cfg.timers.vm_shutdown_timeout + 60
-            want = "running" if body.action in ("start", "restart") else "stopped"
-            asked = time.time()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                spec = state.vm(spec.uuid)
-                status = state.vm_status(spec.uuid)
-                settled = spec.state not in ("restart", "shutdown")
-                fresh_failure = status.state == "failed" and status.updated >= asked
-                if settled and (status.state == want or fresh_failure):
-                    break
-                time.sleep(0.2)
-        return detail(state, state.vm(spec.uuid))
+        return detail(state, spec)
 
 
-class VmMigrateResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmMigrateResource(Resource):
     @operation(
         summary="Migrate (temporarily), move (for good) or unmigrate (return) a VM",
         body=VmMigrate,
         response=Task,
         status=202,
-        extra_statuses={200: ("The finished task (with wait=true)", Task)},
         errors=(404, 409),
         tags=["vms"],
         description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
-        "without room for the VM's memory is refused (409). Returns the task (202), or the "
-        "finished task with wait=true (200).",
+        "without room for the VM's memory is refused (409). Returns the task at once (202); a VM that is not "
+        "running only changes its home node, so its task has already succeeded.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmMigrate) -> Task:
         state = self.ctx.ready_state()
@@ -186,17 +160,11 @@ class VmMigrateResource:
             target=body.target,
             default_selector=self.ctx.cfg.migration.selector,
         )
-        if body.wait:
-            resp.status = 200
-            return wait_task(state, task, MIGRATE_WAIT)
-        resp.location = f"/api/v1/tasks/{task.id}"
+        resp.location = f"{API_PREFIX}/tasks/{task.id}"
         return task
 
 
-class VmMetaResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmMetaResource(Resource):
     @operation(
         summary="Change a VM's node limit, selector, autostart, migration method, downtime or tags",
         body=VmMetaChange,
@@ -211,10 +179,7 @@ class VmMetaResource:
         return detail(state, spec)
 
 
-class VmConsoleResource:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
+class VmConsoleResource(Resource):
     @operation(summary="The last lines of the VM's serial console", query=LogQuery, response=LogLines, tags=["vms"])
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()

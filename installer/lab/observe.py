@@ -119,7 +119,7 @@ def wait_formed(lab: Lab, timeout: float, say: Say, until: str | None = None) ->
 def api_get(api_port: int, key: str, path: str) -> dict:
     import urllib.request
 
-    from pvc.api.spec import API_PREFIX
+    from pvc.config.schema import API_PREFIX
 
     req = urllib.request.Request(f"http://127.0.0.1:{api_port}{API_PREFIX}{path}", headers={"X-Api-Key": key})
     with urllib.request.urlopen(req, timeout=10) as resp:

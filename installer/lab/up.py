@@ -152,16 +152,16 @@ def initial_key(cfg: ClusterFile, config: Path) -> str:
 
 
 def register_connection(cfg: ClusterFile, config: Path, api_port: int) -> None:
-    from pvc.cli import connections
+    from pvc.cli import profiles
 
     key = initial_key(cfg, config)
-    profiles = connections.load()
-    profiles.connections["lab"] = connections.Connection(
+    saved = profiles.load()
+    saved.connections["lab"] = profiles.Connection(
         name="lab", url=f"http://127.0.0.1:{api_port}", key=key, description=f"pvc-lab ({cfg.cluster.name})"
     )
-    if profiles.default is None:
-        profiles.default = "lab"
-    connections.save(profiles)
+    if saved.default is None:
+        saved.default = "lab"
+    profiles.save(saved)
 
 
 def up(

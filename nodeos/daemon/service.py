@@ -14,13 +14,13 @@ from pathlib import Path
 
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import read_join_key
+from pvc.nodeos.daemon.ceph_agent import CephAgent
 from pvc.nodeos.daemon.console import ConsoleTailer
 from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer
 from pvc.nodeos.daemon.flush import FlushController
 from pvc.nodeos.daemon.keepalive import KeepaliveLoop
-from pvc.nodeos.daemon.osdadd import OsdRequests
-from pvc.nodeos.daemon.storage import StorageAgent
+from pvc.nodeos.daemon.osd_requests import OsdRequests
 from pvc.nodeos.daemon.virt import Virt
 from pvc.nodeos.daemon.vms import VmController
 from pvc.nodeos.state import placement
@@ -77,7 +77,7 @@ class Daemon:
         self.vms = VmController(self)
         self.flush = FlushController(self)
         self.fencer = Fencer(self)
-        self.storage = StorageAgent(self, opts.ceph_conf)
+        self.storage = CephAgent(self, opts.ceph_conf)
         self.fencer.before_restart.append(self.storage.break_locks)
         self.osd_requests = OsdRequests(self)
         self.console = ConsoleTailer(self, Path(opts.state_dir) / "console")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pvc.nodeos.daemon.storage import DiskLocked
+from pvc.nodeos.daemon.ceph_agent import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import VmSpec, VmStatus

@@ -329,32 +329,32 @@ def ensure_osds(ctx: Context, devices: list[str], timeout: float = 600) -> list[
 
 
 def pools_step(ctx: Context) -> str:
-    """The declared pools, created once by whichever coordinator gets the lock first. A pool is finished (size,
-    min_size, then the rbd application last) before it counts as present, so an interrupted creation is completed
-    on the next run, and a pool an administrator changed later is left as it is."""
+    """The declared pools, created once by whichever coordinator gets the lock first (storage.pools.ensure_pool,
+    the API's pool creation too). A pool is finished (size, min_size, then the rbd application last) before it
+    counts as present, so an interrupted creation is completed on the next run, and a pool an administrator
+    changed later is left as it is."""
+    # librados only here: the renderers above are used where it is not needed
+    from pvc.nodeos.storage import pools
+    from pvc.nodeos.storage.ceph import StorageError, connect
+
+    if not ctx.cfg.ceph.pools:
+        return "all present"
     defaults = ctx.cfg.ceph.pool_defaults
     created = []
-    with ctx.state.lock("pools", ctx.node.name, timeout=None):
-        finished = (
-            {name for name, apps in ceph_json("osd", "pool", "application", "get").items() if "rbd" in (apps or {})}
-            if ctx.cfg.ceph.pools
-            else set()
-        )
-        existing = set(ceph_json("osd", "pool", "ls"))
-        for pool in ctx.cfg.ceph.pools:
-            if pool.name in finished:
-                continue
-            pgs = str(pool.pgs or defaults.pgs)
-            size = pool.size or defaults.size
-            if pool.name not in existing:
-                ceph("osd", "pool", "create", pool.name, pgs, pgs, "replicated")
-            if size == 1:  # the administrator asked for no redundancy (a one-node cluster): Ceph wants it said twice
-                ceph("config", "set", "global", "mon_allow_pool_size_one", "true")
-                ceph("config", "set", "global", "mon_warn_on_pool_no_redundancy", "false")
-                ceph("osd", "pool", "set", pool.name, "size", "1", "--yes-i-really-mean-it")
-            else:
-                ceph("osd", "pool", "set", pool.name, "size", str(size))
-            ceph("osd", "pool", "set", pool.name, "min_size", str(pool.min_size or defaults.min_size))
-            ceph("osd", "pool", "application", "enable", pool.name, "rbd")
-            created.append(pool.name)
+    try:
+        with ctx.state.lock("pools", ctx.node.name, timeout=None), connect(CONF, timeout=15) as cluster:
+            finished = pools.finished_pools(cluster)
+            for pool in ctx.cfg.ceph.pools:
+                if pool.name in finished:
+                    continue
+                pools.ensure_pool(
+                    cluster,
+                    pool.name,
+                    pool.pgs or defaults.pgs,
+                    pool.size or defaults.size,
+                    pool.min_size or defaults.min_size,
+                )
+                created.append(pool.name)
+    except StorageError as exc:
+        raise StepFailed(f"creating pools: {exc}") from None
     return f"created {', '.join(created)}" if created else "all present"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.machinery import Context, wait_for
 
@@ -47,7 +48,7 @@ def pvcd_step(ctx: Context) -> str:
 def api_step(ctx: Context) -> str:
     changed = units.install(API_UNIT, api_unit(str(ctx.config_path)))
     units.ensure_running(API_UNIT, changed)
-    url = f"http://127.0.0.1:{ctx.cfg.api.port}/api/v1/health"
+    url = f"http://127.0.0.1:{ctx.cfg.api.port}{API_PREFIX}/health"
 
     def healthy() -> bool:
         units.check_alive(API_UNIT)

@@ -150,8 +150,6 @@ def ready_node(state: ClusterState, name: str) -> Task:
 def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tuple[OsdRequest, Task]:
     """Record "make OSDs of the blank disks on `node` matching `selector`" for that node's formation to act on
     (formatting a disk is the node's own job). Returns the request and the task the node reports to."""
-    from pvc.nodeos.state import layout
-
     if node not in state.node_names():
         raise NotFound(f"node '{node}'")
     if not selector:
@@ -159,5 +157,5 @@ def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tup
     described = ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
     task = state.create_task("osd-add", node, total=1, message=f"waiting for {node} to add an OSD on {described}")
     request = OsdRequest(id=task.id, node=node, selector=selector, task=task.id)
-    state.put(layout.osd_request(request.id), request)
+    state.put_osd_request(request)
     return request, task

@@ -153,13 +153,18 @@ class Maintenance(Record):
     enabled: bool = False
 
 
-class PoolUsage(Record):
+class PoolRecord(Record):
+    """A Ceph pool and its use: what the storage layer lists, the primary keeps in StorageStatus and the API
+    answers."""
+
     name: str
-    size: int
-    min_size: int
+    id: int = 0  # (0 in a status written before the id was kept)
+    size: int  # copies of each object
+    min_size: int  # copies needed to accept writes
     pgs: int
     stored_bytes: int
-    capacity_bytes: int
+    capacity_bytes: int  # what it can hold: what it stores plus what it may still take, capped by its quota
+    quota_bytes: int = 0  # 0: no quota
     used_percent: float
     objects: int
 
@@ -178,7 +183,7 @@ class StorageStatus(Record):
     osds_in: int = 0
     pgs: int = 0
     pg_states: dict[str, int] = {}
-    pools: list[PoolUsage] = []
+    pools: list[PoolRecord] = []
     by: str = ""  # the node that wrote it
     updated: float = Field(default_factory=now)
 

@@ -43,7 +43,9 @@ from pvc.nodeos.state.models import (
     LogRing,
     Maintenance,
     NodeRecord,
+    OsdRequest,
     Primary,
+    StorageStatus,
     Task,
     VmName,
     VmSpec,
@@ -518,6 +520,21 @@ class ClusterState:
             return t.model_copy(update={"state": state, "progress": progress, "message": message, "updated": now()})
 
         return self.update(layout.task(task_id), Task, end)
+
+    # -- storage: the primary's measurement of Ceph, and OSD requests for the nodes ------------------------------
+    def storage_status(self) -> StorageStatus | None:
+        return self.get_or_none(layout.STORAGE_STATUS, StorageStatus)
+
+    def set_storage_status(self, status: StorageStatus) -> None:
+        self.put(layout.STORAGE_STATUS, status)
+
+    def osd_requests(self) -> list[OsdRequest]:
+        """Every OSD request, oldest first."""
+        found = (self.get_or_none(layout.osd_request(i), OsdRequest) for i in self.children(layout.OSD_REQUESTS))
+        return sorted((r for r in found if r is not None), key=lambda r: r.created)
+
+    def put_osd_request(self, request: OsdRequest) -> None:
+        self.put(layout.osd_request(request.id), request)
 
     # -- formation -----------------------------------------------------------------------------------------
     def formation(self, node_name: str) -> FormationProgress | None:

@@ -2,7 +2,7 @@
 
 A VM's desired `state` is written by the API; node daemons converge to it and hand transient states on once they
 have acted (HANDOFFS). The API refuses an action whose current state is not in its row (HTTP 409); the daemon acts
-on every state.
+on every state. `settled()` says when a state action has taken effect (`pvc vm start --wait` polls it).
 """
 
 from __future__ import annotations
@@ -62,3 +62,24 @@ def next_state(current: State, action: Action) -> State:
     if action in ("migrate", "move", "unmigrate"):
         return "migrate" if current == "start" else current
     return target if target is not None else current
+
+
+# What a state action leaves the VM as, once its node has acted on it.
+OUTCOMES: dict[Action, Literal["running", "stopped"]] = {
+    "start": "running",
+    "restart": "running",
+    "shutdown": "stopped",
+    "stop": "stopped",
+    "disable": "stopped",
+}
+# Desired states a state action leaves for the node to hand back when it is done (restart → start, shutdown → stop).
+HANDED_BACK: frozenset[State] = frozenset(HANDOFFS[event][0] for event in ("restarted", "shut_down"))
+
+
+def settled(action: Action, desired: State, observed: str, failed_since: bool) -> bool:
+    """Has a VM settled after the state action `action`? Its node has handed back a transient desired state, and
+    the VM is what the action asks for (running, or stopped), or it failed after the action was asked
+    (`failed_since`: a failure left over from before does not count). `observed` is the VM's observed state."""
+    if desired in HANDED_BACK:
+        return False
+    return observed == OUTCOMES[action] or (observed == "failed" and failed_since)

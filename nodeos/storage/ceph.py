@@ -1,14 +1,25 @@
-"""A connection to Ceph and its monitor commands, with Ceph's errors turned into StorageError."""
+"""The connection to Ceph and its monitor commands, with Ceph's errors turned into StorageError.
+
+`Connection` is the one librados connection a process keeps (the API worker's, pvcd's Ceph agent's): made on first
+use and made again after it failed. `connect()` is a connection for one block of work (tests, benchmarks,
+formation).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
-from collections.abc import Iterator
-from typing import Any
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import rados
+import rbd
+
+T = TypeVar("T")
 
 
 class StorageError(Exception):
@@ -39,20 +50,106 @@ class Unavailable(StorageError):
     """Ceph did not answer."""
 
 
+class Connection:
+    """A lazy librados connection that reconnects. Thread-safe.
+
+    `run(op)` calls `op` with the connected cluster and turns what librados and librbd raise into StorageError;
+    a failure of the connection itself (Unavailable) drops it, and the next call connects again, but not sooner
+    than `retry_after` seconds after a failed attempt (so a daemon does not hammer an unreachable Ceph).
+    """
+
+    def __init__(
+        self,
+        conffile: str,
+        name: str = "client.admin",
+        keyring: str | None = None,
+        timeout: int = 10,
+        retry_after: float = 0.0,
+    ) -> None:
+        self.conffile, self.name, self.keyring = conffile, name, keyring
+        self.timeout, self.retry_after = timeout, retry_after
+        self._cluster: rados.Rados | None = None
+        self._failed_at: float | None = None
+        self._lock = threading.Lock()
+
+    def configured(self) -> bool:
+        return os.path.exists(self.conffile)
+
+    def cluster(self) -> rados.Rados:
+        """The connected cluster; Unavailable when there is no configuration or Ceph does not answer."""
+        with self._lock:
+            if self._cluster is not None:
+                return self._cluster
+            if not self.configured():
+                raise Unavailable(f"no Ceph configuration at {self.conffile}")
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after:
+                raise Unavailable(f"Ceph was unreachable moments ago ({self.conffile})")
+            cluster = rados.Rados(
+                conffile=self.conffile, name=self.name, conf={"keyring": self.keyring} if self.keyring else {}
+            )
+            try:
+                cluster.connect(timeout=self.timeout)
+            except rados.Error as exc:
+                self._failed_at = time.monotonic()
+                with contextlib.suppress(Exception):
+                    cluster.shutdown()
+                raise Unavailable(f"cannot connect to Ceph ({self.conffile}): {exc}") from None
+            self._cluster = cluster
+            return cluster
+
+    def run(self, op: Callable[[rados.Rados], T]) -> T:
+        try:
+            return op(self.cluster())
+        except (rados.Error, rbd.Error) as exc:
+            error = storage_error(exc, self.name)
+            if isinstance(error, Unavailable):
+                self.drop()
+            raise error from None
+
+    def drop(self) -> None:
+        """Forget a connection that failed: the next use makes a new one."""
+        self.close()
+        self._failed_at = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            with contextlib.suppress(Exception):  # it may be broken already
+                cluster.shutdown()
+
+
 @contextlib.contextmanager
 def connect(
     conffile: str, name: str = "client.admin", keyring: str | None = None, timeout: int = 10
 ) -> Iterator[rados.Rados]:
-    conf = {"keyring": keyring} if keyring else {}
-    cluster = rados.Rados(conffile=conffile, name=name, conf=conf)
+    """A connection for the block's duration; Unavailable when Ceph does not answer."""
+    conn = Connection(conffile, name, keyring, timeout)
     try:
-        cluster.connect(timeout=timeout)
-    except rados.Error as exc:
-        raise Unavailable(f"cannot connect to Ceph ({conffile}): {exc}") from None
-    try:
-        yield cluster
+        yield conn.cluster()
     finally:
-        cluster.shutdown()
+        conn.close()
+
+
+def storage_error(exc: rados.Error | rbd.Error, user: str = "client.admin") -> StorageError:
+    """The StorageError for a librados or librbd error the storage layer did not foresee: still an answer (not
+    found, exists, refused, invalid), and Unavailable only when Ceph itself did not answer."""
+    if isinstance(exc, rbd.Error):
+        kind = {
+            rbd.InvalidArgument: Invalid,
+            rbd.ImageNotFound: NotFound,
+            rbd.ImageExists: Exists,
+            rbd.ImageBusy: Refused,
+            rbd.ImageHasSnapshots: Refused,
+        }.get(type(exc), StorageError)
+        return kind(f"Ceph refused: {exc}")
+    if isinstance(exc, rados.ObjectNotFound):
+        return NotFound(f"Ceph: {exc}")
+    if isinstance(exc, rados.ObjectExists):
+        return Exists(f"Ceph: {exc}")
+    if isinstance(exc, rados.PermissionError):
+        return Refused(f"Ceph denied it to {user}: {exc}")
+    return Unavailable(f"Ceph did not answer: {exc}")
 
 
 def mon_command(cluster: rados.Rados, prefix: str, **args: Any) -> Any:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import rados
 
-from pvc.nodeos.state import layout
-from pvc.nodeos.state.models import PoolUsage, StorageStatus
+from pvc.nodeos.state.models import StorageStatus
 from pvc.nodeos.state.store import ClusterState
 from pvc.nodeos.storage.ceph import mon_command
 from pvc.nodeos.storage.pools import list_pools
@@ -32,32 +31,16 @@ def measure(cluster: rados.Rados, by: str = "") -> StorageStatus:
         osds_in=osd.get("num_in_osds", 0),
         pgs=int(pg_summary.get("num_pgs", sum(states.values()))),
         pg_states=states,
-        pools=[
-            PoolUsage(
-                name=p.name,
-                size=p.size,
-                min_size=p.min_size,
-                pgs=p.pgs,
-                stored_bytes=p.stored_bytes,
-                capacity_bytes=p.capacity_bytes,
-                used_percent=round(100.0 * p.used_ratio, 2),
-                objects=p.objects,
-            )
-            for p in list_pools(cluster)
-        ],
+        pools=list_pools(cluster),
         by=by,
     )
 
 
 def publish(state: ClusterState, cluster: rados.Rados, by: str = "") -> StorageStatus:
     status = measure(cluster, by)
-    state.put(layout.STORAGE_STATUS, status)
+    state.set_storage_status(status)
     return status
 
 
 def unreachable(state: ClusterState, why: str, by: str = "") -> None:
-    state.put(layout.STORAGE_STATUS, StorageStatus(health="unreachable", checks={"CEPH_UNREACHABLE": why}, by=by))
-
-
-def read(state: ClusterState) -> StorageStatus | None:
-    return state.get_or_none(layout.STORAGE_STATUS, StorageStatus)
+    state.set_storage_status(StorageStatus(health="unreachable", checks={"CEPH_UNREACHABLE": why}, by=by))

@@ -185,49 +185,13 @@ def upload(
     conffile: str,
     pool: str,
     name: str,
-    path: str,
-    fmt: str = "raw",
-    force: bool = False,
-    keyring: str | None = None,
-) -> Volume:
-    """Create volume `name` from a raw or qcow2 file."""
-    if fmt not in ("raw", "qcow2"):
-        raise Invalid(f"unsupported image format '{fmt}' (raw or qcow2)", "format")
-    if fmt == "raw":
-        size = os.path.getsize(path)
-        create_volume(cluster, pool, name, max(size, 1), force=force)
-        with image(cluster, pool, name) as img, open(path, "rb") as src:
-            offset = 0
-            while chunk := src.read(CHUNK):
-                if chunk.count(0) != len(chunk):  # keep the volume sparse
-                    img.write(chunk, offset)
-                offset += len(chunk)
-        return get_volume(cluster, pool, name)
-    check_room(get_pool(cluster, pool), force, f"upload {name}")
-    with ioctx(cluster, pool) as ctx:
-        if name in rbd.RBD().list(ctx):
-            raise Exists(f"volume {pool}/{name} already exists")
-    target = f"rbd:{pool}/{name}:conf={conffile}" + (f":keyring={keyring}" if keyring else "")
-    out = subprocess.run(
-        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        raise StorageError(f"qemu-img could not convert {path}: {out.stderr.strip()}")
-    return get_volume(cluster, pool, name)
-
-
-def upload_stream(
-    cluster: rados.Rados,
-    conffile: str,
-    pool: str,
-    name: str,
     stream: BinaryIO,
     length: int,
     fmt: str = "raw",
     force: bool = False,
     keyring: str | None = None,
 ) -> Volume:
-    """Create volume `name` from `length` bytes of a raw or qcow2 image read from `stream` (an HTTP body).
+    """Create volume `name` from `length` bytes of a raw or qcow2 image read from `stream` (an HTTP body, a file).
 
     raw goes straight into the new volume, skipping zero chunks (the volume stays sparse); qcow2 needs random
     access, so it is spooled to a temporary file and converted by qemu-img. A failed upload leaves no volume."""
@@ -240,7 +204,7 @@ def upload_stream(
             path = os.path.join(tmp, "image.qcow2")
             with open(path, "wb") as out:
                 _copy(stream, out.write, length)
-            return upload(cluster, conffile, pool, name, path, "qcow2", force=force, keyring=keyring)
+            return _convert_qcow2(cluster, conffile, pool, name, path, force, keyring)
     create_volume(cluster, pool, name, length, force=force)
     try:
         with image(cluster, pool, name) as img:
@@ -260,6 +224,23 @@ def upload_stream(
     return get_volume(cluster, pool, name)
 
 
+def _convert_qcow2(
+    cluster: rados.Rados, conffile: str, pool: str, name: str, path: str, force: bool, keyring: str | None
+) -> Volume:
+    """Volume `name` from the qcow2 file `path`: qemu-img creates and writes it (as large as the virtual size)."""
+    check_room(get_pool(cluster, pool), force, f"upload {name}")
+    with ioctx(cluster, pool) as ctx:
+        if name in rbd.RBD().list(ctx):
+            raise Exists(f"volume {pool}/{name} already exists")
+    target = f"rbd:{pool}/{name}:conf={conffile}" + (f":keyring={keyring}" if keyring else "")
+    out = subprocess.run(
+        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise StorageError(f"qemu-img could not convert {path}: {out.stderr.strip()}")
+    return get_volume(cluster, pool, name)
+
+
 def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-untyped-def]
     """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
     left = length
@@ -276,10 +257,15 @@ def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-unty
 
 
 def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None) -> tuple[int, Iterator[bytes]]:
-    """(size, chunks) of a volume's raw contents, for streaming to an HTTP client. Missing objects raise at once."""
-    size = get_volume(cluster, pool, name).size
-    if snapshot is not None and snapshot not in get_volume(cluster, pool, name).snapshots:
-        raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+    """(size, chunks) of a volume's (or a snapshot's) raw contents, for streaming to an HTTP client. Missing
+    objects raise at once."""
+    volume = get_volume(cluster, pool, name)
+    size = volume.size
+    if snapshot is not None:
+        if snapshot not in volume.snapshots:
+            raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+        with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
+            size = img.size()  # the volume may have grown since
 
     def chunks() -> Iterator[bytes]:
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
@@ -290,18 +276,6 @@ def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None
                 offset += len(chunk)
 
     return size, chunks()
-
-
-def download(cluster: rados.Rados, pool: str, name: str, out: BinaryIO, snapshot: str | None = None) -> int:
-    """Write the volume's contents (raw) to `out`; returns the number of bytes."""
-    with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
-        size = img.size()
-        offset = 0
-        while offset < size:
-            chunk = img.read(offset, min(CHUNK, size - offset))
-            out.write(chunk)
-            offset += len(chunk)
-        return size
 
 
 # -- snapshots ----------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
 def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
-    """Against real pvcd nodes, so that requests that wait (flush, primary) can finish, and a real Ceph for the
+    """Against real pvcd nodes, so that the tasks fuzzed requests start (flush, ready, migrate) are acted on, and a
+    real Ceph for the
     storage routes — as client.libvirt (profile rbd), so fuzzed requests cannot mark OSDs out or change pools
     that other tests use (those are answered 409: denied).
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from pvc.api.spec import API_PREFIX
+from pvc.config.schema import API_PREFIX
 from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import ensure_schema

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pvc.api.spec import API_PREFIX
+from pvc.config.schema import API_PREFIX
 from pvc.nodeos.boot import console as node_console
 from tests.harness.examples import example
 from tests.harness.labctl import Lab

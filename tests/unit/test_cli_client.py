@@ -7,6 +7,7 @@ same over TLS with a self-signed certificate made with the `cryptography` librar
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pvc.cli.client import ApiError, Client, Unreachable, path
-from pvc.cli.connections import Connection
+from pvc.cli.client import API_PREFIX, ApiError, Client, Unreachable, path
+from pvc.cli.profiles import Connection
+from pvc.config import schema
 from tests.harness.http_stub import Stub, closed_port, self_signed, serve, silent_server, tls_context
 
 PVC = Path(sys.executable).parent / "pvc"
@@ -92,6 +94,28 @@ def test_sends_key_query_and_json_body_and_quotes_path(stub):
     assert first.path == "/api/v1/vms?node=n1" and first.headers["X-Api-Key"] == "k3y"
     assert json.loads(second.body) == {"action": "start"}
     assert second.headers["Content-Type"] == "application/json"
+
+
+def test_upload_and_download_send_the_key_and_map_refusals(stub):
+    stub.routes[("PUT", "/api/v1/storage/pools/p/volumes/v/data")] = (201, {"name": "v"})
+    stub.routes[("GET", "/api/v1/storage/pools/p/volumes/v/data")] = (200, b"raw bytes")
+    client = Client(conn(stub.url))
+    assert client.upload("/storage/pools/p/volumes/v/data", io.BytesIO(b"disk"), 4, {"format": "raw"}) == {"name": "v"}
+    put = stub.seen[-1]
+    assert put.body == b"disk" and put.path.endswith("?format=raw") and put.headers["X-Api-Key"] == "k3y"
+    assert put.headers["Content-Type"] == "application/octet-stream"
+    got: list[object] = []
+    assert client.download("/storage/pools/p/volumes/v/data", got.append) == 9
+    assert got == [9, b"raw bytes"]
+    with pytest.raises(ApiError, match=r"^not found: no route /api/v1/storage/pools/p/volumes/w/data$"):
+        client.download("/storage/pools/p/volumes/w/data", got.append)
+    with pytest.raises(ApiError, match="did not answer with JSON"):
+        stub.routes[("PUT", "/api/v1/storage/pools/p/volumes/v/data")] = (201, b"<html>")
+        client.upload("/storage/pools/p/volumes/v/data", io.BytesIO(b"disk"), 4)
+
+
+def test_the_client_and_the_api_share_the_prefix():
+    assert API_PREFIX == schema.API_PREFIX  # restated in the client to keep pydantic out of its start-up
 
 
 def test_url_with_a_path_prefix(stub):

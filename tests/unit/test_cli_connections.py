@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pvc.cli.connections import Connection, build_url, check_url, mask
+from pvc.cli.profiles import Connection, build_url, check_url, mask
 from pvc.config.secrets import initial_api_key
 from tests.harness.examples import example
 from tests.harness.http_stub import closed_port

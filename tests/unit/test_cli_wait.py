@@ -84,7 +84,7 @@ def test_flush_wait_prints_progress_lines_and_the_final_message(api):
         "flush n1: succeeded 2/2: flushed 2 VM(s)",
     ]
     posts = [s for s in api.seen if s.method == "POST"]
-    assert len(posts) == 1 and posts[0].body == b'{"wait": false}'
+    assert len(posts) == 1 and posts[0].body == b""
 
 
 def test_without_wait_names_the_task(api):

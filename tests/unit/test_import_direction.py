@@ -33,13 +33,12 @@ LAYERS: dict[str, int] = {
 # Edges between two parts of one layer, each with its reason. Anything else within a layer is refused, so that
 # parts of a layer stay independent of one another.
 SAME_LAYER: dict[tuple[str, str], str] = {
-    ("pvc.nodeos.daemon", "pvc.nodeos.formation"): "pvcd's OSD requests reuse formation's OSD code (osdadd.py)",
+    ("pvc.nodeos.daemon", "pvc.nodeos.formation"): "pvcd's OSD requests reuse formation's OSD code (osd_requests.py)",
     ("pvc.installer", "pvc.image"): "the lab builds the node image it boots",
     ("pvc.installer", "pvc.cli"): "the lab registers a `pvc` connection profile for itself",
-    ("pvc.installer", "pvc.api"): "the lab is a client of the API it brings up (its path prefix)",
-    # Temporary: storage/status.py reads and writes /pvc/storage/status through the state layer; engineer s3 (issue
-    # 15) moves those accessors into nodeos/state/store.py. Remove this line then.
-    ("pvc.nodeos.storage", "pvc.nodeos.state"): "storage status (being moved into the state layer by s3)",
+    ("pvc.nodeos.storage", "pvc.nodeos.state"): (
+        "Ceph's facts are the state layer's records (PoolRecord, StorageStatus): one type, measured, stored and served"
+    ),
 }
 
 

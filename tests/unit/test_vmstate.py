@@ -7,12 +7,14 @@ import pytest
 from pvc.nodeos.state.store import bounded
 from pvc.nodeos.state.vmstate import (
     HANDOFFS,
+    OUTCOMES,
     RUNNING_STATES,
     STATES,
     STOPPED_STATES,
     TRANSITIONS,
     TransitionError,
     next_state,
+    settled,
 )
 
 
@@ -49,6 +51,29 @@ def test_allowed(current, action, expected):
 def test_refused_with_the_allowed_states(current, action):
     with pytest.raises(TransitionError, match=f"cannot {action} a VM in state '{current}'.*allowed from"):
         next_state(current, action)
+
+
+@pytest.mark.parametrize(
+    "action,desired,observed,failed_since,expected",
+    [
+        ("start", "start", "running", False, True),
+        ("start", "start", "starting", False, False),
+        ("start", "start", "failed", True, True),  # a new failure ends the wait (the CLI reports it)
+        ("start", "start", "failed", False, False),  # a failure from before the action does not
+        ("restart", "restart", "running", False, False),  # its node has not handed `restart` back yet
+        ("restart", "start", "running", False, True),
+        ("shutdown", "shutdown", "stopped", False, False),
+        ("shutdown", "stop", "stopped", False, True),
+        ("stop", "stop", "stopping", False, False),
+        ("disable", "disable", "stopped", False, True),
+    ],
+)
+def test_settled(action, desired, observed, failed_since, expected):
+    assert settled(action, desired, observed, failed_since) is expected
+
+
+def test_every_state_action_has_an_outcome():
+    assert set(OUTCOMES) == {a for a, (_, target) in TRANSITIONS.items() if target is not None}
 
 
 def test_table_covers_every_state():

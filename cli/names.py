@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem
 
+from pvc.cli.profiles import load
+
 COMPLETION_TIMEOUT = 3.0
 
 
 def _from_api(ctx: click.Context, route: str, incomplete: str) -> list[CompletionItem]:
-    from pvc.cli.client import from_context
+    from pvc.cli.client import from_context  # only when completing: `pvc connection ...` needs no HTTP client
 
     try:
         items = from_context(ctx, timeout=COMPLETION_TIMEOUT).get(route)
@@ -27,8 +29,6 @@ def node_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> l
 
 
 def connection_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from pvc.cli.connections import load
-
     try:
         names = load().connections
     except click.ClickException:

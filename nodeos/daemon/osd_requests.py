@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from pvc.config.schema import OsdDisk
 from pvc.config.secrets import cluster_secrets, read_join_key
-from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
 
 if TYPE_CHECKING:
@@ -39,9 +38,7 @@ class OsdRequests:
                 log.warning("OSD requests: %s", exc)
 
     def pending(self) -> list[OsdRequest]:
-        state = self.d.state
-        found = (state.get_or_none(layout.osd_request(i), OsdRequest) for i in state.children(layout.OSD_REQUESTS))
-        return [r for r in found if r is not None and r.node == self.d.node.name and r.state == "pending"]
+        return [r for r in self.d.state.osd_requests() if r.node == self.d.node.name and r.state == "pending"]
 
     def run_once(self) -> None:
         for request in self.pending():
@@ -49,10 +46,7 @@ class OsdRequests:
 
     def _finish(self, request: OsdRequest, ok: bool, message: str) -> None:
         state = self.d.state
-        state.put(
-            layout.osd_request(request.id),
-            request.model_copy(update={"state": "done" if ok else "failed", "message": message}),
-        )
+        state.put_osd_request(request.model_copy(update={"state": "done" if ok else "failed", "message": message}))
         state.update_task(request.task, state="succeeded" if ok else "failed", progress=1 if ok else 0, message=message)
         (log.info if ok else log.error)("OSD request %s: %s", request.id, message)
 

@@ -1,14 +1,12 @@
-"""pvcd's storage side: one librados connection (lazy, re-made after failures), the client.libvirt secret on this
-node's libvirtd, RBD disk completion and lock checks before a VM starts, lock breaking for the fencer, and the
-primary's storage-status controller."""
+"""pvcd's Ceph agent: this node's librados connection, the client.libvirt secret on this node's libvirtd, RBD disk
+completion and lock checks before a VM starts, lock breaking for the fencer, and the primary's storage-status
+controller. (The storage library it uses is `pvc.nodeos.storage`.)"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import rados
@@ -17,7 +15,7 @@ from pvc.config.secrets import read_join_key
 from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.storage import locks, rbddisk, status
-from pvc.nodeos.storage.ceph import StorageError
+from pvc.nodeos.storage.ceph import Connection, StorageError
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
@@ -30,51 +28,19 @@ class DiskLocked(Exception):
     pass
 
 
-class StorageAgent:
+class CephAgent:
     def __init__(self, daemon: Daemon, conffile: str, name: str = "client.admin") -> None:
         self.d = daemon
-        self.conffile = conffile
-        self.name = name
-        self._cluster: rados.Rados | None = None
-        self._failed_at = 0.0
-        self._lock = threading.Lock()
+        self.conn = Connection(conffile, name, timeout=5, retry_after=RETRY_AFTER)
         self.secret_uuid: str | None = None
         self.thread = threading.Thread(target=self._status_loop, name="storage-status", daemon=True)
 
-    # -- the connection --------------------------------------------------------------------------------------
     def configured(self) -> bool:
-        return os.path.exists(self.conffile)
-
-    def cluster(self) -> rados.Rados:
-        with self._lock:
-            if self._cluster is not None:
-                return self._cluster
-            if not self.configured():
-                raise StorageError(f"no Ceph configuration at {self.conffile}")
-            if time.monotonic() - self._failed_at < RETRY_AFTER:
-                raise StorageError("Ceph was unreachable moments ago")
-            c = rados.Rados(conffile=self.conffile, name=self.name)
-            try:
-                c.connect(timeout=5)
-            except rados.Error as exc:
-                self._failed_at = time.monotonic()
-                with contextlib.suppress(Exception):
-                    c.shutdown()
-                raise StorageError(f"cannot connect to Ceph ({self.conffile}): {exc}") from None
-            self._cluster = c
-            return c
-
-    def reset(self) -> None:
-        with self._lock:
-            if self._cluster is not None:
-                with contextlib.suppress(Exception):
-                    self._cluster.shutdown()
-            self._cluster = None
-            self._failed_at = time.monotonic()
+        return self.conn.configured()
 
     def mons(self) -> list[tuple[str, int]]:
         try:
-            with open(self.conffile) as fh:
+            with open(self.conn.conffile) as fh:
                 return rbddisk.mons_from_conf(fh.read())
         except OSError:
             return []
@@ -96,17 +62,17 @@ class StorageAgent:
         if self.secret_uuid is None:
             self.define_secret()
         xml = rbddisk.complete_disks(xml, self.mons(), self.secret_uuid or "")
-        try:
-            cluster = self.cluster()
+
+        def check(cluster: rados.Rados) -> None:
             for disk in disks:
                 pool, _, volume = disk.partition("/")
                 holder = locks.live_holder(cluster, pool, volume)
                 if holder is not None:
                     raise DiskLocked(f"disk {disk} is locked by a live client at {holder.address}")
+
+        try:
+            self.conn.run(check)
         except StorageError as exc:
-            log.warning("VM %s: cannot check its disks' locks: %s", spec.name, exc)
-        except rados.Error as exc:
-            self.reset()
             log.warning("VM %s: cannot check its disks' locks: %s", spec.name, exc)
         return xml
 
@@ -118,10 +84,9 @@ class StorageAgent:
             return
         node = self.d.cfg.node(dead)
         hosts = {str(a) for a in (node.ip.cluster, node.ip.upstream, getattr(node.ip, "storage", None)) if a}
-        cluster = self.cluster()
         for disk in disks:
             pool, _, volume = disk.partition("/")
-            broken = locks.break_locks(cluster, pool, volume, hosts)
+            broken = self.conn.run(lambda c, pool=pool, volume=volume: locks.break_locks(c, pool, volume, hosts))
             for address in broken:
                 log.warning("VM %s: blocklisted %s (node %s) and broke its lock on %s", spec.name, address, dead, disk)
 
@@ -130,7 +95,7 @@ class StorageAgent:
         if self.configured():
             self.thread.start()
         else:
-            log.info("no Ceph configuration at %s: storage status not published by this node", self.conffile)
+            log.info("no Ceph configuration at %s: storage status not published by this node", self.conn.conffile)
 
     def _status_loop(self) -> None:
         interval = self.d.cfg.timers.keepalive_interval
@@ -138,10 +103,8 @@ class StorageAgent:
             if self.d.election is None or not self.d.election.is_primary.is_set():
                 continue
             try:
-                status.publish(self.d.state, self.cluster(), by=self.d.node.name)
-            except (StorageError, rados.Error) as exc:
-                if isinstance(exc, rados.Error):
-                    self.reset()
+                self.conn.run(lambda c: status.publish(self.d.state, c, by=self.d.node.name))
+            except StorageError as exc:
                 with contextlib.suppress(Exception):
                     status.unreachable(self.d.state, str(exc), by=self.d.node.name)
             except Exception:

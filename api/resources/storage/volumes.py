@@ -1,0 +1,192 @@
+"""/storage/pools/{pool}/volumes: RBD images: create, grow, rename, clone, copy, remove; upload and download their
+contents as a raw (or, uploading, qcow2) image."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import falcon
+import rados
+
+from pvc.api.models import (
+    DownloadQuery,
+    Removed,
+    UploadQuery,
+    VolumeChange,
+    VolumeClone,
+    VolumeCopy,
+    VolumeCreate,
+    VolumeView,
+)
+from pvc.api.resources import Resource
+from pvc.api.resources.storage import TAGS
+from pvc.api.spec import RequestInvalid, operation
+from pvc.config.schema import API_PREFIX
+from pvc.nodeos.storage import volumes
+from pvc.nodeos.storage.ceph import Invalid
+
+CHUNK = 1024 * 1024
+
+
+def volume_view(v: volumes.Volume) -> VolumeView:
+    return VolumeView(pool=v.pool, name=v.name, size=v.size, snapshots=v.snapshots, parent=v.parent)
+
+
+def _located(resp: falcon.Response, vol: volumes.Volume) -> VolumeView:
+    resp.location = f"{API_PREFIX}/storage/pools/{vol.pool}/volumes/{vol.name}"
+    return volume_view(vol)
+
+
+class VolumesResource(Resource):
+    @operation(summary="Volumes (RBD images) of a pool", response=list[VolumeView], tags=TAGS)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, pool: str) -> list[VolumeView]:
+        return [volume_view(v) for v in self.ctx.ceph.run(lambda c: volumes.list_volumes(c, pool))]
+
+    @operation(
+        summary="Create a volume",
+        body=VolumeCreate,
+        response=VolumeView,
+        status=201,
+        errors=(404, 409),
+        tags=TAGS,
+        description="Refused (409, with the pool's use) when the pool is over 80 % full, unless forced.",
+    )
+    def on_post(self, req: falcon.Request, resp: falcon.Response, pool: str, body: VolumeCreate) -> VolumeView:
+        vol = self.ctx.ceph.run(lambda c: volumes.create_volume(c, pool, body.name, body.size, force=body.force))
+        return _located(resp, vol)
+
+
+class VolumeResource(Resource):
+    @operation(summary="One volume", response=VolumeView, tags=TAGS)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str) -> VolumeView:
+        return volume_view(self.ctx.ceph.run(lambda c: volumes.get_volume(c, pool, volume)))
+
+    @operation(
+        summary="Grow and/or rename a volume",
+        body=VolumeChange,
+        response=VolumeView,
+        errors=(404, 409),
+        tags=TAGS,
+        description="Shrinking is refused (409: it destroys data); growing is refused over 80 % pool use unless "
+        "forced.",
+    )
+    def on_patch(
+        self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, body: VolumeChange
+    ) -> VolumeView:
+        if body.size is None and body.name is None:
+            raise RequestInvalid("give a new size or a new name", "size")
+
+        def change(c: rados.Rados) -> volumes.Volume:
+            name = volume
+            vol = volumes.get_volume(c, pool, name)
+            if body.size is not None:
+                vol = volumes.resize_volume(c, pool, name, body.size, force=body.force)
+            if body.name is not None and body.name != name:
+                vol = volumes.rename_volume(c, pool, name, body.name)
+            return vol
+
+        return volume_view(self.ctx.ceph.run(change))
+
+    @operation(
+        summary="Remove a volume and its snapshots",
+        response=Removed,
+        errors=(404, 409),
+        tags=TAGS,
+        description="Refused (409) while a running VM holds it or clones depend on its snapshots.",
+    )
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str) -> Removed:
+        self.ctx.ceph.run(lambda c: volumes.remove_volume(c, pool, volume))
+        return Removed(removed=f"{pool}/{volume}")
+
+
+class VolumeCloneResource(Resource):
+    @operation(
+        summary="Clone a snapshot of this volume into a new copy-on-write volume",
+        body=VolumeClone,
+        response=VolumeView,
+        status=201,
+        errors=(404, 409),
+        tags=TAGS,
+        description="The snapshot gets protected (Ceph requires it). Refused over 80 % pool use unless forced.",
+    )
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, body: VolumeClone
+    ) -> VolumeView:
+        vol = self.ctx.ceph.run(
+            lambda c: volumes.clone_volume(c, pool, volume, body.snapshot, body.name, force=body.force)
+        )
+        return _located(resp, vol)
+
+
+class VolumeCopyResource(Resource):
+    @operation(
+        summary="Copy this volume (a full, independent copy)",
+        body=VolumeCopy,
+        response=VolumeView,
+        status=201,
+        errors=(404, 409),
+        tags=TAGS,
+    )
+    def on_post(
+        self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, body: VolumeCopy
+    ) -> VolumeView:
+        vol = self.ctx.ceph.run(
+            lambda c: volumes.copy_volume(c, pool, volume, body.name, dest_pool=body.pool, force=body.force)
+        )
+        return _located(resp, vol)
+
+
+class VolumeDataResource(Resource):
+    @operation(
+        summary="Download a volume (or one of its snapshots) as a raw image",
+        query=DownloadQuery,
+        response=bytes,
+        media_type="application/octet-stream",
+        tags=TAGS,
+        description="Streams the volume's bytes; Content-Length is its size.",
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, query: DownloadQuery) -> None:
+        size, chunks = self.ctx.ceph.run(lambda c: volumes.read_stream(c, pool, volume, query.snapshot))
+        resp.content_type = "application/octet-stream"
+        resp.content_length = size
+        resp.downloadable_as = f"{volume}.raw"
+        resp.stream = _guarded(chunks)
+
+    @operation(
+        summary="Create a volume from an uploaded raw or qcow2 image",
+        query=UploadQuery,
+        request_media_type="application/octet-stream",
+        response=VolumeView,
+        status=201,
+        errors=(404, 409),
+        tags=TAGS,
+        description="The body is the image (Content-Length required). raw is written as it arrives (zero "
+        "blocks skipped, so the volume stays sparse); qcow2 is converted by qemu-img. The volume is as large as "
+        "the image (raw) or its virtual size (qcow2). Refused over 80 % pool use unless forced. A failed upload "
+        "leaves no volume.",
+    )
+    def on_put(
+        self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, query: UploadQuery
+    ) -> VolumeView:
+        length = req.content_length
+        if not length:
+            raise Invalid("send the image as the body, with its Content-Length", "body")
+        conffile = self.ctx.ceph.conffile
+        try:
+            vol = self.ctx.ceph.run(
+                lambda c: volumes.upload(
+                    c, conffile, pool, volume, req.bounded_stream, length, query.format, force=query.force
+                )
+            )
+        except Exception:
+            # A client sends the whole body before it reads the answer: take it, so it gets the refusal.
+            while req.bounded_stream.read(CHUNK):
+                pass
+            raise
+        return _located(resp, vol)
+
+
+def _guarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    with contextlib.closing(chunks):  # type: ignore[type-var]
+        yield from chunks
