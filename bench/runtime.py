@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,12 +28,17 @@ from tests.component.cluster import CLUSTER, RuntimeCluster, tiny_domain_xml  # 
 from tests.component.procs import wait_until  # noqa: E402
 
 TARGETS = {"failover_s": 20.0, "primary_failover_s": 5.0, "migration_ratio": 1.2}
+# the same isolation variables as the component tests, so a benchmark can run beside other test runs
+NS_PREFIX = os.environ.get("PVC_TEST_NS_PREFIX", "pvct")
+ZK_HOST_PORT = int(os.environ.get("PVC_TEST_PORT_BASE", "21930")) + 2
 
 
 def cluster(workdir: Path, cache: Path, args: argparse.Namespace) -> RuntimeCluster:
     c = RuntimeCluster(
         Path(tempfile.mkdtemp(prefix="b", dir=workdir)),
         ["n1", "n2", "n3"],
+        prefix=NS_PREFIX,
+        zk_host_port=ZK_HOST_PORT,
         keepalive=args.keepalive,
         dead_after=args.dead_after,
         session_ms=args.session_ms,
@@ -119,8 +125,9 @@ def migrations(workdir: Path, cache: Path, args: argparse.Namespace) -> tuple[li
                     "migrate",
                     "--live",
                     "--p2p",
+                    "--tls",
                     "raw",
-                    f"qemu+tcp://{CLUSTER.prefix}.{c.host_id(there)}/system",
+                    f"qemu+tls://{CLUSTER.prefix}.{c.host_id(there)}/system",
                 ],
                 check=True,
                 capture_output=True,
