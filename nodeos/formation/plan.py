@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pvc.nodeos.boot import data, disks
-from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
+from pvc.nodeos.formation import ceph, daemons, firewall, frr, libvirt, network, patroni, system, zookeeper
 from pvc.nodeos.formation.steps import Context, Step, StepFailed
 
 STATUS_FILE = Path("/run/pvc/formation.json")
@@ -35,6 +35,7 @@ STEPS: list[Step] = [
     Step("data", _data),
     Step("system", system.step),
     Step("network", network.step),
+    Step("firewall", firewall.step),  # before any service listens
     Step("zookeeper", zookeeper.step, _coordinator),
     Step("zookeeper-client", zookeeper.client_step),
     Step("ceph-config", ceph.conf_step),
