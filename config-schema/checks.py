@@ -455,3 +455,24 @@ def bgp(cfg: ClusterFile) -> Iterator[Finding]:
     for i, peer in enumerate(cfg.bgp.routers):
         if peer.address in node_ips:
             yield Finding(("bgp", "routers", i, "address"), f"{peer.address} is a node IP, not an upstream router")
+
+
+@check
+def firewall(cfg: ClusterFile) -> Iterator[Finding]:
+    fw = cfg.firewall
+    if not fw.enabled:
+        yield Finding(
+            ("firewall", "enabled"),
+            "the node firewall is off: ZooKeeper, Ceph, PostgreSQL, Patroni and the API are open to every network "
+            "the nodes are on (docs/security.md)",
+            "warning",
+        )
+        return
+    for key in ("zookeeper", "ceph", "postgresql", "patroni"):
+        for i, net in enumerate(getattr(fw, key)):
+            if net.prefixlen == 0:
+                yield Finding(
+                    ("firewall", key, i),
+                    f"{net} opens {key} to every address: name the networks that need it",
+                    "warning",
+                )

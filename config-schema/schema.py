@@ -327,6 +327,27 @@ class Api(Model):
         return self
 
 
+class Firewall(Model):
+    """The node firewall (nftables, docs/security.md): which sources may reach PVC's services besides the cluster's
+    own nodes. Every list is of IPv4 subnets; a single host is "192.0.2.7/32"."""
+
+    enabled: Annotated[
+        bool, Field(description="false: no node firewall at all, every service is open to every network (not advised)")
+    ] = True
+    ssh: Annotated[
+        list[IPv4Net] | None,
+        Field(description="the admin networks SSH is accepted from; unset: the upstream subnet; [] : nowhere"),
+    ] = None
+    api: Annotated[list[IPv4Net], Field(description="more sources for the API, beyond the upstream network")] = []
+    bgp: Annotated[list[IPv4Net], Field(description="more BGP speakers, beyond the nodes and [bgp] routers")] = []
+    ceph: Annotated[
+        list[IPv4Net], Field(description="more Ceph clients (mons, OSDs, mgrs), e.g. outside RBD users")
+    ] = []
+    zookeeper: Annotated[list[IPv4Net], Field(description="more ZooKeeper clients (client port only)")] = []
+    postgresql: Annotated[list[IPv4Net], Field(description="more PostgreSQL clients")] = []
+    patroni: Annotated[list[IPv4Net], Field(description="more clients of Patroni's REST API (monitoring)")] = []
+
+
 class Timers(Model):
     keepalive_interval: Annotated[int, Field(ge=1, le=60, description="seconds between keepalives")] = 2
     dead_after: Annotated[int, Field(ge=2, le=100, description="missed keepalives before a node is dead")] = 5
@@ -407,6 +428,7 @@ class ClusterFile(Model):
     zookeeper: ZooKeeper = ZooKeeper()
     patroni: Patroni = Patroni()
     api: Api = Api()
+    firewall: Firewall = Firewall()
     timers: Timers = Timers()
     fencing: Fencing = Fencing()
     migration: Migration = Migration()

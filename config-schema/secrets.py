@@ -29,8 +29,14 @@ LABEL_ZK_PASSWORD = "zookeeper/digest/{user}"
 LABEL_PG_PASSWORD = "postgresql/password/{role}"
 LABEL_LIBVIRT_SECRET_UUID = "libvirt/secret-uuid/ceph"
 LABEL_API_KEY = "api/initial-key"
+LABEL_PATRONI_REST = "patroni/restapi/{user}"
+# The cluster CA and the node keys it certifies (pki.py): P-256 scalars
+LABEL_PKI_CA_KEY = "pki/ca/key"
+LABEL_PKI_NODE_KEY = "pki/node/{node}/key"  # libvirtd (server and p2p client), later the API
+LABEL_PKI_MIGRATION_KEY = "pki/migration/{node}/key"  # QEMU's migration stream: a separate identity (pki.py)
 
 ZK_USER = "pvc"
+PATRONI_REST_USER = "pvc"
 PG_ROLES = ("superuser", "replication", "rewind", "app")
 CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", "client.libvirt")
 
@@ -100,6 +106,11 @@ def libvirt_secret_uuid(join_key: str) -> str:
 
 def initial_api_key(join_key: str) -> str:
     return _password(join_key, LABEL_API_KEY)
+
+
+def patroni_rest_password(join_key: str, user: str = PATRONI_REST_USER) -> str:
+    """Basic-auth password of Patroni's REST API (its unsafe endpoints: restart, failover, config, ...)."""
+    return _password(join_key, LABEL_PATRONI_REST.format(user=user))
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import click
 @click.option("--libvirt-uri", default="qemu:///system", show_default=True)
 @click.option(
     "--migration-uri",
-    default="qemu+tcp://{ip}/system",
+    default="qemu+tls://{ip}/system",
     show_default=True,
-    help="libvirt URI of a migration target; {ip} is its cluster IP.",
+    help="libvirt URI of a migration target; {ip} is its cluster IP (TLS with the node certificates).",
 )
 @click.option(
     "--ceph-conf",

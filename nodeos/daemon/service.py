@@ -37,7 +37,7 @@ class Options:
     state_dir: str = "/var/lib/pvc"
     zookeeper: str | None = None  # default: the coordinators' cluster IPs
     libvirt_uri: str = "qemu:///system"
-    migration_uri: str = "qemu+tcp://{ip}/system"  # {ip}: the target's cluster IP
+    migration_uri: str = "qemu+tls://{ip}/system"  # {ip}: the target's cluster IP; TLS (formation/libvirt.py)
     osd_requests: bool = True  # act on `pvc storage osd add` (off where no systemd runs the OSDs: component tests)
     ceph_conf: str = "/etc/ceph/ceph.conf"  # with the client.admin keyring it names (or the default one)
 

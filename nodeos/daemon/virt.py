@@ -119,11 +119,12 @@ class Virt:
         return False
 
     def migrate(self, vm_uuid: str, dest_uri: str, max_downtime_ms: int) -> None:
-        """Live migration, peer to peer (the source libvirtd dials the destination)."""
+        """Live migration, peer to peer (the source libvirtd dials the destination over TLS), with QEMU's migration
+        stream over TLS too (formation/libvirt.py: the nodes' migration certificates, migrate_tls_force)."""
         dom = self.domain(vm_uuid)
         if dom is None:
             raise VirtError("the domain is not running here")
-        flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+        flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_TLS
         params = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 0}
         stop = threading.Event()
 

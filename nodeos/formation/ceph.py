@@ -1,7 +1,9 @@
 """Ceph: ceph.conf, keyrings and the monmap command, rendered from cluster.toml and the derived secrets (pure).
 
 Every coordinator renders the same monmap (same fsid, same mon names and storage IPs) and the same mon. keyring,
-so the mons form a quorum without a bootstrap leader (DESIGN.md, decision 6).
+so the mons form a quorum without a bootstrap leader (DESIGN.md, decision 6). The daemons run as the `ceph` user:
+they start as root, drop to ceph:ceph at once (--setuser/--setgroup), and own their data folders, keyrings, logs and
+OSD devices.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, w
 
 MON_PORT = 6789
 MON_V2_PORT = 3300
+DAEMON_PORTS = (6800, 7300)  # OSDs and mgrs bind here (ms bind port min/max: Ceph's defaults, rendered explicitly)
 
 CAPS = {
     "mon.": {"mon": "allow *"},
@@ -32,6 +35,17 @@ CAPS = {
     "client.libvirt": {"mon": "profile rbd", "osd": "profile rbd", "mgr": "profile rbd"},
 }
 MGR_CAPS = {"mds": "allow *", "mon": "allow profile mgr", "osd": "allow *"}
+USER = "ceph"  # Debian's ceph user and group: every daemon runs as it
+
+
+def daemon_argv(kind: str, conf: str, ident: str) -> list[str]:
+    """The foreground command of a Ceph daemon (`kind` mon, mgr or osd), dropping to the ceph user."""
+    return [f"ceph-{kind}", "-f", "-c", conf, "-i", ident, "--setuser", USER, "--setgroup", USER]
+
+
+def chown_argv(*paths: str | Path, recursive: bool = True) -> list[str]:
+    """Give paths (a symlink's target, for a device) to the ceph user."""
+    return ["chown", *(["-R"] if recursive else []), f"{USER}:{USER}", *map(str, paths)]
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class CephParams:
     pg_num: int = 32
     mon_port: int = MON_PORT
     mon_v2_port: int = MON_V2_PORT
+    daemon_ports: tuple[int, int] = DAEMON_PORTS
     # paths: the defaults are Ceph's; component tests put everything under one folder
     run_dir: str = "/run/ceph"
     data_root: str = "/var/lib/ceph"
@@ -88,6 +103,8 @@ def render_conf(p: CephParams) -> str:
         f"osd memory target = {p.osd_memory_target}",
         "mon allow pool delete = true",  # PVC asks for an explicit confirmation itself
         "ms bind ipv6 = false",
+        f"ms bind port min = {p.daemon_ports[0]}",
+        f"ms bind port max = {p.daemon_ports[1]}",
         f"run dir = {p.run_dir}",
         "admin socket = $run_dir/$cluster-$name.asok",
         f"log file = {p.log_dir}/$cluster-$name.log",
@@ -161,6 +178,9 @@ def conf_step(ctx: Context) -> str:
     p = params_for(ctx.cfg, ctx.secrets)
     write(CONF, render_conf(p))
     write(ADMIN_KEYRING, render_keyring({"client.admin": ctx.secrets.ceph_keys["client.admin"]}, CAPS), 0o600)
+    for folder in (p.run_dir, p.log_dir, DATA, DATA / "mon", DATA / "mgr", DATA / "osd"):
+        run("install", "-d", "-o", USER, "-g", USER, "-m", "0750", str(folder))
+    run(*chown_argv(p.log_dir))  # logs a daemon wrote as root before it ran as ceph
     return f"fsid {p.fsid}, {len(p.mons)} mon(s)"
 
 
@@ -177,8 +197,9 @@ def mon_step(ctx: Context) -> str:
             run(*monmaptool_args(p, str(monmap)))
             run("ceph-mon", "-c", CONF, "--mkfs", "-i", name, "--monmap", str(monmap), "--keyring", str(keyring))
         (mon_dir / "done").write_text("")
+    run(*chown_argv(mon_dir))
     unit = f"pvc-ceph-mon@{name}.service"
-    changed = units.install(unit, units.render(f"PVC Ceph monitor {name}", ["ceph-mon", "-f", "-c", CONF, "-i", name]))
+    changed = units.install(unit, units.render(f"PVC Ceph monitor {name}", daemon_argv("mon", CONF, name)))
     units.ensure_running(unit, changed)
 
     def in_quorum() -> bool:
@@ -198,8 +219,9 @@ def mgr_step(ctx: Context) -> str:
         render_keyring({f"mgr.{name}": ctx.secrets.ceph_keys[f"mgr.{name}"]}, {f"mgr.{name}": MGR_CAPS}),
         0o600,
     )
+    run(*chown_argv(mgr_dir))
     unit = f"pvc-ceph-mgr@{name}.service"
-    changed = units.install(unit, units.render(f"PVC Ceph manager {name}", ["ceph-mgr", "-f", "-c", CONF, "-i", name]))
+    changed = units.install(unit, units.render(f"PVC Ceph manager {name}", daemon_argv("mgr", CONF, name)))
     units.ensure_running(unit, changed)
 
     def available() -> bool:
@@ -305,9 +327,14 @@ def ensure_osds(ctx: Context, devices: list[str], timeout: float = 600) -> list[
     `pvc storage osd add`)."""
     ids = [prepare_osd(ctx, dev) for dev in devices]
     for osd_id in ids:
+        run(*chown_argv(_osd_dir(osd_id)))
         unit = f"pvc-ceph-osd@{osd_id}.service"
+        # the device node belongs to root:disk again after every boot (and udev may reset it): give it to ceph at
+        # each start; chown follows the block symlink to the device
+        block = chown_argv(_osd_dir(osd_id) / "block", recursive=False)
         changed = units.install(
-            unit, units.render(f"PVC Ceph OSD {osd_id}", ["ceph-osd", "-f", "-c", CONF, "-i", str(osd_id)])
+            unit,
+            units.render(f"PVC Ceph OSD {osd_id}", daemon_argv("osd", CONF, str(osd_id)), exec_start_pre=[block]),
         )
         units.ensure_running(unit, changed)
 

@@ -12,6 +12,7 @@ from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 DAEMONS = "/etc/frr/daemons"
 CONF = "/etc/frr/frr.conf"
 UNIT = "frr.service"  # Debian's unit: frrinit.sh starts the daemons named in /etc/frr/daemons under watchfrr
+BGP_PORT = 179  # bgpd's default, which the rendered config keeps (the firewall opens it)
 
 
 def render_daemons() -> str:

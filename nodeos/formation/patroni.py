@@ -1,18 +1,20 @@
 """Patroni/PostgreSQL on the coordinators, with ZooKeeper as its store (pure rendering + the formation step).
 
-Patroni keeps its keys under /service/<cluster name>/ in the same ZooKeeper ensemble. The roles' passwords derive
-from the join key (docs/secrets.md).
+Patroni keeps its keys under /service/<cluster name>/ in the same ZooKeeper ensemble. The roles' passwords and the
+REST API's basic-auth password derive from the join key (docs/secrets.md). Debian 12's Patroni (3.0.2) cannot
+authenticate to ZooKeeper with a digest, so its tree is protected by the node firewall instead (docs/security.md).
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import urllib.request
 
 import yaml
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.config.secrets import postgresql_password
+from pvc.config.secrets import PATRONI_REST_USER, patroni_rest_password, postgresql_password
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 
@@ -31,7 +33,13 @@ def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, 
         "scope": cfg.cluster.name,
         "namespace": "/service/",
         "name": node.name,
-        "restapi": {"listen": f"{ip}:{pt.rest_port}", "connect_address": f"{ip}:{pt.rest_port}"},
+        "restapi": {
+            "listen": f"{ip}:{pt.rest_port}",
+            "connect_address": f"{ip}:{pt.rest_port}",
+            # Patroni asks for it on every unsafe endpoint (restart, reinitialize, failover, switchover, config);
+            # patronictl -c this file sends it
+            "authentication": {"username": PATRONI_REST_USER, "password": patroni_rest_password(join_key)},
+        },
         "zookeeper": {"hosts": [f"{n.ip.cluster}:{cfg.zookeeper.client_port}" for n in cfg.coordinators]},
         "bootstrap": {
             "dcs": {
@@ -77,6 +85,12 @@ def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, 
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def rest_auth_header(join_key: str) -> dict[str, str]:
+    """The Authorization header of a local caller of Patroni's REST API."""
+    token = base64.b64encode(f"{PATRONI_REST_USER}:{patroni_rest_password(join_key)}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 def step(ctx: Context) -> str:
     changed = write(CFG_PATH, render(ctx.cfg, ctx.node, ctx.join_key), 0o640)
     run("chown", "root:postgres", CFG_PATH, check=False)
@@ -88,7 +102,8 @@ def step(ctx: Context) -> str:
 
     def healthy() -> bool:
         units.check_alive(UNIT)
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        request = urllib.request.Request(url, headers=rest_auth_header(ctx.join_key))
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.status == 200
 
     # a replica can only start once a leader has bootstrapped: that may be another coordinator still booting

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
-from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
+from pvc.nodeos.formation import ceph, daemons, firewall, frr, libvirt, network, patroni, system, zookeeper
 from pvc.nodeos.formation.machinery import Context, Step, StepFailed
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
@@ -37,6 +37,7 @@ STEPS: list[Step] = [
     Step("data", _data),
     Step("system", system.step),
     Step("network", network.step),
+    Step("firewall", firewall.step),  # before any service listens
     Step("zookeeper", zookeeper.step, runs("zookeeper")),
     Step("zookeeper-client", zookeeper.client_step),
     Step("ceph-config", ceph.conf_step),

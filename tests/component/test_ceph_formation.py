@@ -3,6 +3,10 @@ ones, and the client keys work through the Python bindings."""
 
 from __future__ import annotations
 
+import grp
+import pwd
+from pathlib import Path
+
 import rados
 
 from pvc.nodeos.formation import ceph as cephform
@@ -25,3 +29,18 @@ def test_libvirt_client_key_reaches_the_cluster(ceph, tmp_path):
         assert cluster.get_fsid() == ceph.secrets.ceph_fsid
     finally:
         cluster.shutdown()
+
+
+def test_daemons_run_as_the_ceph_user_and_own_their_data(ceph):
+    """--setuser/--setgroup ceph (formation's command line): every daemon's real and effective ids are ceph's, and
+    the cluster works with the data folders, keyrings and OSD blocks they own."""
+    ceph_ids = {str(pwd.getpwnam("ceph").pw_uid)}
+    daemons = [p for p in ceph.procs if p.alive()]
+    assert {p.name.split(".")[0] for p in daemons} >= {"ceph-mon", "ceph-mgr", "ceph-osd"}
+    for proc in daemons:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+        assert set(status["Uid"].split()) == ceph_ids, (proc.name, status["Uid"])
+        assert set(status["Gid"].split()) == {str(grp.getgrnam("ceph").gr_gid)}, (proc.name, status["Gid"])
+    for path in [ceph.dir / "mon" / "ceph-a", *(ceph.dir / "osd").glob("ceph-*/block")]:
+        assert pwd.getpwuid(path.stat().st_uid).pw_name == "ceph", path
+    wait_until("HEALTH_OK", lambda: ceph.health() == "HEALTH_OK", 120, interval=1)

@@ -99,6 +99,10 @@ class Ceph:
         self.dir = workdir
         for sub in ("run", "log", "etc", "mon", "mgr", "osd"):
             (workdir / sub).mkdir(parents=True)
+        for parent in workdir.parents:  # the daemons run as the ceph user, as on a node: it must reach this folder
+            if parent in (Path("/"), Path("/tmp")):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
         self.secrets = cluster_secrets(join_key, [mgr])
         self.net = net
         if net is not None:
@@ -160,8 +164,9 @@ class Ceph:
         self.run(
             "ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)
         )
+        self.run(*cephform.chown_argv(self.dir))
         self.procs.append(
-            self.daemon("ceph-mon", ["ceph-mon", "-f", "-c", str(self.conf), "-i", "a"], self.dir / "mon.log")
+            self.daemon("ceph-mon", cephform.daemon_argv("mon", str(self.conf), "a"), self.dir / "mon.log")
         )
         wait_until("the mon to answer", lambda: self.ceph("mon", "stat"), 60, interval=0.3, proc=self.procs[-1])
         mgr_dir = self.dir / "mgr" / f"ceph-{self.mgr}"
@@ -171,8 +176,9 @@ class Ceph:
                 {f"mgr.{self.mgr}": self.secrets.ceph_keys[f"mgr.{self.mgr}"]}, {f"mgr.{self.mgr}": cephform.MGR_CAPS}
             )
         )
+        self.run(*cephform.chown_argv(mgr_dir))
         self.procs.append(
-            self.daemon("ceph-mgr", ["ceph-mgr", "-f", "-c", str(self.conf), "-i", self.mgr], self.dir / "mgr.log")
+            self.daemon("ceph-mgr", cephform.daemon_argv("mgr", str(self.conf), self.mgr), self.dir / "mgr.log")
         )
         with ThreadPoolExecutor(self.nosd) as pool:  # mkfs takes seconds each: do them side by side
             ids = list(pool.map(lambda _: self.prepare_osd(), range(self.nosd)))
@@ -213,12 +219,13 @@ class Ceph:
             "-i",
             str(osd_dir / "keyring"),
         )
+        self.run(*cephform.chown_argv(osd_dir))
         return osd_id
 
     def start_osd(self, osd_id: int) -> Proc:
         proc = self.daemon(
             f"ceph-osd.{osd_id}",
-            ["ceph-osd", "-f", "-c", str(self.conf), "-i", str(osd_id)],
+            cephform.daemon_argv("osd", str(self.conf), str(osd_id)),
             self.dir / f"osd.{osd_id}.log",
         )
         self.procs.append(proc)

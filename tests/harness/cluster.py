@@ -268,7 +268,7 @@ class RuntimeCluster:
     def start_machine(self, node: str, cache: Path) -> None:
         ndir = self.dir / node
         ndir.mkdir(parents=True, exist_ok=True)
-        root = libvirtd.prepare(self.libvirt_root(node), node, f"{CLUSTER.prefix}.{self.host_id(node)}", cache)
+        root = libvirtd.prepare(self.libvirt_root(node), self.cfg, self.cfg.node(node), JOIN_KEY, cache)
         spec = {
             "netns": self.lab.ns(node),
             "bmc": {"address": self.bmc_address(node), "port": BMC_PORT, "user": BMC_USER, "password": BMC_PASSWORD},

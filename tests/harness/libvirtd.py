@@ -1,22 +1,34 @@
 """A real libvirtd per simulated node: in the node's network namespace, in a private mount namespace whose
-/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt are this node's folders
-(feasibility-services.md §3). The product's renderer writes libvirtd.conf and qemu.conf."""
+/etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt and /etc/pki are this node's
+folders (feasibility-services.md §3). The product's renderers write libvirtd.conf, qemu.conf and the node's TLS
+files (its certificates from the cluster CA), so nodes talk to each other over TLS as on real nodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from pathlib import Path
 
+from pvc.config.pki import node_pki
+from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import libvirt as lvform
 
-DIRS = ("etc", "run", "lib", "log", "cache")
+DIRS = ("etc", "run", "lib", "log", "cache", "pki")
 
 
-MOUNT_POINTS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/libvirt")
+MOUNT_POINTS = (
+    "/etc/libvirt",
+    "/run/libvirt",
+    "/var/lib/libvirt",
+    "/var/log/libvirt",
+    "/var/cache/libvirt",
+    lvform.PKI_DIR,
+)
 
 
-def prepare(root: Path, name: str, listen: str, cache_from: Path | None) -> Path:
+def prepare(root: Path, cfg: ClusterFile, node: Node, join_key: str, cache_from: Path | None) -> Path:
+    name = node.name
     for target in MOUNT_POINTS:  # bind-mount targets must exist on the host
         Path(target).mkdir(parents=True, exist_ok=True)
     for d in DIRS:
@@ -27,21 +39,15 @@ def prepare(root: Path, name: str, listen: str, cache_from: Path | None) -> Path
     if cache_from is not None and cache_from.exists():
         shutil.copytree(cache_from, root / "cache", dirs_exist_ok=True)
     host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.pvc-component"))
-    params = lvform.LibvirtParams(listen_address=listen, host_uuid=host_uuid, run_as_root=True)
+    params = dataclasses.replace(lvform.params_for(cfg, node, host_uuid), run_as_root=True)
     (root / "etc" / "libvirtd.conf").write_text(lvform.render_libvirtd_conf(params))
     (root / "etc" / "qemu.conf").write_text(lvform.render_qemu_conf(params))
+    lvform.write_pki(lvform.render_pki(node_pki(join_key, cfg, node), qemu_group="root"), root / "pki")
     return root
 
 
 def command(root: Path, name: str) -> list[str]:
-    mounts = " && ".join(
-        f"mount --bind {root / d} {target}"
-        for d, target in zip(
-            DIRS,
-            ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/libvirt"),
-            strict=True,
-        )
-    )
+    mounts = " && ".join(f"mount --bind {root / d} {target}" for d, target in zip(DIRS, MOUNT_POINTS, strict=True))
     script = f"hostname {name} && {mounts} && exec libvirtd --listen --pid-file {root}/libvirtd.pid"
     return ["unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script]
 

@@ -6,6 +6,7 @@ devices as disks; checks run on the nodes with testinfra through `pvc-lab ssh`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -55,7 +56,7 @@ def test_cluster_forms_from_nothing(lab):
     assert [n["node"] for n in status["nodes"]] == list(NODES)
     for node in status["nodes"]:
         assert node["power"] == "on" and node["formed"], node
-        assert node["steps_done"] == node["steps"] == 15
+        assert node["steps_done"] == node["steps"] == 16
     for name in NODES:
         assert node_console.done(name, 15) in lab.console(name)
         assert "creating PVCDATA" in lab.console(name)
@@ -130,6 +131,80 @@ def test_bgp_sessions_established(lab):
         return True
 
     assert lab.wait("every iBGP session Established", established, 60)
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_firewall_is_loaded(lab, node):
+    ruleset = lab.sh(node, "nft list ruleset")
+    assert "table inet pvc {" in ruleset and "policy drop;" in ruleset
+    for service in ("zookeeper", "ceph-mon", "patroni", "libvirt-tls", "migration", "ssh"):
+        assert f'comment "{service}"' in ruleset, service
+    assert "16509" not in ruleset
+
+
+def python_on(lab: Lab, node: str, code: str) -> str:
+    """Run a Python script on a node with PVC's interpreter (passed base64-encoded: no shell quoting)."""
+    encoded = base64.b64encode(code.encode()).decode()
+    return lab.sh(node, f"echo {encoded} | base64 -d | /opt/pvc/bin/python -")
+
+
+LIBVIRT_PROBE = """
+import json, socket, ssl
+host, out = "198.51.100.12", {}
+try:
+    socket.create_connection((host, 16509), timeout=3).close()
+    out["tcp"] = "open"
+except OSError as exc:
+    out["tcp"] = type(exc).__name__
+node = ("/etc/pki/libvirt/clientcert.pem", "/etc/pki/libvirt/private/clientkey.pem")
+for name, cert in (("none", None), ("node", node)):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations("/etc/pki/CA/cacert.pem")
+    if cert:
+        ctx.load_cert_chain(*cert)
+    try:
+        with socket.create_connection((host, 16514), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as t:
+            out[name] = "admitted" if t.recv(1) == b"\\x01" else "closed"
+    except (ssl.SSLError, OSError) as exc:
+        out[name] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def test_libvirtd_refuses_a_client_without_a_node_certificate(lab):
+    """From node1 to node2's libvirtd: no plain TCP, and TLS admits the node's certificate only (libvirtd confirms
+    an admitted client with one byte)."""
+    verdicts = json.loads(python_on(lab, "node1", LIBVIRT_PROBE))
+    assert verdicts["tcp"] != "open" and verdicts["none"] != "admitted" and verdicts["node"] == "admitted", verdicts
+    assert lab.sh("node1", "virsh -c qemu+tls://198.51.100.12/system hostname").split(".")[0] == "node2"
+
+
+PATRONI_PROBE = """
+import base64, json, urllib.error, urllib.request, yaml
+auth = yaml.safe_load(open("/etc/patroni/pvc.yml"))["restapi"]["authentication"]
+out = {}
+for name, headers in (("anonymous", {}), ("pvc", {"Authorization": "Basic " + base64.b64encode(
+        f"{auth['username']}:{auth['password']}".encode()).decode()})):
+    req = urllib.request.Request("http://198.51.100.11:8008/reload", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            out[name] = resp.status
+    except urllib.error.HTTPError as exc:
+        out[name] = exc.code
+print(json.dumps(out))
+"""
+
+
+def test_patroni_unsafe_endpoints_need_the_derived_password(lab):
+    assert json.loads(python_on(lab, "node1", PATRONI_PROBE)) == {"anonymous": 401, "pvc": 202}
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_ceph_daemons_run_as_ceph(lab, node):
+    users = lab.sh(node, "ps -o user=,comm= -C ceph-mon,ceph-mgr,ceph-osd").split("\n")
+    daemons = [line.split() for line in users if line.strip()]
+    assert {c for _, c in daemons} == {"ceph-mon", "ceph-mgr", "ceph-osd"}, daemons
+    assert {u for u, _ in daemons} == {"ceph"}, daemons
 
 
 @pytest.mark.parametrize("node", NODES)

@@ -91,7 +91,7 @@ def test_usb_uefi_forms_a_one_node_cluster(vmlab, tmp_path):
     config, key = user_key(tmp_path)
     lab, elapsed = vmlab("usb-uefi", "--config", str(config), timeout=FORM_TIMEOUT)
     console = lab.since_power_on("node1")
-    assert node_console.done("node1", 15) in console
+    assert node_console.done("node1", 16) in console
     assert "BdsDxe" in console or "UEFI" in console  # OVMF, not SeaBIOS, booted it
     data_done(lab)
     status = lab.status()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import subprocess
 
+import pytest
 import yaml
 
 from pvc.config.load import load
-from pvc.nodeos.formation import frr, network, patroni, plan, system, units
+from pvc.config.pki import node_pki
+from pvc.config.secrets import patroni_rest_password
+from pvc.nodeos.formation import ceph, frr, libvirt, network, patroni, plan, system, units
 from pvc.nodeos.formation.machinery import Context, write
 from tests.harness.examples import EXAMPLES, example
 
@@ -78,6 +83,11 @@ def test_patroni_config(tmp_path):
     assert "host replication replicator 198.51.100.0/24 scram-sha-256" in doc["postgresql"]["pg_hba"]
     passwords = {v["password"] for v in doc["postgresql"]["authentication"].values()}
     assert len(passwords) == 3 and all(len(p) >= 20 for p in passwords)
+    rest = doc["restapi"]["authentication"]  # basic auth on Patroni's unsafe endpoints, derived from the join key
+    assert rest == {"username": "pvc", "password": patroni_rest_password("ab" * 32)}
+    assert rest["password"] not in passwords and rest["password"] != patroni_rest_password("cd" * 32)
+    header = patroni.rest_auth_header("ab" * 32)["Authorization"]
+    assert base64.b64decode(header.removeprefix("Basic ")).decode() == f"pvc:{rest['password']}"
 
 
 def test_units_quote_arguments():
@@ -123,7 +133,8 @@ def test_steps_per_role():
         names[node.name] = [s.name for s in plan.steps_for(ctx)]
     coord = next(n for n in cfg.nodes if n.coordinator)
     hyper = next(n for n in cfg.nodes if not n.coordinator)
-    assert names[coord.name][:4] == ["data", "system", "network", "zookeeper"] and names[coord.name][-1] == "api"
+    assert names[coord.name][:5] == ["data", "system", "network", "firewall", "zookeeper"]
+    assert names[coord.name][-1] == "api"
     assert "zookeeper" not in names[hyper.name] and "ceph-mon" not in names[hyper.name]
     assert "zookeeper-client" in names[hyper.name] and names[hyper.name][-1] == "pvcd"
 
@@ -142,18 +153,57 @@ def test_the_plan_starts_exactly_the_services_config_show_lists():
 
 
 def test_libvirt_leaves_cgroups_alone_only_in_a_container():
-    from pvc.nodeos.formation import libvirt
-
     cfg = cfg_of("lab-3node")
     p = libvirt.params_for(cfg, cfg.nodes[0], libvirt.host_uuid("b55546b4-ced0-4e34-a267-f228b5982707", "node1"))
     assert "cgroup_controllers" not in libvirt.render_qemu_conf(p)
     assert 'migration_address = "198.51.100.11"' in libvirt.render_qemu_conf(p)
-    import dataclasses
-
     assert "cgroup_controllers = [ ]" in libvirt.render_qemu_conf(dataclasses.replace(p, cgroups=False))
     assert libvirt.host_uuid("b55546b4-ced0-4e34-a267-f228b5982707", "node1") != libvirt.host_uuid(
         "b55546b4-ced0-4e34-a267-f228b5982707", "node2"
     )
+
+
+def test_libvirtd_listens_on_tls_only_and_admits_the_nodes():
+    cfg = cfg_of("lab-3node")
+    p = libvirt.params_for(cfg, cfg.node("node2"), "b55546b4-ced0-4e34-a267-f228b5982707")
+    conf = dict(line.split(" = ", 1) for line in libvirt.render_libvirtd_conf(p).splitlines() if " = " in line)
+    assert conf["listen_tcp"] == "0" and conf["listen_tls"] == "1" and "auth_tcp" not in conf
+    assert conf["listen_addr"] == '"198.51.100.12"' and conf["tls_port"] == '"16514"' and conf["auth_tls"] == '"none"'
+    assert conf["tls_no_verify_certificate"] == "0"
+    assert conf["tls_allowed_dn_list"] == (
+        '["O=PVC cluster lab,OU=node,CN=node1", "O=PVC cluster lab,OU=node,CN=node2", "O=PVC cluster lab,OU=node,CN=node3"]'
+    )
+    assert conf["cert_file"] == '"/etc/pki/libvirt/servercert.pem"'
+    qemu = libvirt.render_qemu_conf(p)
+    for line in ("migration_port_min = 49152", "migration_port_max = 49215", "migrate_tls_force = 1"):
+        assert line in qemu
+    assert 'migrate_tls_x509_cert_dir = "/etc/pki/qemu"' in qemu and "migrate_tls_x509_verify = 1" in qemu
+    with pytest.raises(ValueError, match="allowed_dns"):
+        libvirt.render_libvirtd_conf(dataclasses.replace(p, allowed_dns=()))
+
+
+def test_libvirt_tls_files():
+    cfg = cfg_of("lab-3node")
+    bundle = node_pki("ab" * 32, cfg, cfg.node("node1"))
+    files = {f.path: f for f in libvirt.render_pki(bundle)}
+    assert files["CA/cacert.pem"].text == files["qemu/ca-cert.pem"].text == bundle.ca_pem
+    for path in ("libvirt/servercert.pem", "libvirt/clientcert.pem"):
+        assert files[path].text == bundle.node.cert_pem and files[path].mode == 0o644
+    for path in ("libvirt/private/serverkey.pem", "libvirt/private/clientkey.pem"):
+        assert files[path].text == bundle.node.key_pem and (files[path].mode, files[path].group) == (0o600, "root")
+    for end in ("server", "client"):  # QEMU's: the migration identity, its key readable by QEMU's group only
+        assert files[f"qemu/{end}-cert.pem"].text == bundle.migration.cert_pem
+        key = files[f"qemu/{end}-key.pem"]
+        assert key.text == bundle.migration.key_pem and (key.mode, key.group) == (0o640, "libvirt-qemu")
+    assert bundle.node.key_pem != bundle.migration.key_pem
+
+
+def test_ceph_daemons_drop_to_the_ceph_user_and_bind_the_firewalls_ports():
+    assert ceph.daemon_argv("osd", "/etc/ceph/ceph.conf", "3") == [
+        "ceph-osd", "-f", "-c", "/etc/ceph/ceph.conf", "-i", "3", "--setuser", "ceph", "--setgroup", "ceph"
+    ]  # fmt: skip
+    conf = ceph.render_conf(ceph.CephParams(fsid="f", mons=[("a", "10.0.0.1")], public_network="10.0.0.0/24"))
+    assert "ms bind port min = 6800" in conf and "ms bind port max = 7300" in conf
 
 
 def test_gratuitous_arp_frame():
