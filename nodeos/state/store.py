@@ -166,7 +166,9 @@ class ClusterState:
         except NoNodeError:
             return []
 
-    def lock(self, name: str, identifier: str = "", timeout: float | None = 30):
+    def lock(
+        self, name: str, identifier: str = "", timeout: float | None = 30
+    ) -> contextlib.AbstractContextManager[None]:
         """A held kazoo Lock on /pvc/locks/<name>, as a context manager."""
 
         @contextlib.contextmanager
