@@ -166,7 +166,7 @@ def mgr_command(cluster: rados.Rados, prefix: str, **args: Any) -> Any:
     return _answer(prefix, ret, out, err)
 
 
-def _answer(prefix: str, ret: int, out: bytes, err: str) -> Any:
+def _answer(prefix: str, ret: int, out: bytes | str, err: str) -> Any:
     if ret == -errno.ETIMEDOUT:
         raise Unavailable(f"ceph {prefix}: no answer from Ceph")
     if ret != 0:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -241,7 +241,7 @@ def _convert_qcow2(
     return get_volume(cluster, pool, name)
 
 
-def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-untyped-def]
+def _copy(stream: BinaryIO, write: Callable[[bytes], object], length: int) -> None:
     """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
     left = length
     buf = bytearray()
