@@ -6,9 +6,9 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import rados
 import rbd
@@ -24,6 +24,12 @@ FEATURES = (
     | rbd.RBD_FEATURE_DEEP_FLATTEN
 )
 CHUNK = 4 * 1024 * 1024
+
+
+class Readable(Protocol):
+    """What an upload reads from: an HTTP request body (Falcon's bounded stream) or a file."""
+
+    def read(self, size: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ def upload(
     conffile: str,
     pool: str,
     name: str,
-    stream: BinaryIO,
+    stream: Readable,
     length: int,
     fmt: str = "raw",
     force: bool = False,
@@ -241,7 +247,7 @@ def _convert_qcow2(
     return get_volume(cluster, pool, name)
 
 
-def _copy(stream: BinaryIO, write: Callable[[bytes], object], length: int) -> None:
+def _copy(stream: Readable, write: Callable[[bytes], object], length: int) -> None:
     """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
     left = length
     buf = bytearray()
@@ -256,7 +262,9 @@ def _copy(stream: BinaryIO, write: Callable[[bytes], object], length: int) -> No
             buf.clear()
 
 
-def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None) -> tuple[int, Iterator[bytes]]:
+def read_stream(
+    cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None
+) -> tuple[int, Generator[bytes, None, None]]:
     """(size, chunks) of a volume's (or a snapshot's) raw contents, for streaming to an HTTP client. Missing
     objects raise at once."""
     volume = get_volume(cluster, pool, name)
@@ -267,7 +275,7 @@ def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
             size = img.size()  # the volume may have grown since
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Generator[bytes, None, None]:
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
             offset = 0
             while offset < size:
