@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pvc.config.secrets import cluster_secrets
+from pvc.installer.lab.command import ip
 from pvc.nodeos.formation import ceph as cephform
-from tests.harness.netlab import ip, kill_all_in
+from tests.harness.netlab import kill_all_in
 from tests.harness.procs import Proc, wait_until
 
 # A one-machine cluster can hold no more than one copy per host, and this disk is mostly full: the options below

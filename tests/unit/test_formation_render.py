@@ -6,14 +6,13 @@ import subprocess
 
 import yaml
 
-from pvc.config.load import load
 from pvc.nodeos.formation import frr, network, patroni, plan, system, units
 from pvc.nodeos.formation.machinery import Context, write
-from tests.harness.examples import EXAMPLES, example
+from tests.harness.examples import EXAMPLES, example_cluster
 
 
 def cfg_of(name: str):
-    return load(example(name)).config
+    return example_cluster(name)
 
 
 def test_network_files_for_the_lab():
