@@ -84,7 +84,7 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Conflict, handler(409, "conflict"))
     app.add_error_handler(ClusterNotReady, handler(503, "cluster not ready"))
     app.add_error_handler(ceph.StorageError, handler(409, "storage error"))
-    app.add_error_handler(ceph.NotFound, handler(404, "not found"))
+    app.add_error_handler(ceph.Missing, handler(404, "not found"))
     app.add_error_handler(ceph.Exists, handler(409, "conflict"))
     app.add_error_handler(ceph.Refused, handler(409, "refused"))
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))

@@ -62,8 +62,8 @@ RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper conn
 
 
 class NotFound(Exception):
-    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. Storage has its own for
-    Ceph objects, boot its NotInConfig for a machine cluster.toml does not list."""
+    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. A Ceph object that does
+    not exist is storage's Missing; a machine cluster.toml does not list is boot's NotInConfig."""
 
 
 class Conflict(Exception):

@@ -13,7 +13,7 @@ from typing import Protocol
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, StorageError
+from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused, StorageError
 from pvc.nodeos.storage.pools import check_room, get_pool
 
 FEATURES = (
@@ -53,7 +53,7 @@ class Snapshot:
 @contextlib.contextmanager
 def ioctx(cluster: rados.Rados, pool: str) -> Iterator[rados.Ioctx]:
     if not cluster.pool_exists(pool):
-        raise NotFound(f"no pool '{pool}'")
+        raise Missing(f"no pool '{pool}'")
     ctx = cluster.open_ioctx(pool)
     try:
         yield ctx
@@ -70,7 +70,7 @@ def image(
             img = rbd.Image(ctx, name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound:
             what = f"{pool}/{name}" + (f"@{snapshot}" if snapshot else "")
-            raise NotFound(f"no volume {what}") from None
+            raise Missing(f"no volume {what}") from None
         try:
             yield img
         finally:
@@ -93,7 +93,7 @@ def list_volumes(cluster: rados.Rados, pool: str) -> list[Volume]:
         names = sorted(rbd.RBD().list(ctx))
     out = []
     for name in names:
-        with contextlib.suppress(NotFound), image(cluster, pool, name, read_only=True) as img:
+        with contextlib.suppress(Missing), image(cluster, pool, name, read_only=True) as img:
             out.append(_describe(pool, name, img))
     return out
 
@@ -131,7 +131,7 @@ def rename_volume(cluster: rados.Rados, pool: str, name: str, new_name: str) -> 
         try:
             rbd.RBD().rename(ctx, name, new_name)
         except rbd.ImageNotFound:
-            raise NotFound(f"no volume {pool}/{name}") from None
+            raise Missing(f"no volume {pool}/{name}") from None
         except rbd.ImageExists:
             raise Exists(f"volume {pool}/{new_name} already exists") from None
     return get_volume(cluster, pool, new_name)
@@ -144,7 +144,7 @@ def clone_volume(
     check_room(get_pool(cluster, pool), force, f"clone {name}@{snapshot}")
     with image(cluster, pool, name) as img:
         if snapshot not in [s["name"] for s in img.list_snaps()]:
-            raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+            raise Missing(f"no snapshot {pool}/{name}@{snapshot}")
         if not img.is_protected_snap(snapshot):
             img.protect_snap(snapshot)
     with ioctx(cluster, pool) as ctx:
@@ -271,7 +271,7 @@ def read_stream(
     size = volume.size
     if snapshot is not None:
         if snapshot not in volume.snapshots:
-            raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+            raise Missing(f"no snapshot {pool}/{name}@{snapshot}")
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
             size = img.size()  # the volume may have grown since
 
@@ -340,4 +340,4 @@ def _live_holder(img: rbd.Image) -> str | None:
 
 def _need_snap(img: rbd.Image, pool: str, volume: str, name: str) -> None:
     if name not in [s["name"] for s in img.list_snaps()]:
-        raise NotFound(f"no snapshot {pool}/{volume}@{name}")
+        raise Missing(f"no snapshot {pool}/{volume}@{name}")
