@@ -17,7 +17,7 @@ import libvirt as libvirt_api
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.machinery import Context, run, wait_for, write
-from pvc.nodeos.storage import rbddisk  # the one definition of the client.libvirt secret (pvcd defines it too)
+from pvc.nodeos.storage import rbddisk  # defines the client.libvirt secret (pvcd calls it too)
 
 
 @dataclass(frozen=True)
