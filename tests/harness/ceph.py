@@ -158,9 +158,7 @@ class Ceph:
         keyring.write_text(cephform.mon_keyring(self.secrets))
         monmap = self.dir / "monmap"
         self.run(*cephform.monmaptool_args(self.params, str(monmap)))
-        self.run(
-            "ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)
-        )
+        self.run(*cephform.mon_mkfs_args(str(self.conf), "a", monmap, keyring))
         self.procs.append(
             self.daemon("ceph-mon", ["ceph-mon", "-f", "-c", str(self.conf), "-i", "a"], self.dir / "mon.log")
         )
@@ -194,26 +192,8 @@ class Ceph:
         osd_id = int(self.ceph("osd", "new", osd_uuid).strip())
         osd_dir = self.dir / "osd" / f"ceph-{osd_id}"
         osd_dir.mkdir(parents=True)
-        self.run(
-            "ceph-osd",
-            "-c",
-            str(self.conf),
-            "-i",
-            str(osd_id),
-            "--mkfs",
-            "--mkkey",
-            "--no-mon-config",
-            "--osd-uuid",
-            osd_uuid,
-        )
-        self.ceph(
-            "auth",
-            "add",
-            f"osd.{osd_id}",
-            *cephform.OSD_CAPS,
-            "-i",
-            str(osd_dir / "keyring"),
-        )
+        self.run(*cephform.osd_mkfs_args(str(self.conf), osd_id, osd_uuid))
+        self.ceph(*cephform.osd_auth_args(osd_id, osd_dir / "keyring"))
         return osd_id
 
     def start_osd(self, osd_id: int) -> Proc:
