@@ -121,6 +121,7 @@ def render_docs(doc: dict) -> str:
 def build_document(table: list[tuple[str, object]] | None = None, pvc_version: str | None = None) -> dict:
     """The OpenAPI document (resources are only inspected, never called, so no cluster is needed)."""
     pvc_version = pvc_version or version("pvc")
+    # The resources are only inspected, never called, so they get no Context (their type says they need one).
     table = table if table is not None else routes(None, pvc_version)  # type: ignore[arg-type]
     return openapi(table, ErrorBody, "PVC API", pvc_version)
 

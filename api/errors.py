@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import falcon
 from kazoo.exceptions import KazooException
@@ -16,6 +18,8 @@ from pvc.nodeos.state.vmstate import TransitionError
 from pvc.nodeos.storage import ceph
 
 log = logging.getLogger("pvc.api")
+
+Handler = Callable[[falcon.Request, falcon.Response, Exception, dict[str, Any]], None]  # Falcon's error handler
 
 
 class ClusterNotReady(Exception):
@@ -48,8 +52,8 @@ def install(app: falcon.App) -> None:
 
     app.set_error_serializer(serialize)
 
-    def handler(status: int, error: str, field_attr: str | None = None):  # type: ignore[no-untyped-def]
-        def handle(req, resp, exc, params):  # type: ignore[no-untyped-def]
+    def handler(status: int, error: str, field_attr: str | None = None) -> Handler:
+        def handle(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
             field = getattr(exc, field_attr, None) if field_attr else None
             detail = str(exc)
             if isinstance(exc, NotFound) and detail.startswith("/"):  # a bare ZooKeeper path
@@ -58,13 +62,13 @@ def install(app: falcon.App) -> None:
 
         return handle
 
-    def unexpected(req, resp, exc, params):  # type: ignore[no-untyped-def]
+    def unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
         if isinstance(exc, falcon.HTTPError):
             raise exc
         log.exception("unexpected error in %s %s", req.method, req.path)
         _send(resp, 500, "internal error", f"{type(exc).__name__}: the server logged the details")
 
-    def zookeeper(req, resp, exc, params):  # type: ignore[no-untyped-def]
+    def zookeeper(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
         _send(resp, 503, "cluster not ready", f"ZooKeeper did not answer: {type(exc).__name__}")
 
     app.add_error_handler(Exception, unexpected)
@@ -80,7 +84,7 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Conflict, handler(409, "conflict"))
     app.add_error_handler(ClusterNotReady, handler(503, "cluster not ready"))
     app.add_error_handler(ceph.StorageError, handler(409, "storage error"))
-    app.add_error_handler(ceph.NotFound, handler(404, "not found"))
+    app.add_error_handler(ceph.Missing, handler(404, "not found"))
     app.add_error_handler(ceph.Exists, handler(409, "conflict"))
     app.add_error_handler(ceph.Refused, handler(409, "refused"))
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))

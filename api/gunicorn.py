@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pvc.api.context import ConfigError, from_environment
 from pvc.config.load import load, resolve_file
 
 _path = os.environ.get("PVC_CONFIG", "/run/pvc/cluster.toml")
@@ -16,8 +17,6 @@ _result = load(_path)
 if not _result.valid or _result.config is None:
     raise SystemExit("pvc-api: invalid cluster.toml:\n" + "\n".join(p.format(_path) for p in _result.errors))
 try:  # secrets files too: a worker that cannot boot would only show a traceback in the log
-    from pvc.api.context import ConfigError, from_environment
-
     from_environment()
 except (ConfigError, ValueError) as exc:
     raise SystemExit(f"pvc-api: {exc}") from None

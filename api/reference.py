@@ -83,7 +83,7 @@ def markdown(doc: dict[str, Any]) -> str:
             responses = []
             for status, resp in op["responses"].items():
                 content = resp.get("content", {})
-                kind = next(iter(content.values()), {}).get("schema") if content else None
+                kind = next(iter(content.values())).get("schema") if content else None
                 responses.append(f"`{status}` {_type(kind) if kind else ''}".rstrip())
             out += ["Responses: " + ", ".join(responses) + ".", ""]
     out += ["## Response models", ""]

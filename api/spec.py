@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
@@ -47,7 +48,7 @@ class Operation:
     extra_statuses: dict[int, tuple[str, Any]] = field(default_factory=dict)  # status -> (description, model)
 
 
-def _field_of(error: dict) -> str:
+def _field_of(error: ErrorDetails) -> str:
     return ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
 
 
@@ -69,7 +70,7 @@ def operation(**kwargs: Any) -> Callable:
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
-        def handler(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:  # type: ignore[no-untyped-def]
+        def handler(self: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
             call: dict[str, Any] = {}
             if op.query is not None:
                 raw = {k: v for k, v in req.params.items()}
@@ -95,6 +96,7 @@ def operation(**kwargs: Any) -> Callable:
             if result is not None and op.media_type == "application/json":
                 resp.media = _dump(result)
 
+        # A function attribute, read back by openapi() and the auth hook; functions declare no attributes to mypy.
         handler.__pvc_operation__ = op  # type: ignore[attr-defined]
         return handler
 

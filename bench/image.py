@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench import report
 from pvc.image.build import DEFAULT_PROJECT as ROOT
-from pvc.image.build import build
+from pvc.image.build import Artifacts, build
 from pvc.image.inputs import source_files
 from pvc.image.recipe import Recipe
 from pvc.image.run import remove_tree
@@ -34,7 +34,7 @@ TARGET_SQUASHFS_MB = 600.0
 TOUCHED = "cli/main.py"
 
 
-def timed(label: str, **kwargs) -> tuple[float, object]:
+def timed(label: str, **kwargs) -> tuple[float, Artifacts]:
     print(f"== {label}", flush=True)
     start = time.monotonic()
     arts = build(progress=lambda line: print(f"   {line}", flush=True), **kwargs)

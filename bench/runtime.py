@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from pvc.nodeos.state import actions
@@ -54,7 +55,11 @@ def failover(workdir: Path, cache: Path, args: argparse.Namespace) -> float:
         for s in specs:
             actions.change_state(c.state, s.name, "start")
         for s in specs:
-            wait_until(f"{s.name} running", lambda s=s: c.where(s.uuid) == [victim], 60)
+
+            def on_victim(uuid: str = s.uuid) -> bool:
+                return c.where(uuid) == [victim]
+
+            wait_until(f"{s.name} running", on_victim, 60)
         time.sleep(args.keepalive * 2)  # settle: keepalives report the VMs
         t0 = time.monotonic()
         c.power_loss(victim)
@@ -75,6 +80,7 @@ def primary_failover(workdir: Path, cache: Path, args: argparse.Namespace) -> fl
     c = cluster(workdir, cache, args)
     try:
         old = c.state.primary()
+        assert old is not None, "the cluster formed with a primary"
         time.sleep(1)
         t0 = time.monotonic()
         c.power_loss(old)
@@ -108,12 +114,11 @@ def migrations(workdir: Path, cache: Path, args: argparse.Namespace) -> tuple[li
         for _ in range(args.repeat):
             t0 = time.monotonic()
             actions.move_vm(c.state, "mig", "move", target=there)
-            wait_until(
-                "pvcd migration",
-                lambda t=there: c.state.vm(spec.uuid).state == "start" and c.where(spec.uuid) == [t],
-                60,
-                interval=0.02,
-            )
+
+            def arrived(target: str = there) -> bool:
+                return c.state.vm(spec.uuid).state == "start" and c.where(spec.uuid) == [target]
+
+            wait_until("pvcd migration", arrived, 60, interval=0.02)
             pvc_times.append(time.monotonic() - t0)
             t0 = time.monotonic()
             subprocess.run(
@@ -158,7 +163,7 @@ def main() -> None:
         pvc_mig, raw_mig = migrations(workdir, cache, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
+    result: dict[str, Any] = {
         "settings": {
             "keepalive_interval_s": args.keepalive,
             "dead_after": args.dead_after,
@@ -175,7 +180,7 @@ def main() -> None:
         "migration_ratio": statistics.median(pvc_mig) / statistics.median(raw_mig),
         "targets": TARGETS,
     }
-    rows = [
+    rows: list[tuple[str, float, str, float | None]] = [
         ("node power loss → its VMs running elsewhere", result["failover_median_s"], "s", TARGETS["failover_s"]),
         (
             "primary power loss → new primary + floating IP",

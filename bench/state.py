@@ -12,12 +12,14 @@ Ports from PVC_TEST_PORT_BASE (tests/harness/ports.py). Run from the repository 
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import report
@@ -30,7 +32,7 @@ from tests.harness.procs import end_on_signals
 from tests.harness.zookeeper import ZooKeeper
 
 
-def ms(fn) -> float:  # type: ignore[no-untyped-def]
+def ms(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1000
@@ -62,14 +64,14 @@ def main() -> None:
         started = time.perf_counter()
         for i in range(args.vms):
             spec = VmSpec(uuid=str(uuid.uuid4()), name=f"vm{i:05d}", xml="<domain/>", node="n1", memory_mib=64)
-            defines.append(ms(lambda spec=spec: state.define_vm(spec)))
+            defines.append(ms(functools.partial(state.define_vm, spec)))
             names.append(spec.name)
             uuids.append(spec.uuid)
         total_s = time.perf_counter() - started
         picks = random.Random(1).choices(range(args.vms), k=args.lookups)
-        by_name = [ms(lambda i=i: state.find_vm(names[i])) for i in picks]
-        by_uuid = [ms(lambda i=i: state.find_vm(uuids[i])) for i in picks]
-        one_read = [ms(lambda i=i: client.get(layout.vm(uuids[i]))) for i in picks]
+        by_name = [ms(functools.partial(state.find_vm, names[i])) for i in picks]
+        by_uuid = [ms(functools.partial(state.find_vm, uuids[i])) for i in picks]
+        one_read = [ms(functools.partial(client.get, layout.vm(uuids[i]))) for i in picks]
     finally:
         if client is not None:
             client.stop()

@@ -21,7 +21,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import rados
+import rbd
 
 from bench import report
 from pvc.nodeos.storage import pools, volumes
@@ -32,7 +37,7 @@ MiB = 1024**2
 POOL = "bench"
 
 
-def median_ms(fn, repeat: int) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
+def median_ms(fn: Callable[[int], object], repeat: int) -> tuple[float, list[float]]:
     samples = []
     for i in range(repeat):
         started = time.perf_counter()
@@ -41,7 +46,7 @@ def median_ms(fn, repeat: int) -> tuple[float, list[float]]:  # type: ignore[no-
     return statistics.median(samples), samples
 
 
-def librbd_write(cluster, name: str, io_size: int, total: int, pattern: str, depth: int) -> float:  # type: ignore[no-untyped-def]
+def librbd_write(cluster: rados.Rados, name: str, io_size: int, total: int, pattern: str, depth: int) -> float:
     """MiB/s writing `total` bytes in `io_size` pieces, `depth` in flight."""
     data = os.urandom(io_size)
     count = total // io_size
@@ -56,7 +61,7 @@ def librbd_write(cluster, name: str, io_size: int, total: int, pattern: str, dep
         gate = threading.Semaphore(depth)
         errors: list[int] = []
 
-        def done(completion) -> None:  # type: ignore[no-untyped-def]
+        def done(completion: rbd.Completion) -> None:
             if completion.get_return_value() < 0:
                 errors.append(completion.get_return_value())
             gate.release()
@@ -109,7 +114,7 @@ def run(conf: str, args: argparse.Namespace) -> dict:
         volumes.create_volume(cluster, POOL, "w1", volume_size)
         volumes.create_volume(cluster, POOL, "w2", volume_size)
         rand_total = args.rand_ops * 4096
-        results = {
+        results: dict[str, dict[str, Any]] = {
             "seq_4m": {
                 "librbd_mib_s": librbd_write(cluster, "w1", 4 * MiB, args.seq_total, "seq", args.queue_depth),
                 "rbd_bench_mib_s": rbd_bench(conf, "w2", 4 * MiB, args.seq_total, "seq", args.queue_depth),

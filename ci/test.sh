@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: set the machine up (idempotent), lint, then run the test suite.
+# The test command: set the machine up (idempotent), lint, type-check, then run the test suite.
 # Extra arguments go to pytest (e.g. `bash ci/test.sh tests/unit -k schema`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,8 @@ bash ci/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/python ci/typecheck.py
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest -ra "${@:-tests}"

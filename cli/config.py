@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the commands import pvc.config when they run, so `pvc --help` does not
+    from pvc.config.load import Problem
 
 
 @click.group()
@@ -47,7 +51,7 @@ def validate(file: str, strict: bool, fmt: str) -> None:
     )
 
 
-def _warning(problem, file: str) -> str:  # type: ignore[no-untyped-def]
+def _warning(problem: Problem, file: str) -> str:
     where = f"{file}:{problem.line}:{problem.column}" if problem.line is not None else file
     key = f" {problem.key}:" if problem.key else ""
     return f"{where}:{key} warning: {problem.message}"

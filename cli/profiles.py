@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
+
 from pvc.cli.errors import Failure
 
 FILE_NAME = "connections.json"
@@ -104,8 +106,6 @@ def load() -> Profiles:
     except (OSError, UnicodeDecodeError) as exc:
         raise Failure(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        import click
-
         click.echo(f"pvc: warning: {path} holds API keys but others may read it: chmod 600 {path}", err=True)
     try:
         data = json.loads(text)

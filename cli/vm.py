@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 import click
+from click.core import ParameterSource
 
 from pvc.cli.client import from_context, path
 from pvc.cli.errors import Failure
@@ -274,8 +275,6 @@ def meta(
 
 
 def _given(name: str) -> bool:
-    from click.core import ParameterSource
-
     return click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 

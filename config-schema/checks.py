@@ -8,12 +8,12 @@ the two stands later in the file, naming the earlier one.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pvc.config.locate import KeyPath
-from pvc.config.schema import ClusterFile, DiskSelector
+from pvc.config.schema import Bond, BridgedDevice, ClusterFile, CoreNetwork, DiskSelector, Nic, Vlan
 
 Severity = Literal["error", "warning"]
 
@@ -232,7 +232,12 @@ def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
     """Interface names unique; bond members exist and are used once; VLAN parents exist and carry the MTU."""
     net = cfg.network
     declared: dict[str, tuple[KeyPath, int]] = {}  # name -> (path, mtu)
-    for kind, items in (("nics", net.nics), ("bonds", net.bonds), ("vlans", net.vlans)):
+    kinds: list[tuple[str, Sequence[Nic | Bond | Vlan]]] = [
+        ("nics", net.nics),
+        ("bonds", net.bonds),
+        ("vlans", net.vlans),
+    ]
+    for kind, items in kinds:
         for i, item in enumerate(items):
             path: KeyPath = ("network", kind, i, "name")
             if item.name in declared:
@@ -270,7 +275,10 @@ def interfaces(cfg: ClusterFile) -> Iterator[Finding]:
             yield conflict(vlan.id, id_path, label, *vlan_ids[key])
         else:
             vlan_ids[key] = (id_path, label)
-    for net_name, core in [*cfg.core_networks(), *([("bridged", net.bridged)] if net.bridged else [])]:
+    carriers: list[tuple[str, CoreNetwork | BridgedDevice]] = [*cfg.core_networks()]
+    if net.bridged:
+        carriers.append(("bridged", net.bridged))
+    for net_name, core in carriers:
         path = ("network", net_name, "device")
         if core.device not in declared:
             yield Finding(path, f"device '{core.device}' is not declared in [[network.nics]], bonds or vlans")

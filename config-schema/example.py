@@ -7,6 +7,7 @@ namespaces, disks selected by the serials the lab gives them, simulated BMCs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pvc.config import lab_hardware as hw
@@ -90,7 +91,7 @@ def render(plan: Plan, join_key: str, name: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def _network(plan: Plan, w) -> None:  # type: ignore[no-untyped-def]
+def _network(plan: Plan, w: Callable[[str], None]) -> None:
     if plan.lab:
         for net in ("upstream", "cluster", "storage"):
             w("[[network.nics]]")
@@ -145,7 +146,7 @@ def _network(plan: Plan, w) -> None:  # type: ignore[no-untyped-def]
         w("")
 
 
-def _node(plan: Plan, node_id: int, w) -> None:  # type: ignore[no-untyped-def]
+def _node(plan: Plan, node_id: int, w: Callable[[str], None]) -> None:
     coordinator = node_id <= plan.coordinators
     w("[[nodes]]")
     w(f'name = "node{node_id}"' if plan.lab else f'name = "hv{node_id}"')

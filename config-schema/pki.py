@@ -149,7 +149,7 @@ def dn(cluster: str, unit: str, name: str) -> str:
     """A subject as libvirt compares it with tls_allowed_dn_list: GnuTLS's string, attributes in certificate order
     ("O=PVC cluster lab,OU=node,CN=node1"; `virt-pki-query-dn` prints the same). No value PVC puts in a subject
     needs escaping: cluster and node names are [a-z0-9-]."""
-    return ",".join(f"{a.rfc4514_attribute_name}={a.value}" for a in subject(cluster, unit, name))
+    return ",".join(f"{a.rfc4514_attribute_name}={a.value!s}" for a in subject(cluster, unit, name))
 
 
 def _key_usage(ca: bool) -> x509.KeyUsage:

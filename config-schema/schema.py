@@ -150,7 +150,7 @@ CoreNetworkName = Literal["upstream", "cluster", "storage"]  # also the field na
 
 
 class UpstreamNetwork(CoreNetwork):
-    gateway: Annotated[IPv4, Field(description="the nodes' default route")]  # type: ignore[assignment]
+    gateway: Annotated[IPv4, Field(description="the nodes' default route")]
 
 
 class BridgedDevice(Model):

@@ -92,7 +92,7 @@ def usb_image(files: dict[str, Path], dest: Path, recipe: Recipe, work: Path, ru
     esp_mib = content // MIB + 32
     esp = work / "esp.img"
     runner.run(["mkfs.vfat", "-F", "32", "-n", recipe.volume_label, "-C", esp, str(esp_mib * 1024)])
-    mt = ["-i", esp]
+    mt: list[str | Path] = ["-i", esp]
     runner.run(["mmd", *mt, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub", "::/live", "::/syslinux"])
     runner.run(["mcopy", *mt, efi, "::/EFI/BOOT/BOOTX64.EFI"])
     runner.run(["mcopy", *mt, work / "grub.cfg", "::/boot/grub/grub.cfg"])

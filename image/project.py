@@ -52,7 +52,7 @@ def build(
     wheel = build_wheel(project, recipe.project_sources, work, runner)
     upper, mnt = work / "upper", work / "mnt"
     with overlay(runner, layers, mnt, upper=upper, work=work / "ovl"), chroot_mounts(runner, mnt):
-        chroot = ["chroot", mnt, *CHROOT_ENV]
+        chroot: list[str | Path] = ["chroot", mnt, *CHROOT_ENV]
         (mnt / "tmp/pvc-wheel").mkdir(parents=True)
         shutil.copy2(wheel, mnt / "tmp/pvc-wheel" / wheel.name)
         pip = [f"{recipe.venv}/bin/python", "-m", "pip", "install", "--no-deps", "--no-index", *PIP_FLAGS]

@@ -20,9 +20,9 @@ PIP_FLAGS = ["--no-cache-dir", "--disable-pip-version-check", "--no-input", "--p
 def build(base_root: Path, dependencies: list[str], venv: str, work: Path, runner: Runner) -> dict:
     upper, mnt = work / "upper", work / "mnt"
     with overlay(runner, [base_root], mnt, upper=upper, work=work / "ovl"), chroot_mounts(runner, mnt, network=True):
-        chroot = ["chroot", mnt, *CHROOT_ENV]
+        chroot: list[str | Path] = ["chroot", mnt, *CHROOT_ENV]
         runner.run([*chroot, "/usr/bin/python3", "-m", "venv", "--system-site-packages", venv])
-        pip = ["chroot", mnt, *CHROOT_ENV, *network_env(), f"{venv}/bin/python", "-m", "pip"]
+        pip: list[str | Path] = ["chroot", mnt, *CHROOT_ENV, *network_env(), f"{venv}/bin/python", "-m", "pip"]
         runner.run([*pip, "install", *PIP_FLAGS, *dependencies])
         frozen = runner.output([*chroot, f"{venv}/bin/python", "-m", "pip", "freeze", "--local"])
     return {"pip_freeze": frozen.splitlines()}

@@ -108,7 +108,9 @@ def mounted(runner: Runner, argv: Sequence[str | os.PathLike], target: Path) -> 
         unmount_all(target)
 
 
-def overlay(runner: Runner, lowers: Sequence[Path], target: Path, upper: Path | None = None, work: Path | None = None):
+def overlay(
+    runner: Runner, lowers: Sequence[Path], target: Path, upper: Path | None = None, work: Path | None = None
+) -> contextlib.AbstractContextManager[Path]:
     """An overlayfs over `lowers` (first = top): writable into `upper` when given, read-only otherwise."""
     opts = "lowerdir=" + ":".join(str(p) for p in lowers)
     if upper is not None:

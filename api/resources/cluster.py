@@ -25,7 +25,7 @@ class ClusterResource(Resource):
         nodes = state.nodes()
         vms = state.vms()
         faults = state.faults()
-        unhealthy = [n for n in nodes if n.daemon_state != "run"] or [f for f in faults if not f.acknowledged]
+        unhealthy = any(n.daemon_state != "run" for n in nodes) or any(not f.acknowledged for f in faults)
         return ClusterStatus(
             name=self.ctx.cfg.cluster.name,
             health="degraded" if unhealthy else "ok",

@@ -18,11 +18,11 @@ def size_value(ctx: click.Context | None, param: click.Parameter | None, value: 
         raise click.BadParameter(str(exc)) from None
 
 
-def human(n: int | None) -> str:
+def human(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "K", "M", "G", "T"):
         if abs(n) < 1024 or unit == "T":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return str(n)

@@ -67,9 +67,8 @@ class Container(Machine):
 
     def init_pid(self) -> int | None:
         """PID (on the host) of the node's systemd."""
-        if not self.running():
-            return None
-        return next(iter(children(self.proc.pid)), None)  # type: ignore[union-attr]
+        proc = self.live()
+        return None if proc is None else next(iter(children(proc.pid)), None)
 
     def power_off(self) -> None:
         """SIGKILL the node's init first, which ends its whole PID namespace at once, then nspawn."""

@@ -40,14 +40,14 @@ class Machine:
 
     def __init__(self, name: str, netns: str, console_log: str) -> None:
         self.name, self.netns, self.console_log = name, netns, console_log
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
         raise NotImplementedError
 
     def start(self) -> int:
-        if self.running():
-            return self.proc.pid  # type: ignore[union-attr]
+        if (proc := self.live()) is not None:
+            return proc.pid
         mark(self.console_log, "power on")
         with open(self.console_log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -60,11 +60,16 @@ class Machine:
             )
         return self.proc.pid
 
+    def live(self) -> subprocess.Popen[bytes] | None:
+        """The machine's process while it runs."""
+        return self.proc if self.proc is not None and self.proc.poll() is None else None
+
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.live() is not None
 
     def init_pid(self) -> int | None:
-        return self.proc.pid if self.running() else None  # type: ignore[union-attr]
+        proc = self.live()
+        return None if proc is None else proc.pid
 
     def power_off(self) -> None:
         """Hard power-off: SIGKILL the whole process group."""

@@ -43,13 +43,28 @@ def check_tools(backend: Backend, boot: str) -> None:
             raise LabError(f"{tool} is not installed: run bash ci/setup.sh")
 
 
+def image_project() -> Path:
+    """The PVC source tree the image is built from: the one this package runs from (an editable install), else the
+    current directory when it is a checkout. A package installed from a wheel has no source tree of its own."""
+    from pvc.image.build import DEFAULT_PROJECT
+
+    for folder in (DEFAULT_PROJECT, Path.cwd()):
+        if (folder / "pyproject.toml").is_file() and (folder / "image" / "recipe.py").is_file():
+            return folder
+    raise LabError(
+        "no PVC source tree to build the node image from (pvc is installed as a package): run pvc-lab up in a PVC "
+        "checkout, or give --squashfs FILE (container backend)"
+    )
+
+
 def build_image(say: Say) -> Artifacts:
-    from pvc.image.build import DEFAULT_OUT, build
+    from pvc.image.build import build
     from pvc.image.run import BuildError
 
-    out = Path(os.environ.get("PVC_IMAGE_OUT") or DEFAULT_OUT)
+    project = image_project()
+    out = Path(os.environ.get("PVC_IMAGE_OUT") or project / "build" / "image")
     try:
-        return build(out, progress=lambda m: say(f"image: {m}"))
+        return build(out, progress=lambda m: say(f"image: {m}"), project_root=project)
     except BuildError as exc:
         raise LabError(f"the image build failed: {exc.stage}: {exc.message}\n{exc.log_tail}") from None
 

@@ -11,6 +11,7 @@ import os
 import pwd
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pvc.config.schema import Node
@@ -90,7 +91,7 @@ def _partition(disk: disks.Disk) -> Path | None:
     return None
 
 
-def prepare(node: Node, found: list[disks.Disk], log=print) -> Path:
+def prepare(node: Node, found: list[disks.Disk], log: Callable[[str], object] = print) -> Path:
     """Find or create PVCDATA on the node's data disk and mount it. Returns the partition. Raises DataError."""
     disk = choose_disk(node, found)
     part = disks.partition_node(disk, 1)

@@ -42,7 +42,8 @@ class Found:
 def fetch_url(template: str, macs: list[str], node: str | None, timeout: float = 10.0) -> tuple[str, bytes]:
     """The config from `pvc.config=URL`; raises Unavailable naming every URL tried and its error."""
     candidates: list[str] = []
-    for mac in macs or [None]:
+    tried: list[str | None] = [*macs] if macs else [None]
+    for mac in tried:
         url = cmdline.expand(template, mac=mac, node=node)
         if url is not None and url not in candidates:
             candidates.append(url)

@@ -5,6 +5,7 @@ controller. (The storage library it uses is `pvc.nodeos.storage`.)"""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -86,7 +87,7 @@ class CephAgent:
         hosts = {str(a) for a in (node.ip.cluster, node.ip.upstream, getattr(node.ip, "storage", None)) if a}
         for disk in disks:
             pool, _, volume = disk.partition("/")
-            broken = self.conn.run(lambda c, pool=pool, volume=volume: locks.break_locks(c, pool, volume, hosts))
+            broken = self.conn.run(functools.partial(locks.break_locks, pool=pool, name=volume, hosts=hosts))
             for address in broken:
                 log.warning("VM %s: blocklisted %s (node %s) and broke its lock on %s", spec.name, address, dead, disk)
 

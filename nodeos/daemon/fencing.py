@@ -159,16 +159,20 @@ class Fencer:
                 )
                 continue
             log.warning("VM %s: restarting on %s (node %s %s)", spec.name, target, dead, why)
-            self._update(
-                spec,
-                lambda s, t=target: (
-                    s.model_copy(update={"node": t, "last_node": dead, "state": "start"}) if s.node == dead else None
-                ),
-            )
+            self._update(spec, _restart_on(target, dead))
 
     def _update(self, spec: VmSpec, change: Callable[[VmSpec], VmSpec | None]) -> None:
         with contextlib.suppress(NotFound):
             self.d.state.update_vm(spec.uuid, change)
+
+
+def _restart_on(target: str, dead: str) -> Callable[[VmSpec], VmSpec | None]:
+    """The change that moves a VM still homed on the dead node to `target` and starts it there."""
+
+    def change(s: VmSpec) -> VmSpec | None:
+        return s.model_copy(update={"node": target, "last_node": dead, "state": "start"}) if s.node == dead else None
+
+    return change
 
 
 def _migrated(spec: VmSpec) -> VmSpec | None:

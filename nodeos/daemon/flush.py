@@ -10,10 +10,11 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pvc.nodeos.state import placement
-from pvc.nodeos.state.models import VmSpec
+from pvc.nodeos.state.models import VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmstate import RUNNING_STATES
 
@@ -142,7 +143,7 @@ class FlushController:
         )
         self._progress(task, state="succeeded", message=f"returned {len(returning)}, started {len(autostart)} VM(s)")
 
-    def _wait(self, spec: VmSpec, done, timeout: float = MOVE_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, spec: VmSpec, done: Callable[[VmSpec, VmStatus], bool], timeout: float = MOVE_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.d.stopping.is_set():
             try:

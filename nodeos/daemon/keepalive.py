@@ -107,7 +107,7 @@ class KeepaliveLoop:
                 f"libvirt-{self.me}", "libvirt-down", f"node {self.me}: {sample.error}", node=self.me
             )
             self.fault_raised = True
-        elif sample.ok and self.fault_raised:
+        elif self.fault_raised:
             self.d.state.clear_fault(f"libvirt-{self.me}")
             self.fault_raised = False
 

@@ -64,6 +64,7 @@ class OsdRequests:
         ctx = Context(
             cfg=self.d.cfg,
             node=self.d.node,
+            # pvcd knows only the config's folder; the OSD code never reads config_path (the unit renderers do).
             config_path=self.d.base_dir,  # type: ignore[arg-type]
             join_key=join_key,
             secrets=cluster_secrets(join_key, [n.name for n in self.d.cfg.coordinators]),

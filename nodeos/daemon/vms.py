@@ -16,13 +16,16 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from pvc.nodeos.daemon.ceph_agent import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
 from pvc.nodeos.state import domxml
-from pvc.nodeos.state.models import VmSpec, VmStatus
+from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
@@ -67,8 +70,8 @@ class VmController:
             self.kick(vm_uuid)
         return not self.d.stopping.is_set()
 
-    def _data_watcher(self, vm_uuid: str):  # type: ignore[no-untyped-def]
-        def on_change(data, stat, event=None) -> bool:  # type: ignore[no-untyped-def]
+    def _data_watcher(self, vm_uuid: str) -> Callable[..., bool]:
+        def on_change(data: bytes | None, stat: ZnodeStat | None, event: WatchedEvent | None = None) -> bool:
             self.kick(vm_uuid)
             if stat is None:  # deleted: stop watching
                 self._watched.discard(vm_uuid)
@@ -184,6 +187,7 @@ class VmController:
         status = self.d.state.vm_status(spec.uuid)
         if status.state in ("running", "migrating") and status.node not in (None, self.me):
             other = status.node
+            other_state: str
             try:
                 other_state = self.d.state.node(other).daemon_state
             except NotFound:
@@ -267,9 +271,9 @@ class VmController:
         with contextlib.suppress(NotFound):
             self.d.state.update_vm(spec.uuid, step)
 
-    def _set_status(self, spec: VmSpec, state: str, reason: str = "", node: str | None = None) -> None:
+    def _set_status(self, spec: VmSpec, state: ObservedState, reason: str = "", node: str | None = None) -> None:
         current = self.d.state.vm_status(spec.uuid)
         node = node or self.me
         if current.state == state and current.node == node and current.reason == reason:
             return
-        self.d.state.set_vm_status(spec.uuid, VmStatus(state=state, node=node, reason=reason))  # type: ignore[arg-type]
+        self.d.state.set_vm_status(spec.uuid, VmStatus(state=state, node=node, reason=reason))

@@ -158,6 +158,21 @@ def monmaptool_args(p: CephParams, path: str) -> list[str]:
     return [*args, path]
 
 
+def mon_mkfs_args(conf: str, name: str, monmap: Path, keyring: Path) -> list[str]:
+    """`ceph-mon --mkfs`: a new monitor's store from the shared monmap and keyring (the data dir comes from the conf)."""
+    return ["ceph-mon", "-c", conf, "--mkfs", "-i", name, "--monmap", str(monmap), "--keyring", str(keyring)]
+
+
+def osd_mkfs_args(conf: str, osd_id: int, osd_uuid: str) -> list[str]:
+    """`ceph-osd --mkfs` for the OSD `ceph osd new` numbered: its store (where the conf says) and its new key."""
+    return ["ceph-osd", "-c", conf, "-i", str(osd_id), "--mkfs", "--mkkey", "--no-mon-config", "--osd-uuid", osd_uuid]
+
+
+def osd_auth_args(osd_id: int, keyring: Path) -> list[str]:
+    """The `ceph` arguments that register the key `ceph-osd --mkfs` made, with the caps every OSD gets."""
+    return ["auth", "add", f"osd.{osd_id}", *OSD_CAPS, "-i", str(keyring)]
+
+
 # -- on the node ---------------------------------------------------------------------------------------------------
 CONF = "/etc/ceph/ceph.conf"
 ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
@@ -195,7 +210,7 @@ def mon_step(ctx: Context) -> str:
             keyring, monmap = Path(tmp) / "keyring", Path(tmp) / "monmap"
             keyring.write_text(mon_keyring(ctx.secrets))
             run(*monmaptool_args(p, str(monmap)))
-            run("ceph-mon", "-c", CONF, "--mkfs", "-i", name, "--monmap", str(monmap), "--keyring", str(keyring))
+            run(*mon_mkfs_args(CONF, name, monmap, keyring))
         (mon_dir / "done").write_text("")
     run(*chown_argv(mon_dir))
     unit = f"pvc-ceph-mon@{name}.service"
@@ -292,20 +307,8 @@ def prepare_osd(ctx: Context, dev: str) -> int:
     osd_dir = _osd_dir(osd_id)
     osd_dir.mkdir(parents=True, exist_ok=True)
     _link(osd_dir / "block", dev)
-    run(
-        "ceph-osd",
-        "-c",
-        CONF,
-        "-i",
-        str(osd_id),
-        "--mkfs",
-        "--mkkey",
-        "--no-mon-config",
-        "--osd-uuid",
-        osd_uuid,
-        timeout=600,
-    )
-    ceph("auth", "add", f"osd.{osd_id}", *OSD_CAPS, "-i", str(osd_dir / "keyring"))
+    run(*osd_mkfs_args(CONF, osd_id, osd_uuid), timeout=600)
+    ceph(*osd_auth_args(osd_id, osd_dir / "keyring"))
     pending.unlink()
     return osd_id
 

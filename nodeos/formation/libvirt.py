@@ -21,7 +21,7 @@ from pvc.config.pki import NodePki, node_dns, node_pki
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.machinery import Context, run, wait_for, write
-from pvc.nodeos.storage import rbddisk  # the one definition of the client.libvirt secret (pvcd defines it too)
+from pvc.nodeos.storage import rbddisk  # defines the client.libvirt secret (pvcd calls it too)
 
 TLS_PORT = 16514  # libvirtd's TLS port (qemu+tls://)
 MIGRATION_PORTS = (49152, 49215)  # QEMU's incoming migration ports (qemu.conf migration_port_min/max)

@@ -50,7 +50,6 @@ class Step:
     name: str
     run: Callable[[Context], str | None]  # returns a short result message
     when: Callable[[Context], bool] = lambda ctx: True
-    timeout: float = 900.0  # only documents the probe's budget; each step enforces its own waits
 
 
 def write(path: str | Path, text: str, mode: int = 0o644) -> bool:

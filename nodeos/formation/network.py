@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from pvc.config.schema import ClusterFile, Node
@@ -61,13 +62,13 @@ def render(cfg: ClusterFile, node: Node) -> dict[str, str]:
         if dev == net.upstream.device:
             netsec.append(("Gateway", str(net.upstream.gateway)))
             netsec += [("DNS", str(s)) for s in cfg.cluster.dns_servers]
-        link = [("MTUBytes", mtus[dev])] if dev in mtus else []
+        link: list[tuple[str, object]] = [("MTUBytes", mtus[dev])] if dev in mtus else []
         link.append(("RequiredForOnline", "yes" if dev in addrs else "no"))
         files[f"30-pvc-{dev}.network"] = _ini(("Match", [("Name", dev)]), ("Link", link), ("Network", netsec))
     return files
 
 
-def _ini(*sections: tuple[str, list[tuple[str, object]]]) -> str:
+def _ini(*sections: tuple[str, Sequence[tuple[str, object]]]) -> str:
     out = []
     for name, items in sections:
         out.append(f"[{name}]")

@@ -8,6 +8,7 @@ NotFound (HTTP 404), placement.NoTarget (no node can take the VM, HTTP 409).
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Mapping
 
 from pvc.nodeos.state import domxml, placement
 from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmMeta, VmSpec
@@ -114,7 +115,8 @@ def remove_vm(state: ClusterState, name_or_uuid: str) -> None:
 def set_meta(state: ClusterState, name_or_uuid: str, **changes: object) -> VmSpec:
     spec = state.find_vm(name_or_uuid)
     known = state.node_names()
-    for limited in changes.get("node_limit") or []:  # type: ignore[union-attr]
+    limits = changes.get("node_limit")
+    for limited in limits if isinstance(limits, list) else []:
         if limited not in known:
             raise ActionError(f"node_limit names '{limited}', which is not a node", "node_limit")
     return state.update_vm(spec.uuid, lambda s: s.model_copy(update={"meta": s.meta.model_copy(update=changes)}))
@@ -147,7 +149,7 @@ def ready_node(state: ClusterState, name: str) -> Task:
     return _node_request(state, name, "ready", {"flushed", "flushing"}, "unflushing")
 
 
-def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tuple[OsdRequest, Task]:
+def request_osd(state: ClusterState, node: str, selector: Mapping[str, str]) -> tuple[OsdRequest, Task]:
     """Record "make OSDs of the blank disks on `node` matching `selector`" for that node's formation to act on
     (formatting a disk is the node's own job). Returns the request and the task the node reports to."""
     if node not in state.node_names():
@@ -156,6 +158,6 @@ def request_osd(state: ClusterState, node: str, selector: dict[str, str]) -> tup
         raise ActionError("give at least one of path, model or serial to select the disk", "path")
     described = ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
     task = state.create_task("osd-add", node, total=1, message=f"waiting for {node} to add an OSD on {described}")
-    request = OsdRequest(id=task.id, node=node, selector=selector, task=task.id)
+    request = OsdRequest(id=task.id, node=node, selector=dict(selector), task=task.id)
     state.put_osd_request(request)
     return request, task

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 
 from kazoo.client import KazooClient
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import VmSpec, VmStatus
@@ -48,10 +50,10 @@ class VmCache:
             self.zk.DataWatch(layout.vm_status(vm_uuid), self._status_watch(vm_uuid))
         self.ready.set()
 
-    def _spec_watch(self, vm_uuid: str):  # type: ignore[no-untyped-def]
-        def watch(data, stat, event=None) -> bool:  # type: ignore[no-untyped-def]
+    def _spec_watch(self, vm_uuid: str) -> Callable[..., bool]:
+        def watch(data: bytes | None, stat: ZnodeStat | None, event: WatchedEvent | None = None) -> bool:
             with self._lock:
-                if stat is None or vm_uuid not in self._watched:
+                if stat is None or data is None or vm_uuid not in self._watched:
                     self.specs.pop(vm_uuid, None)
                     self._bump()
                     return False
@@ -61,10 +63,10 @@ class VmCache:
 
         return watch
 
-    def _status_watch(self, vm_uuid: str):  # type: ignore[no-untyped-def]
-        def watch(data, stat, event=None) -> bool:  # type: ignore[no-untyped-def]
+    def _status_watch(self, vm_uuid: str) -> Callable[..., bool]:
+        def watch(data: bytes | None, stat: ZnodeStat | None, event: WatchedEvent | None = None) -> bool:
             with self._lock:
-                if stat is None or vm_uuid not in self._watched:
+                if stat is None or data is None or vm_uuid not in self._watched:
                     self.statuses.pop(vm_uuid, None)
                     self._bump()
                     return vm_uuid in self._watched

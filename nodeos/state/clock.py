@@ -18,6 +18,7 @@ import threading
 import time
 
 from kazoo.client import KazooClient
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from pvc.nodeos.state import layout
 
@@ -53,7 +54,7 @@ class ZkClock:
         for name in new:
             self.zk.DataWatch(layout.node_keepalive(name), self._keepalive)
 
-    def _keepalive(self, data: bytes | None, stat, event=None) -> None:  # type: ignore[no-untyped-def]
+    def _keepalive(self, data: bytes | None, stat: ZnodeStat | None, event: WatchedEvent | None = None) -> None:
         # The first call (event None) reports a write of unknown age, as does the re-read after a reconnect: only a
         # change event says "written just now".
         if event is None or stat is None:

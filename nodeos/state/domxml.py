@@ -58,10 +58,11 @@ def parse(xml: str) -> DomainFacts:
     except ValueError:
         raise DomainXmlError(f"<uuid> '{raw_uuid}' is not a UUID") from None
     memory = root.find("memory")
-    if memory is None or not (memory.text or "").strip():
+    memory_text = "" if memory is None else (memory.text or "").strip()
+    if memory is None or not memory_text:
         raise DomainXmlError("the domain has no <memory>")
     try:
-        amount = int(memory.text.strip())  # type: ignore[union-attr]
+        amount = int(memory_text)
     except ValueError:
         raise DomainXmlError(f"<memory> '{memory.text}' is not a number") from None
     unit = memory.get("unit", "KiB").lower()

@@ -4,8 +4,12 @@ memory is never chosen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec
+
+if TYPE_CHECKING:  # placement stays pure: only its caller's type comes from the store
+    from pvc.nodeos.state.store import ClusterState
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def check_target(vm: VmSpec, candidates: list[Candidate], target: str) -> None:
         raise NoTarget(f"node {why[0]}")
 
 
-def candidates(state) -> list[Candidate]:  # type: ignore[no-untyped-def]
+def candidates(state: ClusterState) -> list[Candidate]:
     """Every node with its latest keepalive (a node that never sent one counts as having nothing free)."""
     out = []
     for record in state.nodes():

@@ -62,8 +62,8 @@ RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper conn
 
 
 class NotFound(Exception):
-    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. Storage has its own for
-    Ceph objects, boot its NotInConfig for a machine cluster.toml does not list."""
+    """No such record in the cluster state (a VM, node, task, ...): the API answers 404. A Ceph object that does
+    not exist is storage's Missing; a machine cluster.toml does not list is boot's NotInConfig."""
 
 
 class Conflict(Exception):
@@ -166,7 +166,9 @@ class ClusterState:
         except NoNodeError:
             return []
 
-    def lock(self, name: str, identifier: str = "", timeout: float | None = 30):
+    def lock(
+        self, name: str, identifier: str = "", timeout: float | None = 30
+    ) -> contextlib.AbstractContextManager[None]:
         """A held kazoo Lock on /pvc/locks/<name>, as a context manager."""
 
         @contextlib.contextmanager

@@ -26,8 +26,8 @@ class StorageError(Exception):
     """A storage operation failed or was refused; the message says why."""
 
 
-class NotFound(StorageError):
-    pass
+class Missing(StorageError):
+    """The pool, volume, snapshot or OSD named does not exist (the API answers 404, as for the state's NotFound)."""
 
 
 class Exists(StorageError):
@@ -137,14 +137,14 @@ def storage_error(exc: rados.Error | rbd.Error, user: str = "client.admin") -> S
     if isinstance(exc, rbd.Error):
         kind = {
             rbd.InvalidArgument: Invalid,
-            rbd.ImageNotFound: NotFound,
+            rbd.ImageNotFound: Missing,
             rbd.ImageExists: Exists,
             rbd.ImageBusy: Refused,
             rbd.ImageHasSnapshots: Refused,
         }.get(type(exc), StorageError)
         return kind(f"Ceph refused: {exc}")
     if isinstance(exc, rados.ObjectNotFound):
-        return NotFound(f"Ceph: {exc}")
+        return Missing(f"Ceph: {exc}")
     if isinstance(exc, rados.ObjectExists):
         return Exists(f"Ceph: {exc}")
     if isinstance(exc, rados.PermissionError):
@@ -166,13 +166,13 @@ def mgr_command(cluster: rados.Rados, prefix: str, **args: Any) -> Any:
     return _answer(prefix, ret, out, err)
 
 
-def _answer(prefix: str, ret: int, out: bytes, err: str) -> Any:
+def _answer(prefix: str, ret: int, out: bytes | str, err: str) -> Any:
     if ret == -errno.ETIMEDOUT:
         raise Unavailable(f"ceph {prefix}: no answer from Ceph")
     if ret != 0:
         message = err.strip() or errno.errorcode.get(-ret, str(ret))
         if ret == -errno.ENOENT:
-            raise NotFound(message)
+            raise Missing(message)
         raise StorageError(f"ceph {prefix}: {message}")
     text = out.decode(errors="replace").strip() if isinstance(out, bytes) else str(out).strip()
     if not text:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import rados
 
-from pvc.nodeos.storage.ceph import NotFound, Refused, StorageError, mgr_command, mon_command
+from pvc.nodeos.storage.ceph import Missing, Refused, StorageError, mgr_command, mon_command
 from pvc.nodeos.storage.pools import list_pools
 
 
@@ -60,7 +60,7 @@ def get_osd(cluster: rados.Rados, osd_id: int) -> Osd:
     for osd in list_osds(cluster):
         if osd.id == osd_id:
             return osd
-    raise NotFound(f"no OSD {osd_id}")
+    raise Missing(f"no OSD {osd_id}")
 
 
 def set_in(cluster: rados.Rados, osd_id: int, inside: bool) -> Osd:
@@ -75,7 +75,7 @@ def removal_problems(cluster: rados.Rados, osd_id: int) -> list[str]:
     osds = list_osds(cluster)
     target = next((o for o in osds if o.id == osd_id), None)
     if target is None:
-        raise NotFound(f"no OSD {osd_id}")
+        raise Missing(f"no OSD {osd_id}")
     problems = []
     left = sum(1 for o in osds if o.id != osd_id and o.up and o.inside)
     for pool in list_pools(cluster):

@@ -10,7 +10,7 @@ import rados
 import rbd
 
 from pvc.nodeos.state.models import PoolRecord
-from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, mon_command
+from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused, mon_command
 
 FULL_RATIO = 0.80  # volume create, clone and resize are refused above this use unless forced
 
@@ -50,7 +50,7 @@ def get_pool(cluster: rados.Rados, name: str) -> PoolRecord:
     for pool in list_pools(cluster):
         if pool.name == name:
             return pool
-    raise NotFound(f"no pool '{name}'")
+    raise Missing(f"no pool '{name}'")
 
 
 def create_pool(cluster: rados.Rados, name: str, pgs: int, size: int, min_size: int) -> PoolRecord:
@@ -86,7 +86,7 @@ def ensure_pool(cluster: rados.Rados, name: str, pgs: int, size: int, min_size: 
 def set_size(cluster: rados.Rados, name: str, size: int, min_size: int | None = None) -> PoolRecord:
     """Change a pool's copies; without `min_size`, min_size becomes size - 1 (at least 1)."""
     if not cluster.pool_exists(name):
-        raise NotFound(f"no pool '{name}'")
+        raise Missing(f"no pool '{name}'")
     _check_osds(cluster, size)
     min_size = min_size if min_size is not None else max(1, size - 1)
     _check_min_size(size, min_size)
@@ -119,7 +119,7 @@ def _check_osds(cluster: rados.Rados, size: int) -> None:
 def set_quota(cluster: rados.Rados, name: str, max_bytes: int) -> PoolRecord:
     """Cap the pool at `max_bytes` (0: no cap). The 80 % rule counts against the cap."""
     if not cluster.pool_exists(name):
-        raise NotFound(f"no pool '{name}'")
+        raise Missing(f"no pool '{name}'")
     if max_bytes < 0:
         raise Invalid(f"quota must be 0 (none) or a positive number of bytes, got {max_bytes}", "quota_bytes")
     mon_command(cluster, "osd pool set-quota", pool=name, field="max_bytes", val=str(max_bytes))
@@ -128,7 +128,7 @@ def set_quota(cluster: rados.Rados, name: str, max_bytes: int) -> PoolRecord:
 
 def remove_pool(cluster: rados.Rados, name: str, confirm: str | None) -> None:
     if name not in mon_command(cluster, "osd pool ls"):  # the mon's word: this client's map may be older
-        raise NotFound(f"no pool '{name}'")
+        raise Missing(f"no pool '{name}'")
     if confirm != name:
         raise Refused(f"removing pool '{name}' destroys every volume in it: confirm with the pool's name")
     mon_command(cluster, "osd pool rm", pool=name, pool2=name, yes_i_really_really_mean_it=True)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 from pvc.config.secrets import ceph_key, libvirt_secret_uuid
+
+if TYPE_CHECKING:
+    import libvirt
 
 CEPH_USER = "libvirt"  # client.libvirt: mon/osd/mgr 'profile rbd'
 SECRET_USAGE = "client.libvirt secret"
@@ -23,7 +27,7 @@ def secret_xml(secret_uuid: str) -> str:
     )
 
 
-def define_secret(conn, join_key: str) -> str:  # type: ignore[no-untyped-def]
+def define_secret(conn: libvirt.virConnect, join_key: str) -> str:
     """Define (or refresh) the client.libvirt secret on a libvirt connection; returns its UUID."""
     secret_uuid = libvirt_secret_uuid(join_key)
     secret = conn.secretDefineXML(secret_xml(secret_uuid), 0)

@@ -6,14 +6,14 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import Exists, Invalid, NotFound, Refused, StorageError
+from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused, StorageError
 from pvc.nodeos.storage.pools import check_room, get_pool
 
 FEATURES = (
@@ -24,6 +24,12 @@ FEATURES = (
     | rbd.RBD_FEATURE_DEEP_FLATTEN
 )
 CHUNK = 4 * 1024 * 1024
+
+
+class Readable(Protocol):
+    """What an upload reads from: an HTTP request body (Falcon's bounded stream) or a file."""
+
+    def read(self, size: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Snapshot:
 @contextlib.contextmanager
 def ioctx(cluster: rados.Rados, pool: str) -> Iterator[rados.Ioctx]:
     if not cluster.pool_exists(pool):
-        raise NotFound(f"no pool '{pool}'")
+        raise Missing(f"no pool '{pool}'")
     ctx = cluster.open_ioctx(pool)
     try:
         yield ctx
@@ -64,7 +70,7 @@ def image(
             img = rbd.Image(ctx, name, snapshot=snapshot, read_only=read_only)
         except rbd.ImageNotFound:
             what = f"{pool}/{name}" + (f"@{snapshot}" if snapshot else "")
-            raise NotFound(f"no volume {what}") from None
+            raise Missing(f"no volume {what}") from None
         try:
             yield img
         finally:
@@ -87,7 +93,7 @@ def list_volumes(cluster: rados.Rados, pool: str) -> list[Volume]:
         names = sorted(rbd.RBD().list(ctx))
     out = []
     for name in names:
-        with contextlib.suppress(NotFound), image(cluster, pool, name, read_only=True) as img:
+        with contextlib.suppress(Missing), image(cluster, pool, name, read_only=True) as img:
             out.append(_describe(pool, name, img))
     return out
 
@@ -125,7 +131,7 @@ def rename_volume(cluster: rados.Rados, pool: str, name: str, new_name: str) -> 
         try:
             rbd.RBD().rename(ctx, name, new_name)
         except rbd.ImageNotFound:
-            raise NotFound(f"no volume {pool}/{name}") from None
+            raise Missing(f"no volume {pool}/{name}") from None
         except rbd.ImageExists:
             raise Exists(f"volume {pool}/{new_name} already exists") from None
     return get_volume(cluster, pool, new_name)
@@ -138,7 +144,7 @@ def clone_volume(
     check_room(get_pool(cluster, pool), force, f"clone {name}@{snapshot}")
     with image(cluster, pool, name) as img:
         if snapshot not in [s["name"] for s in img.list_snaps()]:
-            raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+            raise Missing(f"no snapshot {pool}/{name}@{snapshot}")
         if not img.is_protected_snap(snapshot):
             img.protect_snap(snapshot)
     with ioctx(cluster, pool) as ctx:
@@ -185,7 +191,7 @@ def upload(
     conffile: str,
     pool: str,
     name: str,
-    stream: BinaryIO,
+    stream: Readable,
     length: int,
     fmt: str = "raw",
     force: bool = False,
@@ -241,7 +247,7 @@ def _convert_qcow2(
     return get_volume(cluster, pool, name)
 
 
-def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-untyped-def]
+def _copy(stream: Readable, write: Callable[[bytes], object], length: int) -> None:
     """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
     left = length
     buf = bytearray()
@@ -256,18 +262,20 @@ def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-unty
             buf.clear()
 
 
-def read_stream(cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None) -> tuple[int, Iterator[bytes]]:
+def read_stream(
+    cluster: rados.Rados, pool: str, name: str, snapshot: str | None = None
+) -> tuple[int, Generator[bytes, None, None]]:
     """(size, chunks) of a volume's (or a snapshot's) raw contents, for streaming to an HTTP client. Missing
     objects raise at once."""
     volume = get_volume(cluster, pool, name)
     size = volume.size
     if snapshot is not None:
         if snapshot not in volume.snapshots:
-            raise NotFound(f"no snapshot {pool}/{name}@{snapshot}")
+            raise Missing(f"no snapshot {pool}/{name}@{snapshot}")
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
             size = img.size()  # the volume may have grown since
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Generator[bytes, None, None]:
         with image(cluster, pool, name, snapshot=snapshot, read_only=True) as img:
             offset = 0
             while offset < size:
@@ -332,4 +340,4 @@ def _live_holder(img: rbd.Image) -> str | None:
 
 def _need_snap(img: rbd.Image, pool: str, volume: str, name: str) -> None:
     if name not in [s["name"] for s in img.list_snaps()]:
-        raise NotFound(f"no snapshot {pool}/{volume}@{name}")
+        raise Missing(f"no snapshot {pool}/{volume}@{name}")

@@ -45,7 +45,7 @@ def test_every_other_route_needs_a_valid_key(api_cluster):
     for method, path, op in operations(api_cluster):
         if op.get("security") == []:
             continue
-        body = {} if "requestBody" in op else None
+        body: dict[str, object] | None = {} if "requestBody" in op else None
         for key in (None, "wrong-key-" + "x" * 20):
             status, err = api_cluster.call(method, fill(path), body=body, key=key)
             assert status == 401, f"{method} {path} with key {key!r} gave {status}"

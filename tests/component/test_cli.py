@@ -52,7 +52,7 @@ def test_cluster_status_in_every_format(cli, api_cluster):
     _, expected = api_cluster.call("GET", "/api/v1/cluster", key=api_cluster.key)
     table = cli.ok("cluster", "status")
     assert "cluster:      comptest" in table
-    assert f"nodes:        3 ({expected['nodes']['by_state']['run']} run)" in table  # type: ignore[index]
+    assert f"nodes:        3 ({expected['nodes']['by_state']['run']} run)" in table
     assert cli.json("cluster", "status") == expected
     assert yaml.safe_load(cli.ok("cluster", "status", "--format", "yaml")) == expected
 
@@ -67,10 +67,10 @@ def test_node_list_and_info(cli):
     ]
     assert lines[1].split()[4] == "4096M/8192M"
     nodes = cli.json("node", "list")
-    assert [n["name"] for n in nodes] == ["n1", "n2", "n3"]  # type: ignore[union-attr,index]
+    assert [n["name"] for n in nodes] == ["n1", "n2", "n3"]
     info = cli.ok("node", "info", "n2")
     assert "daemon state:        run" in info and "memory free:         3584M" in info
-    assert cli.json("node", "info", "n3")["resources"]["mem_free"] == 3072  # type: ignore[index]
+    assert cli.json("node", "info", "n3")["resources"]["mem_free"] == 3072
     assert cli.fails("node", "info", "nosuch") == "pvc: not found: node 'nosuch'"
 
 
@@ -98,7 +98,7 @@ def test_formation_faults_and_maintenance(cli, api_cluster):
     listed = cli.ok("cluster", "faults")
     row = next(line for line in listed.splitlines() if line.startswith(fault_id))
     assert row.split()[1:4] == ["test", "n3", "1"] and row.endswith("a fault for the CLI test")
-    assert any(f["id"] == fault_id for f in cli.json("cluster", "faults"))  # type: ignore[union-attr]
+    assert any(f["id"] == fault_id for f in cli.json("cluster", "faults"))
     assert cli.ok("cluster", "fault-clear", fault_id).strip() == f"cleared fault {fault_id}"
     assert fault_id not in {f.id for f in state.faults()}
     assert cli.fails("cluster", "fault-clear", fault_id) == f"pvc: not found: fault '{fault_id}'"
@@ -136,14 +136,14 @@ def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
 
     row = next(line for line in cli.ok("vm", "list", "--tag", "blue").splitlines() if line.startswith(name))
     assert row.split() == [name, "stop", "stopped", "n2", "-", "64M", "1", "web,blue"]
-    assert name in {v["name"] for v in cli.json("vm", "list", "--node", "n2", "--state", "stop")}  # type: ignore[union-attr]
-    assert name not in {v["name"] for v in cli.json("vm", "list", "--node", "n1")}  # type: ignore[union-attr]
-    assert name not in {v["name"] for v in cli.json("vm", "list", "--tag", "green")}  # type: ignore[union-attr]
+    assert name in {v["name"] for v in cli.json("vm", "list", "--node", "n2", "--state", "stop")}
+    assert name not in {v["name"] for v in cli.json("vm", "list", "--node", "n1")}
+    assert name not in {v["name"] for v in cli.json("vm", "list", "--tag", "green")}
 
     info = cli.ok("vm", "info", name)
     assert f"uuid:              {spec.uuid}" in info and "migration method:  live-only" in info
     assert cli.ok("vm", "info", spec.uuid, "--xml").strip() == spec.xml
-    assert cli.json("vm", "info", name)["meta"]["max_downtime_ms"] == 250  # type: ignore[index]
+    assert cli.json("vm", "info", name)["meta"]["max_downtime_ms"] == 250
 
     shown = cli.ok("vm", "meta", name)
     assert "node limit:        n1,n2" in shown and "selector:          vcpus" in shown
@@ -226,7 +226,7 @@ def test_migrate_a_stopped_vm_and_tasks(cli, api_cluster, tmp_path):
     assert api_cluster.state.find_vm(name).node == "n2"
 
     tasks = cli.json("task", "list")
-    mine = [t for t in tasks if t["target"] == name]  # type: ignore[union-attr,index]
+    mine = [t for t in tasks if t["target"] == name]
     assert [t["kind"] for t in mine] == ["move", "unmigrate", "migrate"]  # newest first
     assert all(t["state"] == "succeeded" for t in mine)
     row = next(line for line in cli.ok("task", "list").splitlines() if line.startswith(mine[0]["id"]))
@@ -322,10 +322,10 @@ def test_tls_errors_against_gunicorn(cli, api_cluster, tls_api):
         f"pvc: TLS error talking to https://127.0.0.1:{port}: certificate verify failed: self-signed certificate"
     )
     assert "--ca-file" in line
-    assert cli.json("-c", "tls", "--insecure", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
+    assert cli.json("-c", "tls", "--insecure", "cluster", "status")["name"] == "comptest"
     cli.ok("connection", "add", "tls-ca", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
            "--ca-file", str(cert))  # fmt: skip
-    assert cli.json("-c", "tls-ca", "cluster", "status")["name"] == "comptest"  # type: ignore[index]
+    assert cli.json("-c", "tls-ca", "cluster", "status")["name"] == "comptest"
     cli.ok("connection", "add", "tls-lax", "--address", "127.0.0.1", "--port", port, "--tls", "--key", key,
            "--insecure")  # fmt: skip
     assert "comptest" in cli.ok("-c", "tls-lax", "cluster", "status")
@@ -364,9 +364,9 @@ def test_administrator_scenario(runtime, runtime_api, tmp_path):
 
     status = cli.ok("cluster", "status")
     assert "nodes:        3 (3 run)" in status
-    primary = cli.json("cluster", "status")["primary"]  # type: ignore[index]
+    primary = cli.json("cluster", "status")["primary"]
     assert primary in runtime.nodes
-    assert [n["daemon_state"] for n in cli.json("node", "list")] == ["run"] * 3  # type: ignore[union-attr,index]
+    assert [n["daemon_state"] for n in cli.json("node", "list")] == ["run"] * 3
 
     xml = tmp_path / "admin-vm.xml"
     # SeaBIOS writes to the serial port (sgabios) so that the console log has something to show
@@ -385,16 +385,16 @@ def test_administrator_scenario(runtime, runtime_api, tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout == "flush n1: succeeded: flushed 1 VM(s)\n"
     assert "flush n1: succeeded 1/1: flushed 1 VM(s)" in res.stderr.splitlines()
-    assert cli.json("node", "info", "n1")["domain_state"] == "flushed"  # type: ignore[index]
+    assert cli.json("node", "info", "n1")["domain_state"] == "flushed"
     away = runtime.where(vm_uuid)
     assert len(away) == 1 and away[0] in ("n2", "n3")
     info = cli.json("vm", "info", "admin-vm")
-    assert (info["node"], info["last_node"], info["running_on"]) == (away[0], "n1", away[0])  # type: ignore[index]
+    assert (info["node"], info["last_node"], info["running_on"]) == (away[0], "n1", away[0])
 
     res = cli.run("node", "ready", "n1", "--wait", timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "ready n1: succeeded: returned 1, started 0 VM(s)\n"
-    assert cli.json("node", "info", "n1")["domain_state"] == "ready"  # type: ignore[index]
+    assert cli.json("node", "info", "n1")["domain_state"] == "ready"
     assert runtime.where(vm_uuid) == ["n1"]
 
     res = cli.run("vm", "migrate", "admin-vm", "--target", "n2", "--wait", timeout=300)
@@ -404,7 +404,7 @@ def test_administrator_scenario(runtime, runtime_api, tmp_path):
     row = next(line for line in cli.ok("vm", "list").splitlines() if line.startswith("admin-vm"))
     assert row.split()[:5] == ["admin-vm", "start", "running", "n2", "n1"]
 
-    kinds = [(t["kind"], t["target"], t["state"]) for t in cli.json("task", "list")]  # type: ignore[union-attr,index]
+    kinds = [(t["kind"], t["target"], t["state"]) for t in cli.json("task", "list")]
     assert kinds[:3] == [
         ("migrate", "admin-vm", "succeeded"),
         ("ready", "n1", "succeeded"),
@@ -414,7 +414,7 @@ def test_administrator_scenario(runtime, runtime_api, tmp_path):
     console = cli.ok("vm", "console", "admin-vm")
     assert console.startswith(boot), "the console log survives the migrations"
     assert "Booting from Hard Disk" in console and "\x1b" not in console  # the guest's escapes do not reach us
-    raw = cli.json("vm", "console", "admin-vm")["lines"]  # type: ignore[index]
+    raw = cli.json("vm", "console", "admin-vm")["lines"]
     assert any("\x1b" in line for line in raw)  # JSON keeps the lines as they are: the firmware's escapes too
     assert printable(raw).splitlines() == console.splitlines()
     assert cli.ok("vm", "console", "admin-vm", "--lines", "1").splitlines() == console.splitlines()[-1:]

@@ -233,11 +233,11 @@ def test_dead_node_is_fenced_and_its_vms_restart_elsewhere(runtime, how):
         runtime.lab.set_link("n3", up=False)
     wait_until("n3 fenced", lambda: runtime.state.node("n3").daemon_state == "fenced", 60, interval=0.2)
     for s in (spec_a, spec_b):
-        wait_until(
-            f"{s.name} running on another node",
-            lambda s=s: len(runtime.where(s.uuid)) == 1 and runtime.where(s.uuid)[0] in ("n1", "n2"),
-            60,
-        )
+
+        def elsewhere(uuid: str = s.uuid) -> bool:
+            return len(runtime.where(uuid)) == 1 and runtime.where(uuid)[0] in ("n1", "n2")
+
+        wait_until(f"{s.name} running on another node", elsewhere, 60)
         assert runtime.state.vm(s.uuid).last_node == "n3"
     assert runtime.state.node("n3").fence.state == "off"
     if how == "partition":

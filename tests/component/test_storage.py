@@ -13,7 +13,7 @@ import rbd
 
 from pvc.nodeos.state.models import PoolRecord
 from pvc.nodeos.storage import pools, volumes
-from pvc.nodeos.storage.ceph import Connection, NotFound, Refused, StorageError, Unavailable, connect, mon_command
+from pvc.nodeos.storage.ceph import Connection, Missing, Refused, StorageError, Unavailable, connect, mon_command
 
 MiB = 1024**2
 
@@ -46,7 +46,7 @@ def test_pool_create_list_size_remove(cluster):
         pools.remove_pool(cluster, "ptest", confirm="other")
     pools.remove_pool(cluster, "ptest", confirm="ptest")
     assert not cluster.pool_exists("ptest")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         pools.remove_pool(cluster, "ptest", confirm="ptest")
 
 
@@ -69,7 +69,7 @@ def test_connection_is_lazy_maps_ceph_errors_and_reconnects(ceph, pool, tmp_path
         with c.open_ioctx(pool) as ioctx:
             rbd.Image(ioctx, "nosuch")
 
-    with pytest.raises(NotFound, match="Ceph refused"):
+    with pytest.raises(Missing, match="Ceph refused"):
         conn.run(open_missing)
     first = conn.cluster()
     conn.drop()
@@ -97,7 +97,7 @@ def test_volume_create_resize_rename_copy_remove(cluster, pool):
     with volumes.image(cluster, pool, "v1") as img:
         img.write(b"pvc-data" * 100, 4096)
     volumes.rename_volume(cluster, pool, "v1", "v2")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         volumes.get_volume(cluster, pool, "v1")
     copy = volumes.copy_volume(cluster, pool, "v2", "v3")
     assert copy.size == 128 * MiB
@@ -131,7 +131,7 @@ def test_snapshots_rollback_protect_clone(cluster, pool):
     volumes.remove_volume(cluster, pool, "child")
     volumes.protect_snapshot(cluster, pool, "base", "s1", protect=False)
     volumes.remove_snapshot(cluster, pool, "base", "s1")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         volumes.remove_snapshot(cluster, pool, "base", "s1")
     volumes.remove_volume(cluster, pool, "base")
 
@@ -163,7 +163,7 @@ def test_upload_download_round_trips(cluster, pool, ceph, tmp_path):
         _upload(cluster, ceph, pool, "x", raw, "vmdk")
     with pytest.raises(StorageError, match="the upload ended after 0 of 10 bytes"):
         volumes.upload(cluster, str(ceph.conf), pool, "short", io.BytesIO(b""), 10)
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         volumes.get_volume(cluster, pool, "short")  # a failed upload leaves no volume
 
 
@@ -175,7 +175,7 @@ def test_a_snapshot_downloads_at_its_own_size(cluster, pool):
     volumes.resize_volume(cluster, pool, "grown", 2 * MiB)
     size, chunks = volumes.read_stream(cluster, pool, "grown", "small")
     assert size == MiB and b"".join(chunks) == b"x" * MiB
-    with pytest.raises(NotFound, match="no snapshot"):
+    with pytest.raises(Missing, match="no snapshot"):
         volumes.read_stream(cluster, pool, "grown", "nosuch")
     volumes.remove_volume(cluster, pool, "grown")
 
@@ -191,7 +191,7 @@ def test_full_pool_refuses_growth_unless_forced(cluster, pool):
 
 
 def test_missing_objects(cluster, pool):
-    with pytest.raises(NotFound, match="no pool"):
+    with pytest.raises(Missing, match="no pool"):
         volumes.list_volumes(cluster, "nosuchpool")
-    with pytest.raises(NotFound, match="no volume"):
+    with pytest.raises(Missing, match="no volume"):
         volumes.get_volume(cluster, pool, f"nope-{uuid.uuid4().hex[:6]}")

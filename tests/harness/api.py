@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kazoo.client import KazooClient
 
@@ -73,7 +74,7 @@ class ApiServer:
     @contextlib.contextmanager
     def running(cls, *args: object, **kwargs: object) -> Iterator[ApiServer]:
         """Start the API (arguments as for the constructor), wait until it answers, and stop it afterwards."""
-        server = cls(*args, **kwargs)  # type: ignore[arg-type]
+        server = cls(*args, **kwargs)  # type: ignore[arg-type]  # the constructor's own arguments, passed through
         try:
             server.wait_ready()
             yield server
@@ -95,7 +96,7 @@ class ApiServer:
         key: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
-    ) -> tuple[int, object]:
+    ) -> tuple[int, Any]:  # the status and the decoded JSON (or the text) of the answer
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:

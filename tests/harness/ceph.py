@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pvc.config.secrets import cluster_secrets
+from pvc.installer.lab.command import ip
 from pvc.nodeos.formation import ceph as cephform
-from tests.harness.netlab import ip, kill_all_in
+from tests.harness.netlab import kill_all_in
 from tests.harness.procs import Proc, wait_until
 
 # A one-machine cluster can hold no more than one copy per host, and this disk is mostly full: the options below
@@ -161,9 +162,7 @@ class Ceph:
         keyring.write_text(cephform.mon_keyring(self.secrets))
         monmap = self.dir / "monmap"
         self.run(*cephform.monmaptool_args(self.params, str(monmap)))
-        self.run(
-            "ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)
-        )
+        self.run(*cephform.mon_mkfs_args(str(self.conf), "a", monmap, keyring))
         self.run(*cephform.chown_argv(self.dir))
         self.procs.append(
             self.daemon("ceph-mon", cephform.daemon_argv("mon", str(self.conf), "a"), self.dir / "mon.log")
@@ -199,26 +198,8 @@ class Ceph:
         osd_id = int(self.ceph("osd", "new", osd_uuid).strip())
         osd_dir = self.dir / "osd" / f"ceph-{osd_id}"
         osd_dir.mkdir(parents=True)
-        self.run(
-            "ceph-osd",
-            "-c",
-            str(self.conf),
-            "-i",
-            str(osd_id),
-            "--mkfs",
-            "--mkkey",
-            "--no-mon-config",
-            "--osd-uuid",
-            osd_uuid,
-        )
-        self.ceph(
-            "auth",
-            "add",
-            f"osd.{osd_id}",
-            *cephform.OSD_CAPS,
-            "-i",
-            str(osd_dir / "keyring"),
-        )
+        self.run(*cephform.osd_mkfs_args(str(self.conf), osd_id, osd_uuid))
+        self.ceph(*cephform.osd_auth_args(osd_id, osd_dir / "keyring"))
         self.run(*cephform.chown_argv(osd_dir))
         return osd_id
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 PVC = Path(sys.executable).parent / "pvc"
 
@@ -30,7 +31,7 @@ class Cli:
         assert res.returncode == 0, f"pvc {' '.join(args)} exited {res.returncode}: {res.stderr}"
         return res.stdout
 
-    def json(self, *args: str) -> object:
+    def json(self, *args: str) -> Any:  # whatever JSON `pvc` printed
         return json.loads(self.ok(*args, "--format", "json"))
 
     def fails(self, *args: str, stdin: str | None = None) -> str:

@@ -10,6 +10,7 @@ The test process reaches ZooKeeper through a loopback forwarder and each libvirt
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import libvirt
+from kazoo.client import KazooClient
 
 from pvc.config.load import load_text
 from pvc.config.secrets import ZK_USER, zookeeper_password
@@ -189,14 +191,14 @@ class RuntimeCluster:
         self.nodes = nodes
         self.lab = NetLab(prefix, [UPSTREAM, CLUSTER])
         self.zk_host_port = zk_host_port
-        self.toml = cluster_toml(nodes, **toml_options)  # type: ignore[arg-type]
+        self.toml = cluster_toml(nodes, **toml_options)  # type: ignore[arg-type]  # cluster_toml's keywords, passed through
         result = load_text(self.toml)
-        assert result.valid, [p.format("cluster.toml") for p in result.errors]
+        assert result.valid and result.config is not None, [p.format("cluster.toml") for p in result.errors]
         self.cfg = result.config
         self.machines: dict[str, Proc] = {}
         self.procs: list[Proc] = []
         self.zk: ZooKeeper | None = None
-        self.client = None
+        self.client: KazooClient | None = None
         self.checker: DoubleRunChecker | None = None
 
     # -- addresses -----------------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ class RuntimeCluster:
         for node in self.nodes:
             self.start_machine(node, cache)
             if not any(cache.iterdir()):  # the first libvirtd probed QEMU: share its capabilities cache
-                wait_until(f"libvirtd on {node}", lambda n=node: self.virt_ok(n), 60, proc=self.machines[node])
+                wait_until(f"libvirtd on {node}", functools.partial(self.virt_ok, node), 60, proc=self.machines[node])
                 shutil.copytree(self.libvirt_root(node) / "cache", cache, dirs_exist_ok=True)
         self.client = make_client(
             f"127.0.0.1:{self.zk_host_port}", user=ZK_USER, password=zookeeper_password(JOIN_KEY), timeout=5
@@ -335,12 +337,12 @@ class RuntimeCluster:
     def down(self) -> None:
         """End everything this cluster started, whatever state it is in."""
         steps = [
-            lambda: self.checker and self.checker.stop(),
+            lambda: self.checker.stop() if self.checker else None,
             lambda: self.client and (self.client.stop(), self.client.close()),
             *[lambda n=n: self.power_loss(n) for n in self.nodes],
             *[lambda p=p: p.stop(timeout=15) for p in self.machines.values()],
             *[lambda p=p: p.stop(timeout=5) for p in self.procs],
-            lambda: self.zk and self.zk.stop(),
+            lambda: self.zk.stop() if self.zk else None,
             self.lab.down,
         ]
         for step in steps:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pvc.config.load import load
+from pvc.config.schema import ClusterFile
 from pvc.installer.lab.state import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,3 +21,10 @@ def example(name: str) -> Path:
         if path.exists():
             return path
     raise FileNotFoundError(f"no example {name}.toml in {EXAMPLES} or {LAB_CONFIGS}")
+
+
+def example_cluster(name: str) -> ClusterFile:
+    """The example NAME.toml, loaded (test_config_checks.py::test_examples_are_valid checks that each one is valid)."""
+    result = load(example(name))
+    assert result.config is not None, [p.format(name) for p in result.errors]
+    return result.config

@@ -33,6 +33,8 @@ class Seen:
 class Stub:
     routes: dict[tuple[str, str], Answer | Callable[[Seen], Answer]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    url: str = ""  # set by the fixture that serves it
+    env: dict[str, str] = field(default_factory=dict)  # the environment a test runs `pvc` with against it
 
     def answer(self, request: Seen) -> Answer:
         self.seen.append(request)

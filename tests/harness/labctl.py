@@ -9,14 +9,17 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from testinfra.backend.base import CommandResult
 from testinfra.backend.local import LocalBackend
 from testinfra.host import Host
 
 from pvc.installer.lab.machine import since_power_on
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 
@@ -62,7 +65,7 @@ class Lab:
     def since_power_on(self, node: str) -> str:
         return since_power_on(self.console(node))
 
-    def wait(self, what: str, check, timeout: float, interval: float = 2.0):  # type: ignore[no-untyped-def]
+    def wait(self, what: str, check: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -79,7 +82,7 @@ class Lab:
         return Host(LabBackend(self, node))
 
 
-class LabBackend(LocalBackend):
+class LabBackend(LocalBackend):  # type: ignore[misc]  # testinfra has no types: LocalBackend is Any to mypy
     """testinfra commands run on a lab node through `pvc-lab ssh NODE -- /bin/sh -c COMMAND`."""
 
     def __init__(self, lab: Lab, node: str) -> None:

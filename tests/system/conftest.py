@@ -1,4 +1,4 @@
-"""Fixtures for the system tests: the built node image (and, later, the lab that boots it)."""
+"""Fixtures for the system tests: the built node image, which each module's lab fixture boots."""
 
 from __future__ import annotations
 

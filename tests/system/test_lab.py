@@ -22,7 +22,7 @@ from tests.harness.labctl import Lab
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
 NODES = ("node1", "node2", "node3")
-OSD_OF = {}  # node -> osd id, filled by test_ceph
+OSD_OF: dict[str, list[int]] = {}  # node -> its OSD ids, filled by test_ceph
 SERVICES = ("pvc-zookeeper", "pvc-patroni", "frr", "pvc-libvirtd", "pvc-pvcd", "pvc-api")
 # Ceph health checks a one-machine lab cannot avoid. None has been needed so far: every check named here must say why.
 ALLOWED_WARNINGS: dict[str, str] = {}

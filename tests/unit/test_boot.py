@@ -9,14 +9,14 @@ from typing import ClassVar
 
 import pytest
 
-from pvc.config.load import load, load_text
+from pvc.config.load import load_text
 from pvc.config.schema import DataDisk
 from pvc.nodeos.boot import cmdline, discover, disks, identity
-from tests.harness.examples import example
+from tests.harness.examples import example, example_cluster
 
 
 def lab3():
-    return load(example("lab-3node")).config
+    return example_cluster("lab-3node")
 
 
 def test_cmdline_parses_pvc_arguments_only():

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,15 +26,15 @@ from tests.harness.http_stub import Stub, closed_port, self_signed, serve, silen
 PVC = Path(sys.executable).parent / "pvc"
 
 
-def conn(url: str, key: str = "k3y", **kw: object) -> Connection:
-    return Connection(name="lab", url=url, key=key, **kw)  # type: ignore[arg-type]
+def conn(url: str, key: str = "k3y", **kw: Any) -> Connection:
+    return Connection(name="lab", url=url, key=key, **kw)
 
 
 @pytest.fixture
 def stub():
     s = Stub()
     server, url = serve(s)
-    s.url = url  # type: ignore[attr-defined]
+    s.url = url
     yield s
     server.shutdown()
     server.server_close()
@@ -51,7 +52,7 @@ def certs(tmp_path_factory):
 def tls_stub(certs):
     s = Stub({("GET", "/api/v1/cluster"): (200, {"name": "tls"})})
     server, url = serve(s, tls_context(*certs["ip"]))
-    s.url = url  # type: ignore[attr-defined]
+    s.url = url
     yield s
     server.shutdown()
     server.server_close()

@@ -59,14 +59,14 @@ def api(tmp_path):
     env = {**os.environ, "PVC_CLIENT_DIR": str(tmp_path)}
     env.pop("PVC_CONNECTION", None)
     subprocess.run([str(PVC), "connection", "add", "stub", "--address", url, "--key", "k"], env=env, check=True)
-    stub.env = env  # type: ignore[attr-defined]
+    stub.env = env
     yield stub
     server.shutdown()
     server.server_close()
 
 
 def pvc(api: Stub, *args: str) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([str(PVC), *args], capture_output=True, text=True, env=api.env, timeout=60)  # type: ignore[attr-defined]
+    res = subprocess.run([str(PVC), *args], capture_output=True, text=True, env=api.env, timeout=60)
     assert "Traceback" not in res.stdout + res.stderr
     return res
 
@@ -131,7 +131,7 @@ def test_progress_bar_on_a_terminal(api):
         [str(PVC), "node", "flush", "n1", "--wait"],
         stdout=subprocess.PIPE,
         stderr=follower,
-        env={**api.env, "COLUMNS": "100"},  # type: ignore[attr-defined]
+        env={**api.env, "COLUMNS": "100"},
     )
     os.close(follower)
     drawn = b""
@@ -220,7 +220,7 @@ def test_ctrl_c_stops_only_the_waiting(api):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=api.env,  # type: ignore[attr-defined]
+        env=api.env,
     )
     deadline = time.monotonic() + 20
     while len([s for s in api.seen if s.method == "GET"]) < 2 and time.monotonic() < deadline:

@@ -91,7 +91,8 @@ def mutated(draw):
     if kind == "delete":
         del parent[path[-1]]
     elif kind == "swap-type":
-        parent[path[-1]] = draw(values.filter(lambda v, old=parent[path[-1]]: type(v) is not type(old)))
+        old_type = type(parent[path[-1]])
+        parent[path[-1]] = draw(values.filter(lambda v: type(v) is not old_type))
     else:
         parent[path[-1]] = same_type_value(draw, parent[path[-1]])
     try:

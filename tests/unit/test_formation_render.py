@@ -9,16 +9,15 @@ import subprocess
 import pytest
 import yaml
 
-from pvc.config.load import load
 from pvc.config.pki import node_pki
 from pvc.config.secrets import patroni_rest_password
 from pvc.nodeos.formation import ceph, frr, libvirt, network, patroni, plan, system, units
 from pvc.nodeos.formation.machinery import Context, write
-from tests.harness.examples import EXAMPLES, example
+from tests.harness.examples import EXAMPLES, example_cluster
 
 
 def cfg_of(name: str):
-    return load(example(name)).config
+    return example_cluster(name)
 
 
 def test_network_files_for_the_lab():
@@ -129,7 +128,7 @@ def test_steps_per_role():
     cfg = cfg_of("production-5node")
     names = {}
     for node in cfg.nodes:
-        ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]
+        ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]  # listing the steps reads no secrets
         names[node.name] = [s.name for s in plan.steps_for(ctx)]
     coord = next(n for n in cfg.nodes if n.coordinator)
     hyper = next(n for n in cfg.nodes if not n.coordinator)
@@ -146,7 +145,7 @@ def test_the_plan_starts_exactly_the_services_config_show_lists():
     for name in ("production-5node", "lab-3node"):
         cfg = cfg_of(name)
         for node in cfg.nodes:
-            ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]
+            ctx = Context(cfg=cfg, node=node, config_path=EXAMPLES, join_key="", secrets=None)  # type: ignore[arg-type]  # listing the steps reads no secrets
             started = [step_service.get(s.name, s.name) for s in plan.steps_for(ctx)]
             assert [s for s in started if s in SERVICES] == services(cfg, node), node.name
             assert ("ceph-pools" in started) == node.coordinator  # the monitors' nodes create the pools

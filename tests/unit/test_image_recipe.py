@@ -229,7 +229,7 @@ def test_runner_failure_names_stage_command_and_log_tail(tmp_path):
 
 def test_pvc_node_unit():
     unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # configparser's documented way to keep key case
     unit.read(ROOTFS_OVERLAY / "usr/lib/systemd/system/pvc-node.service")
     svc = unit["Service"]
     assert svc["ExecStart"] == "/usr/local/bin/pvc-node boot"

@@ -8,6 +8,7 @@ A failure names the file, the line and the edge.
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,22 @@ def test_every_allowed_same_layer_edge_is_used():
     edges = [e for n, p in modules.items() for e in imports(n, p.read_text(), set(modules), str(p))]
     used = {(part(e.source), part(e.target)) for e in edges}
     assert set(SAME_LAYER) <= used, f"allowed but no longer used (remove them): {set(SAME_LAYER) - used}"
+
+
+def test_the_map_in_the_docs_gives_the_layers_and_edges_enforced_here():
+    """docs/development.md's Layout table: one row per part of LAYERS with its layer, and in its last column the
+    same-layer edges SAME_LAYER allows (nodeos/__init__.py, LAYERS' bare pvc.nodeos, has no row)."""
+    layers: dict[str, int] = {}
+    edges: set[tuple[str, str]] = set()
+    for line in (ROOT / "docs" / "development.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) != 5 or not cells[1].startswith("`pvc."):
+            continue
+        name = cells[1].strip("`")
+        layers[name] = int(cells[2])
+        edges |= {(name, target) for target in re.findall(r"`(pvc\.[a-z_.]+)`", cells[4])}
+    assert layers == {name: layer for name, layer in LAYERS.items() if name != "pvc.nodeos"}
+    assert edges == set(SAME_LAYER)
 
 
 def test_the_scan_sees_imports_inside_functions_and_relative_ones():

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 
 from pvc.config import lab_hardware as hw
-from pvc.config.load import load
 from pvc.installer.lab import observe, state, up
 from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import mark
 from pvc.installer.lab.state import Bmc, Disks, Lab, LabNode, Nic
 from pvc.nodeos.boot import console
-from tests.harness.examples import example
+from tests.harness.examples import example_cluster
 
 
 def a_lab(tmp_path) -> Lab:
@@ -67,11 +66,11 @@ def test_the_lab_folder_is_readable_by_root_only(tmp_path):
 
 
 def test_each_node_gets_the_bmc_its_config_names_or_the_lab_default():
-    three = load(example("lab-3node")).config
+    three = example_cluster("lab-3node")
     assert [up.bmc_of(n) for n in three.nodes][1] == Bmc(
         address="192.0.2.102", port=623, username=hw.BMC_USER, password=hw.BMC_PASSWORD
     )
-    one = load(example("lab-1node")).config  # a one-node lab has no fencing, so no [nodes.ipmi]
+    one = example_cluster("lab-1node")  # a one-node lab has no fencing, so no [nodes.ipmi]
     assert one.nodes[0].ipmi is None
     assert up.bmc_of(one.nodes[0]) == Bmc(address="127.0.0.2", port=623, username="admin", password="pvc-lab-bmc")
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pvc.config.load import load
 from pvc.installer.lab import pxe
 from pvc.installer.lab import vm as labvm
 from pvc.installer.lab.command import LabError
 from pvc.installer.lab.state import Bmc, Disks, LabNode, Medium, Nic, Vm
-from tests.harness.examples import example
+from tests.harness.examples import example_cluster
 
 
 def entry() -> LabNode:
@@ -73,7 +72,7 @@ def test_nics_sit_at_the_slots_the_guest_names_and_only_the_first_netboots():
 
 def test_the_vm_examples_name_their_nics_as_the_guest_does():
     for name in ("lab-vm-1node", "lab-vm-3node"):
-        cfg = load(example(name)).config
+        cfg = example_cluster(name)
         assert [n.name for n in cfg.network.nics] == [labvm.nic_name(i) for i in range(3)]
 
 
@@ -88,7 +87,7 @@ def test_accelerator_override_and_pvm(monkeypatch):
 
 
 def test_dhcp_range_avoids_every_used_address():
-    cfg = load(example("lab-vm-3node")).config
+    cfg = example_cluster("lab-vm-3node")
     first, last = pxe.dhcp_range(cfg)
     used = {"192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.250", "192.0.2.254"}
     lo, hi = int(first.rsplit(".", 1)[1]), int(last.rsplit(".", 1)[1])

@@ -95,10 +95,12 @@ def test_the_wheel_carries_the_lab_configs_once(wheel):
     assert "pvc/installer/lab/cli.py" in names and "pvc/installer/install.py" in names
 
 
-def test_pvc_lab_finds_its_configs_in_an_installed_wheel(wheel, tmp_path):
-    """A non-editable install: the wheel unpacked into a folder of its own, imported with no source tree (no site
-    processing, so this checkout's editable install is not seen; its dependencies come from the venv's folder)."""
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory):
+    """A non-editable install: the wheel unpacked into a folder of its own, imported with no source tree (run it with
+    `python -S` and this environment: no site processing, so this checkout's editable install is not seen; its
+    dependencies come from the venv's folder)."""
+    target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [
             sys.executable,
@@ -115,6 +117,12 @@ def test_pvc_lab_finds_its_configs_in_an_installed_wheel(wheel, tmp_path):
         check=True,
         capture_output=True,
     )
+    paths = [str(target), sysconfig.get_paths()["purelib"], "/usr/lib/python3/dist-packages"]
+    return target, {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def test_pvc_lab_finds_its_configs_in_an_installed_wheel(installed, tmp_path):
+    target, env = installed
     code = (
         "import pvc.installer.lab.state as s\n"
         "from pvc.config.load import load\n"
@@ -123,9 +131,23 @@ def test_pvc_lab_finds_its_configs_in_an_installed_wheel(wheel, tmp_path):
         "    assert load(path).valid, path\n"
         "    print(path)\n"
     )
-    paths = [str(target), sysconfig.get_paths()["purelib"], "/usr/lib/python3/dist-packages"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     found = out.stdout.split()
     assert len(found) == 4 and all(p.startswith(str(target / "pvc" / "installer" / "lab" / "configs")) for p in found)
+
+
+def test_pvc_lab_from_a_wheel_builds_the_image_of_the_checkout_it_runs_in_or_says_what_to_do(installed, tmp_path):
+    _, env = installed
+    code = (
+        "from pvc.installer.lab.command import LabError\n"
+        "from pvc.installer.lab.up import image_project\n"
+        "try:\n"
+        "    print(image_project())\n"
+        "except LabError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    for cwd, expected in ((ROOT, str(ROOT)), (tmp_path, "refused: no PVC source tree")):
+        out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=cwd)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(expected) and ("--squashfs" in out.stdout) == (cwd == tmp_path), out.stdout

@@ -183,7 +183,9 @@ def test_mutual_tls_between_two_nodes_with_python_ssl(lab, tmp_path):
     def serve() -> None:
         conn, _ = listener.accept()
         with server_ctx.wrap_socket(conn, server_side=True) as tls:
-            seen["peer"] = tls.getpeercert()["subject"]
+            peer = tls.getpeercert()
+            assert peer is not None
+            seen["peer"] = peer["subject"]
             tls.sendall(b"hello")
 
     thread = threading.Thread(target=serve, daemon=True)

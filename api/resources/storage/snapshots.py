@@ -12,7 +12,7 @@ from pvc.api.resources.storage.volumes import volume_view
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.storage import volumes
-from pvc.nodeos.storage.ceph import NotFound
+from pvc.nodeos.storage.ceph import Missing
 
 
 def snapshot_view(s: volumes.Snapshot) -> SnapshotView:
@@ -47,7 +47,7 @@ class SnapshotResource(Resource):
         for snap in snaps:
             if snap.name == snapshot:
                 return snapshot_view(snap)
-        raise NotFound(f"no snapshot {pool}/{volume}@{snapshot}")
+        raise Missing(f"no snapshot {pool}/{volume}@{snapshot}")
 
     @operation(
         summary="Protect or unprotect a snapshot",

@@ -4,7 +4,7 @@ contents as a raw (or, uploading, qcow2) image."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import falcon
 import rados
@@ -187,6 +187,6 @@ class VolumeDataResource(Resource):
         return _located(resp, vol)
 
 
-def _guarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    with contextlib.closing(chunks):  # type: ignore[type-var]
+def _guarded(chunks: Generator[bytes, None, None]) -> Iterator[bytes]:
+    with contextlib.closing(chunks):
         yield from chunks
