@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from pvc.installer.labvm import OVMF_CODE, OVMF_VARS, accel_args, accelerator
 
@@ -80,10 +82,15 @@ class GuestSpec:
     def qmp_socket(self) -> Path:
         return self.workdir / "qmp.sock"
 
+    @property
+    def agent_socket(self) -> Path:
+        """The host end of the guest agent's virtio-serial port (org.qemu.guest_agent.0, as libvirt names it)."""
+        return self.workdir / "qga.sock"
+
 
 def qemu_argv(spec: GuestSpec) -> list[str]:
     """The QEMU command line: the disk as the first virtio disk, one virtio NIC on user-mode networking (with the
-    SSH port forwarded), the serial port into a file, QMP on a socket, no display."""
+    SSH port forwarded), the guest agent's channel, the serial port into a file, QMP on a socket, no display."""
     if spec.firmware not in FIRMWARES:
         raise GuestError(f"firmware must be one of {', '.join(FIRMWARES)}, not {spec.firmware!r}")
     machine = "q35" if spec.firmware == "uefi" else "pc"
@@ -104,6 +111,8 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
     argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
     if spec.firmware == "uefi":
         argv += ["-device", "pcie-root-port,id=hotplug0,chassis=1"]  # q35: a slot a NIC can be hot-plugged into
+    argv += ["-chardev", f"socket,id=qga0,path={spec.agent_socket},server=on,wait=off", "-device", "virtio-serial"]
+    argv += ["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]
     argv += ["-device", "virtio-rng-pci", "-vga", "std", "-display", "none"]
     argv += ["-serial", f"file:{spec.serial_log}", "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     return argv
@@ -177,26 +186,61 @@ class Guest:
 
     def qmp(self, *commands: dict) -> list[dict]:
         """Run QMP commands (after the capabilities handshake); their replies, an error reply raising GuestError."""
-        replies = []
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(30)
-            sock.connect(str(self.spec.qmp_socket))
-            stream = sock.makefile("rw")
-            json.loads(stream.readline())  # the greeting
-            for cmd in ({"execute": "qmp_capabilities"}, *commands):
-                stream.write(json.dumps(cmd) + "\n")
-                stream.flush()
-                while True:
-                    reply = json.loads(stream.readline())
-                    if "return" in reply or "error" in reply:
-                        break  # skip asynchronous events
-                if "error" in reply:
-                    raise GuestError(f"QMP {cmd['execute']}: {reply['error'].get('desc')}")
-                replies.append(reply)
-        return replies[1:]
+        return _json_exchange(self.spec.qmp_socket, [{"execute": "qmp_capabilities"}, *commands], greeting=True)[1:]
+
+    def agent(self, command: str, timeout: float = 60) -> dict:
+        """One guest agent command (e.g. guest-get-host-name) once the agent answers: its reply. Each try starts with
+        guest-sync and a fresh id, so a reply left over from an earlier try is never taken for this one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sync = secrets.randbelow(2**31)
+            try:
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.settimeout(5)
+                    sock.connect(str(self.spec.agent_socket))
+                    stream = sock.makefile("rw")
+                    stream.write(json.dumps({"execute": "guest-sync", "arguments": {"id": sync}}) + "\n")
+                    stream.flush()
+                    while _json_line(stream).get("return") != sync:
+                        pass
+                    return _json_exchange_on(stream, {"execute": command})
+            except (OSError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    raise GuestError(f"the guest agent did not answer {command} in {timeout:.0f} s: {exc}") from None
+                time.sleep(1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
         self.stderr.close()
+
+
+def _json_exchange(path: Path, commands: list[dict], greeting: bool = False) -> list[dict]:
+    """Send JSON commands over a QEMU socket (QMP), one reply each."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        stream = sock.makefile("rw")
+        if greeting:
+            json.loads(stream.readline())
+        return [_json_exchange_on(stream, cmd) for cmd in commands]
+
+
+def _json_exchange_on(stream: TextIO, cmd: dict) -> dict:
+    """One command and its reply; asynchronous events are skipped, an error reply raises GuestError."""
+    stream.write(json.dumps(cmd) + "\n")
+    stream.flush()
+    while True:
+        reply = _json_line(stream)
+        if "error" in reply:
+            raise GuestError(f"{cmd['execute']}: {reply['error'].get('desc')}")
+        if "return" in reply:
+            return reply
+
+
+def _json_line(stream: TextIO) -> dict:
+    line = stream.readline()
+    if not line:
+        raise ValueError("the socket closed the connection")
+    return json.loads(line)
