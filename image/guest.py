@@ -194,9 +194,10 @@ def _write_manifest(
             "sha256": manifest.sha256_file(qcow2),
         }
     }
-    text = manifest.render_guest(
-        recipe=recipe,
+    text = manifest.document(
+        recipe=manifest.guest_recipe(recipe),
         inputs=keys,
+        key=keys["guest"],
         packages=manifest.parse_dpkg_status(status),
         artifacts=artifacts,
         stage_seconds={"guest-base": seconds.get("guest-base", 0.0), "guest": seconds.get("guest", 0.0)},

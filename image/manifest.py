@@ -114,24 +114,6 @@ def render(
     )
 
 
-def render_guest(
-    *,
-    recipe: GuestRecipe,
-    inputs: dict[str, str],
-    packages: dict[str, str],
-    artifacts: dict[str, dict],
-    stage_seconds: dict[str, float],
-    kernel: str,
-    built_at: str,
-) -> str:
-    """The guest disk's manifest. `inputs`: the cache key of each stage; `inputs["guest"]` hashes all of them."""
-    return document(
-        recipe={**debian_recipe(recipe), "kernel_args": recipe.kernel_args, "disk_mib": recipe.disk_mib},
-        inputs=inputs,
-        key=inputs["guest"],
-        packages=packages,
-        artifacts=artifacts,
-        stage_seconds=stage_seconds,
-        kernel=kernel,
-        built_at=built_at,
-    )
+def guest_recipe(recipe: GuestRecipe) -> dict:
+    """The guest recipe as the guest disk's manifest shows it (see `document`)."""
+    return {**debian_recipe(recipe), "kernel_args": recipe.kernel_args, "disk_mib": recipe.disk_mib}

@@ -199,9 +199,10 @@ def test_dhcp_on_every_nic_and_wait_online_never_blocks_long():
 
 
 def test_guest_manifest():
-    text = manifest.render_guest(
-        recipe=RECIPE,
+    text = manifest.document(
+        recipe=manifest.guest_recipe(RECIPE),
         inputs={"guest-base": "b", "guest": "g"},
+        key="g",
         packages={"cloud-init": "22.4.2-1+deb12u4"},
         artifacts={"pvc-guest.qcow2": {"size": 1, "virtual_size": 2, "sha256": "0" * 64}},
         stage_seconds={"guest-base": 90.04, "guest": 20.0},
