@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from pvc.image import base, guest, guestboot, inputs, manifest, media
+from pvc.image.main import cli
 from pvc.image.recipe import GUEST_CUSTOMIZE_SCRIPT, GUEST_ROOTFS_OVERLAY, HERE, GuestRecipe, Recipe
 
 RECIPE = GuestRecipe()
@@ -249,3 +251,14 @@ def test_seed_iso_is_a_cidata_volume(tmp_path):
     )
     assert (out / "meta-data").read_text() == meta
     assert (out / "user-data").read_text() == "#cloud-config\n{}\n"
+
+
+def test_cli_guest_reports_a_failure_in_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("PVC_IMAGE_CACHE", str(blocker / "cache"))
+    res = CliRunner().invoke(cli, ["guest", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert res.output.startswith("pvc-image: ") and str(blocker / "cache") in res.output
+    assert "Traceback" not in res.output
+    assert CliRunner().invoke(cli, ["guest", "--help"]).exit_code == 0
