@@ -59,15 +59,18 @@ class Artifacts:
 Progress = Callable[[str], None]
 
 
-class _Stages:
-    def __init__(self, cache: Cache, progress: Progress) -> None:
+class Stages:
+    """Progress lines and cached stage results of one build (the node image's or the guest's)."""
+
+    def __init__(self, cache: Cache, progress: Progress, total: int = STAGES) -> None:
         self.cache = cache
         self.progress = progress
+        self.total = total
         self.seconds: dict[str, float] = {}
         self.start = time.monotonic()
 
     def say(self, n: int, stage: str, text: str) -> None:
-        self.progress(f"[{n}/{STAGES}] {stage}: {text}  (+{time.monotonic() - self.start:.1f} s)")
+        self.progress(f"[{n}/{self.total}] {stage}: {text}  (+{time.monotonic() - self.start:.1f} s)")
 
     def layer(self, n: int, kind: str, stage: str, key: str, what: str, make: Callable[[Path, Runner], dict]) -> Path:
         """The cache entry of one stage: reused when present, otherwise built with `make(work, runner)`."""
@@ -88,19 +91,19 @@ class _Stages:
         return self.cache.entry(kind, key)
 
 
-def check_host(stages: list[str]) -> None:
+def check_host(stages: list[str], tools: dict[str, list[str]] = HOST_TOOLS) -> None:
     if os.geteuid() != 0:
-        raise BuildError("setup", "pvc-image build needs root (mmdebstrap --mode=root, overlay mounts, chroot)")
+        raise BuildError("setup", "pvc-image needs root (mmdebstrap --mode=root, overlay mounts, chroot)")
     for stage in stages:
-        for tool in HOST_TOOLS.get(stage, []):
+        for tool in tools.get(stage, []):
             if shutil.which(tool) is None:
                 raise BuildError(stage, f"missing tool {tool!r}: install the host packages (ci/setup.sh)")
 
 
-def _publish(entry: Path, out: Path) -> None:
+def publish(entry: Path, out: Path, names: tuple[str, ...] = ARTIFACTS) -> None:
     """Copy the cached artefacts to `out` (reflinks where the file system has them), unless already identical."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ARTIFACTS:
+    for name in names:
         src, dest = entry / name, out / name
         if dest.is_file() and name != "manifest.json":
             s, d = src.stat(), dest.stat()
@@ -136,11 +139,11 @@ def build(
 
     check_host([])
     with cache.lock():
-        st = _Stages(cache, progress)
+        st = Stages(cache, progress)
         image_entry = cache.entry("image", keys["image"])
         if cache.lookup("image", keys["image"]) is not None:
             progress(f"[{STAGES}/{STAGES}] image: cached ({keys['image'][:12]}), copying to {out}")
-            _publish(image_entry, out)
+            publish(image_entry, out)
             progress(f"cached: image {keys['image'][:12]} in {out} ({time.monotonic() - st.start:.1f} s)")
             return _artifacts(out, keys["image"], cached=True)
 
@@ -197,7 +200,7 @@ def build(
             make_image(work, Runner(squashfs.STAGE, work / "build.log"))
             shutil.rmtree(work / "media")
             cache.write_meta(work, {"key": keys["image"], "seconds": st.seconds})
-        _publish(image_entry, out)
+        publish(image_entry, out)
         for kind in ("image", "project", "pydeps", "base"):
             cache.prune(kind, {keys[kind]})
         progress(f"built: image {keys['image'][:12]} in {out} ({time.monotonic() - st.start:.1f} s)")

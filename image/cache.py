@@ -6,6 +6,8 @@ Layout (`$PVC_IMAGE_CACHE`, default /var/cache/pvc-image):
     pydeps/<key>/   upper/ (overlay layer over base: the /opt/pvc venv with the PyPI dependencies), meta.json
     project/<key>/  upper/ (overlay layer over pydeps: this project, units, links), meta.json
     image/<key>/    the artefacts and manifest.json
+    guest-base/<key>/  root/ (the test guest's mmdebstrap tree), boot/{vmlinuz,initrd.img}, meta.json
+    guest/<key>/    pvc-guest.qcow2 and manifest.json (the test guest disk)
     tmp/            stage builds in progress; renamed into place when complete, removed when interrupted
 """
 
@@ -23,7 +25,7 @@ from pvc.image.run import remove_tree
 
 DEFAULT_CACHE = Path("/var/cache/pvc-image")
 # Entries kept per stage when pruning (the newest by use); a base tree is about 2 GiB, an image about 2 GiB.
-KEEP = {"base": 2, "pydeps": 3, "project": 3, "image": 2}
+KEEP = {"base": 2, "pydeps": 3, "project": 3, "image": 2, "guest-base": 2, "guest": 2}
 
 
 def cache_dir() -> Path:

@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
-from pvc.image.recipe import Recipe
+from pvc.image.recipe import Debian, GuestRecipe, Recipe
 
 # Never part of a source hash: build debris and editor/VCS state.
 IGNORED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis", "build", "dist"}
@@ -57,16 +57,19 @@ def project_dependencies(project: Path) -> list[str]:
         return list(tomllib.load(fh)["project"]["dependencies"])
 
 
-def base_key(recipe: Recipe, customize: bytes) -> str:
+def base_key(recipe: Debian, customize: bytes, stage: str = "base", **extra: str) -> str:
+    """The base tree's key. `extra`: further inputs of a recipe's base stage (the guest's overlay hash, fstab)."""
     return digest(
         {
-            "stage": "base",
+            **extra,
+            "stage": stage,
             "version": recipe.version,
             "suites": recipe.suites,
             "sources": recipe.sources(),
             "variant": recipe.variant,
             "packages": sorted(set(recipe.packages)),
             "dpkg_path_filters": recipe.dpkg_path_filters,
+            **({"hook_dirs": recipe.hook_dirs} if recipe.hook_dirs else {}),
             "customize": hashlib.sha256(customize).hexdigest(),
         }
     )
@@ -97,5 +100,26 @@ def image_key(project: str, recipe: Recipe) -> str:
             "kernel_args": recipe.kernel_args,
             "grub_timeout": recipe.grub_timeout,
             "labels": [recipe.volume_label, recipe.iso_label],
+        }
+    )
+
+
+def guest_base_key(recipe: GuestRecipe, customize: bytes, overlay_hash: str) -> str:
+    """The guest's root tree: the Debian part, its customize script, its overlay files (`overlay_hash`) and fstab."""
+    return base_key(recipe, customize, stage="guest-base", overlay=overlay_hash, fstab=recipe.fstab())
+
+
+def guest_disk_key(base: str, recipe: GuestRecipe) -> str:
+    """The guest disk: its root tree and everything that shapes the disk and its boot."""
+    return digest(
+        {
+            "stage": "guest-disk",
+            "base": base,
+            "kernel_args": recipe.kernel_args,
+            "root_label": recipe.root_label,
+            "volume_label": recipe.volume_label,
+            "grub_timeout": recipe.grub_timeout,
+            "disk_mib": recipe.disk_mib,
+            "esp_mib": recipe.esp_mib,
         }
     )

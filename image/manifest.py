@@ -1,5 +1,5 @@
-"""manifest.json: what is in the image (Debian packages, Python packages), what it was built from (input hashes),
-the artefacts (size, sha256) and how long each stage took. Pure functions, plus `sha256_file`."""
+"""manifest.json: what is in the image or the guest disk (Debian packages, Python packages), what it was built from
+(input hashes), the artefacts (size, sha256) and how long each stage took. Pure functions, plus `sha256_file`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from pvc.image.recipe import Recipe
+from pvc.image.recipe import Debian, GuestRecipe, Recipe
 
 FORMAT = 1
 
@@ -49,6 +49,46 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def debian_recipe(recipe: Debian) -> dict:
+    """The Debian part of a recipe, as the manifest shows it."""
+    return {
+        "version": recipe.version,
+        "suites": list(recipe.suites),
+        "sources": recipe.sources(),
+        "variant": recipe.variant,
+        "requested_packages": list(recipe.packages),
+        "dpkg_path_filters": list(recipe.dpkg_path_filters),
+    }
+
+
+def document(
+    *,
+    recipe: dict,
+    inputs: dict[str, str],
+    key: str,
+    packages: dict[str, str],
+    artifacts: dict[str, dict],
+    stage_seconds: dict[str, float],
+    kernel: str,
+    built_at: str,
+    **extra: object,
+) -> str:
+    """The manifest as JSON text. `inputs`: the cache key of each stage; `key` (the last stage's) hashes them all."""
+    doc = {
+        "format": FORMAT,
+        "built_at": built_at,
+        "inputs_sha256": key,
+        "stage_keys": inputs,
+        "recipe": recipe,
+        "kernel": kernel,
+        "artifacts": dict(sorted(artifacts.items())),
+        "build_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "packages": packages,
+        **extra,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
 def render(
     *,
     recipe: Recipe,
@@ -60,26 +100,20 @@ def render(
     kernel: str,
     built_at: str,
 ) -> str:
-    """The manifest as JSON text. `inputs`: the cache key of each stage; `inputs["image"]` hashes all of them."""
-    doc = {
-        "format": FORMAT,
-        "built_at": built_at,
-        "inputs_sha256": inputs["image"],
-        "stage_keys": inputs,
-        "recipe": {
-            "version": recipe.version,
-            "suites": list(recipe.suites),
-            "sources": recipe.sources(),
-            "variant": recipe.variant,
-            "requested_packages": list(recipe.packages),
-            "dpkg_path_filters": list(recipe.dpkg_path_filters),
-            "kernel_args": recipe.kernel_args,
-            "compression": recipe.compression,
-        },
-        "kernel": kernel,
-        "artifacts": dict(sorted(artifacts.items())),
-        "build_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "packages": packages,
-        "python_packages": python,
-    }
-    return json.dumps(doc, indent=2) + "\n"
+    """The node image's manifest. `inputs`: the cache key of each stage; `inputs["image"]` hashes all of them."""
+    return document(
+        recipe={**debian_recipe(recipe), "kernel_args": recipe.kernel_args, "compression": recipe.compression},
+        inputs=inputs,
+        key=inputs["image"],
+        packages=packages,
+        artifacts=artifacts,
+        stage_seconds=stage_seconds,
+        kernel=kernel,
+        built_at=built_at,
+        python_packages=python,
+    )
+
+
+def guest_recipe(recipe: GuestRecipe) -> dict:
+    """The guest recipe as the guest disk's manifest shows it (see `document`)."""
+    return {**debian_recipe(recipe), "kernel_args": recipe.kernel_args, "disk_mib": recipe.disk_mib}

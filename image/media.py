@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from pvc.image.recipe import Recipe
@@ -23,40 +24,55 @@ GPTMBR = Path("/usr/lib/syslinux/mbr/gptmbr.bin")
 MIB = 1024 * 1024
 
 
-def grub_cfg(recipe: Recipe) -> str:
+def grub_menu(title: str, kernel: str, initrd: str, args: str, timeout: int) -> str:
+    """A one-entry grub.cfg on the serial port and the screen."""
     return (
         "serial --unit=0 --speed=115200\n"
         "terminal_input serial console\n"
         "terminal_output serial console\n"
-        f"set timeout={recipe.grub_timeout}\n"
+        f"set timeout={timeout}\n"
         "set default=0\n"
-        'menuentry "PVC node" {\n'
-        f"    linux /live/vmlinuz {recipe.kernel_args}\n"
-        "    initrd /live/initrd.img\n"
+        f'menuentry "{title}" {{\n'
+        f"    linux {kernel} {args}\n"
+        f"    initrd {initrd}\n"
         "}\n"
     )
 
 
-def grub_embed_cfg(recipe: Recipe) -> str:
-    """The config built into BOOTX64.EFI: find the PVCBOOT partition and read its grub.cfg."""
+def grub_search_cfg(label: str) -> str:
+    """The config built into BOOTX64.EFI: find the FAT volume labelled `label` and read its grub.cfg."""
     return (
-        f"search --no-floppy --label {recipe.volume_label} --set=root\n"
+        f"search --no-floppy --label {label} --set=root\n"
         "set prefix=($root)/boot/grub\n"
         "configfile ($root)/boot/grub/grub.cfg\n"
     )
 
 
-def syslinux_cfg(recipe: Recipe) -> str:
+def syslinux_menu(label: str, kernel: str, initrd: str, args: str, timeout: int) -> str:
+    """A one-entry syslinux.cfg on the serial port (PROMPT 0: it boots the entry without waiting)."""
     return (
         "SERIAL 0 115200\n"
         "PROMPT 0\n"
-        f"TIMEOUT {max(recipe.grub_timeout, 1) * 10}\n"
-        "DEFAULT pvc\n"
-        "LABEL pvc\n"
-        "  LINUX /live/vmlinuz\n"
-        "  INITRD /live/initrd.img\n"
-        f"  APPEND {recipe.kernel_args}\n"
+        f"TIMEOUT {max(timeout, 1) * 10}\n"
+        f"DEFAULT {label}\n"
+        f"LABEL {label}\n"
+        f"  LINUX {kernel}\n"
+        f"  INITRD {initrd}\n"
+        f"  APPEND {args}\n"
     )
+
+
+def grub_cfg(recipe: Recipe) -> str:
+    return grub_menu("PVC node", "/live/vmlinuz", "/live/initrd.img", recipe.kernel_args, recipe.grub_timeout)
+
+
+def grub_embed_cfg(recipe: Recipe) -> str:
+    """The config built into BOOTX64.EFI: find the PVCBOOT partition and read its grub.cfg."""
+    return grub_search_cfg(recipe.volume_label)
+
+
+def syslinux_cfg(recipe: Recipe) -> str:
+    return syslinux_menu("pvc", "/live/vmlinuz", "/live/initrd.img", recipe.kernel_args, recipe.grub_timeout)
 
 
 def ipxe_script(recipe: Recipe) -> str:
@@ -76,11 +92,80 @@ def ipxe_script(recipe: Recipe) -> str:
     )
 
 
-def usb_image(files: dict[str, Path], dest: Path, recipe: Recipe, work: Path, runner: Runner) -> None:
-    """`files`: vmlinuz, initrd.img, filesystem.squashfs."""
-    (work / "grub-embed.cfg").write_text(grub_embed_cfg(recipe))
-    (work / "grub.cfg").write_text(grub_cfg(recipe))
-    (work / "syslinux.cfg").write_text(syslinux_cfg(recipe))
+@dataclass(frozen=True)
+class Partition:
+    """One GPT partition of a disk image: the filesystem image written into it, or none (the caller fills it)."""
+
+    mib: int
+    type: str  # sgdisk type code: EF00 ESP, 8304 Linux x86-64 root
+    name: str
+    image: Path | None = None
+    uuid: str | None = None
+    legacy_boot: bool = False  # the attribute syslinux's gptmbr.bin boots from under BIOS
+
+
+def partition_offsets(parts: list[Partition]) -> list[int]:
+    """The start of each partition in MiB: 1 MiB for the GPT, then the partitions back to back."""
+    offsets, at = [], 1
+    for part in parts:
+        offsets.append(at)
+        at += part.mib
+    return offsets
+
+
+def disk_mib(parts: list[Partition]) -> int:
+    """The disk size: 1 MiB before the partitions, 1 MiB after (the backup table)."""
+    return 2 + sum(p.mib for p in parts)
+
+
+def sgdisk_argv(dest: Path, parts: list[Partition]) -> list[str]:
+    argv = ["sgdisk", "-o"]
+    sectors = MIB // 512
+    for n, (part, start) in enumerate(zip(parts, partition_offsets(parts), strict=True), 1):
+        first = start * sectors
+        argv += [
+            "-n",
+            f"{n}:{first}:{first + part.mib * sectors - 1}",
+            "-t",
+            f"{n}:{part.type}",
+            "-c",
+            f"{n}:{part.name}",
+        ]
+        if part.uuid:
+            argv += ["-u", f"{n}:{part.uuid}"]
+        if part.legacy_boot:
+            argv += ["-A", f"{n}:set:2"]
+    return [*argv, str(dest)]
+
+
+def gpt_disk(dest: Path, parts: list[Partition], runner: Runner) -> None:
+    """A sparse GPT disk image holding `parts`, with syslinux's gptmbr.bin as its MBR boot code. Never `sgdisk -q`:
+    it silently does nothing."""
+    with dest.open("wb") as fh:
+        fh.truncate(disk_mib(parts) * MIB)
+    runner.run(sgdisk_argv(dest, parts))
+    for part, start in zip(parts, partition_offsets(parts), strict=True):
+        if part.image is not None:
+            runner.run(
+                ["dd", f"if={part.image}", f"of={dest}", "bs=1M", f"seek={start}", "conv=notrunc,sparse", "status=none"]
+            )
+    runner.run(["dd", f"if={GPTMBR}", f"of={dest}", "bs=440", "count=1", "conv=notrunc", "status=none"])
+    table = runner.output(["sgdisk", "-p", dest])
+    for part in parts:
+        if part.name not in table:
+            raise BuildError(STAGE, f"sgdisk wrote no {part.name} partition into {dest.name}", table)
+
+
+def esp_image(
+    dest: Path, files: dict[str, Path], label: str, grub: str, syslinux: str, work: Path, runner: Runner, mib: int = 0
+) -> int:
+    """A FAT32 ESP image labelled `label` that boots under UEFI (/EFI/BOOT/BOOTX64.EFI, a grub-mkstandalone image
+    that finds the volume by label and reads `grub`) and under BIOS (syslinux with `syslinux`). `files`: path in the
+    ESP → file. Built without loop devices (mkfs.vfat -C, mtools). `mib`: its size, or 0 for its content plus 32 MiB.
+    Returns the size in MiB."""
+    (work / "grub-embed.cfg").write_text(grub_search_cfg(label))
+    (work / "grub.cfg").write_text(grub)
+    (work / "syslinux.cfg").write_text(syslinux)
     efi = work / "BOOTX64.EFI"
     runner.run(
         [
@@ -88,29 +173,34 @@ def usb_image(files: dict[str, Path], dest: Path, recipe: Recipe, work: Path, ru
             *("--fonts=", "-o", efi, f"boot/grub/grub.cfg={work / 'grub-embed.cfg'}"),
         ]
     )
-    content = sum(p.stat().st_size for p in [efi, *files.values()])
-    esp_mib = content // MIB + 32
-    esp = work / "esp.img"
-    runner.run(["mkfs.vfat", "-F", "32", "-n", recipe.volume_label, "-C", esp, str(esp_mib * 1024)])
-    mt: list[str | Path] = ["-i", esp]
-    runner.run(["mmd", *mt, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub", "::/live", "::/syslinux"])
+    content = sum(p.stat().st_size for p in [efi, *files.values()]) // MIB + 32
+    if mib and content > mib:
+        raise BuildError(STAGE, f"the ESP needs about {content} MiB, more than the {mib} MiB the recipe gives it")
+    mib = mib or content
+    runner.run(["mkfs.vfat", "-F", "32", "-n", label, "-C", dest, str(mib * 1024)])
+    mt: list[str | Path] = ["-i", dest]
+    folders = {"/EFI", "/EFI/BOOT", "/boot", "/boot/grub", "/syslinux"}
+    for name in files:
+        parent = Path("/" + name.strip("/")).parent
+        while str(parent) != "/":
+            folders.add(str(parent))
+            parent = parent.parent
+    runner.run(["mmd", *mt, *(f"::{f}" for f in sorted(folders))])
     runner.run(["mcopy", *mt, efi, "::/EFI/BOOT/BOOTX64.EFI"])
     runner.run(["mcopy", *mt, work / "grub.cfg", "::/boot/grub/grub.cfg"])
     runner.run(["mcopy", *mt, work / "syslinux.cfg", "::/syslinux/syslinux.cfg"])
     for name, path in files.items():
-        runner.run(["mcopy", *mt, path, f"::/live/{name}"])
-    runner.run(["syslinux", "--install", "--directory", "/syslinux", esp])
-    # GPT: 1 MiB before the ESP, 1 MiB after (the backup table). Never `sgdisk -q`: it silently does nothing.
-    with dest.open("wb") as fh:
-        fh.truncate((esp_mib + 2) * MIB)
-    runner.run(
-        ["sgdisk", "-o", "-n", "1:2048:0", "-t", "1:EF00", "-c", f"1:{recipe.volume_label}", "-A", "1:set:2", dest]
-    )
-    runner.run(["dd", f"if={esp}", f"of={dest}", "bs=1M", "seek=1", "conv=notrunc", "status=none"])
-    runner.run(["dd", f"if={GPTMBR}", f"of={dest}", "bs=440", "count=1", "conv=notrunc", "status=none"])
-    table = runner.output(["sgdisk", "-p", dest])
-    if recipe.volume_label not in table:
-        raise BuildError(STAGE, f"sgdisk wrote no {recipe.volume_label} partition into {dest.name}", table)
+        runner.run(["mcopy", *mt, path, f"::/{name.strip('/')}"])
+    runner.run(["syslinux", "--install", "--directory", "/syslinux", dest])
+    return mib
+
+
+def usb_image(files: dict[str, Path], dest: Path, recipe: Recipe, work: Path, runner: Runner) -> None:
+    """`files`: vmlinuz, initrd.img, filesystem.squashfs (under /live in the ESP)."""
+    esp = work / "esp.img"
+    live = {f"live/{name}": path for name, path in files.items()}
+    mib = esp_image(esp, live, recipe.volume_label, grub_cfg(recipe), syslinux_cfg(recipe), work, runner)
+    gpt_disk(dest, [Partition(mib, "EF00", recipe.volume_label, image=esp, legacy_boot=True)], runner)
     esp.unlink()
 
 

@@ -1,8 +1,9 @@
-"""The image recipe: the single settings table every build stage reads (mkosi-style).
+"""The image recipes: the settings tables every build stage reads (mkosi-style).
 
-Everything that decides what goes into the node image is here, as plain data. Stages take a `Recipe` and return
-plain results; the cache keys are hashes of the parts of this table each stage uses, so changing a value here
-rebuilds exactly the stages that depend on it.
+Everything that decides what goes into the node image (`Recipe`) and the test guest disk (`GuestRecipe`) is here, as
+plain data. Both share the Debian part (`Debian`: suite, mirrors, variant, packages, dpkg path filters). Stages take
+a recipe and return plain results; the cache keys are hashes of the parts of the table each stage uses, so changing
+a value here rebuilds exactly the stages that depend on it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ HERE = Path(__file__).resolve().parent
 ROOTFS_OVERLAY = HERE / "rootfs"
 # The script run inside the chroot at the end of the base stage (disable services, scrub identity).
 CUSTOMIZE_SCRIPT = HERE / "hooks" / "customize.sh"
+# The test guest's own files (cloud-init settings, networkd DHCP, wait-online) and its customize script.
+GUEST_ROOTFS_OVERLAY = HERE / "guest-rootfs"
+GUEST_CUSTOMIZE_SCRIPT = HERE / "hooks" / "guest-customize.sh"
 
 # The node package set (installed without recommends, in one apt transaction).
 PACKAGES: tuple[str, ...] = (
@@ -74,9 +78,9 @@ PACKAGES: tuple[str, ...] = (
 )
 
 # dpkg path filters (the files are never unpacked; dpkg still lists the packages). No manuals, info pages or
-# translations on an appliance (about 150 MiB), but every package's copyright file stays (the licences travel with
-# the binaries). Together these keep the zstd-3 squashfs under 600 MB.
-DPKG_PATH_FILTERS: tuple[str, ...] = (
+# translations on an appliance or a test guest (about 150 MiB on a node), but every package's copyright file stays
+# (the licences travel with the binaries).
+DOC_PATH_FILTERS: tuple[str, ...] = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
     "path-exclude=/usr/share/doc/*",
@@ -84,6 +88,11 @@ DPKG_PATH_FILTERS: tuple[str, ...] = (
     "path-exclude=/usr/share/locale/*",
     "path-include=/usr/share/locale/locale.alias",
     "path-exclude=/usr/share/lintian/*",
+)
+# The node's filters: the documentation above and what a headless node never uses. Together these keep the zstd-3
+# squashfs under 600 MB.
+DPKG_PATH_FILTERS: tuple[str, ...] = (
+    *DOC_PATH_FILTERS,
     # A headless node: no Mesa GL drivers (pulled in through qemu's display libraries) and the LLVM they use,
     # no PostgreSQL JIT (optional; PostgreSQL runs without it) and its LLVM: about 250 MiB.
     "path-exclude=/usr/lib/x86_64-linux-gnu/dri/*",
@@ -110,14 +119,37 @@ COMPRESSION_LEVELS = {"zstd": ("-Xcompression-level", "3"), "xz": ()}
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """Every option of the build, in one place. The defaults are the PVC node image."""
+class Debian:
+    """The Debian root both images start from: one mmdebstrap run (base.py) of these packages from these mirrors."""
 
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
     security_mirror: str = "http://deb.debian.org/debian-security"
     components: str = "main"
     variant: str = "minbase"
+    packages: tuple[str, ...] = ()
+    dpkg_path_filters: tuple[str, ...] = DOC_PATH_FILTERS
+    hook_dirs: tuple[str, ...] = ()  # mmdebstrap --hook-dir folders
+    version: int = RECIPE_VERSION
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return (self.suite, f"{self.suite}-updates", f"{self.suite}-security")
+
+    def sources(self) -> list[str]:
+        """One-line apt sources for mmdebstrap, in suite order."""
+        main, updates, security = self.suites
+        return [
+            f"deb {self.mirror} {main} {self.components}",
+            f"deb {self.mirror} {updates} {self.components}",
+            f"deb {self.security_mirror} {security} {self.components}",
+        ]
+
+
+@dataclass(frozen=True)
+class Recipe(Debian):
+    """Every option of the node image build, in one place. The defaults are the PVC node image."""
+
     packages: tuple[str, ...] = PACKAGES
     dpkg_path_filters: tuple[str, ...] = DPKG_PATH_FILTERS
     kernel_args: str = KERNEL_ARGS
@@ -141,22 +173,61 @@ class Recipe:
     grub_timeout: int = 1
     volume_label: str = "PVCBOOT"
     iso_label: str = "PVCLIVE"
-    version: int = RECIPE_VERSION
-
-    @property
-    def suites(self) -> tuple[str, ...]:
-        return (self.suite, f"{self.suite}-updates", f"{self.suite}-security")
-
-    def sources(self) -> list[str]:
-        """One-line apt sources for mmdebstrap, in suite order."""
-        main, updates, security = self.suites
-        return [
-            f"deb {self.mirror} {main} {self.components}",
-            f"deb {self.mirror} {updates} {self.components}",
-            f"deb {self.security_mirror} {security} {self.components}",
-        ]
 
     def squashfs_options(self) -> list[str]:
         if self.compression not in COMPRESSION_LEVELS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSION_LEVELS)}, not {self.compression!r}")
         return ["-comp", self.compression, *COMPRESSION_LEVELS[self.compression]]
+
+
+# The test guest (docs/image.md, "Guest image"): a small Debian cloud guest that VMs in tests and the lab boot.
+GUEST_PACKAGES: tuple[str, ...] = (
+    # kernel and init: the cloud kernel (virtio, no hardware drivers), networkd + resolved for DHCP and DNS
+    "linux-image-cloud-amd64",
+    "systemd-sysv",
+    "systemd-resolved",
+    "udev",
+    # first boot from a NoCloud seed or the metadata service; growpart for volumes larger than the image
+    "cloud-init",
+    "cloud-guest-utils",
+    # what the tests and the cluster use from inside the guest
+    "qemu-guest-agent",
+    "openssh-server",
+    "iproute2",
+    "iputils-ping",
+    "netcat-openbsd",
+    "curl",
+    "ca-certificates",
+)
+
+
+@dataclass(frozen=True)
+class GuestRecipe(Debian):
+    """Every option of the test guest disk. One disk: GPT with an ESP (syslinux for BIOS, grub for UEFI, the kernel
+    and initrd) and an ext4 root, converted to a compressed qcow2."""
+
+    packages: tuple[str, ...] = GUEST_PACKAGES
+    # merged /usr the debootstrap way, with usr-is-merged: otherwise apt satisfies init-system-helpers with usrmerge,
+    # which brings perl (about 50 MB) into the guest.
+    hook_dirs: tuple[str, ...] = ("/usr/share/mmdebstrap/hooks/merged-usr",)
+    # The root partition's GPT PARTUUID: the kernel finds its root by it (no initramfs lookup by label needed).
+    root_partuuid: str = "795070bd-3ab1-46cc-afd4-13a5a0304e71"
+    root_label: str = "pvc-guest"
+    # Console: the last console= is /dev/console, where systemd and cloud-init print, so the serial port.
+    console_args: str = "console=tty0 console=ttyS0,115200"
+    volume_label: str = "PVCGUEST"  # the ESP (FAT label, at most 11 characters)
+    grub_timeout: int = 0
+    disk_mib: int = 2048  # the disk's virtual size; cloud-init grows the root when the volume is larger
+    esp_mib: int = 64
+    # Files of the node's overlay (image/rootfs) the guest gets too: sshd with one ed25519 host key, keys only.
+    shared_files: tuple[str, ...] = (
+        "etc/ssh/sshd_config.d/pvc.conf",
+        "usr/lib/systemd/system/ssh.service.d/pvc-hostkey.conf",
+    )
+
+    @property
+    def kernel_args(self) -> str:
+        return f"root=PARTUUID={self.root_partuuid} rw {self.console_args}"
+
+    def fstab(self) -> str:
+        return f"PARTUUID={self.root_partuuid} / ext4 rw,errors=remount-ro 0 1\n"
