@@ -82,6 +82,33 @@ def parse_ipv4_network(value: Any) -> ipaddress.IPv4Network:
         raise ValueError(f"'{text}' is not an IPv4 subnet (expected like \"10.0.0.0/24\")") from None
 
 
+def parse_ipv6(value: Any) -> ipaddress.IPv6Address:
+    if isinstance(value, ipaddress.IPv6Address):
+        return value
+    text = _need_str(value, 'an IPv6 address like "2001:db8::1"')
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        if "/" in text:
+            raise ValueError(f"'{text}' has a prefix length; give the address alone, like \"2001:db8::1\"") from None
+        raise ValueError(f"'{text}' is not an IPv6 address (expected like \"2001:db8::1\")") from None
+
+
+def parse_ipv6_network(value: Any) -> ipaddress.IPv6Network:
+    if isinstance(value, ipaddress.IPv6Network):
+        return value
+    text = _need_str(value, 'an IPv6 subnet like "2001:db8:100::/64"')
+    if "/" not in text:
+        raise ValueError(f"'{text}' has no prefix length (expected a subnet like \"2001:db8:100::/64\")")
+    try:
+        return ipaddress.IPv6Network(text, strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            net = ipaddress.IPv6Network(text, strict=False)
+            raise ValueError(f"'{text}' has host bits set; the subnet is \"{net}\"") from None
+        raise ValueError(f"'{text}' is not an IPv6 subnet (expected like \"2001:db8:100::/64\")") from None
+
+
 def parse_mac(value: Any) -> str:
     text = _need_str(value, 'a MAC address like "52:54:00:12:34:56"').strip().lower()
     if not _MAC_RE.match(text):
@@ -191,6 +218,8 @@ def _str_schema(pattern: str | None = None, **extra: Any) -> WithJsonSchema:
 
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(parse_ipv4), _str_schema(format="ipv4")]
 IPv4Net = Annotated[ipaddress.IPv4Network, BeforeValidator(parse_ipv4_network), _str_schema(description="CIDR")]
+IPv6 = Annotated[ipaddress.IPv6Address, BeforeValidator(parse_ipv6), _str_schema(format="ipv6")]
+IPv6Net = Annotated[ipaddress.IPv6Network, BeforeValidator(parse_ipv6_network), _str_schema(description="CIDR")]
 Mac = Annotated[str, BeforeValidator(parse_mac), _str_schema(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")]
 Size = Annotated[
     int,
