@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 
 from pvc.config import networks
-from pvc.config.schema import ClientNetwork, ClusterFile
+from pvc.config.schema import AclFields, ClientNetwork, ClusterFile
 from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import NetworkRecord, VmSpec
 from pvc.nodeos.state.store import ClusterState, Conflict, NotFound
@@ -46,7 +46,7 @@ def from_config(cfg: ClusterFile, cn: ClientNetwork) -> NetworkRecord:
         nat=cn.nat,
         reservations=list(cn.reservations),
         acl_policy=cn.acl_policy,
-        acls=list(cn.acls),
+        acls=[AclFields.model_validate(rule.model_dump()) for rule in cn.acls],  # as stored
     )
 
 

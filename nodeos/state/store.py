@@ -77,7 +77,9 @@ def encode(record: BaseModel) -> bytes:
 
 
 def decode(model: type[M], data: bytes) -> M:
-    return model.model_validate_json(data or b"{}")
+    # Python mode, not model_validate_json: records embed cluster.toml's strict models (a network's DHCP range,
+    # reservations, ACL rules), whose address types parse text in Python mode only.
+    return model.model_validate(json.loads(data or b"{}"))
 
 
 def make_client(
