@@ -264,8 +264,13 @@ def acl_list(vni: int, direction: str | None, fmt: str) -> None:
 @click.argument("vni", type=int)
 @click.argument("description")
 @click.option("--action", type=click.Choice(ACL_ACTIONS), required=True)
-@click.option("--direction", type=click.Choice(ACL_DIRECTIONS), default="in", show_default=True,
-              help="in: to the network's VMs; out: from them.")  # fmt: skip
+@click.option(
+    "--direction",
+    type=click.Choice(ACL_DIRECTIONS),
+    default="in",
+    show_default=True,
+    help="in: to the network's VMs; out: from them.",
+)
 @click.option("--protocol", type=click.Choice(ACL_PROTOCOLS), default="any", show_default=True)
 @click.option("--source", help="Address or subnet (IPv4 or IPv6).")
 @click.option("--destination", help="Address or subnet (IPv4 or IPv6).")

@@ -34,8 +34,11 @@ def current(running_config: str) -> dict[str, int]:
 
 def commands(have: dict[str, int], want: Sequence[str]) -> list[str]:
     """The vtysh configuration commands that turn `have` into `want` (pure)."""
-    cmds = [f"no ip prefix-list {ANNOUNCE} seq {seq} permit {prefix}" for prefix, seq in sorted(have.items())
-            if prefix not in want]  # fmt: skip
+    cmds = [
+        f"no ip prefix-list {ANNOUNCE} seq {seq} permit {prefix}"
+        for prefix, seq in sorted(have.items())
+        if prefix not in want
+    ]
     seq = max(have.values(), default=0)
     for prefix in want:
         if prefix not in have:

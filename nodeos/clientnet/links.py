@@ -135,8 +135,15 @@ def _ensure_bridge(ipr: IPR, net: NetworkRecord) -> tuple[int, bool]:
             raise LinkError(f"{name} exists and is not a bridge")
         return index, False
     # nf_call_iptables: bridged IPv4/IPv6 traffic passes the inet forward hook, where the network's ACLs are
-    ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0, br_nf_call_iptables=1,
-             br_nf_call_ip6tables=1)  # fmt: skip
+    ipr.link(
+        "add",
+        ifname=name,
+        kind="bridge",
+        br_stp_state=0,
+        br_forward_delay=0,
+        br_nf_call_iptables=1,
+        br_nf_call_ip6tables=1,
+    )
     index = _index(ipr, name)
     if index is None:
         raise LinkError(f"{name} was not created")

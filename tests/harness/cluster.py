@@ -289,8 +289,14 @@ class RuntimeCluster:
         for daemon in ("zebra", "bgpd"):
             argv = [f"/usr/lib/frr/{daemon}", "-N", self.lab.ns(node), "-f", str(run / f"{daemon}.conf")]
             argv += ["-i", str(run / f"{daemon}.pid"), "-P", "0", "--log", f"file:{run / daemon}.log"]
-            out.append({"name": daemon, "argv": argv, "log": str(ndir / f"{daemon}.out"),
-                        "ready_path": str(run / f"{daemon}.vty")})  # fmt: skip
+            out.append(
+                {
+                    "name": daemon,
+                    "argv": argv,
+                    "log": str(ndir / f"{daemon}.out"),
+                    "ready_path": str(run / f"{daemon}.vty"),
+                }
+            )
         return out
 
     def start_machine(self, node: str, cache: Path) -> None:

@@ -23,8 +23,23 @@ MAGIC = b"\x63\x82\x53\x63"
 
 
 def packet(kind: int, xid: int, mac: bytes, hostname: str, requested: str | None = None, server: str | None = None):
-    head = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000, b"\0" * 4, b"\0" * 4, b"\0" * 4,
-                       b"\0" * 4, mac.ljust(16, b"\0"), b"", b"")  # fmt: skip
+    head = struct.pack(
+        "!BBBBIHH4s4s4s4s16s64s128s",
+        1,
+        1,
+        6,
+        0,
+        xid,
+        0,
+        0x8000,
+        b"\0" * 4,
+        b"\0" * 4,
+        b"\0" * 4,
+        b"\0" * 4,
+        mac.ljust(16, b"\0"),
+        b"",
+        b"",
+    )
     opts = bytes([53, 1, kind]) + bytes([12, len(hostname)]) + hostname.encode()
     if requested:
         opts += bytes([50, 4]) + socket.inet_aton(requested)
