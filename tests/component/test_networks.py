@@ -219,3 +219,47 @@ def test_network_record_shapes(state):
     assert state.networks() == [] and state.leases(7) == []
     state.put_lease(7, Lease(mac="52:54:00:00:00:07", ip="10.7.0.100"))  # for a removed network: dropped
     assert state.network_vnis() == []
+
+
+def test_links_converge_bridged_and_managed_and_remove_only_their_own():
+    """pvcd's device convergence in a namespace: a bridged network's vlan<N> (a veth stands in: this kernel has no
+    802.1Q) and a managed network's VXLAN, ports of their bridges; a changed VTEP remakes the VXLAN; removal deletes
+    PVC's devices and leaves a bridge made by hand."""
+    from pyroute2 import NetNS, netns
+
+    from pvc.nodeos.clientnet import links
+
+    name = f"{NS_PREFIX}lk"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    netns.create(name)
+    made: list[tuple[int, str, int]] = []
+
+    def veth_vlan(ipr, vni: int, parent: str, mtu: int) -> None:
+        made.append((vni, parent, mtu))
+        ipr.link("add", ifname=f"vlan{vni}", kind="veth", peer={"ifname": f"peer{vni}"}, mtu=mtu)
+
+    try:
+        with NetNS(name) as ipr:
+            ipr.link("add", ifname="mine", kind="bridge")
+            bridged = NetworkRecord(vni=42, name="b", type="bridged", mtu=1500)
+            managed = NetworkRecord(
+                vni=100, name="m", type="managed", mtu=1450, subnet="10.1.0.0/24", gateway="10.1.0.1"
+            )
+            underlay = links.Underlay(cluster_ip="192.0.2.11", bridged_device="bond0")
+            changes, errors = links.converge(ipr, [bridged, managed], underlay, veth_vlan)
+            assert errors == {} and made == [(42, "bond0", 1500)]
+            assert {"created vmbr42", "created vlan42", "created vmbr100", "created vxlan100"} <= set(changes)
+            index = {n: ipr.link_lookup(ifname=n)[0] for n in ("vmbr42", "vlan42", "vmbr100", "vxlan100")}
+            assert ipr.link("get", index=index["vlan42"])[0].get_attr("IFLA_MASTER") == index["vmbr42"]
+            vx = ipr.link("get", index=index["vxlan100"])[0]
+            assert vx.get_attr("IFLA_MASTER") == index["vmbr100"] and vx.get_attr("IFLA_MTU") == 1450
+            assert links.converge(ipr, [bridged, managed], underlay, veth_vlan)[0] == []  # nothing left to do
+            moved = links.Underlay(cluster_ip="192.0.2.99", bridged_device="bond0")
+            assert "created vxlan100" in links.converge(ipr, [bridged, managed], moved, veth_vlan)[0]
+            data = ipr.link("get", ifname="vxlan100")[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            assert data.get_attr("IFLA_VXLAN_LOCAL") == "192.0.2.99"
+            changes, _ = links.converge(ipr, [], moved, veth_vlan)
+            assert sorted(changes) == ["removed vlan42", "removed vmbr100", "removed vmbr42", "removed vxlan100"]
+            assert ipr.link_lookup(ifname="mine") and not ipr.link_lookup(ifname="vmbr42")
+    finally:
+        netns.remove(name)
