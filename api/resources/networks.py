@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import falcon
 
@@ -86,6 +88,20 @@ def owned_by_api(record: NetworkRecord) -> NetworkRecord:
             "[[client_networks]] entry there"
         )
     return record
+
+
+def remove_item(state: ClusterState, vni: str, key: str, match: Callable[[Any], bool], what: str) -> None:
+    """Remove the item `match` picks from a network's list `key` (reservations, acls); 404 if there is none."""
+
+    def remove(record: NetworkRecord) -> NetworkRecord:
+        owned_by_api(record)
+        items = getattr(record, key)
+        kept = [item for item in items if not match(item)]
+        if len(kept) == len(items):
+            raise NotFound(f"no {what} on network {record.name}")
+        return record.model_copy(update={key: kept})
+
+    state.update_network(number(vni), remove)
 
 
 def view(state: ClusterState, record: NetworkRecord) -> NetworkView:
@@ -281,15 +297,7 @@ class NetworkReservationResource(Resource):
     @operation(summary="Remove a reservation", response=Removed, errors=(404, 409), tags=TAGS)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, mac: str) -> Removed:
         wanted = mac.lower().replace("-", ":")
-
-        def remove(record: NetworkRecord) -> NetworkRecord:
-            owned_by_api(record)
-            kept = [r for r in record.reservations if r.mac != wanted]
-            if len(kept) == len(record.reservations):
-                raise NotFound(f"no reservation for {mac} on network {record.name}")
-            return record.model_copy(update={"reservations": kept})
-
-        self.ctx.ready_state().update_network(number(vni), remove)
+        remove_item(self.ctx.ready_state(), vni, "reservations", lambda r: r.mac == wanted, f"reservation for {mac}")
         return Removed(removed=wanted)
 
 
@@ -334,12 +342,5 @@ class NetworkAclsResource(Resource):
 class NetworkAclResource(Resource):
     @operation(summary="Remove an ACL rule", response=Removed, errors=(404, 409), tags=TAGS)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, description: str) -> Removed:
-        def remove(record: NetworkRecord) -> NetworkRecord:
-            owned_by_api(record)
-            kept = [r for r in record.acls if r.description != description]
-            if len(kept) == len(record.acls):
-                raise NotFound(f"no ACL '{description}' on network {record.name}")
-            return record.model_copy(update={"acls": kept})
-
-        self.ctx.ready_state().update_network(number(vni), remove)
+        remove_item(self.ctx.ready_state(), vni, "acls", lambda r: r.description == description, f"ACL '{description}'")
         return Removed(removed=description)
