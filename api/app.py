@@ -13,7 +13,7 @@ from pvc.api import errors
 from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
-from pvc.api.resources import cluster, health, nodes, tasks, vms
+from pvc.api.resources import cluster, health, networks, nodes, tasks, vms
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
 from pvc.config.schema import API_PREFIX
@@ -60,6 +60,13 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/storage/osds/requests", osds.OsdRequestsResource(ctx)),
         (f"{p}/storage/osds/{{osd}}", osds.OsdResource(ctx)),
         (f"{p}/storage/osds/{{osd}}/state", osds.OsdStateResource(ctx)),
+        (f"{p}/networks", networks.NetworksResource(ctx)),
+        (f"{p}/networks/{{vni}}", networks.NetworkResource(ctx)),
+        (f"{p}/networks/{{vni}}/leases", networks.NetworkLeasesResource(ctx)),
+        (f"{p}/networks/{{vni}}/reservations", networks.NetworkReservationsResource(ctx)),
+        (f"{p}/networks/{{vni}}/reservations/{{mac}}", networks.NetworkReservationResource(ctx)),
+        (f"{p}/networks/{{vni}}/acls", networks.NetworkAclsResource(ctx)),
+        (f"{p}/networks/{{vni}}/acls/{{description}}", networks.NetworkAclResource(ctx)),
         (f"{p}/tasks", tasks.TasksResource(ctx)),
         (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),
     ]

@@ -10,10 +10,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pvc.config import pools
-from pvc.config.choices import Selector, VmMigrationMethod
-from pvc.config.types import PoolCopies, PoolPgs
-from pvc.nodeos.state.models import FenceInfo, Keepalive, VmMeta
+from pvc.config import networks, pools
+from pvc.config.choices import AclPolicy, NetworkType, Selector, VmMigrationMethod
+from pvc.config.schema import DhcpRange, Dns
+from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mtu, PoolCopies, PoolPgs
+from pvc.nodeos.state.models import FenceInfo, Keepalive, NetworkRecord, VmMeta
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -258,3 +259,54 @@ class OsdStateChange(Request):
 
 class OsdRemoveQuery(Query):
     force: bool = Field(False, description="remove even when Ceph or the min_size check says it is unsafe")
+
+
+# -- networks -------------------------------------------------------------------------------------------------
+NetworkName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$", description="a-z, 0-9, '-', up to 32")]
+
+
+class NetworkCreate(Request):
+    vni: Annotated[int, Field(ge=1, le=networks.MAX_VNI, description="VXLAN id; a bridged network's VLAN id")]
+    name: NetworkName
+    type: NetworkType
+    description: Annotated[str, Field(max_length=256)] = ""
+    mtu: Annotated[Mtu | None, Field(description="unset or too large: the most the underlay allows")] = None
+    subnet: IPv4Net | None = None
+    gateway: IPv4 | None = None
+    subnet6: IPv6Net | None = None
+    gateway6: IPv6 | None = None
+    dhcp: Annotated[DhcpRange | None, Field(description="DHCPv4 on this range; unset: no DHCPv4")] = None
+    dns: Annotated[Dns | None, Field(description="domain (default <name>.<cluster domain>) and name servers")] = None
+    nat: bool = False
+    acl_policy: AclPolicy = "accept"
+
+
+class NetworkChange(Request):
+    """Fields to change; a field given as null is cleared (subnet6, gateway6, dhcp, mtu: the most allowed)."""
+
+    description: Annotated[str, Field(max_length=256)] | None = None
+    mtu: Mtu | None = None
+    subnet: IPv4Net | None = None
+    gateway: IPv4 | None = None
+    subnet6: IPv6Net | None = None
+    gateway6: IPv6 | None = None
+    dhcp: DhcpRange | None = None
+    dns: Dns | None = None
+    nat: bool | None = None
+    acl_policy: AclPolicy | None = None
+
+
+class NetworkView(NetworkRecord):
+    vms: list[str] = Field(description="VMs with a NIC on the network")
+
+
+class LeaseView(BaseModel):
+    mac: str
+    ip: str
+    hostname: str
+    expires: int = Field(description="Unix time; 0: never (a reservation)")
+    static: bool = Field(description="a reservation (pvc network dhcp add)")
+
+
+class LeaseQuery(Query):
+    static: bool = Field(False, description="only the reservations")

@@ -15,6 +15,7 @@ GROUPS = {
     "cluster": ("pvc.cli.cluster", "cluster", "Cluster status, faults, maintenance mode, formation."),
     "node": ("pvc.cli.node", "node", "Nodes: state and resources; flush, ready, primary, log."),
     "vm": ("pvc.cli.vm", "vm", "VMs: define, start, stop, migrate, tune, console, remove."),
+    "network": ("pvc.cli.network", "network", "Client networks: bridged and managed, DHCP, ACLs."),
     "storage": ("pvc.cli.storage", "storage", "Ceph storage: status, pools, volumes, snapshots, OSDs."),
     "task": ("pvc.cli.task", "task", "Long operations and their progress."),
     "connection": ("pvc.cli.connection", "connection", "Connection profiles: API address, key, TLS."),

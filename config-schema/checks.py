@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pvc.config import networks
 from pvc.config.locate import KeyPath
 from pvc.config.schema import Bond, BridgedDevice, ClusterFile, CoreNetwork, DiskSelector, Nic, Vlan
 
@@ -143,11 +144,8 @@ def node_ips(cfg: ClusterFile) -> Iterator[Finding]:
 def _inside(
     ip: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network, path: KeyPath, what: str, net_name: str
 ) -> Iterator[Finding]:
-    if ip not in subnet:
-        yield Finding(path, f"{ip} ({what}) is outside the {net_name} subnet {subnet}")
-    elif subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
-        kind = "network" if ip == subnet.network_address else "broadcast"
-        yield Finding(path, f"{ip} is the {kind} address of {subnet}; use a host address")
+    for where, message in networks.inside(ip, subnet, path, what, net_name):
+        yield Finding(where, message)
 
 
 @check
@@ -341,30 +339,21 @@ def client_networks(cfg: ClusterFile) -> Iterator[Finding]:
         names.setdefault(cn.name, (*base, "name"))
         if cn.type == "bridged" and cfg.network.bridged is None:
             yield Finding((*base, "type"), f"bridged network '{cn.name}' needs [network.bridged] with its device")
-        if cn.vni is not None:
-            label = f"the VNI of client network '{cn.name}'"
-            if cn.vni in vnis:
-                yield conflict(cn.vni, (*base, "vni"), label, *vnis[cn.vni])
+        # a bridged network's VLAN id is its VNI: both name the bridge vmbr<N> on every node
+        number, key = (cn.vni, "vni") if cn.vni is not None else (cn.vlan, "vlan")
+        if number is not None:
+            label = f"the {'VNI' if key == 'vni' else 'VLAN id'} of client network '{cn.name}'"
+            if number in vnis:
+                yield conflict(number, (*base, key), label, *vnis[number])
             else:
-                vnis[cn.vni] = ((*base, "vni"), label)
+                vnis[number] = ((*base, key), label)
         if cn.subnet is None:
             continue
-        if cn.gateway is not None:
-            yield from _inside(cn.gateway, cn.subnet, (*base, "gateway"), "the gateway", f"'{cn.name}'")
-        if cn.dhcp is not None:
-            for key in ("start", "end"):
-                ip = getattr(cn.dhcp, key)
-                yield from _inside(ip, cn.subnet, (*base, "dhcp", key), f"the DHCP range {key}", f"'{cn.name}'")
-            if cn.dhcp.start > cn.dhcp.end:
-                yield Finding(
-                    (*base, "dhcp", "end"),
-                    f"DHCP range end {cn.dhcp.end} is before its start {cn.dhcp.start}",
-                )
-            elif cn.gateway is not None and cn.dhcp.start <= cn.gateway <= cn.dhcp.end:
-                yield Finding(
-                    (*base, "dhcp"),
-                    f"the gateway {cn.gateway} is inside the DHCP range {cn.dhcp.start}-{cn.dhcp.end}",
-                )
+        dhcp = (cn.dhcp.start, cn.dhcp.end) if cn.dhcp is not None else None
+        for where, message in networks.address_problems(
+            cn.name, cn.subnet, cn.gateway, dhcp, cn.reservations, cn.subnet6, cn.gateway6
+        ):
+            yield Finding((*base, *where), message)
 
 
 # -- services ------------------------------------------------------------------------------------------------

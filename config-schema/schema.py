@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pvc.config import pools
-from pvc.config.choices import MigrationMethod, Selector
+from pvc.config import networks, pools
+from pvc.config.choices import AclAction, AclDirection, AclPolicy, AclProtocol, MigrationMethod, Selector
 from pvc.config.types import (
     Asn,
     Domain,
@@ -22,6 +22,8 @@ from pvc.config.types import (
     IfName,
     IPv4,
     IPv4Net,
+    IPv6,
+    IPv6Net,
     Mac,
     Mtu,
     PoolCopies,
@@ -379,8 +381,56 @@ class DhcpRange(Model):
 
 
 class Dns(Model):
-    domain: Domain | None = None
-    servers: list[IPv4] = []
+    domain: Annotated[
+        Domain | None, Field(description="the network's DNS domain; default: <name>.<cluster domain>")
+    ] = None
+    servers: Annotated[list[IPv4], Field(description="upstream name servers; default: [cluster] dns_servers")] = []
+
+
+class Reservation(Model):
+    """A static DHCP lease: this MAC always gets this address (and name)."""
+
+    mac: Mac
+    ip: IPv4
+    hostname: Annotated[
+        str, Field(pattern=networks.HOSTNAME_RE.pattern, description="a host name (one DNS label); '' for none")
+    ] = ""
+
+    @field_validator("hostname", mode="before")
+    @classmethod
+    def _hostname(cls, value: object) -> object:
+        if isinstance(value, str) and value and not networks.HOSTNAME_RE.match(value):
+            raise ValueError(f"'{value}' is not a host name (lower-case letters, digits and '-', 1-63 characters)")
+        return value
+
+
+class AclFields(Model):
+    """One firewall rule of a managed network. Rules run in `order` (then by description); the first that matches
+    decides; traffic no rule decides gets the network's acl_policy. (The fields; AclRule adds the cross-field rules,
+    which the API runs itself to name the field.)"""
+
+    description: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the rule's name, unique in its network")
+    ]
+    direction: Annotated[AclDirection, Field(description="in: to the network's VMs; out: from them")] = "in"
+    action: AclAction
+    order: Annotated[int | None, Field(ge=0, le=1_000_000, description="lower runs first; unset: after the rest")] = (
+        None
+    )
+    protocol: AclProtocol = "any"
+    source: Annotated[str | None, Field(description="an address or subnet (IPv4 or IPv6); unset: any")] = None
+    destination: Annotated[str | None, Field(description="an address or subnet (IPv4 or IPv6); unset: any")] = None
+    ports: Annotated[str | None, Field(description='destination ports, tcp/udp only: "22", "80,443", "8000-8100"')] = (
+        None
+    )
+
+
+class AclRule(AclFields):
+    @model_validator(mode="after")
+    def _renders(self) -> AclRule:
+        for where, message in networks.rule_problems(self):
+            raise ValueError(f"{'.'.join(str(p) for p in where)}: {message}")
+        return self
 
 
 class ClientNetwork(Model):
@@ -389,18 +439,39 @@ class ClientNetwork(Model):
     description: str = ""
     vlan: Annotated[int | None, Field(ge=1, le=4094, description="bridged: 802.1q id on [network.bridged]")] = None
     vni: Annotated[int | None, Field(ge=1, le=16777215, description="managed: VXLAN network identifier")] = None
-    mtu: Mtu | None = None
+    mtu: Annotated[Mtu | None, Field(description="unset or too large: the most the underlay allows")] = None
     subnet: IPv4Net | None = None
     gateway: IPv4 | None = None
-    dhcp: DhcpRange | None = None
+    subnet6: Annotated[IPv6Net | None, Field(description="managed: an IPv6 /64 (SLAAC and DHCPv6 by the gateway)")] = (
+        None
+    )
+    gateway6: IPv6 | None = None
+    dhcp: Annotated[DhcpRange | None, Field(description="managed: DHCPv4 on this range; unset: no DHCPv4")] = None
     dns: Dns | None = None
+    nat: Annotated[bool, Field(description="managed: masquerade the subnet to the upstream network")] = False
+    reservations: Annotated[list[Reservation], Field(description="managed: static DHCP leases")] = []
+    acl_policy: Annotated[AclPolicy, Field(description="managed: what happens to traffic no ACL rule decides")] = (
+        "accept"
+    )
+    acls: Annotated[list[AclRule], Field(description="managed: firewall rules (docs/networks.md)")] = []
+
+    _MANAGED_ONLY = ("vni", "subnet", "gateway", "subnet6", "gateway6", "dhcp", "dns")
+
+    @property
+    def number(self) -> int:
+        """The network's VNI: a managed network's VXLAN id, a bridged one's VLAN id (its bridge is vmbr<N>)."""
+        number = self.vni if self.type == "managed" else self.vlan
+        assert number is not None
+        return number
 
     @model_validator(mode="after")
     def _per_type(self) -> ClientNetwork:
         if self.type == "bridged":
             if self.vlan is None:
                 raise ValueError("a bridged network needs 'vlan' (1-4094)")
-            extra = [n for n in ("vni", "subnet", "gateway", "dhcp", "dns") if getattr(self, n) is not None]
+            extra = [n for n in self._MANAGED_ONLY if getattr(self, n) is not None]
+            extra += [n for n in ("reservations", "acls") if getattr(self, n)]
+            extra += ["nat"] if self.nat else []
             if extra:
                 raise ValueError(
                     f"a bridged network takes no {', '.join(repr(n) for n in extra)} (PVC only bridges it)"
@@ -411,6 +482,10 @@ class ClientNetwork(Model):
                 raise ValueError(f"a managed network needs {', '.join(repr(n) for n in missing)}")
             if self.vlan is not None:
                 raise ValueError("a managed network is a VXLAN; it takes 'vni', not 'vlan'")
+            names = [r.description for r in self.acls]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"ACL descriptions must be unique in a network: {', '.join(twice)}")
         return self
 
 

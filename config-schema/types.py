@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
@@ -55,31 +55,51 @@ def _need_str(value: Any, what: str) -> str:
     return value
 
 
-def parse_ipv4(value: Any) -> ipaddress.IPv4Address:
-    if isinstance(value, ipaddress.IPv4Address):
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+N = TypeVar("N", ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+def _address(value: Any, kind: type[A], name: str, example: str) -> A:
+    if isinstance(value, kind):
         return value
-    text = _need_str(value, 'an IPv4 address like "10.0.0.1"')
+    text = _need_str(value, f'an {name} address like "{example}"')
     try:
-        return ipaddress.IPv4Address(text)
+        return kind(text)
     except ValueError:
         if "/" in text:
-            raise ValueError(f"'{text}' has a prefix length; give the address alone, like \"10.0.0.1\"") from None
-        raise ValueError(f"'{text}' is not an IPv4 address (expected like \"10.0.0.1\")") from None
+            raise ValueError(f"'{text}' has a prefix length; give the address alone, like \"{example}\"") from None
+        raise ValueError(f"'{text}' is not an {name} address (expected like \"{example}\")") from None
+
+
+def _network(value: Any, kind: type[N], name: str, example: str) -> N:
+    if isinstance(value, kind):
+        return value
+    text = _need_str(value, f'an {name} subnet like "{example}"')
+    if "/" not in text:
+        raise ValueError(f"'{text}' has no prefix length (expected a subnet like \"{example}\")")
+    try:
+        return kind(text, strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            net = kind(text, strict=False)
+            raise ValueError(f"'{text}' has host bits set; the subnet is \"{net}\"") from None
+        raise ValueError(f"'{text}' is not an {name} subnet (expected like \"{example}\")") from None
+
+
+def parse_ipv4(value: Any) -> ipaddress.IPv4Address:
+    return _address(value, ipaddress.IPv4Address, "IPv4", "10.0.0.1")
 
 
 def parse_ipv4_network(value: Any) -> ipaddress.IPv4Network:
-    if isinstance(value, ipaddress.IPv4Network):
-        return value
-    text = _need_str(value, 'an IPv4 subnet like "10.0.0.0/24"')
-    if "/" not in text:
-        raise ValueError(f"'{text}' has no prefix length (expected a subnet like \"10.0.0.0/24\")")
-    try:
-        return ipaddress.IPv4Network(text, strict=True)
-    except ValueError as exc:
-        if "has host bits set" in str(exc):
-            net = ipaddress.IPv4Network(text, strict=False)
-            raise ValueError(f"'{text}' has host bits set; the subnet is \"{net}\"") from None
-        raise ValueError(f"'{text}' is not an IPv4 subnet (expected like \"10.0.0.0/24\")") from None
+    return _network(value, ipaddress.IPv4Network, "IPv4", "10.0.0.0/24")
+
+
+def parse_ipv6(value: Any) -> ipaddress.IPv6Address:
+    return _address(value, ipaddress.IPv6Address, "IPv6", "2001:db8::1")
+
+
+def parse_ipv6_network(value: Any) -> ipaddress.IPv6Network:
+    return _network(value, ipaddress.IPv6Network, "IPv6", "2001:db8:100::/64")
 
 
 def parse_mac(value: Any) -> str:
@@ -191,6 +211,8 @@ def _str_schema(pattern: str | None = None, **extra: Any) -> WithJsonSchema:
 
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(parse_ipv4), _str_schema(format="ipv4")]
 IPv4Net = Annotated[ipaddress.IPv4Network, BeforeValidator(parse_ipv4_network), _str_schema(description="CIDR")]
+IPv6 = Annotated[ipaddress.IPv6Address, BeforeValidator(parse_ipv6), _str_schema(format="ipv6")]
+IPv6Net = Annotated[ipaddress.IPv6Network, BeforeValidator(parse_ipv6_network), _str_schema(description="CIDR")]
 Mac = Annotated[str, BeforeValidator(parse_mac), _str_schema(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")]
 Size = Annotated[
     int,

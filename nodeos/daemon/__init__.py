@@ -33,6 +33,13 @@ import click
     show_default=True,
     help="ceph.conf for RBD lock checks, fencing and the storage status (its keyring: client.admin).",
 )
+@click.option(
+    "--run-dir",
+    default="/run/pvc",
+    show_default=True,
+    help="Runtime files: the client networks' dnsmasq files and nftables, the lease hook's socket.",
+)
+@click.option("--frr-pathspace", default=None, help="vtysh -N PATHSPACE: talk to that FRR instance (tests).")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def main(
     config_path: str,
@@ -42,6 +49,8 @@ def main(
     libvirt_uri: str,
     migration_uri: str,
     ceph_conf: str,
+    run_dir: str,
+    frr_pathspace: str | None,
     log_level: str,
 ) -> None:
     """Run this node's PVC daemon in the foreground."""
@@ -70,6 +79,8 @@ def main(
         libvirt_uri=libvirt_uri,
         migration_uri=migration_uri,
         ceph_conf=ceph_conf,
+        run_dir=run_dir,
+        frr_pathspace=frr_pathspace,
     )
     try:
         daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)

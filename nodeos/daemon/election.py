@@ -83,6 +83,7 @@ class Election:
             for device, address, prefix in netif.floating_ips(self.d.cfg):
                 netif.add_address(device, address, prefix)
             self.d.state.claim_primary(self.me)
+            self.d.networks.take_over()  # gateways, dnsmasq, NAT of the managed networks
             if self.d.state.primary_request() == self.me:
                 self.d.state.clear_primary_request()
             interval = self.d.cfg.timers.keepalive_interval
@@ -99,6 +100,7 @@ class Election:
                 self.d.stopping.wait(min(interval, 1.0))
         finally:
             self.is_primary.clear()
+            self.d.networks.step_down()
             self._drop_floating_ips()
             log.warning("this node is no longer the primary coordinator")
 

@@ -20,6 +20,7 @@ from pvc.nodeos.daemon.election import Election
 from pvc.nodeos.daemon.fencing import Fencer
 from pvc.nodeos.daemon.flush import FlushController
 from pvc.nodeos.daemon.keepalive import KeepaliveLoop
+from pvc.nodeos.daemon.networks import NetworkController
 from pvc.nodeos.daemon.osd_requests import OsdRequests
 from pvc.nodeos.daemon.virt import Virt
 from pvc.nodeos.daemon.vms import VmController
@@ -40,6 +41,8 @@ class Options:
     migration_uri: str = "qemu+tls://{ip}/system"  # {ip}: the target's cluster IP; TLS (formation/libvirt.py)
     osd_requests: bool = True  # act on `pvc storage osd add` (off where no systemd runs the OSDs: component tests)
     ceph_conf: str = "/etc/ceph/ceph.conf"  # with the client.admin keyring it names (or the default one)
+    run_dir: str = "/run/pvc"  # runtime files: the networks' dnsmasq files, nftables and the lease hook's socket
+    frr_pathspace: str | None = None  # vtysh -N: the FRR instance of a test namespace (None: the node's FRR)
 
 
 class LogRingHandler(logging.Handler):
@@ -81,6 +84,7 @@ class Daemon:
         self.fencer.before_restart.append(self.storage.break_locks)
         self.osd_requests = OsdRequests(self)
         self.console = ConsoleTailer(self, Path(opts.state_dir) / "console")
+        self.networks = NetworkController(self)
         self.election = Election(self) if self.node.coordinator else None
 
     def migration_uri(self, target: str) -> str:
@@ -134,6 +138,7 @@ class Daemon:
         self.keepalive.tick()
         self.flush.start()
         self.console.start()
+        self.networks.start()
         if self.election:
             self.election.start()
         self.storage.start()
@@ -155,6 +160,7 @@ class Daemon:
         log.info("pvcd stopping")
         if self.election:
             self.election.stop()
+        self.networks.stop()
         with contextlib.suppress(Exception):
             self.state.update_node(self.node.name, lambda r: r.model_copy(update={"daemon_state": "stop"}))
         self.log_ring.flush()

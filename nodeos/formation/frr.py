@@ -1,5 +1,6 @@
-"""FRR: zebra and bgpd with the cluster's ASN. Every node peers with every other node over the cluster network
-(iBGP) and with the upstream routers of cluster.toml [bgp] (pure rendering + the formation step)."""
+"""FRR: zebra and bgpd with the cluster's ASN on every node. Every node peers with every other node over the cluster
+network (iBGP; EVPN for the managed client networks' VXLANs) and with the upstream routers of cluster.toml [bgp],
+which learn the managed subnets from the primary (pure rendering + the formation step)."""
 
 from __future__ import annotations
 
@@ -46,18 +47,30 @@ def render_daemons() -> str:
     return "\n".join(lines) + "\n"
 
 
+ANNOUNCE = "pvc-announce"  # prefix-list (kept by pvcd: the managed subnets) and route-map of what BGP announces
+FABRIC, UPSTREAM = "fabric", "upstream"  # peer groups: the cluster's nodes (EVPN, iBGP) and the [bgp] routers
+
+
+def fabric_peers(cfg: ClusterFile, node: Node) -> list[tuple[str, str]]:
+    """(cluster IP, description) of every other node: the EVPN fabric, a full iBGP mesh over the cluster network."""
+    return [(str(n.ip.cluster), f"pvc node {n.name}") for n in cfg.nodes if n.name != node.name and n.ip.cluster]
+
+
+def upstream_peers(cfg: ClusterFile) -> list[tuple[str, int, str]]:
+    """(address, remote ASN, description) of the upstream routers of [bgp]."""
+    return [(str(r.address), r.asn or cfg.bgp.asn, r.description or "upstream router") for r in cfg.bgp.routers]
+
+
 def peers(cfg: ClusterFile, node: Node) -> list[tuple[str, int, str]]:
     """(address, remote ASN, description) of every BGP neighbour of `node`."""
-    out = [
-        (str(n.ip.cluster), cfg.bgp.asn, f"pvc node {n.name}")
-        for n in cfg.nodes
-        if n.name != node.name and n.ip.cluster
-    ]
-    out += [(str(r.address), r.asn or cfg.bgp.asn, r.description or "upstream router") for r in cfg.bgp.routers]
-    return out
+    return [(a, cfg.bgp.asn, d) for a, d in fabric_peers(cfg, node)] + upstream_peers(cfg)
 
 
 def render_conf(cfg: ClusterFile, node: Node) -> str:
+    """bgpd's configuration: the fabric peer group carries EVPN (`advertise-all-vni`: every node's VXLANs, with the
+    node's cluster IP as VTEP) and IPv4; the upstream routers get what the route-map ANNOUNCE lets through of the
+    connected routes: the managed subnets in the prefix-list ANNOUNCE, which pvcd keeps current (only the primary
+    holds their gateways, so only it announces them)."""
     router_id = str(node.router_id or node.ip.cluster)
     lines = [
         "frr defaults datacenter",
@@ -65,20 +78,48 @@ def render_conf(cfg: ClusterFile, node: Node) -> str:
         "log syslog informational",
         "service integrated-vtysh-config",
         "!",
+        f"route-map {ANNOUNCE} permit 10",
+        f" match ip address prefix-list {ANNOUNCE}",
+        "exit",
+        "!",
         f"router bgp {cfg.bgp.asn}",
         f" bgp router-id {router_id}",
         " no bgp ebgp-requires-policy",
         " no bgp default ipv4-unicast",
+        f" neighbor {FABRIC} peer-group",
+        f" neighbor {FABRIC} timers connect 2",
+        f" neighbor {UPSTREAM} peer-group",
+        f" neighbor {UPSTREAM} timers connect 2",
     ]
-    for addr, asn, desc in peers(cfg, node):
+    for addr, desc in fabric_peers(cfg, node):
+        lines += [
+            f" neighbor {addr} remote-as {cfg.bgp.asn}",
+            f" neighbor {addr} peer-group {FABRIC}",
+            f" neighbor {addr} description {desc}",
+        ]
+    for addr, asn, desc in upstream_peers(cfg):
         lines += [
             f" neighbor {addr} remote-as {asn}",
+            f" neighbor {addr} peer-group {UPSTREAM}",
             f" neighbor {addr} description {desc}",
-            f" neighbor {addr} timers connect 2",
         ]
-    lines += [" !", " address-family ipv4 unicast"]
-    lines += [f"  neighbor {addr} activate" for addr, _, _ in peers(cfg, node)]
-    lines += [" exit-address-family", "exit", "!", "line vty", "!"]
+    lines += [
+        " !",
+        " address-family ipv4 unicast",
+        f"  redistribute connected route-map {ANNOUNCE}",
+        f"  neighbor {FABRIC} activate",
+        f"  neighbor {UPSTREAM} activate",
+        " exit-address-family",
+        " !",
+        " address-family l2vpn evpn",
+        f"  neighbor {FABRIC} activate",
+        "  advertise-all-vni",
+        " exit-address-family",
+        "exit",
+        "!",
+        "line vty",
+        "!",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -128,3 +128,13 @@ def with_console_log(xml: str, log_path: str) -> str:
         serial.remove(old)
     ET.SubElement(serial, "log", {"file": log_path, "append": "on"})
     return ET.tostring(root, encoding="unicode")
+
+
+def bridges(xml: str) -> list[str]:
+    """The host bridges the domain's interfaces are plugged into (`<interface type='bridge'><source bridge=...>`)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    found = (iface.find("source") for iface in root.iterfind("./devices/interface[@type='bridge']"))
+    return [src.get("bridge", "") for src in found if src is not None and src.get("bridge")]

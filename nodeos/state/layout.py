@@ -85,7 +85,15 @@ def task(task_id: str) -> str:
 
 
 def network(vni: int) -> str:
-    return f"{NETWORKS}/{vni}"
+    return f"{NETWORKS}/{vni}"  # NetworkRecord: a client network (its VNI; a bridged network's VLAN id)
+
+
+def network_leases(vni: int) -> str:
+    return f"{NETWORKS}/{vni}/leases"
+
+
+def network_lease(vni: int, mac: str) -> str:
+    return f"{NETWORKS}/{vni}/leases/{mac}"  # Lease: written by the primary's dnsmasq through pvcd (its lease hook)
 
 
 def storage(name: str) -> str:

@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import AclPolicy, NetworkOwner, NetworkType, Selector, VmMigrationMethod
+from pvc.config.schema import AclFields, DhcpRange, Reservation
 from pvc.nodeos.state.vmstate import State
 
 DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
@@ -198,3 +199,40 @@ class OsdRequest(Record):
     state: Literal["pending", "done", "failed"] = "pending"
     message: str = ""
     created: float = Field(default_factory=now)
+
+
+class NetworkRecord(Record):
+    """A client network (docs/networks.md): what every node bridges and, for a managed network, what the primary
+    serves. `vni` names it everywhere (its bridge is vmbr<vni>); a bridged network's VNI is its VLAN id. Addresses
+    are text as given; the API and cluster.toml checks validated them."""
+
+    vni: int
+    name: str
+    type: NetworkType
+    owner: NetworkOwner = "api"
+    description: str = ""
+    mtu: int  # what the node sets: the asked MTU clamped to what the underlay allows
+    subnet: str | None = None
+    gateway: str | None = None
+    subnet6: str | None = None
+    gateway6: str | None = None
+    dhcp: DhcpRange | None = None  # None: no DHCPv4
+    domain: str | None = None  # DNS domain served by the network's dnsmasq
+    dns_servers: list[str] = []  # where that dnsmasq forwards other names
+    nat: bool = False
+    reservations: list[Reservation] = []
+    acl_policy: AclPolicy = "accept"
+    acls: list[AclFields] = []
+    created: float = Field(default_factory=now)
+    updated: float = Field(default_factory=now)
+
+
+class Lease(Record):
+    """A DHCPv4 lease handed out by a managed network's dnsmasq (kept so a new primary's dnsmasq knows it)."""
+
+    mac: str
+    ip: str
+    hostname: str = ""
+    expires: int = 0  # Unix time; 0: never
+    client_id: str = ""
+    updated: float = Field(default_factory=now)

@@ -40,8 +40,10 @@ from pvc.nodeos.state.models import (
     Fault,
     FormationProgress,
     Keepalive,
+    Lease,
     LogRing,
     Maintenance,
+    NetworkRecord,
     NodeRecord,
     OsdRequest,
     Primary,
@@ -75,7 +77,9 @@ def encode(record: BaseModel) -> bytes:
 
 
 def decode(model: type[M], data: bytes) -> M:
-    return model.model_validate_json(data or b"{}")
+    # Python mode, not model_validate_json: records embed cluster.toml's strict models (a network's DHCP range,
+    # reservations, ACL rules), whose address types parse text in Python mode only.
+    return model.model_validate(json.loads(data or b"{}"))
 
 
 def make_client(
@@ -537,6 +541,87 @@ class ClusterState:
 
     def put_osd_request(self, request: OsdRequest) -> None:
         self.put(layout.osd_request(request.id), request)
+
+    # -- client networks -----------------------------------------------------------------------------------
+    def network_vnis(self) -> list[int]:
+        return sorted(int(c) for c in self.children(layout.NETWORKS) if c.isdigit())
+
+    def network(self, vni: int) -> NetworkRecord:
+        try:
+            return self.get(layout.network(vni), NetworkRecord)[0]
+        except NotFound:
+            raise NotFound(f"no network with VNI {vni}") from None
+
+    def networks(self) -> list[NetworkRecord]:
+        found = (self.get_or_none(layout.network(vni), NetworkRecord) for vni in self.network_vnis())
+        return [n for n in found if n is not None]
+
+    def create_network(self, record: NetworkRecord) -> None:
+        """Create a network; Conflict if its VNI or its name is taken."""
+        for other in self.networks():
+            if other.name == record.name and other.vni != record.vni:
+                raise Conflict(f"a network named '{record.name}' already exists (VNI {other.vni})")
+        try:
+            self.zk.retry(self.zk.create, layout.network(record.vni), encode(record), makepath=True)
+        except NodeExistsError:
+            existing = self.get_or_none(layout.network(record.vni), NetworkRecord)
+            if existing is not None and existing.created == record.created:  # a retried create that had landed
+                return
+            raise Conflict(f"a network with VNI {record.vni} already exists") from None
+
+    def update_network(self, vni: int, change: Callable[[NetworkRecord], NetworkRecord | None]) -> NetworkRecord:
+        def stamped(record: NetworkRecord) -> NetworkRecord | None:
+            new = change(record)
+            return None if new is None else new.model_copy(update={"updated": now()})
+
+        try:
+            return self.update(layout.network(vni), NetworkRecord, stamped)
+        except NotFound:
+            raise NotFound(f"no network with VNI {vni}") from None
+
+    def remove_network(self, vni: int) -> None:
+        """Delete a network and its leases."""
+        try:
+            self.zk.retry(self.zk.delete, layout.network(vni), recursive=True)
+        except NoNodeError:
+            raise NotFound(f"no network with VNI {vni}") from None
+
+    def watch_networks(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change()` now and whenever a network is created, changed or removed (not for leases)."""
+        watched: set[int] = set()
+
+        def one(vni: int) -> None:
+            def changed(data: bytes | None, stat: object, event: object = None) -> bool | None:
+                on_change()
+                if data is None and stat is None:  # removed: stop watching it
+                    watched.discard(vni)
+                    return False
+                return None
+
+            self.zk.DataWatch(layout.network(vni), changed)
+
+        def children(names: list[str]) -> None:
+            for vni in (int(n) for n in names if n.isdigit()):
+                if vni not in watched:
+                    watched.add(vni)
+                    one(vni)
+            on_change()
+
+        self.zk.ChildrenWatch(layout.NETWORKS, children)
+
+    def leases(self, vni: int) -> list[Lease]:
+        path = layout.network_leases(vni)
+        found = (self.get_or_none(f"{path}/{mac}", Lease) for mac in self.children(path))
+        return [lease for lease in found if lease is not None]
+
+    def put_lease(self, vni: int, lease: Lease) -> None:
+        """Store a lease of an existing network (a lease for a network removed meanwhile is dropped)."""
+        if self.zk.retry(self.zk.exists, layout.network(vni)):
+            self.put(layout.network_lease(vni, lease.mac), lease)
+
+    def remove_lease(self, vni: int, mac: str) -> None:
+        with contextlib.suppress(NoNodeError):
+            self.zk.retry(self.zk.delete, layout.network_lease(vni, mac))
 
     # -- formation -----------------------------------------------------------------------------------------
     def formation(self, node_name: str) -> FormationProgress | None:

@@ -73,6 +73,7 @@ def cluster_toml(
     fencing: bool = True,
     shutdown_timeout: int = 3,
     session_ms: int = 2000,
+    extra: str = "",
 ) -> str:
     coordinators = 3 if len(nodes) >= 3 else 1
     lines = [
@@ -123,7 +124,11 @@ def cluster_toml(
             f'password = "{BMC_PASSWORD}", port = {BMC_PORT} }}',
             'data_disk = { path = "/dev/disk/by-id/*pvc-data*" }',
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
+
+
+def frr_run_dir(pathspace: str) -> Path:
+    return Path("/var/run/frr") / pathspace
 
 
 class DoubleRunChecker(threading.Thread):
@@ -184,9 +189,11 @@ class RuntimeCluster:
         prefix: str = "pvct",
         zk_host_port: int = 21932,
         ceph: Ceph | None = None,
+        frr: bool = False,
         **toml_options: object,
     ) -> None:
         self.dir = workdir
+        self.frr = frr  # run FRR (zebra, bgpd) in each node's namespace, as formation renders it
         self.ceph = ceph  # a running Ceph (in its own namespace) to plug into the cluster network
         self.nodes = nodes
         self.lab = NetLab(prefix, [UPSTREAM, CLUSTER])
@@ -267,14 +274,45 @@ class RuntimeCluster:
         self.checker = DoubleRunChecker(self)
         self.checker.start()
 
+    def frr_processes(self, node: str) -> list[dict]:
+        """zebra and bgpd of a node in the foreground, in their own FRR pathspace (vtysh -N <namespace>)."""
+        from pvc.nodeos.formation import frr
+
+        ndir = self.dir / node / "frr"  # the daemons' stdout; their files are in the run directory, which
+        ndir.mkdir(parents=True, exist_ok=True)  # the frr user can reach (the work directory is root's only)
+        run = frr_run_dir(self.lab.ns(node))
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        (run / "zebra.conf").write_text(f"hostname {node}\n")
+        (run / "bgpd.conf").write_text(frr.render_conf(self.cfg, self.cfg.node(node)))
+        for path in (run, *run.iterdir()):
+            shutil.chown(path, "frr", "frr")
+        out = []
+        for daemon in ("zebra", "bgpd"):
+            argv = [f"/usr/lib/frr/{daemon}", "-N", self.lab.ns(node), "-f", str(run / f"{daemon}.conf")]
+            argv += ["-i", str(run / f"{daemon}.pid"), "-P", "0", "--log", f"file:{run / daemon}.log"]
+            out.append(
+                {
+                    "name": daemon,
+                    "argv": argv,
+                    "log": str(ndir / f"{daemon}.out"),
+                    "ready_path": str(run / f"{daemon}.vty"),
+                }
+            )
+        return out
+
     def start_machine(self, node: str, cache: Path) -> None:
         ndir = self.dir / node
         ndir.mkdir(parents=True, exist_ok=True)
         root = libvirtd.prepare(self.libvirt_root(node), self.cfg, self.cfg.node(node), JOIN_KEY, cache)
+        pvcd_extra = ["--run-dir", str(ndir / "run")]
+        if self.frr:
+            pvcd_extra += ["--frr-pathspace", self.lab.ns(node)]
         spec = {
             "netns": self.lab.ns(node),
             "bmc": {"address": self.bmc_address(node), "port": BMC_PORT, "user": BMC_USER, "password": BMC_PASSWORD},
             "processes": [
+                *(self.frr_processes(node) if self.frr else []),
                 {
                     "name": "libvirtd",
                     "argv": libvirtd.command(root, node),
@@ -297,6 +335,7 @@ class RuntimeCluster:
                         self.libvirt_uri(node),
                         "--ceph-conf",  # a missing file: no Ceph, no storage agent
                         str(self.ceph.conf) if self.ceph else str(ndir / "no-ceph.conf"),
+                        *pvcd_extra,
                     ],
                     "log": str(ndir / "pvcd.log"),
                     "cwd": str(ROOT),
@@ -344,6 +383,7 @@ class RuntimeCluster:
             *[lambda p=p: p.stop(timeout=5) for p in self.procs],
             lambda: self.zk.stop() if self.zk else None,
             self.lab.down,
+            *[lambda n=n: shutil.rmtree(frr_run_dir(self.lab.ns(n)), ignore_errors=True) for n in self.nodes],
         ]
         for step in steps:
             with contextlib.suppress(Exception):

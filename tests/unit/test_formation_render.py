@@ -57,10 +57,15 @@ def test_frr_peers_every_other_node_and_the_routers():
     assert f"router bgp {cfg.bgp.asn}" in conf
     for other in cfg.nodes[1:]:
         assert f"neighbor {other.ip.cluster} remote-as {cfg.bgp.asn}" in conf
-        assert f"neighbor {other.ip.cluster} activate" in conf
+        assert f"neighbor {other.ip.cluster} peer-group fabric" in conf
     for router in cfg.bgp.routers:
         assert f"neighbor {router.address} remote-as" in conf
+        assert f"neighbor {router.address} peer-group upstream" in conf
     assert f"neighbor {node.ip.cluster} " not in conf
+    # EVPN among the nodes only; the upstream routers get the connected routes the prefix-list lets through
+    evpn = conf.split("address-family l2vpn evpn")[1].split("exit-address-family")[0]
+    assert evpn.split() == ["neighbor", "fabric", "activate", "advertise-all-vni"]
+    assert "redistribute connected route-map pvc-announce" in conf
 
 
 def test_frr_conf_passes_vtysh_dry_run(tmp_path):

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "pvc.nodeos.netif": 1,
     "pvc.nodeos.formation": 2,
     "pvc.nodeos.daemon": 2,
+    "pvc.nodeos.clientnet": 2,
     "pvc.api": 3,
     "pvc.cli": 3,
     "pvc.image": 3,
@@ -35,6 +36,10 @@ LAYERS: dict[str, int] = {
 # parts of a layer stay independent of one another.
 SAME_LAYER: dict[tuple[str, str], str] = {
     ("pvc.nodeos.daemon", "pvc.nodeos.formation"): "pvcd's OSD requests reuse formation's OSD code (osd_requests.py)",
+    ("pvc.nodeos.daemon", "pvc.nodeos.clientnet"): "pvcd's network controller drives the client networks' pieces",
+    ("pvc.nodeos.clientnet", "pvc.nodeos.formation"): (
+        "the networks' nftables honour the node firewall's accept mark and VXLAN port; bgpd's prefix-list is frr.py's"
+    ),
     ("pvc.installer", "pvc.image"): "the lab builds the node image it boots",
     ("pvc.installer", "pvc.cli"): "the lab registers a `pvc` connection profile for itself",
     ("pvc.nodeos.storage", "pvc.nodeos.state"): (

@@ -40,7 +40,7 @@ def test_packages_import():
 
 def test_console_scripts_are_installed():
     scripts = _pyproject()["project"]["scripts"]
-    assert set(scripts) == {"pvc", "pvcd", "pvc-node", "pvc-image", "pvc-install", "pvc-lab"}
+    assert set(scripts) == {"pvc", "pvcd", "pvc-node", "pvc-image", "pvc-install", "pvc-lab", "pvc-lease-hook"}
     assert scripts["pvc-lab"] == "pvc.installer.lab.cli:main"
     bindir = ROOT / ".venv" / "bin" if (ROOT / ".venv").exists() else None
     for name in scripts:

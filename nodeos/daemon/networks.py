@@ -1,0 +1,243 @@
+"""The network controller: converges this node to the cluster's client networks (docs/networks.md).
+
+On every node: the networks' devices (vlan<N>/vxlan<N> + vmbr<N>), the ACL table, and the prefix-list of managed
+subnets in bgpd. On the primary, in addition, per managed network: the gateway addresses on vmbr<N> (with a
+gratuitous ARP), one dnsmasq, NAT; and at take-over, the reconcile of cluster.toml's networks. The election calls
+`take_over()` after the floating IPs and `step_down()` before it drops them, so all of it moves with the primary.
+
+It converges when a network changes (ZooKeeper watches), when the role changes, and every RESYNC_SECONDS (a
+device someone deleted by hand comes back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import sysconfig
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pvc.config import networks
+from pvc.nodeos import netif
+from pvc.nodeos.clientnet import dnsmasq, links, netfilter
+from pvc.nodeos.clientnet.bgp import Bgp
+from pvc.nodeos.clientnet.leases import LeaseServer
+from pvc.nodeos.state.models import Lease, NetworkRecord
+from pvc.nodeos.state.networks import reconcile_config
+
+if TYPE_CHECKING:
+    from pvc.nodeos.daemon.service import Daemon
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 15.0
+HOOK = "pvc-lease-hook"
+
+
+def hook_path() -> str:
+    """The lease hook installed beside pvcd (the same environment's scripts directory)."""
+    return str(Path(sysconfig.get_path("scripts")) / HOOK)
+
+
+class NetworkController:
+    def __init__(self, daemon: Daemon, vlan_maker: links.VlanMaker = links.make_vlan) -> None:
+        self.d = daemon
+        cfg, node = daemon.cfg, daemon.node
+        self.underlay = links.Underlay(
+            cluster_ip=str(node.ip.cluster), bridged_device=cfg.network.bridged.device if cfg.network.bridged else None
+        )
+        self.vlan_maker = vlan_maker
+        self.run_dir = Path(daemon.opts.run_dir) / "networks"
+        self.bgp = Bgp(daemon.opts.frr_pathspace)
+        self.leases = LeaseServer(self.run_dir / "lease.sock", self.lease_event)
+        self.primary = False
+        self.dnsmasqs: dict[int, dnsmasq.Dnsmasq] = {}
+        self.errors: dict[int, str] = {}
+        self.lock = threading.RLock()
+        self.dirty = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="networks", daemon=True)
+        self._warned: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.leases.start()
+        self.d.state.watch_networks(self.dirty.set)
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.primary = False
+            for server in self.dnsmasqs.values():
+                server.stop()
+            self.dnsmasqs.clear()
+        self.leases.stop()
+
+    def _loop(self) -> None:
+        while not self.d.stopping.is_set():
+            self.dirty.wait(RESYNC_SECONDS)
+            self.dirty.clear()
+            if self.d.stopping.is_set():
+                return
+            try:
+                self.converge()
+            except Exception:
+                log.exception("network convergence failed")
+
+    # -- the primary role ----------------------------------------------------------------------------------------
+    def take_over(self) -> None:
+        """This node became the primary: reconcile cluster.toml's networks, then gateways, NAT, dnsmasq."""
+        with self.lock:
+            self.primary = True
+            try:
+                for line in reconcile_config(self.d.state, self.d.cfg):
+                    log.info("%s", line)
+            except Exception:
+                log.exception("reconciling cluster.toml's networks failed")
+            self.converge()
+
+    def step_down(self) -> None:
+        """No longer the primary: stop dnsmasq, drop the gateways and NAT (before the floating IPs go)."""
+        with self.lock:
+            self.primary = False
+            try:
+                self.converge()
+            except Exception:
+                log.exception("network step-down failed")
+                for server in self.dnsmasqs.values():
+                    server.stop()
+                self.dnsmasqs.clear()
+
+    # -- convergence -------------------------------------------------------------------------------------------
+    def converge(self) -> None:
+        with self.lock:
+            nets = self.d.state.networks()
+            with IPRoute() as ipr:
+                changes, errors = links.converge(ipr, nets, self.underlay, self.vlan_maker)
+                for line in changes:
+                    log.info("networks: %s", line)
+                for vni, error in errors.items():
+                    if self.errors.get(vni) != error:
+                        log.error("network %d: %s", vni, error)
+                self.errors = errors
+                ready = [n for n in nets if n.vni not in errors]
+                self._gateways(ipr, ready)
+            self._netfilter(ready)
+            self._dnsmasq(ready)
+            self._bgp(ready)
+
+    def _gateways(self, ipr: IPRoute, nets: list[NetworkRecord]) -> None:
+        if self.primary and any(n.type == "managed" for n in nets):
+            _forwarding(any(n.subnet6 for n in nets))
+        for net in nets:
+            if net.type != "managed":
+                continue
+            bridge = networks.bridge_name(net.vni)
+            wanted: set[tuple[str, int]] = set()
+            if self.primary and net.subnet and net.gateway:
+                wanted.add((net.gateway, ipaddress.ip_network(net.subnet).prefixlen))
+            if self.primary and net.subnet6 and net.gateway6:
+                wanted.add((str(ipaddress.ip_address(net.gateway6)), ipaddress.ip_network(net.subnet6).prefixlen))
+            have = _addresses(ipr, bridge)
+            for address, prefix in sorted(have - wanted):
+                netif.remove_address(bridge, address, prefix)
+                log.info("networks: removed gateway %s/%d from %s", address, prefix, bridge)
+            for address, prefix in sorted(wanted - have):
+                if ipaddress.ip_address(address).version == 4:
+                    netif.add_address(bridge, address, prefix)  # with a gratuitous ARP
+                else:
+                    _add_v6(ipr, bridge, address, prefix)
+                log.info("networks: gateway %s/%d on %s", address, prefix, bridge)
+
+    def _netfilter(self, nets: list[NetworkRecord]) -> None:
+        upstream = self.d.cfg.network.upstream.device
+        for name, text in (
+            ("networks.nft", netfilter.render(nets)),
+            ("nat.nft", netfilter.render_nat(nets, upstream, self.primary)),
+        ):
+            path = self.run_dir / name
+            if path.exists() and path.read_text() == text:
+                continue
+            try:
+                netfilter.apply(text, path)
+                log.info("networks: loaded %s", name)
+            except (netfilter.RenderError, OSError) as exc:
+                path.unlink(missing_ok=True)
+                log.error("networks: nftables refused %s: %s", name, exc)
+
+    def _dnsmasq(self, nets: list[NetworkRecord]) -> None:
+        wanted = {n.vni: n for n in nets if self.primary and n.type == "managed" and n.gateway}
+        for vni in sorted(set(self.dnsmasqs) - set(wanted)):
+            self.dnsmasqs.pop(vni).stop()
+            log.info("networks: stopped dnsmasq of network %d", vni)
+        for vni, net in wanted.items():
+            server = self.dnsmasqs.get(vni)
+            if server is None:
+                paths = dnsmasq.Paths(self.run_dir / "dnsmasq" / str(vni))
+                server = self.dnsmasqs[vni] = dnsmasq.Dnsmasq(net, paths, hook_path(), str(self.leases.path))
+            done = server.converge(net)
+            if done:
+                log.info("networks: dnsmasq of network %s (%d) %s", net.name, vni, done)
+
+    def _bgp(self, nets: list[NetworkRecord]) -> None:
+        try:
+            for command in self.bgp.sync(nets):
+                log.info("networks: bgpd: %s", command)
+            self._warned.discard("bgp")
+        except (OSError, FileNotFoundError) as exc:
+            if "bgp" not in self._warned:
+                log.warning("networks: cannot update the announced subnets in bgpd: %s", exc)
+                self._warned.add("bgp")
+
+    # -- the lease hook --------------------------------------------------------------------------------------------
+    def lease_event(self, msg: dict) -> str:
+        vni, action = int(msg["vni"]), msg["action"]
+        if action == "init":
+            leases = self.d.state.leases(vni)
+            return dnsmasq.init_lines([(ls.expires, ls.mac, ls.ip, ls.hostname, ls.client_id) for ls in leases])
+        if action in ("add", "old"):
+            lease = Lease(
+                mac=msg["mac"],
+                ip=msg["ip"],
+                hostname=msg.get("hostname") or "",
+                expires=int(msg.get("expires") or 0),
+                client_id=msg.get("client_id") or "",
+            )
+            self.d.state.put_lease(vni, lease)
+            return "ok"
+        if action == "del":
+            self.d.state.remove_lease(vni, msg["mac"])
+            return "ok"
+        return f"error: unknown action {action!r}"
+
+
+def _addresses(ipr: IPRoute, device: str) -> set[tuple[str, int]]:
+    """The global addresses on a device (IPv6 link-local ones are the kernel's own)."""
+    found = ipr.link_lookup(ifname=device)
+    if not found:
+        return set()
+    out = set()
+    for addr in ipr.get_addr(index=found[0]):
+        address = addr.get_attr("IFA_ADDRESS")
+        if address and not ipaddress.ip_address(address).is_link_local:
+            out.add((address, addr["prefixlen"]))
+    return out
+
+
+def _add_v6(ipr: IPRoute, device: str, address: str, prefix: int) -> None:
+    index = ipr.link_lookup(ifname=device)[0]
+    with contextlib.suppress(NetlinkError):  # there already
+        ipr.addr("add", index=index, address=address, prefixlen=prefix, flags=0x02)  # IFA_F_NODAD: it moves
+
+
+def _forwarding(v6: bool) -> None:
+    """The primary routes between the managed networks and the upstream network."""
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        if v6:
+            Path("/proc/sys/net/ipv6/conf/all/forwarding").write_text("1")

@@ -1,0 +1,265 @@
+"""Client networks for real: three simulated nodes (namespaces) with real pvcd, FRR (zebra + bgpd, EVPN), nftables,
+VXLAN and ZooKeeper, and one managed network from cluster.toml. Guest namespaces plugged into the nodes' vmbr100
+get DHCP leases from the primary's dnsmasq, reach each other across nodes through the VXLAN that EVPN programmed,
+are blocked by an ACL drop rule and released when it goes, reach the "upstream" (the switch namespace) masqueraded
+to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pvc.config.schema import AclFields
+from pvc.nodeos.state.models import NetworkRecord
+from tests.harness.cluster import CLUSTER, ROOT, UPSTREAM, RuntimeCluster
+from tests.harness.netlab import kill_all_in
+from tests.harness.ports import NS_PREFIX, RUNTIME_ZK_PORT
+from tests.harness.procs import Proc, wait_until
+
+VNI = 100
+NETWORK = f"""
+[[client_networks]]
+name = "lan"
+type = "managed"
+vni = {VNI}
+subnet = "10.100.0.0/24"
+gateway = "10.100.0.1"
+dhcp = {{ start = "10.100.0.100", end = "10.100.0.199" }}
+nat = true
+"""
+
+SERVE = """
+import socket, sys
+s = socket.create_server(("0.0.0.0", int(sys.argv[1])), reuse_port=True)
+print("listening", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(peer[0].encode()); c.close()
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    print(c.recv(100).decode() or "closed")
+except OSError as exc:
+    print(f"failed: {type(exc).__name__}")
+"""
+
+
+def ns_run(ns: str, *argv: str, timeout: float = 60) -> str:
+    done = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, f"{argv} in {ns}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def netcluster(workdir, libvirt_cache):
+    cluster = RuntimeCluster(
+        Path(tempfile.mkdtemp(prefix="nw", dir=workdir)),
+        ["n1", "n2", "n3"],
+        prefix=NS_PREFIX,
+        zk_host_port=RUNTIME_ZK_PORT,
+        frr=True,
+        fencing=False,
+        extra=NETWORK,
+    )
+    guests: list[str] = []
+    try:
+        cluster.up(libvirt_cache)
+        yield cluster, guests
+    finally:
+        for guest in guests:
+            kill_all_in(guest)
+            subprocess.run(["ip", "netns", "del", guest], capture_output=True)
+        cluster.down()
+
+
+def guest(cluster: RuntimeCluster, guests: list[str], node: str, name: str, mac: str) -> str:
+    """A namespace with eth0 plugged into the node's vmbr100: a stand-in VM."""
+    ns = f"{NS_PREFIX}{name}"
+    ip("netns", "add", ns)
+    guests.append(ns)
+    ip("-n", ns, "link", "set", "lo", "up")
+    port = f"tap{name}"
+    ip(
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        ns,
+        "address",
+        mac,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        port,
+        "netns",
+        cluster.lab.ns(node),
+    )
+    ip("-n", ns, "link", "set", "eth0", "mtu", "1450", "up")
+    ip("-n", cluster.lab.ns(node), "link", "set", port, "master", f"vmbr{VNI}", "up")
+    return ns
+
+
+def dhcp(ns: str, hostname: str) -> dict:
+    return json.loads(ns_run(ns, sys.executable, "-m", "tests.harness.dhcp", "eth0", hostname, timeout=90))
+
+
+def connect(ns: str, host: str, port: int, timeout: float = 3) -> str:
+    return ns_run(ns, sys.executable, "-c", CONNECT, host, str(port), str(timeout)).strip()
+
+
+def has_link(cluster: RuntimeCluster, node: str, name: str) -> bool:
+    return subprocess.run(["ip", "-n", cluster.lab.ns(node), "link", "show", name], capture_output=True).returncode == 0
+
+
+def evpn_established(cluster: RuntimeCluster, node: str) -> bool:
+    out = subprocess.run(
+        ["vtysh", "-N", cluster.lab.ns(node), "-c", "show bgp l2vpn evpn summary json"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    ).stdout
+    peers = json.loads(out or "{}").get("peers", {})
+    return len(peers) == len(cluster.nodes) - 1 and all(p.get("state") == "Established" for p in peers.values())
+
+
+def test_managed_network_end_to_end(netcluster, tmp_path):
+    cluster, guests = netcluster
+    state = cluster.state
+    # the primary made the config's network a record; every node made its bridge and VXLAN
+    net = wait_until("the config's network in ZooKeeper", lambda: state.networks(), 30)[0]
+    assert net.owner == "config" and net.vni == VNI and net.mtu == 1450
+    for node in cluster.nodes:
+        wait_until(f"vmbr{VNI} + vxlan{VNI} on {node}", lambda n=node: has_link(cluster, n, f"vxlan{VNI}"), 30)
+        wait_until(f"EVPN sessions of {node}", lambda n=node: evpn_established(cluster, n), 60)
+    primary = state.primary()
+    others = [n for n in cluster.nodes if n != primary]
+
+    # guests on two nodes other than the primary: DHCP crosses the VXLAN to the primary's dnsmasq
+    g1 = guest(cluster, guests, others[0], "g1", "52:54:00:00:01:01")
+    g2 = guest(cluster, guests, others[1], "g2", "52:54:00:00:01:02")
+    lease1, lease2 = dhcp(g1, "guest1"), dhcp(g2, "guest2")
+    for got in (lease1, lease2):
+        assert got["router"] == "10.100.0.1" and got["dns"] == "10.100.0.1"
+        assert 100 <= int(got["ip"].rsplit(".", 1)[1]) <= 199, got
+    stored = wait_until("both leases in ZooKeeper", lambda: len(state.leases(VNI)) == 2 and state.leases(VNI), 20)
+    assert {(ls.mac, ls.ip, ls.hostname) for ls in stored} == {
+        ("52:54:00:00:01:01", lease1["ip"], "guest1"),
+        ("52:54:00:00:01:02", lease2["ip"], "guest2"),
+    }
+
+    # guest to guest over TCP, through the VXLAN EVPN programmed
+    server = Proc("g2-listener", ["ip", "netns", "exec", g2, sys.executable, "-c", SERVE, "7000"], tmp_path / "g2.log")
+    try:
+        wait_until("g2's listener", lambda: "listening" in (tmp_path / "g2.log").read_text(), 10)
+        assert wait_until("g1 reaches g2", lambda: connect(g1, lease2["ip"], 7000) == lease1["ip"], 30)
+
+        # an ACL drop rule blocks the port; removing it restores it
+        rule = AclFields(description="no-7000", action="drop", protocol="tcp", ports="7000")
+        state.update_network(VNI, lambda r: r.model_copy(update={"acls": [rule]}))
+        wait_until("the drop rule to block", lambda: connect(g1, lease2["ip"], 7000, 1).startswith("failed"), 30)
+        state.update_network(VNI, lambda r: r.model_copy(update={"acls": []}))
+        assert wait_until("the port to open again", lambda: connect(g1, lease2["ip"], 7000) == lease1["ip"], 30)
+    finally:
+        server.stop()
+
+    # NAT: the upstream (the switch namespace) sees the primary's upstream address
+    upstream = Proc(
+        "upstream-listener",
+        ["ip", "netns", "exec", cluster.lab.switch, sys.executable, "-c", SERVE, "7100"],
+        tmp_path / "up.log",
+    )
+    try:
+        wait_until("the upstream listener", lambda: "listening" in (tmp_path / "up.log").read_text(), 10)
+        world = f"{UPSTREAM.prefix}.254"
+        primary_ip = f"{UPSTREAM.prefix}.{cluster.host_id(primary)}"
+        assert wait_until("g1 reaches the upstream through NAT", lambda: connect(g1, world, 7100) == primary_ip, 30)
+
+        # the primary moves: the gateway, NAT and dnsmasq follow, and the leases survive
+        new = others[0]
+        state.request_primary(new)
+        wait_until(f"{new} to be the primary", lambda: state.primary() == new, 60)
+        new_ip = f"{UPSTREAM.prefix}.{cluster.host_id(new)}"
+        assert wait_until("NAT from the new primary", lambda: connect(g1, world, 7100) == new_ip, 30)
+        again = dhcp(g2, "guest2")
+        assert again["ip"] == lease2["ip"], (again, lease2)
+    finally:
+        upstream.stop()
+    assert CLUSTER.prefix  # the cluster network carried the VXLAN (192.0.2.0/24)
+
+
+def test_network_record_shapes(state):
+    """The state layer: create, name clash, update, leases under the network, removal with them."""
+    from pvc.nodeos.state.models import Lease
+    from pvc.nodeos.state.store import Conflict
+
+    record = NetworkRecord(vni=7, name="a", type="managed", mtu=1450, subnet="10.7.0.0/24", gateway="10.7.0.1")
+    state.create_network(record)
+    with pytest.raises(Conflict, match="VNI 7"):
+        state.create_network(record.model_copy(update={"created": 1.0}))
+    with pytest.raises(Conflict, match="named 'a'"):
+        state.create_network(record.model_copy(update={"vni": 8}))
+    state.put_lease(7, Lease(mac="52:54:00:00:00:07", ip="10.7.0.100", hostname="x", expires=5))
+    assert [ls.ip for ls in state.leases(7)] == ["10.7.0.100"]
+    assert state.update_network(7, lambda r: r.model_copy(update={"nat": True})).nat
+    state.remove_network(7)
+    assert state.networks() == [] and state.leases(7) == []
+    state.put_lease(7, Lease(mac="52:54:00:00:00:07", ip="10.7.0.100"))  # for a removed network: dropped
+    assert state.network_vnis() == []
+
+
+def test_links_converge_bridged_and_managed_and_remove_only_their_own():
+    """pvcd's device convergence in a namespace: a bridged network's vlan<N> (a veth stands in: this kernel has no
+    802.1Q) and a managed network's VXLAN, ports of their bridges; a changed VTEP remakes the VXLAN; removal deletes
+    PVC's devices and leaves a bridge made by hand."""
+    from pyroute2 import NetNS, netns
+
+    from pvc.nodeos.clientnet import links
+
+    name = f"{NS_PREFIX}lk"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    netns.create(name)
+    made: list[tuple[int, str, int]] = []
+
+    def veth_vlan(ipr, vni: int, parent: str, mtu: int) -> None:
+        made.append((vni, parent, mtu))
+        ipr.link("add", ifname=f"vlan{vni}", kind="veth", peer={"ifname": f"peer{vni}"}, mtu=mtu)
+
+    try:
+        with NetNS(name) as ipr:
+            ipr.link("add", ifname="mine", kind="bridge")
+            bridged = NetworkRecord(vni=42, name="b", type="bridged", mtu=1500)
+            managed = NetworkRecord(
+                vni=100, name="m", type="managed", mtu=1450, subnet="10.1.0.0/24", gateway="10.1.0.1"
+            )
+            underlay = links.Underlay(cluster_ip="192.0.2.11", bridged_device="bond0")
+            changes, errors = links.converge(ipr, [bridged, managed], underlay, veth_vlan)
+            assert errors == {} and made == [(42, "bond0", 1500)]
+            assert {"created vmbr42", "created vlan42", "created vmbr100", "created vxlan100"} <= set(changes)
+            index = {n: ipr.link_lookup(ifname=n)[0] for n in ("vmbr42", "vlan42", "vmbr100", "vxlan100")}
+            assert ipr.link("get", index=index["vlan42"])[0].get_attr("IFLA_MASTER") == index["vmbr42"]
+            vx = ipr.link("get", index=index["vxlan100"])[0]
+            assert vx.get_attr("IFLA_MASTER") == index["vmbr100"] and vx.get_attr("IFLA_MTU") == 1450
+            assert links.converge(ipr, [bridged, managed], underlay, veth_vlan)[0] == []  # nothing left to do
+            moved = links.Underlay(cluster_ip="192.0.2.99", bridged_device="bond0")
+            assert "created vxlan100" in links.converge(ipr, [bridged, managed], moved, veth_vlan)[0]
+            data = ipr.link("get", ifname="vxlan100")[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            assert data.get_attr("IFLA_VXLAN_LOCAL") == "192.0.2.99"
+            changes, _ = links.converge(ipr, [], moved, veth_vlan)
+            assert sorted(changes) == ["removed vlan42", "removed vmbr100", "removed vmbr42", "removed vxlan100"]
+            assert ipr.link_lookup(ifname="mine") and not ipr.link_lookup(ifname="vmbr42")
+    finally:
+        netns.remove(name)
