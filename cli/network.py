@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -122,7 +124,7 @@ def _body(
     return body
 
 
-def _network_options(fn):  # type: ignore[no-untyped-def]
+def _network_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--description", help="Free text."),
         click.option("--mtu", type=int, help="MTU (clamped to what the underlay allows; 0: the most allowed)."),

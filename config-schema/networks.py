@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from pvc.config.schema import ClusterFile
+    from pvc.config.schema import Bond, ClusterFile, Nic, Vlan
 
 VXLAN_OVERHEAD = 50  # outer Ethernet + IPv4 + UDP + VXLAN headers: a VXLAN's MTU is the underlay's minus this
 DEFAULT_MTU = 1500
@@ -45,7 +45,8 @@ def vlan_name(vni: int) -> str:
 def device_mtu(cfg: ClusterFile, device: str) -> int:
     """The MTU cluster.toml gives a declared NIC, bond or VLAN (1500 when it is not declared)."""
     net = cfg.network
-    for item in (*net.nics, *net.bonds, *net.vlans):
+    items: list[Nic | Bond | Vlan] = [*net.nics, *net.bonds, *net.vlans]
+    for item in items:
         if item.name == device:
             return item.mtu
     return DEFAULT_MTU
@@ -94,10 +95,14 @@ def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 class RuleFields(Protocol):
-    protocol: str
-    source: str | None
-    destination: str | None
-    ports: str | None
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def destination(self) -> str | None: ...
+    @property
+    def ports(self) -> str | None: ...
 
 
 def rule_problems(rule: RuleFields) -> Iterator[Problem]:
@@ -128,9 +133,12 @@ def rule_problems(rule: RuleFields) -> Iterator[Problem]:
 
 
 class ReservationFields(Protocol):
-    mac: str
-    ip: ipaddress.IPv4Address
-    hostname: str
+    @property
+    def mac(self) -> str: ...
+    @property
+    def ip(self) -> ipaddress.IPv4Address: ...
+    @property
+    def hostname(self) -> str: ...
 
 
 def inside(

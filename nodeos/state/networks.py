@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import partial
 
 from pvc.config import networks
 from pvc.config.schema import AclFields, ClientNetwork, ClusterFile
@@ -14,6 +15,10 @@ from pvc.nodeos.state.models import NetworkRecord, VmSpec
 from pvc.nodeos.state.store import ClusterState, Conflict, NotFound
 
 log = logging.getLogger(__name__)
+
+
+def _keep_created(new: NetworkRecord, old: NetworkRecord) -> NetworkRecord:
+    return new.model_copy(update={"created": old.created})
 
 
 def default_domain(cfg: ClusterFile, name: str) -> str:
@@ -73,7 +78,7 @@ def reconcile_config(state: ClusterState, cfg: ClusterFile) -> list[str]:
         elif have.owner != "config":
             log.error("cluster.toml network %s: VNI %d belongs to the API's network %s", record.name, vni, have.name)
         elif not _same(have, record):
-            state.update_network(vni, lambda old, r=record: r.model_copy(update={"created": old.created}))
+            state.update_network(vni, partial(_keep_created, record))
             done.append(f"updated network {record.name} (VNI {vni}) from cluster.toml")
     vms = state.vms()
     for vni, have in current.items():

@@ -5,6 +5,7 @@ the `pvc network` CLI against it."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ V1 = "/api/v1"
 LAN = {"vni": 4100, "name": "lan41", "type": "managed", "subnet": "10.41.0.0/24", "gateway": "10.41.0.1"}
 
 
-def call(api, method: str, path: str, body: object = None) -> tuple[int, object]:
+def call(api, method: str, path: str, body: object = None) -> tuple[int, Any]:
     return api.call(method, path, body=body, key=api.key)
 
 

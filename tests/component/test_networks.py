@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -143,8 +144,8 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
     net = wait_until("the config's network in ZooKeeper", lambda: state.networks(), 30)[0]
     assert net.owner == "config" and net.vni == VNI and net.mtu == 1450
     for node in cluster.nodes:
-        wait_until(f"vmbr{VNI} + vxlan{VNI} on {node}", lambda n=node: has_link(cluster, n, f"vxlan{VNI}"), 30)
-        wait_until(f"EVPN sessions of {node}", lambda n=node: evpn_established(cluster, n), 60)
+        wait_until(f"vmbr{VNI} + vxlan{VNI} on {node}", partial(has_link, cluster, node, f"vxlan{VNI}"), 30)
+        wait_until(f"EVPN sessions of {node}", partial(evpn_established, cluster, node), 60)
     primary = state.primary()
     others = [n for n in cluster.nodes if n != primary]
 

@@ -16,8 +16,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 _LIVE: set[Proc] = set()
+
+
+T = TypeVar("T")
 
 
 def _end_all() -> None:
@@ -97,9 +101,7 @@ class Proc:
             return ""
 
 
-def wait_until(
-    what: str, check: Callable[[], object], timeout: float, interval: float = 0.1, proc: Proc | None = None
-) -> object:
+def wait_until(what: str, check: Callable[[], T], timeout: float, interval: float = 0.1, proc: Proc | None = None) -> T:
     """Poll `check` until it returns something truthy; fail with `what` (and the process log) on timeout."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
