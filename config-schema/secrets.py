@@ -32,7 +32,8 @@ LABEL_API_KEY = "api/initial-key"
 
 ZK_USER = "pvc"
 PG_ROLES = ("superuser", "replication", "rewind", "app")
-CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", "client.libvirt")
+LIBVIRT_CEPH_USER = "libvirt"  # client.libvirt (mon/osd/mgr 'profile rbd'): how QEMU reaches VM disks
+CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", f"client.{LIBVIRT_CEPH_USER}")
 
 
 def read_join_key(cfg: ClusterFile, base_dir: Path | None) -> str:

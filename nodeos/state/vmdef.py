@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pvc.config.choices import Selector, VmMigrationMethod
 from pvc.config.names import Name, check_name
 from pvc.config.types import Mac, Size
-from pvc.nodeos.state.models import MigrationMethod, Selector
 
 MAX_VCPUS = 255  # x86 without an IOMMU/x2APIC set-up: QEMU's pc machine refuses more
 MIN_MEMORY_MIB = 16
@@ -183,7 +183,7 @@ class Placement(Input):
 
 
 class Migration(Input):
-    method: Annotated[MigrationMethod | None, Field(description="None: the cluster's [migration] method")] = None
+    method: Annotated[VmMigrationMethod | None, Field(description="None: the cluster's [migration] method")] = None
     max_downtime_ms: Annotated[int | None, Field(ge=1, le=MAX_DOWNTIME_MS)] = None
     timeout_s: Annotated[
         int | None, Field(ge=1, le=MAX_MIGRATION_TIMEOUT_S, description="None: the cluster's migration timeout")

@@ -23,8 +23,8 @@ from xml.parsers import expat
 
 from pydantic import ValidationError
 
+from pvc.config.secrets import LIBVIRT_CEPH_USER as CEPH_USER
 from pvc.nodeos.state.vmdef import MAX_MEMORY_MIB, MIN_MEMORY_MIB, VmDefinition
-from pvc.nodeos.storage.rbddisk import CEPH_USER
 
 PVC_NS = "urn:x-pvc:vm:1"  # PVC's own <metadata>: tags, placement, migration, disk sizes
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 
+from pvc.config.secrets import LIBVIRT_CEPH_USER as CEPH_USER
 from pvc.config.secrets import ceph_key, libvirt_secret_uuid
 
-CEPH_USER = "libvirt"  # client.libvirt: mon/osd/mgr 'profile rbd'
 SECRET_USAGE = "client.libvirt secret"
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pvc.nodeos.state import models, vmdef
+from pvc.config import choices
+from pvc.nodeos.state import vmdef
 from pvc.nodeos.state.vmdef import Disk, Nic, VmDefinition
 
 MIN = {"name": "web1", "memory_mib": 1024}
@@ -45,9 +46,9 @@ def test_name_and_memory_are_required():
         VmDefinition.model_validate({"name": "x"})
 
 
-def test_the_enums_are_the_state_layers_own():
-    assert vmdef.Selector is models.Selector
-    assert vmdef.MigrationMethod is models.MigrationMethod
+def test_the_enums_are_the_shared_ones():
+    assert vmdef.Selector is choices.Selector
+    assert vmdef.VmMigrationMethod is choices.VmMigrationMethod
 
 
 @pytest.mark.parametrize(
