@@ -16,11 +16,11 @@ import pytest
 
 from pvc.nodeos.state.vmdef import VmDefinition
 from pvc.nodeos.state.vmxml import Q35_SPARE_PORTS, Host, bridge_name, import_xml, render
-from tests.component import libvirtd
-from tests.component.cluster import kvm_usable
-from tests.component.conftest import NS_PREFIX
-from tests.component.netlab import ip, kill_all_in
-from tests.component.procs import Proc, wait_until
+from tests.harness import libvirtd
+from tests.harness.cluster import kvm_usable
+from tests.harness.netlab import ip, kill_all_in
+from tests.harness.ports import NS_PREFIX
+from tests.harness.procs import Proc, wait_until
 
 NETWORK = 100
 SECRET = "3f1a1f8e-5b7e-4c1a-9a55-0d5b8e1f0a01"
