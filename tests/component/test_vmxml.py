@@ -1,4 +1,4 @@
-"""libvirt accepts what `vmxml.render` makes: a real libvirtd (in a network namespace of its own, with the bridge of
+"""libvirt accepts what `vmrender.render` makes: a real libvirtd (in a network namespace of its own, with the bridge of
 one PVC network) defines a representative set of rendered definitions and starts firmware-only ones (no disk: RBD
 disks need Ceph) under the accelerator that works here. libvirt's own normalised XML imports back to the same
 definition."""
@@ -15,7 +15,8 @@ import libvirt
 import pytest
 
 from pvc.nodeos.state.vmdef import VmDefinition
-from pvc.nodeos.state.vmxml import Q35_SPARE_PORTS, Host, bridge_name, import_xml, render
+from pvc.nodeos.state.vmimport import import_xml
+from pvc.nodeos.state.vmrender import Q35_SPARE_PORTS, Host, bridge_name, render
 from tests.harness import libvirtd
 from tests.harness.cluster import kvm_usable
 from tests.harness.netlab import ip, kill_all_in

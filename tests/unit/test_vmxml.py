@@ -1,6 +1,6 @@
-"""Domain XML from a VM definition and back (nodeos/state/vmxml.py): what PVC always sets, the allowlist importer
-refusing every hostile class of the security review's C1 with its XML path, round trips, and libvirt's own schema
-(virt-xml-validate) accepting what is rendered."""
+"""Domain XML from a VM definition and back (nodeos/state/vmrender.py, vmimport.py): what PVC always sets, the
+allowlist importer refusing every hostile class of the security review's C1 with its XML path, round trips, and
+libvirt's own schema (virt-xml-validate) accepting what is rendered."""
 
 from __future__ import annotations
 
@@ -16,17 +16,8 @@ from hypothesis import strategies as st
 from pvc.config.names import NAME_PATTERN
 from pvc.nodeos.state import vmdef
 from pvc.nodeos.state.vmdef import VmDefinition
-from pvc.nodeos.state.vmxml import (
-    EMULATOR,
-    MAX_XML,
-    PVC_NS,
-    QEMU_NS,
-    Host,
-    VmXmlError,
-    bridge_name,
-    import_xml,
-    render,
-)
+from pvc.nodeos.state.vmimport import MAX_XML, QEMU_NS, VmXmlError, import_xml
+from pvc.nodeos.state.vmrender import EMULATOR, PVC_NS, Host, bridge_name, render
 
 SECRET = "0b7a5c52-7f0c-4c38-9d44-3c4d2c1e9a01"
 MONS = (("192.0.2.11", 6789), ("192.0.2.12", 6789), ("192.0.2.13", 6789))
