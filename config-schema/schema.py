@@ -352,6 +352,16 @@ class Migration(Model):
     max_downtime_ms: Annotated[int, Field(ge=1, le=60000)] = 300
 
 
+class Vm(Model):
+    accelerator: Annotated[
+        Literal["auto", "kvm", "tcg"],
+        Field(
+            description="how nodes run VMs: 'auto' = KVM where /dev/kvm is usable and the node is not a nested "
+            "PVM guest, else TCG (emulation)"
+        ),
+    ] = "auto"
+
+
 class DhcpRange(Model):
     start: IPv4
     end: IPv4
@@ -410,6 +420,7 @@ class ClusterFile(Model):
     timers: Timers = Timers()
     fencing: Fencing = Fencing()
     migration: Migration = Migration()
+    vm: Vm = Vm()
     client_networks: list[ClientNetwork] = []
 
     def node(self, name: str) -> Node:

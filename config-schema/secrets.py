@@ -29,6 +29,7 @@ LABEL_ZK_PASSWORD = "zookeeper/digest/{user}"
 LABEL_PG_PASSWORD = "postgresql/password/{role}"
 LABEL_LIBVIRT_SECRET_UUID = "libvirt/secret-uuid/ceph"
 LABEL_API_KEY = "api/initial-key"
+LABEL_VM_MAC_PREFIX = "vm/mac-prefix"
 
 ZK_USER = "pvc"
 PG_ROLES = ("superuser", "replication", "rewind", "app")
@@ -101,6 +102,15 @@ def libvirt_secret_uuid(join_key: str) -> str:
 
 def initial_api_key(join_key: str) -> str:
     return _password(join_key, LABEL_API_KEY)
+
+
+def vm_mac_prefix(join_key: str) -> str:
+    """The cluster's first three MAC octets for the VM NICs PVC numbers itself ("x2:xx:xx"): locally administered
+    (bit 1 of the first octet set) and unicast (bit 0 clear), so they never clash with a vendor's addresses, and
+    different for each cluster, so two clusters on one network do not hand out the same addresses."""
+    raw = bytearray(derive(join_key, LABEL_VM_MAC_PREFIX, 3))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 @dataclass(frozen=True)
