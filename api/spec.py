@@ -16,6 +16,8 @@ from typing import Any
 import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from pvc.config.names import NAME_MAX, NAME_PATTERN, check_name
+
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
     401: "Missing or wrong API key (header X-Api-Key)",
@@ -23,6 +25,9 @@ ERROR_STATUSES = {
     409: "Not possible in the object's current state",
     503: "The cluster is not ready (ZooKeeper unreachable, or not formed yet)",
 }
+
+
+PATH_PARAMETER = {"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": NAME_MAX}
 
 
 class RequestInvalid(Exception):
@@ -70,6 +75,11 @@ def operation(**kwargs: Any) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:  # type: ignore[no-untyped-def]
+            for name, value in params.items():  # every path parameter names an object: the one name pattern
+                try:
+                    check_name(value, name)
+                except ValueError as exc:
+                    raise RequestInvalid(str(exc), name) from None
             call: dict[str, Any] = {}
             if op.query is not None:
                 raw = {k: v for k, v in req.params.items()}
@@ -153,10 +163,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             }
             if op.description:
                 entry["description"] = op.description
-            params = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-                for p in _path_params(path)
-            ]
+            params = [{"name": p, "in": "path", "required": True, "schema": PATH_PARAMETER} for p in _path_params(path)]
             if op.query is not None:
                 qschema = op.query.model_json_schema()
                 for name, prop in qschema.get("properties", {}).items():

@@ -3,7 +3,7 @@
 The API takes it as JSON, the CLI builds it from options/YAML, `vmimport.import_xml` makes it from a libvirt domain
 XML through an allowlist, and `vmrender.render` turns it into the XML one node starts. Everything a user may choose is
 a field here, with an explicit bound; everything that only a node knows (accelerator, Ceph monitors, paths) is
-not, and PVC always sets it when rendering. docs/vm-model.md lists the fields, defaults and bounds.
+not, and PVC always sets it when rendering. docs/vms.md lists the fields, defaults and bounds.
 
 Definitions are immutable; change one with `changed()` (or the NIC/disk helpers), which validates the result.
 """

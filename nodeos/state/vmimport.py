@@ -391,6 +391,11 @@ class _Importer:
                 self.refuse(cpath, "ACPI tables from host files are not allowed; remove them")
             elif tag == "firmware":
                 self.firmware_features(child, cpath)
+            elif tag == "bios":  # PVC sets SeaBIOS's serial output itself (with a serial console)
+                self.only(child, cpath, set(), {"useserial", "rebootTimeout"})
+                self.value(child, cpath, "useserial", ("yes", "no"), "'yes' or 'no'")
+                if child.get("rebootTimeout") is not None:
+                    self.integer(child.get("rebootTimeout"), f"{cpath}/@rebootTimeout")
             else:
                 self.refuse(cpath, f"PVC cannot express <os><{tag}>; remove it")
         if not machine_seen:

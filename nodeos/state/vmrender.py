@@ -123,6 +123,8 @@ def _os(d: VmDefinition, host: Host) -> ET.Element:
         _sub(os_, "nvram", template=host.uefi_vars)  # libvirt makes the file from the template on first start
     for dev in d.boot:
         _sub(os_, "boot", dev=dev)
+    if d.firmware == "bios" and d.serial_console:
+        _sub(os_, "bios", useserial="yes")  # SeaBIOS's messages on the serial console too (sgabios): in its log
     return os_
 
 
