@@ -138,6 +138,19 @@ def test_optional_devices_are_left_out():
     assert {el.tag for el in devices} == {"emulator", "controller", "memballoon"}
 
 
+def test_seabios_prints_on_the_serial_console_when_there_is_one():
+    def bios(d: VmDefinition) -> list[dict[str, str]]:
+        return [el.attrib for el in ET.fromstring(render(d, KVM)).findall("os/bios")]
+
+    assert bios(VmDefinition(name="b", memory_mib=64)) == [{"useserial": "yes"}]
+    assert bios(VmDefinition(name="b", memory_mib=64, serial_console=False)) == []
+    assert bios(VmDefinition(name="b", memory_mib=64, firmware="uefi")) == []  # OVMF prints there by itself
+    imported = import_xml(minimal(os="<bios useserial='no' rebootTimeout='0'/>"))  # PVC's own choice replaces it
+    assert imported == import_xml(minimal())
+    with pytest.raises(VmXmlError, match="os/bios/@useserial: 'maybe'"):
+        import_xml(minimal(os="<bios useserial='maybe'/>"))
+
+
 def test_host_is_checked():
     with pytest.raises(ValueError, match="accelerator"):
         Host("xen", MONS, SECRET, "/l")  # type: ignore[arg-type]
