@@ -25,6 +25,7 @@ def _integral(value: object) -> object:
 
 
 Downtime = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_DOWNTIME_MS)]
+MigrationTimeout = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_MIGRATION_TIMEOUT_S)]
 
 
 class Request(BaseModel):
@@ -174,11 +175,7 @@ class PlacementChange(Request):
 class MigrationChange(Request):
     method: Annotated[VmMigrationMethod | None, Field(description="null: the cluster's")] = None
     max_downtime_ms: Annotated[Downtime | None, Field(description="null: the cluster's")] = None
-    timeout_s: Annotated[
-        int | None,
-        BeforeValidator(_integral),
-        Field(ge=1, le=MAX_MIGRATION_TIMEOUT_S, description="null: the cluster's"),
-    ] = None
+    timeout_s: Annotated[MigrationTimeout | None, Field(description="null: the cluster's")] = None
 
 
 class VmChange(Request):
