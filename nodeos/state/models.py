@@ -103,12 +103,17 @@ class VmSpec(Record):
             return data
         raw = data["definition"]
         try:
-            return {**data, "definition": VmDefinition.model_validate(known_fields(VmDefinition, raw))}
+            definition = VmDefinition.model_validate(known_fields(VmDefinition, raw))
         except ValidationError as exc:
             refused = [
                 Refusal(path=".".join(str(p) for p in e["loc"]) or "definition", message=e["msg"]) for e in exc.errors()
             ]
             return {**data, "definition": None, "unreadable_definition": raw, "refused": refused}
+        if (definition.name, definition.uuid) != (data.get("name"), data.get("uuid")):
+            why = f"the definition is of {definition.name} ({definition.uuid}), not of this VM"
+            refused = [Refusal(path="name", message=why)]
+            return {**data, "definition": None, "unreadable_definition": raw, "refused": refused}
+        return {**data, "definition": definition}
 
     @model_validator(mode="after")
     def _keyed_on_the_definition(self) -> VmSpec:

@@ -50,8 +50,10 @@ def test_a_definition_that_does_not_validate_leaves_the_vm_without_one():
 
 
 def test_the_definition_is_the_records_own():
-    with pytest.raises(ValidationError, match="the definition is of other"):
-        VmSpec.model_validate(record(name="other"))
+    stored = VmSpec.model_validate(record(name="other"))  # read: refused, not unreadable
+    assert stored.definition is None and stored.refused[0].message.startswith("the definition is of other")
+    with pytest.raises(ValidationError, match="the definition is of other"):  # made: a mistake in PVC
+        VmSpec(uuid=UUID, name="web1", node="n1", definition=VmDefinition(name="other", uuid=UUID, memory_mib=64))
 
 
 def test_autostart_changes_the_definition_and_nothing_else():
