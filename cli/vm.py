@@ -13,7 +13,7 @@ from pvc.cli.names import node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
 from pvc.cli.vmdefine import node_list
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
-from pvc.config.choices import SELECTORS, VM_MIGRATION_METHODS
+from pvc.config.choices import BOOT_DEVICES, FIRMWARES, GRAPHICS, MACHINES, SELECTORS, VM_MIGRATION_METHODS
 from pvc.nodeos.state.vmstate import Action
 
 vm_argument = click.argument("vm", metavar="VM", shell_complete=vm_names)
@@ -57,9 +57,9 @@ def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> 
 @click.option("--description", help="Free text about the VM.")
 @click.option("--vcpus", type=int, help="vCPUs (default 1).")
 @click.option("--memory", type=vmdefine.memory_mib, metavar="SIZE", help="Memory: MiB, or like 2G or 512M.")
-@click.option("--machine", type=click.Choice(["pc", "q35"]), help="Machine type (default q35).")
-@click.option("--firmware", type=click.Choice(["bios", "uefi"]), help="Firmware (default bios).")
-@click.option("--boot", multiple=True, type=click.Choice(["hd", "cdrom", "network"]), help="Boot order (repeat).")
+@click.option("--machine", type=click.Choice(MACHINES), help="Machine type (default q35).")
+@click.option("--firmware", type=click.Choice(FIRMWARES), help="Firmware (default bios).")
+@click.option("--boot", multiple=True, type=click.Choice(BOOT_DEVICES), help="Boot order (repeat).")
 @click.option("--cpu-model", help="A QEMU CPU model (default: the node's: host-passthrough under KVM).")
 @click.option(
     "--disk",
@@ -72,7 +72,7 @@ def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> 
 @click.option(
     "--nic", "nics", multiple=True, metavar="VNI[,OPT=V]", help="A NIC on network VNI (repeat); mac=..., model=..."
 )
-@click.option("--graphics", type=click.Choice(["none", "vnc", "spice"]), help="A console on 127.0.0.1 (default none).")
+@click.option("--graphics", type=click.Choice(GRAPHICS), help="A console on 127.0.0.1 (default none).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
 @click.option(
     "--node-limit", "--limit", "limit", callback=node_list, metavar="N1,N2", help="Nodes it may run on (default any)."

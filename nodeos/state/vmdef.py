@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import BootDevice, Firmware, Graphics, Machine, Selector, VmMigrationMethod
 from pvc.config.names import Name, check_name
 from pvc.config.types import Mac, Size
 
@@ -34,15 +34,11 @@ MAX_VNI = 16_777_215  # 24-bit VXLAN network identifier; a bridged network's VLA
 MAX_DOWNTIME_MS = 60_000
 MAX_MIGRATION_TIMEOUT_S = 86_400
 
-Machine = Literal["pc", "q35"]
-Firmware = Literal["bios", "uefi"]
-BootDevice = Literal["hd", "cdrom", "network"]
 DiskBus = Literal["virtio", "scsi", "sata"]
 DiskCache = Literal["none", "writeback", "writethrough", "directsync"]
 Discard = Literal["unmap", "ignore"]
 DiskDevice = Literal["disk", "cdrom"]
 NicModel = Literal["virtio", "e1000e", "rtl8139"]
-Graphics = Literal["none", "vnc", "spice"]
 ClockOffset = Literal["utc", "localtime"]
 
 _NOT_TEXT = {"Cc", "Cf", "Cs", "Co", "Cn"}
