@@ -40,7 +40,6 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/vms/{{vm}}", vms.VmResource(ctx)),
         (f"{p}/vms/{{vm}}/state", vms.VmStateResource(ctx)),
         (f"{p}/vms/{{vm}}/migrate", vms.VmMigrateResource(ctx)),
-        (f"{p}/vms/{{vm}}/meta", vms.VmMetaResource(ctx)),
         (f"{p}/vms/{{vm}}/console", vms.VmConsoleResource(ctx)),
         (f"{p}/storage", status.StorageStatusResource(ctx)),
         (f"{p}/storage/pools", pools.PoolsResource(ctx)),

@@ -11,9 +11,10 @@ from kazoo.exceptions import KazooException
 
 from pvc.api.spec import RequestInvalid
 from pvc.nodeos.state.actions import ActionError
-from pvc.nodeos.state.domxml import DomainXmlError
+from pvc.nodeos.state.macs import NoFreeMac
 from pvc.nodeos.state.placement import NoTarget
 from pvc.nodeos.state.store import Conflict, NotFound
+from pvc.nodeos.state.vmimport import VmXmlError
 from pvc.nodeos.state.vmstate import TransitionError
 from pvc.nodeos.storage import ceph
 
@@ -75,13 +76,23 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(KazooException, zookeeper)
     app.add_error_handler(RequestInvalid, handler(400, "invalid request", "field"))
     app.add_error_handler(ActionError, handler(400, "invalid request", "field"))
-    app.add_error_handler(
-        DomainXmlError, lambda req, resp, exc, p: _send(resp, 400, "invalid request", str(exc), "xml")
-    )
+
+    def refused_xml(req, resp, exc: VmXmlError, params):  # type: ignore[no-untyped-def]
+        """Every refused part of a domain XML: one per line of `detail` (after the first), and in `problems`."""
+        count = len(exc.problems)
+        detail = f"PVC cannot import {count} part{'s' * (count != 1)} of the domain XML\n{exc}"
+        resp.status = 400
+        resp.media = {
+            **body("invalid request", detail, "xml"),
+            "problems": [{"path": path, "message": message} for path, message in exc.problems],
+        }
+
+    app.add_error_handler(VmXmlError, refused_xml)
     app.add_error_handler(NotFound, handler(404, "not found"))
     app.add_error_handler(TransitionError, handler(409, "conflict"))
     app.add_error_handler(NoTarget, handler(409, "no target node"))
     app.add_error_handler(Conflict, handler(409, "conflict"))
+    app.add_error_handler(NoFreeMac, handler(409, "conflict"))
     app.add_error_handler(ClusterNotReady, handler(503, "cluster not ready"))
     app.add_error_handler(ceph.StorageError, handler(409, "storage error"))
     app.add_error_handler(ceph.Missing, handler(404, "not found"))

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pvc.config import networks, pools
 from pvc.config.choices import AclPolicy, NetworkType, Selector, VmMigrationMethod
+from pvc.config.names import Name
 from pvc.config.schema import DhcpRange, Dns
 from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mtu, PoolCopies, PoolPgs
-from pvc.nodeos.state.models import FenceInfo, Keepalive, NetworkRecord, VmMeta
-
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+from pvc.nodeos.state.models import FenceInfo, Keepalive, NetworkRecord, Refusal
+from pvc.nodeos.state.vmdef import MAX_DOWNTIME_MS, MAX_MIGRATION_TIMEOUT_S, MAX_NODE_LIMIT, MAX_TAGS, VmDefinition
+from pvc.nodeos.state.vmimport import MAX_XML
 
 
 def _integral(value: object) -> object:
@@ -24,7 +25,8 @@ def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Downtime = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=60000)]
+Downtime = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_DOWNTIME_MS)]
+MigrationTimeout = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_MIGRATION_TIMEOUT_S)]
 
 
 class Request(BaseModel):
@@ -37,10 +39,18 @@ class Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Problem(BaseModel):
+    path: str
+    message: str
+
+
 class ErrorBody(BaseModel):
     error: str
     detail: str
     field: str | None = None
+    problems: Annotated[
+        list[Problem] | None, Field(description="a refused domain XML: every refused part, by its XML path")
+    ] = None
 
 
 class Health(BaseModel):
@@ -110,8 +120,18 @@ class VmSummary(BaseModel):
 
 
 class VmDetail(VmSummary):
-    xml: str
-    meta: VmMeta
+    definition: Annotated[VmDefinition | None, Field(description="none: see `refused`")]
+    xml: Annotated[
+        str | None,
+        Field(
+            description="the domain XML rendered from the definition for its home node (read-only; the console "
+            "log path is the one of a node with PVC's default paths)"
+        ),
+    ]
+    original_xml: Annotated[
+        str | None, Field(description="a VM without a definition: the domain XML it was defined with")
+    ]
+    refused: Annotated[list[Refusal], Field(description="why the VM has no definition (it cannot start)")]
     reason: str
 
 
@@ -121,15 +141,21 @@ class VmListQuery(Query):
     tag: Annotated[str | None, Field(max_length=64)] = None
 
 
-class VmDefine(Request):
-    xml: Annotated[str, Field(min_length=1, max_length=1_000_000, description="libvirt domain XML")]
-    node: Name | None = None
-    node_limit: list[Name] = []
-    selector: Selector | None = None
-    autostart: bool = False
-    migration_method: VmMigrationMethod | None = None
-    max_downtime_ms: Downtime | None = None
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+class VmModify(Request):
+    """A VM's definition as JSON, or a libvirt domain XML that PVC imports through its allowlist."""
+
+    definition: VmDefinition | None = None
+    xml: Annotated[str | None, Field(min_length=1, max_length=MAX_XML, description="a libvirt domain XML")] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VmModify:
+        if (self.definition is None) == (self.xml is None):
+            raise ValueError("give either 'definition' or 'xml'")
+        return self
+
+
+class VmDefine(VmModify):
+    node: Annotated[Name | None, Field(description="home node (default: the one the selector picks)")] = None
 
 
 class VmStateChange(Request):
@@ -141,13 +167,24 @@ class VmMigrate(Request):
     target: Name | None = None
 
 
-class VmMetaChange(Request):
-    node_limit: list[Name] | None = None
-    selector: Selector | None = None
-    autostart: bool | None = None
-    migration_method: VmMigrationMethod | None = None
-    max_downtime_ms: Downtime | None = None
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+class PlacementChange(Request):
+    node_limit: Annotated[list[Name], Field(max_length=MAX_NODE_LIMIT, description="[]: any node")] = []
+    selector: Annotated[Selector | None, Field(description="null: the cluster's")] = None
+    autostart: bool = False
+
+
+class MigrationChange(Request):
+    method: Annotated[VmMigrationMethod | None, Field(description="null: the cluster's")] = None
+    max_downtime_ms: Annotated[Downtime | None, Field(description="null: the cluster's")] = None
+    timeout_s: Annotated[MigrationTimeout | None, Field(description="null: the cluster's")] = None
+
+
+class VmChange(Request):
+    """Where and how a VM runs; a field left out stays as it is."""
+
+    placement: PlacementChange | None = None
+    migration: MigrationChange | None = None
+    tags: Annotated[list[Name] | None, Field(max_length=MAX_TAGS)] = None
 
 
 class Removed(BaseModel):
@@ -155,7 +192,7 @@ class Removed(BaseModel):
 
 
 # -- storage --------------------------------------------------------------------------------------------------
-StorageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+StorageName = Name  # pools, volumes, snapshots: the one object-name pattern (pvc.config.names)
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
 

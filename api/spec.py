@@ -17,6 +17,8 @@ import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from pvc.config.names import NAME_MAX, NAME_PATTERN, check_name
+
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
     401: "Missing or wrong API key (header X-Api-Key)",
@@ -24,6 +26,10 @@ ERROR_STATUSES = {
     409: "Not possible in the object's current state",
     503: "The cluster is not ready (ZooKeeper unreachable, or not formed yet)",
 }
+
+
+PATH_PARAMETER = {"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": NAME_MAX}
+ANY_PATH = {"type": "string", "minLength": 1}  # a path parameter its resource checks (NAMED_BY_PATH)
 
 
 class RequestInvalid(Exception):
@@ -65,12 +71,22 @@ def validation_message(exc: ValidationError) -> tuple[str, str]:
     return f"{where}: {msg}", where
 
 
+# Path parameters that name an object (the others are numbers, MACs or ACL descriptions, checked by their resources).
+NAMED_BY_PATH = frozenset({"vm", "node", "pool", "volume", "snapshot", "task_id", "fault_id"})
+
+
 def operation(**kwargs: Any) -> Callable:
     op = Operation(**kwargs)
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(self: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+            for name, value in params.items():  # a path parameter that names an object: the one name pattern
+                if name in NAMED_BY_PATH:
+                    try:
+                        check_name(value, name)
+                    except ValueError as exc:
+                        raise RequestInvalid(str(exc), name) from None
             call: dict[str, Any] = {}
             if op.query is not None:
                 raw = {k: v for k, v in req.params.items()}
@@ -156,7 +172,12 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             if op.description:
                 entry["description"] = op.description
             params = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": PATH_PARAMETER if p in NAMED_BY_PATH else ANY_PATH,
+                }
                 for p in _path_params(path)
             ]
             if op.query is not None:

@@ -20,9 +20,9 @@ from pathlib import Path
 from bench import report
 from pvc.config.schema import API_PREFIX
 from pvc.config.secrets import initial_api_key
-from pvc.nodeos.state.models import VmMeta, VmSpec
+from pvc.nodeos.state.models import VmSpec
 from tests.harness.api import ApiServer, seed_formed_cluster
-from tests.harness.cluster import JOIN_KEY, cluster_toml, tiny_domain_xml
+from tests.harness.cluster import JOIN_KEY, cluster_toml, tiny_vm
 from tests.harness.ports import BENCH_PORT
 from tests.harness.procs import end_on_signals
 from tests.harness.zookeeper import ZooKeeper
@@ -61,12 +61,9 @@ def fill(zk_hosts: str, nodes: list[str], vms: int) -> None:
                 VmSpec(
                     uuid=vm_uuid,
                     name=f"vm{i:04d}",
-                    xml=tiny_domain_xml(f"vm{i:04d}", vm_uuid),
+                    definition=tiny_vm(f"vm{i:04d}", vm_uuid, tags=["bench"]),
                     node=nodes[i % len(nodes)],
-                    memory_mib=64,
-                    vcpus=1,
                     state="start",
-                    meta=VmMeta(tags=["bench"]),
                 )
             )
     finally:

@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from pvc.config.secrets import vm_mac_prefix
 from pvc.nodeos.state import actions
-from tests.harness.cluster import CLUSTER, RuntimeCluster, tiny_domain_xml
+from pvc.nodeos.state.models import VmSpec
+from pvc.nodeos.state.vmdef import VmDefinition
+from tests.harness.cluster import CLUSTER, JOIN_KEY, RuntimeCluster, tiny_domain_xml, tiny_vm
 from tests.harness.ports import BENCH_PORT, NS_PREFIX
 from tests.harness.procs import end_on_signals, wait_until
 
@@ -47,11 +50,15 @@ def cluster(workdir: Path, cache: Path, args: argparse.Namespace) -> RuntimeClus
     return c
 
 
+def define(c: RuntimeCluster, vm: VmDefinition, node: str) -> VmSpec:
+    return actions.define_vm(c.state, vm, node=node, mac_prefix=vm_mac_prefix(JOIN_KEY))
+
+
 def failover(workdir: Path, cache: Path, args: argparse.Namespace) -> float:
     c = cluster(workdir, cache, args)
     try:
         victim = next(n for n in c.nodes if n != c.state.primary())
-        specs = [actions.define_vm(c.state, tiny_domain_xml(f"fo{i}"), node=victim) for i in range(args.vms)]
+        specs = [define(c, tiny_vm(f"fo{i}"), victim) for i in range(args.vms)]
         for s in specs:
             actions.change_state(c.state, s.name, "start")
         for s in specs:
@@ -98,10 +105,11 @@ def primary_failover(workdir: Path, cache: Path, args: argparse.Namespace) -> fl
 def migrations(workdir: Path, cache: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
     c = cluster(workdir, cache, args)
     try:
-        spec = actions.define_vm(c.state, tiny_domain_xml("mig", memory_mib=args.memory), node="n1")
+        spec = define(c, tiny_vm("mig", memory_mib=args.memory), "n1")
         actions.change_state(c.state, "mig", "start")
         wait_until("mig running", lambda: c.where(spec.uuid) == ["n1"], 60)
-        raw_xml = tiny_domain_xml("raw", memory_mib=args.memory)  # not a PVC VM: pvcd leaves it alone
+        # the same domain, started by hand: not a PVC VM, so pvcd leaves it alone
+        raw_xml = tiny_domain_xml("raw", c.dir / "raw-console.log", "c0ffee00-0000-4000-8000-00000000ba5e", args.memory)
         subprocess.run(
             ["virsh", "-c", c.libvirt_uri("n1"), "create", "/dev/stdin"],
             input=raw_xml,

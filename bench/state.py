@@ -27,6 +27,7 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import ensure_schema
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.state.store import ClusterState, make_client
+from tests.harness.cluster import JOIN_KEY, tiny_vm
 from tests.harness.ports import BENCH_PORT
 from tests.harness.procs import end_on_signals
 from tests.harness.zookeeper import ZooKeeper
@@ -59,11 +60,12 @@ def main() -> None:
         client = make_client(zk.hosts, user="pvc", password="bench", timeout=10)
         client.start(timeout=10)
         state = ClusterState(client)
-        ensure_schema(state)
+        ensure_schema(state, JOIN_KEY)
         defines, names, uuids = [], [], []
         started = time.perf_counter()
         for i in range(args.vms):
-            spec = VmSpec(uuid=str(uuid.uuid4()), name=f"vm{i:05d}", xml="<domain/>", node="n1", memory_mib=64)
+            vm_uuid = str(uuid.uuid4())
+            spec = VmSpec(uuid=vm_uuid, name=f"vm{i:05d}", definition=tiny_vm(f"vm{i:05d}", vm_uuid), node="n1")
             defines.append(ms(functools.partial(state.define_vm, spec)))
             names.append(spec.name)
             uuids.append(spec.uuid)

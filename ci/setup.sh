@@ -13,7 +13,7 @@ PACKAGES=(
   ipmitool socat iproute2 procps wrk
   mmdebstrap squashfs-tools dosfstools mtools gdisk grub-efi-amd64-bin grub-pc-bin grub-common syslinux
   syslinux-common xorriso ovmf systemd-container ipxe-qemu ipxe dnsmasq-base openssh-client
-  frr e2fsprogs util-linux
+  frr e2fsprogs util-linux libxml2-utils
   nftables gnutls-bin
 )
 

@@ -197,9 +197,11 @@ class Client:
                     error,
                 )
             return ApiError(f"the API rejected the key of connection '{self.conn.name}' (401): {detail}", status, error)
-        message = f"{error}: {detail}" if detail else error
+        head, *rest = detail.splitlines() or [""]  # a refused domain XML: one refused part per further line
+        message = f"{error}: {head}" if head else error
         if field:
             message += f" (field: {field})"
+        message += "".join(f"\n  {line}" for line in rest)
         return ApiError(message, status, error)
 
     def unreachable(self, exc: BaseException) -> Unreachable:

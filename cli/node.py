@@ -76,6 +76,7 @@ def info(node: str, fmt: str) -> None:
                 ("vcpus allocated", r["vcpus_allocated"]),
                 ("load", r["load"]),
                 ("libvirt", "ok" if r["libvirt_ok"] else "DOWN"),
+                ("vm accelerator", (r.get("accelerator") or "").upper() or None),
                 ("running vms", len(r["running"])),
             ]
         if fence:

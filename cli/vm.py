@@ -1,28 +1,34 @@
-"""`pvc vm ...`: define, inspect, start and stop, migrate, tune and remove VMs; read their console."""
+"""`pvc vm ...`: define, inspect, start and stop, migrate, change and remove VMs; read their console."""
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 from click.core import ParameterSource
 
+from pvc.cli import vmdefine
 from pvc.cli.client import from_context, path
 from pvc.cli.errors import Failure
 from pvc.cli.names import node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
+from pvc.cli.vmdefine import node_list
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
-from pvc.config.choices import SELECTORS, VM_MIGRATION_METHODS
+from pvc.config.choices import BOOT_DEVICES, FIRMWARES, GRAPHICS, MACHINES, SELECTORS, VM_MIGRATION_METHODS
 from pvc.nodeos.state.vmstate import Action
 
 vm_argument = click.argument("vm", metavar="VM", shell_complete=vm_names)
-
-
-def node_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    """`n1,n2` → ["n1", "n2"]; an empty string → [] (no limit)."""
-    if value is None:
-        return None
-    return [n.strip() for n in value.split(",") if n.strip()]
+file_option = click.option(
+    "--file",
+    "-f",
+    "file",
+    type=click.File("r", encoding="utf-8"),
+    help="A definition as JSON or YAML, or a libvirt domain XML (- for standard input).",
+)
+DEFINITION_OPTIONS = (
+    "name", "description", "vcpus", "memory", "machine", "firmware", "boot", "cpu_model", "disks", "nics",
+    "graphics", "tags", "limit", "selector", "autostart", "method", "max_downtime",
+)  # fmt: skip
 
 
 @click.group()
@@ -47,79 +53,152 @@ def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> 
 
 
 @vm.command()
-@click.argument("file", metavar="FILE.xml", type=click.File("r", encoding="utf-8"))
-@click.option("--node", help="Home node (default: the one the selector picks).", shell_complete=node_names)
-@click.option("--limit", callback=node_list, metavar="N1,N2", help="Nodes the VM may run on (default: any).")
+@file_option
+@click.option("--name", help="The VM's name.")
+@click.option("--description", help="Free text about the VM.")
+@click.option("--vcpus", type=int, help="vCPUs (default 1).")
+@click.option("--memory", type=vmdefine.memory_mib, metavar="SIZE", help="Memory: MiB, or like 2G or 512M.")
+@click.option("--machine", type=click.Choice(MACHINES), help="Machine type (default q35).")
+@click.option("--firmware", type=click.Choice(FIRMWARES), help="Firmware (default bios).")
+@click.option("--boot", multiple=True, type=click.Choice(BOOT_DEVICES), help="Boot order (repeat).")
+@click.option("--cpu-model", help="A QEMU CPU model (default: the node's: host-passthrough under KVM).")
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    metavar="POOL/VOL[,OPT=V]",
+    help="An RBD volume (repeat); options device=disk|cdrom, bus=virtio|scsi|sata, cache=..., discard=..., "
+    "size=20G, ro.",
+)
+@click.option(
+    "--nic", "nics", multiple=True, metavar="VNI[,OPT=V]", help="A NIC on network VNI (repeat); mac=..., model=..."
+)
+@click.option("--graphics", type=click.Choice(GRAPHICS), help="A console on 127.0.0.1 (default none).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
+@click.option(
+    "--node-limit", "--limit", "limit", callback=node_list, metavar="N1,N2", help="Nodes it may run on (default any)."
+)
 @click.option("--selector", type=click.Choice(SELECTORS), help="How to pick a node (default: the cluster's).")
-@click.option("--autostart", is_flag=True, help="Start it when its node becomes ready.")
+@click.option("--autostart", is_flag=True, default=None, help="Start it when its node becomes ready.")
 @click.option("--method", type=click.Choice(VM_MIGRATION_METHODS), help="Migration method (default: the cluster's).")
 @click.option("--max-downtime", type=click.IntRange(1, 60000), metavar="MS", help="Live migration downtime limit.")
-@click.option("--tag", "tags", multiple=True, help="A tag (repeat for several).")
+@click.option("--node", help="Home node (default: the one the selector picks).", shell_complete=node_names)
 @format_option
-def define(
-    file: TextIO,
-    node: str | None,
-    limit: list[str] | None,
-    selector: str | None,
-    autostart: bool,
-    method: str | None,
-    max_downtime: int | None,
-    tags: tuple[str, ...],
-    fmt: str,
-) -> None:
-    """Define a VM from the libvirt domain XML in FILE.xml (- for standard input). It starts stopped."""
-    try:
-        xml = file.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Failure(f"cannot read {file.name}: {getattr(exc, 'strerror', None) or exc}") from None
-    body = {
-        "xml": xml,
-        "node": node,
-        "node_limit": limit or [],
-        "selector": selector,
-        "autostart": autostart,
-        "migration_method": method,
-        "max_downtime_ms": max_downtime,
-        "tags": list(tags),
-    }
+def define(file: TextIO | None, node: str | None, fmt: str, **options: Any) -> None:
+    """Define a VM (it starts stopped): from options (--name and --memory at least), or from --file holding a
+    definition as JSON or YAML, or a libvirt domain XML (imported through PVC's allowlist)."""
+    body = _body(file, options)
+    body["node"] = node
     data = from_context().post("/vms", body)
     emit(data, fmt, lambda v: f"defined VM '{v['name']}' ({v['uuid']}) on {v['node']}; it is {v['state']}")
 
 
 @vm.command()
 @vm_argument
-@click.option("--xml", "xml_only", is_flag=True, help="Print only the domain XML.")
+@file_option
+@format_option
+def modify(vm: str, file: TextIO | None, fmt: str) -> None:
+    """Replace VM's definition with the one in --file (JSON, YAML, or a domain XML such as `pvc vm dump` prints).
+    It applies at the VM's next start; the name and UUID stay."""
+    if file is None:
+        raise click.UsageError("give --file with the new definition (pvc vm info VM --format yaml, or pvc vm dump VM)")
+    data = from_context().put(path("vms", vm), _body(file, {}))
+    emit(data, fmt, lambda v: f"modified VM '{v['name']}': the new definition applies at its next start")
+
+
+def _body(file: TextIO | None, options: dict[str, Any]) -> dict[str, Any]:
+    given = [f"--{k.replace('_', '-')}" for k in DEFINITION_OPTIONS if options.get(k) not in (None, (), [], False)]
+    if file is not None:
+        if given:
+            raise click.UsageError(f"give either --file or definition options, not both ({', '.join(given)})")
+        return vmdefine.from_file(file.name, vmdefine.read(file))
+    return {"definition": vmdefine.from_options(options)}
+
+
+@vm.command()
+@vm_argument
+@click.option("--xml", "xml_only", is_flag=True, help="Print only the domain XML rendered from its definition.")
 @format_option
 def info(vm: str, xml_only: bool, fmt: str) -> None:
-    """One VM in detail: states, node, resources, metadata."""
+    """One VM in detail: states, node, its definition, and why it cannot start if it has none."""
     data = from_context().get(path("vms", vm))
     if xml_only:
-        click.echo(data["xml"])
+        _echo_xml(data)
         return
+    emit(data, fmt, _describe)
 
-    def render(v: dict) -> str:
-        m = v["meta"]
-        return fields(
-            [
-                ("name", v["name"]),
-                ("uuid", v["uuid"]),
-                ("state", v["state"]),
-                ("running", v["running"] + (f" on {v['running_on']}" if v["running_on"] else "")),
-                ("reason", v["reason"] or None),
-                ("node", v["node"]),
-                ("last node", v["last_node"]),
-                ("memory", mib(v["memory_mib"])),
-                ("vcpus", v["vcpus"]),
-                ("node limit", m["node_limit"]),
-                ("selector", m["selector"] or "cluster default"),
-                ("autostart", m["autostart"]),
-                ("migration method", m["migration_method"] or "cluster default"),
-                ("max downtime", f"{m['max_downtime_ms']} ms" if m["max_downtime_ms"] else "cluster default"),
-                ("tags", v["tags"]),
-            ]
-        )
 
-    emit(data, fmt, render)
+@vm.command()
+@vm_argument
+def dump(vm: str) -> None:
+    """Print VM's domain XML, rendered from its definition (the same as `pvc vm info VM --xml`)."""
+    _echo_xml(from_context().get(path("vms", vm)))
+
+
+def _echo_xml(v: dict) -> None:
+    if v["xml"] is None:  # no definition: show what it was defined with, and why that is refused
+        click.echo(f"VM '{v['name']}' has no definition; it was defined with this domain XML:", err=True)
+        for r in v["refused"]:
+            click.echo(f"  refused: {r['path']}: {r['message']}", err=True)
+        click.echo(v["original_xml"] or "", nl=not (v["original_xml"] or "").endswith("\n"))
+        return
+    click.echo(v["xml"], nl=False)
+
+
+def _describe(v: dict) -> str:
+    d = v["definition"]
+    head = [
+        ("name", v["name"]),
+        ("uuid", v["uuid"]),
+        ("state", v["state"]),
+        ("running", v["running"] + (f" on {v['running_on']}" if v["running_on"] else "")),
+        ("reason", v["reason"] or None),
+        ("node", v["node"]),
+        ("last node", v["last_node"]),
+    ]
+    if d is None:
+        refused = [("refused", f"{r['path']}: {r['message']}") for r in v["refused"]]
+        return fields([*head, ("definition", "none: it cannot start (define it again, or modify it)"), *refused])
+    topology = d["topology"]
+    disks = [
+        f"{x['volume']} ({x['device']}, {x['bus']}, cache {x['cache']}"
+        + (", read-only" if x["read_only"] else "")
+        + (f", {x['size']} bytes" if x["size"] else "")
+        + ")"
+        for x in d["disks"]
+    ]
+    nics = [f"network {n['network']} {n['mac']} ({n['model']})" for n in d["nics"]]
+    placement, migration = d["placement"], d["migration"]
+    rows = [
+        *head,
+        ("description", d["description"] or None),
+        ("memory", mib(d["memory_mib"])),
+        ("vcpus", d["vcpus"] if topology is None else f"{d['vcpus']} ({topology['sockets']} sockets × "
+         f"{topology['cores']} cores × {topology['threads']} threads)"),
+        ("machine", f"{d['machine']}, {d['firmware']}, boot {','.join(d['boot'])}"),
+        ("cpu model", d["cpu_model"] or "the node's"),
+        *[("disk" if i == 0 else "", text) for i, text in enumerate(disks or ["none"])],
+        *[("nic" if i == 0 else "", text) for i, text in enumerate(nics or ["none"])],
+        ("graphics", d["graphics"]),
+        ("devices", ", ".join(name for name, on in (("serial console", d["serial_console"]), ("rng", d["rng"]),
+                                                     ("guest agent", d["guest_agent"])) if on) or "none"),
+        ("tags", d["tags"]),
+        *_placement_rows(placement, migration),
+    ]  # fmt: skip
+    return fields(rows)
+
+
+def _placement_rows(placement: dict, migration: dict) -> list[tuple[str, object]]:
+    downtime = migration["max_downtime_ms"]
+    timeout = migration["timeout_s"]
+    return [
+        ("node limit", placement["node_limit"] or "any"),
+        ("selector", placement["selector"] or "cluster default"),
+        ("autostart", placement["autostart"]),
+        ("migration method", migration["method"] or "cluster default"),
+        ("max downtime", f"{downtime} ms" if downtime else "cluster default"),
+        ("migration timeout", f"{timeout} s" if timeout else "cluster default"),
+    ]
 
 
 def _change_state(vm: str, action: Action, wait: bool, timeout: float) -> None:
@@ -212,7 +291,9 @@ class DowntimeType(click.ParamType):
 
 @vm.command()
 @vm_argument
-@click.option("--limit", callback=node_list, metavar="N1,N2", help="Nodes it may run on ('' for any).")
+@click.option(
+    "--node-limit", "--limit", "limit", callback=node_list, metavar="N1,N2", help="Nodes it may run on ('' for any)."
+)
 @click.option("--selector", type=click.Choice([*SELECTORS, "default"]), help="Node selector, or the cluster's.")
 @click.option("--autostart/--no-autostart", default=None, help="Start it when its node becomes ready.")
 @click.option(
@@ -238,40 +319,41 @@ def meta(
     no_tags: bool,
     fmt: str,
 ) -> None:
-    """Show VM's metadata, or change it with the options given (others stay as they are)."""
-    changes: dict[str, object] = {}
+    """Show where and how VM runs (placement, migration, tags), or change it with the options given (others stay
+    as they are). This edits the VM's definition."""
+    placement: dict[str, object] = {}
+    migration: dict[str, object] = {}
     if limit is not None:
-        changes["node_limit"] = limit
+        placement["node_limit"] = limit
     if selector is not None:
-        changes["selector"] = None if selector == "default" else selector
+        placement["selector"] = None if selector == "default" else selector
     if autostart is not None:
-        changes["autostart"] = autostart
+        placement["autostart"] = autostart
     if method is not None:
-        changes["migration_method"] = None if method == "default" else method
+        migration["method"] = None if method == "default" else method
     if max_downtime is not None or _given("max_downtime"):
-        changes["max_downtime_ms"] = max_downtime
+        migration["max_downtime_ms"] = max_downtime
     if tags and no_tags:
         raise click.UsageError("--tag and --no-tags contradict each other")
+    changes: dict[str, object] = {}
+    if placement:
+        changes["placement"] = placement
+    if migration:
+        changes["migration"] = migration
     if tags or no_tags:
         changes["tags"] = list(tags)
     client = from_context()
-    data = client.patch(path("vms", vm, "meta"), changes) if changes else client.get(path("vms", vm))
-
-    def render(v: dict) -> str:
-        m = v["meta"]
-        return fields(
-            [
-                ("vm", v["name"]),
-                ("node limit", m["node_limit"] or "any"),
-                ("selector", m["selector"] or "cluster default"),
-                ("autostart", m["autostart"]),
-                ("migration method", m["migration_method"] or "cluster default"),
-                ("max downtime", f"{m['max_downtime_ms']} ms" if m["max_downtime_ms"] else "cluster default"),
-                ("tags", m["tags"]),
-            ]
-        )
-
-    emit(data["meta"] if fmt != "table" else data, fmt, render)
+    data = client.patch(path("vms", vm), changes) if changes else client.get(path("vms", vm))
+    d = data["definition"]
+    if d is None:
+        refused = "; ".join(f"{r['path']}: {r['message']}" for r in data["refused"])
+        raise Failure(f"VM '{data['name']}' has no definition ({refused})")
+    shown = {"placement": d["placement"], "migration": d["migration"], "tags": d["tags"]}
+    emit(
+        shown,
+        fmt,
+        lambda m: fields([("vm", data["name"]), *_placement_rows(m["placement"], m["migration"]), ("tags", m["tags"])]),
+    )
 
 
 def _given(name: str) -> bool:

@@ -30,6 +30,20 @@ AclPolicy = Literal["accept", "drop"]
 
 AclProtocol = Literal["any", "tcp", "udp", "icmp", "icmpv6"]
 
+Accelerator = Literal["kvm", "tcg"]
+"""How a node runs VMs: KVM (hardware virtualization) or TCG (QEMU's emulation); cluster.toml's [vm] accelerator
+adds 'auto', which each node resolves to one of these."""
+
+Machine = Literal["pc", "q35"]
+"""A VM's machine type: i440FX or Q35."""
+
+Firmware = Literal["bios", "uefi"]
+"""A VM's firmware: SeaBIOS or OVMF (no secure boot)."""
+
+BootDevice = Literal["hd", "cdrom", "network"]
+Graphics = Literal["none", "vnc", "spice"]
+"""A VM's graphical console, always on 127.0.0.1 (none: the serial console only)."""
+
 SELECTORS: tuple[str, ...] = get_args(Selector)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
 NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
@@ -37,3 +51,7 @@ ACL_DIRECTIONS: tuple[str, ...] = get_args(AclDirection)
 ACL_ACTIONS: tuple[str, ...] = get_args(AclAction)
 ACL_POLICIES: tuple[str, ...] = get_args(AclPolicy)
 ACL_PROTOCOLS: tuple[str, ...] = get_args(AclProtocol)
+MACHINES: tuple[str, ...] = get_args(Machine)
+FIRMWARES: tuple[str, ...] = get_args(Firmware)
+BOOT_DEVICES: tuple[str, ...] = get_args(BootDevice)
+GRAPHICS: tuple[str, ...] = get_args(Graphics)

@@ -27,9 +27,12 @@ Path = tuple[str | int, ...]
 Problem = tuple[Path, str]
 
 
+BRIDGE_PREFIX = "vmbr"
+
+
 def bridge_name(vni: int) -> str:
     """The Linux bridge every node makes for the network with this VNI; VMs' NICs are its ports."""
-    return f"vmbr{vni}"
+    return f"{BRIDGE_PREFIX}{vni}"
 
 
 def vxlan_name(vni: int) -> str:

@@ -375,6 +375,16 @@ class Migration(Model):
     max_downtime_ms: Annotated[int, Field(ge=1, le=60000)] = 300
 
 
+class Vm(Model):
+    accelerator: Annotated[
+        Literal["auto", "kvm", "tcg"],
+        Field(
+            description="how nodes run VMs: 'auto' = KVM where /dev/kvm is usable and the node is not a nested "
+            "PVM guest, else TCG (emulation)"
+        ),
+    ] = "auto"
+
+
 class DhcpRange(Model):
     start: IPv4
     end: IPv4
@@ -404,14 +414,17 @@ class Reservation(Model):
         return value
 
 
+AclDescription = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the rule's name, unique in its network")
+]
+
+
 class AclFields(Model):
     """One firewall rule of a managed network. Rules run in `order` (then by description); the first that matches
     decides; traffic no rule decides gets the network's acl_policy. (The fields; AclRule adds the cross-field rules,
     which the API runs itself to name the field.)"""
 
-    description: Annotated[
-        str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the rule's name, unique in its network")
-    ]
+    description: AclDescription
     direction: Annotated[AclDirection, Field(description="in: to the network's VMs; out: from them")] = "in"
     action: AclAction
     order: Annotated[int | None, Field(ge=0, le=1_000_000, description="lower runs first; unset: after the rest")] = (
@@ -507,6 +520,7 @@ class ClusterFile(Model):
     timers: Timers = Timers()
     fencing: Fencing = Fencing()
     migration: Migration = Migration()
+    vm: Vm = Vm()
     client_networks: list[ClientNetwork] = []
 
     def node(self, name: str) -> Node:

@@ -34,11 +34,13 @@ LABEL_PATRONI_REST = "patroni/restapi/{user}"
 LABEL_PKI_CA_KEY = "pki/ca/key"
 LABEL_PKI_NODE_KEY = "pki/node/{node}/key"  # libvirtd (server and p2p client), later the API
 LABEL_PKI_MIGRATION_KEY = "pki/migration/{node}/key"  # QEMU's migration stream: a separate identity (pki.py)
+LABEL_VM_MAC_PREFIX = "vm/mac-prefix"
 
 ZK_USER = "pvc"
 PATRONI_REST_USER = "pvc"
 PG_ROLES = ("superuser", "replication", "rewind", "app")
-CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", "client.libvirt")
+LIBVIRT_CEPH_USER = "libvirt"  # client.libvirt (mon/osd/mgr 'profile rbd'): how QEMU reaches VM disks
+CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", f"client.{LIBVIRT_CEPH_USER}")
 
 
 def read_join_key(cfg: ClusterFile, base_dir: Path | None) -> str:
@@ -111,6 +113,15 @@ def initial_api_key(join_key: str) -> str:
 def patroni_rest_password(join_key: str, user: str = PATRONI_REST_USER) -> str:
     """Basic-auth password of Patroni's REST API (its unsafe endpoints: restart, failover, config, ...)."""
     return _password(join_key, LABEL_PATRONI_REST.format(user=user))
+
+
+def vm_mac_prefix(join_key: str) -> str:
+    """The cluster's first three MAC octets for the VM NICs PVC numbers itself ("x2:xx:xx"): locally administered
+    (bit 1 of the first octet set) and unicast (bit 0 clear), so they never clash with a vendor's addresses, and
+    different for each cluster, so two clusters on one network do not hand out the same addresses."""
+    raw = bytearray(derive(join_key, LABEL_VM_MAC_PREFIX, 3))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 @dataclass(frozen=True)

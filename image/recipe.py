@@ -54,6 +54,7 @@ PACKAGES: tuple[str, ...] = (
     "qemu-system-x86",
     "qemu-block-extra",
     "qemu-utils",
+    "ovmf",  # UEFI firmware for VMs whose definition says firmware = "uefi" (vmrender's OVMF_CODE_4M.fd)
     # provisioner database
     "postgresql",
     "patroni",

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import falcon
+from pydantic import TypeAdapter, ValidationError
 
 from pvc.api.models import LeaseQuery, LeaseView, NetworkChange, NetworkCreate, NetworkView, Removed
 from pvc.api.resources import Resource
 from pvc.api.spec import RequestInvalid, operation
 from pvc.config import networks
-from pvc.config.schema import API_PREFIX, AclFields, ClusterFile, Reservation
+from pvc.config.schema import API_PREFIX, AclDescription, AclFields, ClusterFile, Reservation
+from pvc.config.types import Mac
 from pvc.nodeos.clientnet import netfilter
 from pvc.nodeos.state import networks as state_networks
 from pvc.nodeos.state.models import NetworkRecord
@@ -109,10 +111,23 @@ def view(state: ClusterState, record: NetworkRecord) -> NetworkView:
 
 
 def number(vni: str) -> int:
-    """The VNI of a path (404 for anything that is not one)."""
-    if not vni.isdigit() or not 1 <= int(vni) <= networks.MAX_VNI:
-        raise NotFound(f"no network with VNI {vni}")
+    """The VNI of a path (400 naming `vni` for anything that is not one)."""
+    if not (vni.isascii() and vni.isdigit() and len(vni) <= 8) or not 1 <= int(vni) <= networks.MAX_VNI:
+        raise RequestInvalid(f"vni: {vni!r} is not a VNI (a number 1-{networks.MAX_VNI})", "vni")
     return int(vni)
+
+
+def path_value(adapter: TypeAdapter[str], value: str, name: str) -> str:
+    """A path parameter checked by the type its body field has (400 naming the parameter)."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise RequestInvalid(f"{name}: {message}", name) from None
+
+
+MAC = TypeAdapter(Mac)
+ACL_DESCRIPTION = TypeAdapter(AclDescription)
 
 
 def find(state: ClusterState, vni: str) -> NetworkRecord:
@@ -296,7 +311,7 @@ class NetworkReservationsResource(Resource):
 class NetworkReservationResource(Resource):
     @operation(summary="Remove a reservation", response=Removed, errors=(404, 409), tags=TAGS)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, mac: str) -> Removed:
-        wanted = mac.lower().replace("-", ":")
+        wanted = path_value(MAC, mac, "mac")
         remove_item(self.ctx.ready_state(), vni, "reservations", lambda r: r.mac == wanted, f"reservation for {mac}")
         return Removed(removed=wanted)
 
@@ -342,5 +357,6 @@ class NetworkAclsResource(Resource):
 class NetworkAclResource(Resource):
     @operation(summary="Remove an ACL rule", response=Removed, errors=(404, 409), tags=TAGS)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, description: str) -> Removed:
+        path_value(ACL_DESCRIPTION, description, "description")
         remove_item(self.ctx.ready_state(), vni, "acls", lambda r: r.description == description, f"ACL '{description}'")
         return Removed(removed=description)

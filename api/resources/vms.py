@@ -1,8 +1,9 @@
-"""/vms: define (from libvirt domain XML), list and inspect VMs; change their state, migrate them, tune their
-metadata, read their console, remove them.
+"""/vms: define (a typed definition as JSON, or a libvirt domain XML imported through the allowlist), list and
+inspect VMs; change their state, migrate them, change their definition, read their console, remove them.
 
 The API only records what a VM should be (the state table in nodeos/state/vmstate.py refuses impossible actions with
-409); the node daemons converge to it, and clients follow the VM or the migration task.
+409); the node daemons converge to it, and clients follow the VM or the migration task. A VM's domain XML is never
+stored: GET shows what `vmrender.render` makes of its definition for its home node.
 """
 
 from __future__ import annotations
@@ -16,20 +17,28 @@ from pvc.api.models import (
     LogLines,
     LogQuery,
     Removed,
+    VmChange,
     VmDefine,
     VmDetail,
     VmListQuery,
-    VmMetaChange,
     VmMigrate,
+    VmModify,
     VmStateChange,
     VmSummary,
 )
 from pvc.api.resources import Resource
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
+from pvc.config.secrets import libvirt_secret_uuid, vm_mac_prefix
+from pvc.nodeos.formation.ceph import MON_PORT
 from pvc.nodeos.state import actions
-from pvc.nodeos.state.models import Task, VmMeta, VmSpec, VmStatus
+from pvc.nodeos.state.models import Task, VmSpec, VmStatus
 from pvc.nodeos.state.store import ClusterState, NotFound
+from pvc.nodeos.state.vmdef import VmDefinition
+from pvc.nodeos.state.vmimport import import_xml
+from pvc.nodeos.state.vmrender import Host, render
+
+CONSOLE_DIR = "/var/lib/pvc/console"  # where pvcd (with its default --state-dir) has QEMU log serial consoles
 
 
 def summary(spec: VmSpec, status: VmStatus) -> dict:
@@ -43,13 +52,41 @@ def summary(spec: VmSpec, status: VmStatus) -> dict:
         "running_on": status.node if status.state == "running" else None,
         "memory_mib": spec.memory_mib,
         "vcpus": spec.vcpus,
-        "tags": spec.meta.tags,
+        "tags": spec.tags,
     }
 
 
-def detail(state: ClusterState, spec: VmSpec) -> VmDetail:
+def detail(ctx: Context, state: ClusterState, spec: VmSpec) -> VmDetail:
     status = state.vm_status(spec.uuid)
-    return VmDetail(**summary(spec, status), xml=spec.xml, meta=spec.meta, reason=status.reason)
+    xml = render(spec.definition, host(ctx, state, spec)) if spec.definition else None
+    return VmDetail(
+        **summary(spec, status),
+        definition=spec.definition,
+        xml=xml,
+        original_xml=spec.original_xml,
+        refused=spec.refused,
+        reason=status.reason,
+    )
+
+
+def host(ctx: Context, state: ClusterState, spec: VmSpec) -> Host:
+    """The node facts the API knows for rendering a VM's XML: the accelerator its home node's pvcd reports, the
+    monitors and client.libvirt secret of the cluster, and pvcd's default console log path."""
+    keepalive = state.keepalive(spec.node)
+    accelerator = keepalive[0].accelerator if keepalive else None
+    if accelerator is None:
+        accelerator = "tcg" if ctx.cfg.vm.accelerator == "tcg" else "kvm"
+    return Host(
+        accelerator=accelerator,
+        ceph_monitors=tuple((str(ctx.cfg.storage_ip(n)), MON_PORT) for n in ctx.cfg.coordinators),
+        ceph_secret_uuid=libvirt_secret_uuid(ctx.join_key),
+        console_log=f"{CONSOLE_DIR}/{spec.uuid}.log",
+    )
+
+
+def definition_of(body: VmModify) -> VmDefinition:
+    """The body's definition, or the one its domain XML imports to (VmXmlError, a 400 naming every refused part)."""
+    return body.definition if body.definition is not None else import_xml(body.xml or "")
 
 
 def find(state: ClusterState, vm: str) -> VmSpec:
@@ -82,7 +119,7 @@ class VmsResource(Resource):
                 for spec, status in sorted(items, key=lambda item: item[0].name)
                 if (not query.node or spec.node == query.node)
                 and (not query.state or spec.state == query.state)
-                and (not query.tag or query.tag in spec.meta.tags)
+                and (not query.tag or query.tag in spec.tags)
             ]
             cached = (generation, json.dumps(out, separators=(",", ":")).encode())
             if len(self._rendered) > 32:
@@ -92,28 +129,75 @@ class VmsResource(Resource):
         resp.data = cached[1]
 
     @operation(
-        summary="Define a VM from libvirt domain XML (it starts stopped)",
+        summary="Define a VM from its definition, or from a libvirt domain XML (it starts stopped)",
         body=VmDefine,
         response=VmDetail,
         status=201,
         errors=(404, 409),
         tags=["vms"],
+        description="A domain XML is imported through PVC's allowlist: anything the definition cannot express "
+        "(host files and devices, passthrough, raw QEMU arguments, ...) is a 400 listing every refused part by its "
+        "XML path in `problems`. NICs without a MAC get one in the cluster's prefix. A VM without a definition "
+        "(refused when PVC typed its VMs) is replaced by a definition with its name.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, body: VmDefine) -> VmDetail:
         state = self.ctx.ready_state()
-        meta = VmMeta(**body.model_dump(include=set(VmMeta.model_fields)))
         spec = actions.define_vm(
-            state, body.xml, node=body.node, meta=meta, default_selector=self.ctx.cfg.migration.selector
+            state,
+            definition_of(body),
+            mac_prefix=vm_mac_prefix(self.ctx.join_key),
+            node=body.node,
+            default_selector=self.ctx.cfg.migration.selector,
         )
         resp.location = f"{API_PREFIX}/vms/{spec.uuid}"
-        return detail(state, spec)
+        return detail(self.ctx, state, spec)
 
 
 class VmResource(Resource):
-    @operation(summary="One VM, by name or UUID", response=VmDetail, tags=["vms"])
+    @operation(
+        summary="One VM, by name or UUID: its definition and the domain XML rendered from it",
+        response=VmDetail,
+        tags=["vms"],
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str) -> VmDetail:
         state = self.ctx.ready_state()
-        return detail(state, find(state, vm))
+        return detail(self.ctx, state, find(state, vm))
+
+    @operation(
+        summary="Replace a VM's definition, from JSON or a domain XML (it applies at the VM's next start)",
+        body=VmModify,
+        response=VmDetail,
+        errors=(404, 409),
+        tags=["vms"],
+        description="The name and UUID stay the VM's (a different one is a 400). NICs without a MAC get one. "
+        "Clears the refusal of a VM without a definition.",
+    )
+    def on_put(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmModify) -> VmDetail:
+        state = self.ctx.ready_state()
+        spec = actions.modify_vm(
+            state, find(state, vm).uuid, definition_of(body), mac_prefix=vm_mac_prefix(self.ctx.join_key)
+        )
+        return detail(self.ctx, state, spec)
+
+    @operation(
+        summary="Change where and how a VM runs: placement, migration, tags",
+        body=VmChange,
+        response=VmDetail,
+        errors=(404, 409),
+        tags=["vms"],
+        description="Edits the VM's definition; fields left out stay as they are, null means the cluster's "
+        "default. 409 for a VM without a definition.",
+    )
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmChange) -> VmDetail:
+        state = self.ctx.ready_state()
+        spec = actions.change_vm(
+            state,
+            find(state, vm).uuid,
+            placement_changes=body.placement.model_dump(exclude_unset=True) if body.placement else None,
+            migration_changes=body.migration.model_dump(exclude_unset=True) if body.migration else None,
+            tags=body.tags,
+        )
+        return detail(self.ctx, state, spec)
 
     @operation(summary="Remove a stopped VM", response=Removed, errors=(404, 409), tags=["vms"])
     def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str) -> Removed:
@@ -136,7 +220,7 @@ class VmStateResource(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmStateChange) -> VmDetail:
         state = self.ctx.ready_state()
         spec = actions.change_state(state, find(state, vm).uuid, body.action)
-        return detail(state, spec)
+        return detail(self.ctx, state, spec)
 
 
 class VmMigrateResource(Resource):
@@ -162,21 +246,6 @@ class VmMigrateResource(Resource):
         )
         resp.location = f"{API_PREFIX}/tasks/{task.id}"
         return task
-
-
-class VmMetaResource(Resource):
-    @operation(
-        summary="Change a VM's node limit, selector, autostart, migration method, downtime or tags",
-        body=VmMetaChange,
-        response=VmDetail,
-        tags=["vms"],
-    )
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmMetaChange) -> VmDetail:
-        state = self.ctx.ready_state()
-        spec = find(state, vm)
-        changes = body.model_dump(exclude_unset=True)
-        spec = actions.set_meta(state, spec.uuid, **changes)
-        return detail(state, spec)
 
 
 class VmConsoleResource(Resource):

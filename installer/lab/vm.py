@@ -25,6 +25,7 @@ from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import Machine
 from pvc.installer.lab.network import tap_name
 from pvc.installer.lab.state import BOOT_MODES, KernelBoot, Lab, LabNode, Medium, Vm
+from pvc.nodeos.daemon import hostinfo
 
 if TYPE_CHECKING:
     from pvc.image.build import Artifacts
@@ -48,9 +49,7 @@ def accelerator() -> Literal["kvm", "tcg"]:
         if forced == "tcg":
             return "tcg"
         raise LabError(f"PVC_LAB_ACCEL={forced}: use kvm or tcg")
-    if Path("/sys/module/kvm_pvm").exists() or not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "tcg"
-    return "kvm"
+    return hostinfo.accelerator("auto")  # pvcd's own choice on a node: KVM where it boots a kernel, else TCG
 
 
 # QEMU's default CPU model (qemu64, the quickest under TCG) plus what Debian's Ceph needs: its erasure-code plugins

@@ -1,6 +1,6 @@
-"""pvcd's Ceph agent: this node's librados connection, the client.libvirt secret on this node's libvirtd, RBD disk
-completion and lock checks before a VM starts, lock breaking for the fencer, and the primary's storage-status
-controller. (The storage library it uses is `pvc.nodeos.storage`.)"""
+"""pvcd's Ceph agent: this node's librados connection, the client.libvirt secret on this node's libvirtd and the
+monitors QEMU dials (what `vmrender.Host` needs for RBD disks), lock checks before a VM starts, lock breaking for the
+fencer, and the primary's storage-status controller. (The storage library it uses is `pvc.nodeos.storage`.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 
 import rados
 
-from pvc.config.secrets import read_join_key
-from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.storage import locks, rbddisk, status
 from pvc.nodeos.storage.ceph import Connection, StorageError
@@ -49,23 +47,26 @@ class CephAgent:
     # -- libvirt ---------------------------------------------------------------------------------------------
     def define_secret(self) -> None:
         try:
-            self.secret_uuid = rbddisk.define_secret(self.d.virt.conn(), read_join_key(self.d.cfg, self.d.base_dir))
+            self.secret_uuid = rbddisk.define_secret(self.d.virt.conn(), self.d.join_key)
             log.info("libvirt secret %s holds the client.libvirt key", self.secret_uuid)
         except Exception as exc:
             log.warning("could not define the client.libvirt secret: %s", exc)
 
-    def prepare(self, spec: VmSpec, xml: str) -> str:
-        """The domain XML to start: RBD disks completed with monitors and secret. Raises DiskLocked when a disk
-        is held by a live client (another QEMU writes it)."""
-        disks = domxml.parse(xml).rbd_disks
-        if not disks:
-            return xml
+    def ceph_secret(self) -> str:
+        """The client.libvirt secret's UUID, defined on this node's libvirtd first if it is not yet ("" if that
+        fails: a VM with RBD disks then fails to start, saying so)."""
         if self.secret_uuid is None:
             self.define_secret()
-        xml = rbddisk.complete_disks(xml, self.mons(), self.secret_uuid or "")
+        return self.secret_uuid or ""
+
+    def check_disks(self, spec: VmSpec) -> None:
+        """Raise DiskLocked when one of the VM's disks is held by a live client (another QEMU writes it)."""
+        volumes = spec.definition.volumes if spec.definition else []
+        if not volumes:
+            return
 
         def check(cluster: rados.Rados) -> None:
-            for disk in disks:
+            for disk in volumes:
                 pool, _, volume = disk.partition("/")
                 holder = locks.live_holder(cluster, pool, volume)
                 if holder is not None:
@@ -75,12 +76,11 @@ class CephAgent:
             self.conn.run(check)
         except StorageError as exc:
             log.warning("VM %s: cannot check its disks' locks: %s", spec.name, exc)
-        return xml
 
     # -- fencing ---------------------------------------------------------------------------------------------
     def break_locks(self, spec: VmSpec, dead: str) -> None:
         """Fencer hook: blocklist the dead node's clients on this VM's disks and break their locks."""
-        disks = domxml.parse(spec.xml).rbd_disks
+        disks = spec.definition.volumes if spec.definition else []
         if not disks:
             return
         node = self.d.cfg.node(dead)

@@ -1,4 +1,4 @@
-"""Serial console capture: QEMU appends each VM's serial output to a log file (domxml.with_console_log); this
+"""Serial console capture: QEMU appends each VM's serial output to a log file (the <log> vmrender puts on its serial port); this
 thread moves new lines into the VM's bounded console ring in ZooKeeper and keeps the file small."""
 
 from __future__ import annotations

@@ -153,9 +153,7 @@ class Fencer:
                 log.error("VM %s from %s: %s; it stays stopped and starts when %s is ready", spec.name, dead, exc, dead)
                 self._update(
                     spec,
-                    lambda s: s.model_copy(
-                        update={"state": "stop", "meta": s.meta.model_copy(update={"autostart": True})}
-                    ),
+                    lambda s: s.with_autostart(True).model_copy(update={"state": "stop"}),
                 )
                 continue
             log.warning("VM %s: restarting on %s (node %s %s)", spec.name, target, dead, why)

@@ -90,7 +90,7 @@ class FlushController:
             def park(s: VmSpec) -> VmSpec | None:
                 if s.node != self.me or s.state not in RUNNING_STATES:
                     return None
-                return s.model_copy(update={"state": "shutdown", "meta": s.meta.model_copy(update={"autostart": True})})
+                return s.with_autostart(True).model_copy(update={"state": "shutdown"})
 
             self.d.state.update_vm(spec.uuid, park)
             self._wait(spec, lambda s, st: s.state == "stop")
@@ -106,7 +106,7 @@ class FlushController:
 
     def ready(self, task: str | None) -> None:
         returning = [v for v in self.d.state.vms() if v.last_node == self.me and v.node != self.me]
-        autostart = [v for v in self.d.state.vms() if v.node == self.me and v.meta.autostart and v.state == "stop"]
+        autostart = [v for v in self.d.state.vms() if v.node == self.me and v.placement.autostart and v.state == "stop"]
         total = len(returning) + len(autostart)
         self._progress(task, state="running", total=total, progress=0, message="returning VMs")
         done = 0
@@ -130,7 +130,7 @@ class FlushController:
             self.d.state.update_vm(
                 spec.uuid,
                 lambda s: (
-                    s.model_copy(update={"state": "start", "meta": s.meta.model_copy(update={"autostart": False})})
+                    s.with_autostart(False).model_copy(update={"state": "start"})
                     if s.state == "stop" and s.node == self.me
                     else None
                 ),

@@ -1,8 +1,26 @@
-"""Host resources for the keepalive (MiB, load)."""
+"""Facts about this host: resources for the keepalive (MiB, load), and how it can run VMs (the accelerator)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from pvc.config.choices import Accelerator
+
+KVM_DEVICE = "/dev/kvm"
+PVM_MODULE = "/sys/module/kvm_pvm"  # a PVM nested hypervisor: its /dev/kvm starts firmware but hangs a Linux kernel
+
+
+def accelerator(setting: str = "auto", kvm_device: str = KVM_DEVICE, pvm_module: str = PVM_MODULE) -> Accelerator:
+    """How this host runs VMs: `setting` (cluster.toml [vm] accelerator) when it is 'kvm' or 'tcg'; for 'auto',
+    KVM when /dev/kvm is usable and this host is not a PVM guest-of-guest, else TCG."""
+    if setting in ("kvm", "tcg"):
+        return setting  # type: ignore[return-value]
+    if setting != "auto":
+        raise ValueError(f"accelerator {setting!r} is none of auto, kvm, tcg")
+    if Path(pvm_module).exists() or not os.access(kvm_device, os.R_OK | os.W_OK):
+        return "tcg"
+    return "kvm"
 
 
 def meminfo(path: str = "/proc/meminfo") -> dict[str, int]:

@@ -128,6 +128,7 @@ class KeepaliveLoop:
             load=host["load"],
             running=sample.running,
             libvirt_ok=sample.ok,
+            accelerator=self.d.accelerator,
         )
 
     def tick(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import read_join_key
+from pvc.nodeos.daemon import hostinfo
 from pvc.nodeos.daemon.ceph_agent import CephAgent
 from pvc.nodeos.daemon.console import ConsoleTailer
 from pvc.nodeos.daemon.election import Election
@@ -71,7 +72,9 @@ class Daemon:
     def __init__(self, cfg: ClusterFile, base_dir: Path | None, opts: Options) -> None:
         self.cfg, self.base_dir, self.opts = cfg, base_dir, opts
         self.node = cfg.node(opts.node)
-        self.zk = cluster_client(cfg, read_join_key(cfg, base_dir), hosts=opts.zookeeper)
+        self.join_key = read_join_key(cfg, base_dir)
+        self.accelerator = hostinfo.accelerator(cfg.vm.accelerator)  # how this node starts VMs, chosen once
+        self.zk = cluster_client(cfg, self.join_key, hosts=opts.zookeeper)
         self.state = ClusterState(self.zk)
         self.virt = Virt(opts.libvirt_uri)
         self.stopping = threading.Event()
@@ -129,9 +132,15 @@ class Daemon:
         if self.stopping.is_set():
             return
         self.log_ring.state = self.state
-        version = ensure_schema(self.state)
+        version = ensure_schema(self.state, self.join_key)
         self._register()
-        log.info("pvcd on %s started (schema %d, libvirt %s)", self.node.name, version, self.opts.libvirt_uri)
+        log.info(
+            "pvcd on %s started (schema %d, libvirt %s, VMs under %s)",
+            self.node.name,
+            version,
+            self.opts.libvirt_uri,
+            self.accelerator.upper(),
+        )
         self.storage.define_secret()
         self.keepalive.start()
         self.vms.start()

@@ -7,6 +7,9 @@ Who acts:
 - the VM's home node (spec.node) starts, stops, shuts down, restarts it;
 - during a migration (state `migrate`), the node it runs on sends it to the new home, then writes `start`;
 - any other node running a copy destroys it: a VM runs only on its home node (or on the way there).
+
+What a node starts is always `vmrender.render` of the VM's definition with this node's facts (`Host`), checked
+once more before libvirt sees it (`domain_xml`): ZooKeeper's content is input too.
 """
 
 from __future__ import annotations
@@ -24,15 +27,40 @@ from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from pvc.nodeos.daemon.ceph_agent import DiskLocked
 from pvc.nodeos.daemon.virt import VirtError
-from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
+from pvc.nodeos.state.vmimport import VmXmlError, import_xml
+from pvc.nodeos.state.vmrender import Host, render
 from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
+
+
+class Unstartable(Exception):
+    """The VM's record does not describe a VM this node may start; the message says why."""
+
+
+def domain_xml(spec: VmSpec, host: Host) -> str:
+    """The domain XML that starts `spec` here: its definition rendered for `host`, and imported back through the
+    allowlist to the same definition, so that nothing written into ZooKeeper by other means reaches libvirt."""
+    d = spec.definition
+    if d is None:
+        why = "; ".join(f"{r.path}: {r.message}" for r in spec.refused) or "none is stored"
+        raise Unstartable(f"it has no definition ({why}): define it again or modify it")
+    if (d.name, d.uuid) != (spec.name, spec.uuid):
+        raise Unstartable(f"its definition is of {d.name} ({d.uuid}), not of {spec.name} ({spec.uuid})")
+    xml = render(d, host)
+    try:
+        back = import_xml(xml)
+    except VmXmlError as exc:
+        problems = "; ".join(f"{path}: {message}" for path, message in exc.problems)
+        raise Unstartable(f"its rendered domain XML is refused: {problems}") from None
+    if back != d:
+        raise Unstartable("its rendered domain XML does not describe its definition")
+    return xml
 
 
 class VmController:
@@ -195,11 +223,17 @@ class VmController:
             if other_state in ("init", "run"):
                 log.info("VM %s: not starting, %s reports it %s", spec.name, other, status.state)
                 return
+        try:
+            xml = domain_xml(spec, self.host(spec))
+        except Unstartable as exc:
+            log.error("VM %s cannot start: %s", spec.name, exc)
+            self._set_status(spec, "failed", f"refused: {exc}")
+            self._hand_off(spec, "start_failed")
+            return
         log.info("starting VM %s", spec.name)
         self._set_status(spec, "starting")
-        xml = domxml.with_console_log(spec.xml, str(self.console_dir / f"{spec.uuid}.log"))
         try:
-            xml = self.d.storage.prepare(spec, xml)
+            self.d.storage.check_disks(spec)
             self.d.virt.start(xml)
         except (VirtError, DiskLocked) as exc:
             log.error("VM %s failed to start: %s", spec.name, exc)
@@ -208,11 +242,22 @@ class VmController:
             return
         self._set_status(spec, "running")
 
+    def host(self, spec: VmSpec) -> Host:
+        """What this node puts into a VM's domain XML: its accelerator, Ceph's monitors and the client.libvirt
+        secret (defined on first need), and the file QEMU logs the VM's serial console to."""
+        disks = bool(spec.definition and spec.definition.disks)
+        return Host(
+            accelerator=self.d.accelerator,
+            ceph_monitors=tuple(self.d.storage.mons()),
+            ceph_secret_uuid=self.d.storage.ceph_secret() if disks else (self.d.storage.secret_uuid or ""),
+            console_log=str(self.console_dir / f"{spec.uuid}.log"),
+        )
+
     def _migrate_out(self, spec: VmSpec) -> None:
         """Send a VM that runs here to its new home, live if possible, else by shutting it down."""
         target = spec.node
-        method = spec.meta.migration_method or self.d.cfg.migration.method
-        downtime = spec.meta.max_downtime_ms or self.d.cfg.migration.max_downtime_ms
+        method = spec.migration.method or self.d.cfg.migration.method
+        downtime = spec.migration.max_downtime_ms or self.d.cfg.migration.max_downtime_ms
         self.migrating_out.add(spec.uuid)
         try:
             self._set_status(spec, "migrating", f"to {target}", node=self.me)

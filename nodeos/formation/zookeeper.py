@@ -145,5 +145,5 @@ def client_step(ctx: Context) -> str:
 
         wait_for(f"a ZooKeeper quorum at {zk.hosts}", connect, 1200, 2.0)
         ctx.zk = zk
-    version = ensure_schema(ctx.state)
+    version = ensure_schema(ctx.state, ctx.join_key)
     return f"connected, layout schema {version}"

@@ -7,13 +7,21 @@ NotFound (HTTP 404), placement.NoTarget (no node can take the VM, HTTP 409).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import uuid as uuidlib
 from collections.abc import Mapping
+from typing import Any
 
-from pvc.nodeos.state import domxml, placement
-from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmMeta, VmSpec
-from pvc.nodeos.state.store import ClusterState, NotFound
+from pydantic import ValidationError
+
+from pvc.nodeos.state import macs, placement
+from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmSpec
+from pvc.nodeos.state.store import ClusterState, Conflict, MacTaken, NotFound
+from pvc.nodeos.state.vmdef import VmDefinition
 from pvc.nodeos.state.vmstate import Action, TransitionError, next_state
+
+MAC_RETRIES = 5  # defines repeated when a MAC made for it was taken meanwhile by a concurrent define
 
 
 class ActionError(ValueError):
@@ -24,36 +32,177 @@ class ActionError(ValueError):
         self.field = field
 
 
+def refused_fault_id(uuid: str) -> str:
+    """The fault a VM without a definition carries until it is defined again or modified."""
+    return f"vm-refused-{uuid}"
+
+
 def define_vm(
-    state: ClusterState, xml: str, *, node: str | None = None, meta: VmMeta | None = None, default_selector: str = "mem"
+    state: ClusterState,
+    definition: VmDefinition,
+    *,
+    mac_prefix: str,
+    node: str | None = None,
+    default_selector: str = "mem",
 ) -> VmSpec:
-    """Store a new VM (state `stop`) on `node`, or on the node the selector picks."""
-    try:
-        facts = domxml.parse(xml)
-    except domxml.DomainXmlError as exc:
-        raise ActionError(str(exc), "xml") from None
-    vm_uuid = facts.uuid or str(uuidlib.uuid4())
-    if not facts.uuid:
-        xml = domxml.with_uuid(xml, vm_uuid)
-    meta = meta or VmMeta()
-    known = state.node_names()
-    for limited in meta.node_limit:
-        if limited not in known:
-            raise ActionError(f"node_limit names '{limited}', which is not a node ({', '.join(known)})", "node_limit")
-    probe = VmSpec(
-        uuid=vm_uuid, name=facts.name, xml=xml, node="", memory_mib=facts.memory_mib, vcpus=facts.vcpus, meta=meta
-    )
+    """Store a new VM (state `stop`) on `node`, or on the node the selector picks. It gets a UUID unless the
+    definition names one, and a MAC in the cluster's prefix on every NIC that has none.
+
+    A VM that exists without a definition (its XML was refused when PVC typed its VMs) is replaced: the new
+    definition, with its name (and its UUID, if given), becomes its definition and clears the refusal."""
+    held = _refused_holder(state, definition)
+    if held is not None:
+        return modify_vm(state, held.uuid, definition, mac_prefix=mac_prefix)
+    vm_uuid = definition.uuid or str(uuidlib.uuid4())
+    definition = definition.changed(uuid=vm_uuid)
+    _check_nodes(state, definition)
+    _check_macs(state, definition, None)
+    probe = VmSpec(uuid=vm_uuid, name=definition.name, definition=definition, node="")
     candidates = placement.candidates(state)
     if node is not None:
-        if node not in known:
+        if node not in state.node_names():
             raise NotFound(f"node '{node}'")
         placement.check_target(probe, candidates, node)
         home = node
     else:
         home = placement.choose(probe, candidates, default_selector, exclude=set())
-    spec = probe.model_copy(update={"node": home})
-    state.define_vm(spec)
-    return spec
+    for attempt in range(MAC_RETRIES):
+        filled, made = _fill_macs(state, definition, mac_prefix)
+        spec = probe.model_copy(update={"node": home, "definition": filled})
+        try:
+            state.define_vm(spec)
+            return spec
+        except MacTaken as exc:
+            if exc.mac not in made or attempt == MAC_RETRIES - 1:
+                raise _mac_error(exc, filled) from None
+    raise AssertionError("unreachable")
+
+
+def modify_vm(state: ClusterState, name_or_uuid: str, definition: VmDefinition, *, mac_prefix: str) -> VmSpec:
+    """Replace a VM's definition as a whole (it applies at the VM's next start). The name stays (renaming is its
+    own action) and so does the UUID; NICs without a MAC get one. Clears a refused VM's refusal and fault."""
+    spec = state.find_vm(name_or_uuid)
+    if definition.name != spec.name:
+        raise ActionError(f"the definition names '{definition.name}', but the VM is '{spec.name}'", "name")
+    if definition.uuid not in (None, spec.uuid):
+        raise ActionError(f"the definition's UUID {definition.uuid} is not the VM's ({spec.uuid})", "uuid")
+    definition = definition.changed(uuid=spec.uuid)
+    _check_nodes(state, definition)
+    _check_macs(state, definition, spec.uuid)
+    for attempt in range(MAC_RETRIES):
+        filled, made = _fill_macs(state, definition, mac_prefix, keep=spec)
+        try:
+            new = state.update_vm(spec.uuid, functools.partial(VmSpec.with_definition, definition=filled))
+        except MacTaken as exc:
+            if exc.mac not in made or attempt == MAC_RETRIES - 1:
+                raise _mac_error(exc, filled) from None
+            continue
+        state.clear_fault(refused_fault_id(spec.uuid))
+        return new
+    raise AssertionError("unreachable")
+
+
+def change_vm(
+    state: ClusterState,
+    name_or_uuid: str,
+    *,
+    placement_changes: dict[str, Any] | None = None,
+    migration_changes: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> VmSpec:
+    """Change the parts of a VM's definition that say where and how it runs: placement (node limit, selector,
+    autostart), migration (method, downtime, timeout) and tags. Fields not given stay as they are."""
+    spec = state.find_vm(name_or_uuid)
+    _definition_of(spec)
+
+    def apply(s: VmSpec) -> VmSpec:
+        d = _definition_of(s)
+        fields: dict[str, Any] = {}
+        if placement_changes:
+            fields["placement"] = {**d.placement.model_dump(), **placement_changes}
+        if migration_changes:
+            fields["migration"] = {**d.migration.model_dump(), **migration_changes}
+        if tags is not None:
+            fields["tags"] = tags
+        try:
+            new = d.changed(**fields)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+        _check_nodes(state, new)
+        return s.with_definition(new)
+
+    return state.update_vm(spec.uuid, apply)
+
+
+def _definition_of(spec: VmSpec) -> VmDefinition:
+    if spec.definition is None:
+        raise TransitionError(
+            f"VM '{spec.name}' has no definition ({_refusal_summary(spec)}): define it again with the same name, "
+            "or modify it"
+        )
+    return spec.definition
+
+
+def _refusal_summary(spec: VmSpec) -> str:
+    shown = "; ".join(f"{r.path}: {r.message}" for r in spec.refused[:3])
+    more = f"; and {len(spec.refused) - 3} more" if len(spec.refused) > 3 else ""
+    return (shown + more) or "it has none"
+
+
+def _refused_holder(state: ClusterState, definition: VmDefinition) -> VmSpec | None:
+    """The VM without a definition that `definition` replaces (same name, or same UUID), if there is one."""
+    found = []
+    for key in (definition.name, definition.uuid):
+        if key is not None:
+            with contextlib.suppress(NotFound):
+                found.append(state.find_vm(key))
+    refused = [s for s in found if s.definition is None]
+    if not refused:
+        return None
+    held = refused[0]
+    if held.name != definition.name or definition.uuid not in (None, held.uuid):
+        raise Conflict(
+            f"VM '{held.name}' ({held.uuid}) has no definition: to replace it, define it with its name and either "
+            "its UUID or none"
+        )
+    return held
+
+
+def _check_nodes(state: ClusterState, definition: VmDefinition) -> None:
+    known = state.node_names()
+    for limited in definition.placement.node_limit:
+        if limited not in known:
+            raise ActionError(
+                f"node_limit names '{limited}', which is not a node ({', '.join(known)})", "placement.node_limit"
+            )
+
+
+def _check_macs(state: ClusterState, definition: VmDefinition, uuid: str | None) -> None:
+    """Refuse a given MAC that another VM holds (the transaction would too; this names the VM)."""
+    for i, nic in enumerate(definition.nics):
+        if nic.mac is not None and (holder := state.mac_holder(nic.mac)) not in (None, uuid):
+            raise Conflict(f"nics.{i}.mac: MAC address {nic.mac} is already used by VM {_name_of(state, holder)}")
+
+
+def _fill_macs(
+    state: ClusterState, definition: VmDefinition, prefix: str, keep: VmSpec | None = None
+) -> tuple[VmDefinition, set[str]]:
+    mine = keep.uuid if keep is not None else None
+    return macs.fill(definition, prefix, lambda mac: state.mac_holder(mac) not in (None, mine))
+
+
+def _mac_error(exc: MacTaken, definition: VmDefinition) -> Conflict:
+    index = next((i for i, n in enumerate(definition.nics) if n.mac == exc.mac), 0)
+    return Conflict(f"nics.{index}.mac: {exc}")
+
+
+def _name_of(state: ClusterState, uuid: str) -> str:
+    try:
+        return f"'{state.vm(uuid).name}' ({uuid})"
+    except NotFound:
+        return uuid
 
 
 def change_state(state: ClusterState, name_or_uuid: str, action: Action) -> VmSpec:
@@ -61,7 +210,10 @@ def change_state(state: ClusterState, name_or_uuid: str, action: Action) -> VmSp
     spec = state.find_vm(name_or_uuid)
 
     def apply(s: VmSpec) -> VmSpec:
-        return s.model_copy(update={"state": next_state(s.state, action)})
+        new_state = next_state(s.state, action)
+        if action in ("start", "restart"):
+            _definition_of(s)  # a VM without a definition cannot start: say why
+        return s.model_copy(update={"state": new_state})
 
     return state.update_vm(spec.uuid, apply)
 
@@ -110,16 +262,6 @@ def remove_vm(state: ClusterState, name_or_uuid: str) -> None:
     spec = state.find_vm(name_or_uuid)
     next_state(spec.state, "remove")
     state.remove_vm(spec.uuid)
-
-
-def set_meta(state: ClusterState, name_or_uuid: str, **changes: object) -> VmSpec:
-    spec = state.find_vm(name_or_uuid)
-    known = state.node_names()
-    limits = changes.get("node_limit")
-    for limited in limits if isinstance(limits, list) else []:
-        if limited not in known:
-            raise ActionError(f"node_limit names '{limited}', which is not a node", "node_limit")
-    return state.update_vm(spec.uuid, lambda s: s.model_copy(update={"meta": s.meta.model_copy(update=changes)}))
 
 
 def _node_request(state: ClusterState, name: str, kind: str, allowed_from: set[str], new: str) -> Task:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-SCHEMA_VERSION = 2  # 2: the VM name index (VM_NAMES)
+SCHEMA_VERSION = 3  # 2: the VM name index (VM_NAMES); 3: typed VM definitions and the MAC index (VM_MACS)
 ROOT = "/pvc"
 
 SCHEMA = f"{ROOT}/schema"  # {"version": int}
@@ -20,6 +20,7 @@ PRIMARY = f"{ROOT}/primary"  # ephemeral {"node": str, "since": float}, written 
 NODES = f"{ROOT}/nodes"
 VMS = f"{ROOT}/vms"
 VM_NAMES = f"{ROOT}/vm_names"  # the name index: one child per VM name, written in the VM's own transactions
+VM_MACS = f"{ROOT}/vm_macs"  # the MAC index: one child per NIC MAC address, written in the VM's own transactions
 LOCKS = f"{ROOT}/locks"
 FAULTS = f"{ROOT}/faults"
 FORMATION = f"{ROOT}/formation"
@@ -31,7 +32,7 @@ STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, wr
 OSD_REQUESTS = f"{STORAGE}/osd_requests"
 
 # Every path that must exist before the daemons run.
-BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, VM_NAMES, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
+BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, VM_NAMES, VM_MACS, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
 
 
 def node(name: str) -> str:
@@ -58,6 +59,10 @@ def vm_name(name: str) -> str:
     """VmName: which VM holds the name. Percent-encoded, so any VM name is one znode name ("." and ".." too)."""
     encoded = quote(name, safe="")
     return f"{VM_NAMES}/{encoded if encoded not in ('.', '..') else encoded.replace('.', '%2E')}"
+
+
+def vm_mac(mac: str) -> str:
+    return f"{VM_MACS}/{mac}"  # VmMac: which VM holds the MAC ("52:54:00:12:34:56": lower-case, colons)
 
 
 def vm_status(uuid: str) -> str:

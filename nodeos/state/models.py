@@ -1,18 +1,21 @@
 """The records stored in ZooKeeper, one pydantic model each (JSON on the wire).
 
 Records ignore unknown fields, so a daemon one version behind can still read what a newer one wrote during a
-rolling upgrade. The API reuses these models for its responses.
+rolling upgrade; a VM's definition is read the same way (`VmSpec`), although the definition itself is strict as API
+input. The API reuses these models for its responses.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pvc.config.choices import AclPolicy, NetworkOwner, NetworkType, Selector, VmMigrationMethod
+from pvc.config.choices import Accelerator, AclPolicy, NetworkOwner, NetworkType
 from pvc.config.schema import AclFields, DhcpRange, Reservation
+from pvc.nodeos.state.vmdef import Migration, Placement, VmDefinition
 from pvc.nodeos.state.vmstate import State
 
 DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
@@ -61,36 +64,141 @@ class Keepalive(Record):
     load: float = 0.0
     running: list[str] = []
     libvirt_ok: bool = True
+    accelerator: Accelerator | None = None  # how this node's pvcd starts VMs (None: an older pvcd)
 
 
-class VmMeta(Record):
-    node_limit: list[str] = []
-    selector: Selector | None = None  # None: the cluster default (cluster.toml [migration] selector)
-    autostart: bool = False
-    migration_method: VmMigrationMethod | None = None  # None: the cluster default
-    max_downtime_ms: int | None = None
-    tags: list[str] = []
+class Refusal(Record):
+    """Why a VM has no definition: one part of what it was defined with, and what is wrong with it."""
+
+    path: str  # an XML path (`devices/disk[2]/source/@file`) or a definition field (`nics.0.mac`)
+    message: str
 
 
 class VmSpec(Record):
-    """What the cluster wants for one VM."""
+    """What the cluster wants for one VM: its definition, and where and in which state it should be.
+
+    A VM has a definition unless it was defined before PVC typed its VMs (schema 3) with a domain XML the allowlist
+    refuses: then `original_xml` keeps that XML for the administrator and `refused` says why; such a VM cannot start
+    until it is defined again or modified. A definition that does not validate when read (written by hand, or by a
+    newer PVC) is read the same way: kept in `unreadable_definition`, with its errors in `refused`.
+    """
 
     uuid: str
-    name: str
-    xml: str
+    name: str  # always the definition's name (and `uuid` its UUID): the record and the name index are keyed on them
+    definition: VmDefinition | None = None
+    original_xml: str | None = None
+    unreadable_definition: dict[str, Any] | None = None
+    refused: list[Refusal] = []
     state: State = "stop"
     node: str
     last_node: str | None = None  # set by migrate (temporary), cleared by move; unmigrate returns there
-    memory_mib: int = 0
-    vcpus: int = 0
-    meta: VmMeta = VmMeta()
     task: str | None = None  # the migration task the node moving this VM reports to
     created: float = Field(default_factory=now)
     updated: float = Field(default_factory=now)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_definition(cls, data: Any) -> Any:
+        """Read a stored definition leniently: fields this PVC does not know are dropped, and one that does not
+        validate leaves the VM without a definition (and unable to start) instead of making the record unreadable."""
+        if not isinstance(data, dict) or not isinstance(data.get("definition"), dict):
+            return data
+        raw = data["definition"]
+        try:
+            definition = VmDefinition.model_validate(known_fields(VmDefinition, raw))
+        except ValidationError as exc:
+            refused = [
+                Refusal(path=".".join(str(p) for p in e["loc"]) or "definition", message=e["msg"]) for e in exc.errors()
+            ]
+            return {**data, "definition": None, "unreadable_definition": raw, "refused": refused}
+        if (definition.name, definition.uuid) != (data.get("name"), data.get("uuid")):
+            why = f"the definition is of {definition.name} ({definition.uuid}), not of this VM"
+            refused = [Refusal(path="name", message=why)]
+            return {**data, "definition": None, "unreadable_definition": raw, "refused": refused}
+        return {**data, "definition": definition}
+
+    @model_validator(mode="after")
+    def _keyed_on_the_definition(self) -> VmSpec:
+        d = self.definition
+        if d is not None and (d.name != self.name or d.uuid != self.uuid):
+            raise ValueError(f"the definition is of {d.name} ({d.uuid}), the record of {self.name} ({self.uuid})")
+        return self
+
+    # What the definition says, with what a VM without one counts as (it cannot start, so it reserves nothing).
+    @property
+    def memory_mib(self) -> int:
+        return self.definition.memory_mib if self.definition else 0
+
+    @property
+    def vcpus(self) -> int:
+        return self.definition.vcpus if self.definition else 0
+
+    @property
+    def tags(self) -> list[str]:
+        return self.definition.tags if self.definition else []
+
+    @property
+    def placement(self) -> Placement:
+        return self.definition.placement if self.definition else Placement()
+
+    @property
+    def migration(self) -> Migration:
+        return self.definition.migration if self.definition else Migration()
+
+    @property
+    def macs(self) -> set[str]:
+        """The MACs its NICs hold in the cluster's MAC index."""
+        return {n.mac for n in self.definition.nics if n.mac} if self.definition else set()
+
+    def with_definition(self, definition: VmDefinition) -> VmSpec:
+        """This VM with a (new) definition, and no refusal left over from an earlier one."""
+        return self.model_copy(
+            update={"definition": definition, "original_xml": None, "unreadable_definition": None, "refused": []}
+        )
+
+    def with_autostart(self, autostart: bool) -> VmSpec:
+        """This VM with its placement's autostart set (what flush and fencing use to bring a VM back later)."""
+        if self.definition is None or self.definition.placement.autostart == autostart:
+            return self
+        placement = self.definition.placement.model_copy(update={"autostart": autostart})
+        return self.model_copy(update={"definition": self.definition.model_copy(update={"placement": placement})})
+
+
+def known_fields(model: type[BaseModel], data: Any) -> Any:
+    """`data` without the keys `model` (and the models nested in it) has no field for."""
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        nested = _model_in(field.annotation)
+        if nested is not None:
+            value = [known_fields(nested, v) for v in value] if isinstance(value, list) else known_fields(nested, value)
+        out[key] = value
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (`Disk` in `Annotated[list[Disk], ...]`, `Topology | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
 
 class VmName(Record):
     """An entry of the VM name index: the VM that holds the name."""
+
+    uuid: str
+
+
+class VmMac(Record):
+    """An entry of the MAC index: the VM one of whose NICs holds the MAC address."""
 
     uuid: str
 

@@ -10,9 +10,9 @@ from functools import partial
 
 from pvc.config import networks
 from pvc.config.schema import AclFields, ClientNetwork, ClusterFile
-from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import NetworkRecord, VmSpec
 from pvc.nodeos.state.store import ClusterState, Conflict, NotFound
+from pvc.nodeos.state.vmimport import bridged_networks
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,24 @@ def reconcile_config(state: ClusterState, cfg: ClusterFile) -> list[str]:
     return done
 
 
+def vm_networks(spec: VmSpec) -> set[int]:
+    """The VNIs of the networks a VM has a NIC on: its definition's NICs.
+
+    A VM without a definition counts with what it was defined with, so that no network is removed under a VM that
+    may be using it: a VM refused when PVC typed its VMs (schema 3) keeps running with its original domain XML, so
+    the PVC bridges of that XML count; a stored definition this PVC cannot read (written by hand or by a newer PVC)
+    counts with the networks its NICs name."""
+    if spec.definition is not None:
+        return set(spec.definition.networks)
+    found = bridged_networks(spec.original_xml) if spec.original_xml else set()
+    nics = (spec.unreadable_definition or {}).get("nics")
+    for nic in nics if isinstance(nics, list) else []:
+        network = nic.get("network") if isinstance(nic, dict) else None
+        if isinstance(network, int) and not isinstance(network, bool):
+            found.add(network)
+    return found
+
+
 def users(vni: int, vms: Iterable[VmSpec]) -> list[str]:
-    """Names of the VMs with a NIC on the network. Reads the bridges from each VM's domain XML (a stop-gap until the
-    typed VM definition lands: then its NICs' `network`)."""
-    bridge = networks.bridge_name(vni)
-    return sorted(spec.name for spec in vms if bridge in domxml.bridges(spec.xml))
+    """Names of the VMs with a NIC on the network (`vm_networks`)."""
+    return sorted(spec.name for spec in vms if vni in vm_networks(spec))

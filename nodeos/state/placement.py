@@ -29,7 +29,7 @@ def eligible(vm: VmSpec, candidates: list[Candidate], exclude: set[str]) -> tupl
         name = c.record.name
         if name in exclude:
             continue
-        if vm.meta.node_limit and name not in vm.meta.node_limit:
+        if vm.placement.node_limit and name not in vm.placement.node_limit:
             why.append(f"{name}: not in the VM's node limit")
         elif c.record.daemon_state != "run":
             why.append(f"{name}: daemon is {c.record.daemon_state}")
@@ -62,7 +62,7 @@ def choose(vm: VmSpec, candidates: list[Candidate], default_selector: str, exclu
     ok, why = eligible(vm, candidates, exclude)
     if not ok:
         raise NoTarget("no node can take it (" + ("; ".join(why) or "no other node") + ")")
-    selector = vm.meta.selector or default_selector
+    selector = vm.placement.selector or default_selector
     return min(ok, key=lambda c: (score(selector, c), c.record.name)).record.name
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import ZK_USER, zookeeper_password
-from pvc.nodeos.state import domxml, layout
+from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import (
     Fault,
     FormationProgress,
@@ -49,6 +49,7 @@ from pvc.nodeos.state.models import (
     Primary,
     StorageStatus,
     Task,
+    VmMac,
     VmName,
     VmSpec,
     VmStatus,
@@ -70,6 +71,15 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """A concurrent writer won a compare-and-set too many times, or an object already exists."""
+
+
+class MacTaken(Conflict):
+    """A NIC's MAC address is held by another VM (the MAC index): `mac` says which."""
+
+    def __init__(self, mac: str, holder: str | None) -> None:
+        super().__init__(f"MAC address {mac} is already used by " + (f"VM {holder}" if holder else "another VM"))
+        self.mac = mac
+        self.holder = holder
 
 
 def encode(record: BaseModel) -> bytes:
@@ -331,6 +341,14 @@ class ClusterState:
     def vm(self, uuid: str) -> VmSpec:
         return self.get(layout.vm(uuid), VmSpec)[0]
 
+    def vm_record(self, uuid: str) -> tuple[dict, int] | None:
+        """A VM's record as stored (JSON, whatever its shape) and its znode version: for schema migrations."""
+        try:
+            data, stat = self.zk.retry(self.zk.get, layout.vm(uuid))
+        except NoNodeError:
+            return None
+        return json.loads(data or b"{}"), stat.version
+
     def vms(self) -> list[VmSpec]:
         return [v for v in (self.get_or_none(layout.vm(u), VmSpec) for u in self.vm_uuids()) if v]
 
@@ -344,11 +362,14 @@ class ClusterState:
         raise NotFound(name_or_uuid)
 
     def define_vm(self, spec: VmSpec) -> None:
-        """Create a VM's znodes and its name's index entry in one transaction: of two defines of one name (or
-        UUID), exactly one succeeds and the other raises Conflict."""
+        """Create a VM's znodes and its index entries (name, MACs) in one transaction: of two defines of one name,
+        UUID or MAC, exactly one succeeds and the other raises Conflict (MacTaken for a MAC)."""
+        macs = sorted(spec.macs)
 
         def build(tx: TransactionRequest) -> None:
             tx.create(layout.vm_name(spec.name), encode(VmName(uuid=spec.uuid)))
+            for mac in macs:
+                tx.create(layout.vm_mac(mac), encode(VmMac(uuid=spec.uuid)))
             tx.create(layout.vm(spec.uuid), encode(spec))
             tx.create(layout.vm_status(spec.uuid), encode(VmStatus(state="stopped", node=None)))
             tx.create(layout.vm_console(spec.uuid), encode(LogRing()))
@@ -358,17 +379,20 @@ class ClusterState:
             return
         if failed == 0:
             raise Conflict(f"a VM named '{spec.name}' already exists")
-        if failed == 1:
+        if failed <= len(macs):
+            raise MacTaken(macs[failed - 1], self.mac_holder(macs[failed - 1]))
+        if failed == len(macs) + 1:
             raise Conflict(f"a VM with UUID {spec.uuid} already exists")
         raise Conflict(f"VM {spec.uuid} changed while it was being defined")
 
     def remove_vm(self, uuid: str) -> None:
-        """Delete a VM's znodes and its name's index entry in one transaction."""
+        """Delete a VM's znodes and its index entries in one transaction."""
         spec = self.get_or_none(layout.vm(uuid), VmSpec)
         if spec is None:
             raise NotFound(uuid)
         children = self.children(layout.vm(uuid))
         entry = self._name_entry(spec.name)
+        macs = self._mac_entries(uuid, spec.macs)
 
         def build(tx: TransactionRequest) -> None:
             for child in children:
@@ -376,6 +400,8 @@ class ClusterState:
             tx.delete(layout.vm(uuid))
             if entry is not None and entry[0] == uuid:
                 tx.delete(layout.vm_name(spec.name), version=entry[1])
+            for mac, version in macs.items():
+                tx.delete(layout.vm_mac(mac), version=version)
 
         failed, resent = self._commit(build)
         if failed is None:
@@ -387,14 +413,15 @@ class ClusterState:
         raise Conflict(f"VM '{spec.name}' changed while it was being removed; try again")
 
     def rename_vm(self, uuid: str, new_name: str) -> VmSpec:
-        """Give a VM a new name (in its record and its domain XML) and move its index entry, in one transaction."""
+        """Give a VM a new name (in its record and its definition) and move its index entry, in one transaction."""
         try:
             spec, version = self.get(layout.vm(uuid), VmSpec)
         except NotFound:
             raise NotFound(uuid) from None
         if spec.name == new_name:
             return spec
-        new = spec.model_copy(update={"name": new_name, "xml": domxml.with_name(spec.xml, new_name), "updated": now()})
+        definition = spec.definition.changed(name=new_name) if spec.definition else None
+        new = spec.model_copy(update={"name": new_name, "definition": definition, "updated": now()})
         entry = self._name_entry(spec.name)
 
         def build(tx: TransactionRequest) -> None:
@@ -409,6 +436,24 @@ class ClusterState:
         if failed == 0:
             raise Conflict(f"a VM named '{new_name}' already exists")
         raise Conflict(f"VM '{spec.name}' changed while it was being renamed; try again")
+
+    def mac_holder(self, mac: str) -> str | None:
+        """The UUID of the VM one of whose NICs holds `mac`, if any."""
+        try:
+            data, _ = self.zk.retry(self.zk.get, layout.vm_mac(mac))
+        except NoNodeError:
+            return None
+        return decode(VmMac, data).uuid
+
+    def _mac_entries(self, uuid: str, macs: set[str]) -> dict[str, int]:
+        """{mac: znode version} of the MAC index entries among `macs` that `uuid` holds."""
+        held = {}
+        for mac in macs:
+            with contextlib.suppress(NoNodeError):
+                data, stat = self.zk.retry(self.zk.get, layout.vm_mac(mac))
+                if decode(VmMac, data).uuid == uuid:
+                    held[mac] = stat.version
+        return held
 
     def _name_entry(self, name: str) -> tuple[str, int] | None:
         """(uuid, znode version) of the VM holding `name` in the index."""
@@ -442,17 +487,54 @@ class ClusterState:
         )
         return failed, sends > 1
 
-    def update_vm(self, uuid: str, change: Callable[[VmSpec], VmSpec | None]) -> VmSpec:
-        def stamped(spec: VmSpec) -> VmSpec | None:
+    def update_vm(self, uuid: str, change: Callable[[VmSpec], VmSpec | None], retries: int = 50) -> VmSpec:
+        """Read-modify-write of a VM's record with compare-and-set (`change` returns the new record, None: no
+        write). When its NICs' MACs change, the MAC index changes in the same transaction (MacTaken if another VM
+        holds a new one)."""
+        for attempt in range(retries):
+            if attempt:
+                time.sleep(random.uniform(0, min(0.1, 0.005 * attempt)))
+            try:
+                spec, version = self.get(layout.vm(uuid), VmSpec)
+            except NotFound:
+                raise NotFound(uuid) from None
             new = change(spec)
-            if new is not None and new.name != spec.name:
+            if new is None:
+                return spec
+            if new.name != spec.name:
                 raise ValueError("a VM's name changes only through rename_vm (it is indexed)")
-            return None if new is None else new.model_copy(update={"updated": now()})
+            new = new.model_copy(update={"updated": now()})
+            added = sorted(m for m in new.macs - spec.macs if self.mac_holder(m) != uuid)  # ours already: a leftover
+            removed = spec.macs - new.macs
+            if not added and not removed:
+                try:
+                    self.zk.retry(self.zk.set, layout.vm(uuid), encode(new), version=version)
+                    return new
+                except BadVersionError:
+                    continue
+            if self.replace_vm_record(new, version, added, self._mac_entries(uuid, removed)):
+                return new
+        raise Conflict(f"{layout.vm(uuid)}: too many concurrent updates")
 
-        try:
-            return self.update(layout.vm(uuid), VmSpec, stamped)
-        except NotFound:
-            raise NotFound(uuid) from None
+    def replace_vm_record(self, new: VmSpec, version: int, added: list[str], stale: dict[str, int]) -> bool:
+        """Write a VM's record over `version`, creating the MAC index entries `added` and deleting `stale` ones, in
+        one transaction. False when the record changed meanwhile; MacTaken when another VM holds an added MAC.
+        (update_vm's write, and the schema migration's, which reads records in their old shape.)"""
+        uuid = new.uuid
+
+        def build(tx: TransactionRequest) -> None:
+            for mac in added:
+                tx.create(layout.vm_mac(mac), encode(VmMac(uuid=uuid)))
+            tx.set_data(layout.vm(uuid), encode(new), version=version)
+            for mac, mac_version in stale.items():
+                tx.delete(layout.vm_mac(mac), version=mac_version)
+
+        failed, resent = self._commit(build)
+        if failed is None or (resent and self.get_or_none(layout.vm(uuid), VmSpec) == new):
+            return True
+        if failed < len(added) and (holder := self.mac_holder(added[failed])) != uuid:
+            raise MacTaken(added[failed], holder)
+        return False
 
     def vm_status(self, uuid: str) -> VmStatus:
         return self.get_or_none(layout.vm_status(uuid), VmStatus) or VmStatus()

@@ -8,10 +8,12 @@ import uuid
 
 import pytest
 
+from pvc.config.choices import Accelerator
+from pvc.config.secrets import libvirt_secret_uuid, vm_mac_prefix
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Keepalive
 from tests.harness.api import ApiServer
-from tests.harness.cluster import tiny_domain_xml
+from tests.harness.cluster import JOIN_KEY, tiny_vm_json
 
 V1 = "/api/v1"
 
@@ -72,19 +74,79 @@ def test_bearer_token_is_accepted(api_cluster):
         (b"{not json", "body", "not valid JSON"),
         (b"[1, 2]", "body", "must be a JSON object"),
         (b'{"xml": "<domain/>", "colour": "red"}', "colour", "unknown field 'colour'"),
-        (b'{"node": "n1"}', "xml", "required field 'xml' is missing"),
+        (b'{"node": "n1"}', "body", "give either 'definition' or 'xml'"),
         (b'{"xml": 5}', "xml", "valid string"),
-        (b'{"xml": "<notdomain/>"}', "xml", "expected <domain>"),
-        (b'{"xml": "<domain><name>x</name></domain>"}', "xml", "no <memory>"),
-        (b'{"xml": "<domain", "autostart": "yes"}', "autostart", "valid boolean"),
-        (b'{"xml": "<domain/>", "max_downtime_ms": "300"}', "max_downtime_ms", "integer"),
-        (b'{"xml": "<domain/>", "selector": "random"}', "selector", "'mem'"),
+        (b'{"xml": "<notdomain/>"}', "xml", "a domain XML has <domain>"),
+        (b'{"xml": "<domain><name>x</name></domain>"}', "xml", "memory: the domain has no <memory>"),
+        (b'{"xml": "<domain", "node": "n:1"}', "node", "contains ':'"),
+        (b'{"definition": {"name": "x", "memory_mib": 64}, "xml": "<domain/>"}', "body", "either"),
+        (b'{"definition": {"name": "x"}}', "definition.memory_mib", "required field"),
+        (b'{"definition": {"name": "a:b", "memory_mib": 64}}', "definition.name", "contains ':'"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "gpu": true}}', "definition.gpu", "unknown field"),
+        (b'{"definition": {"name": "x", "memory_mib": 8}}', "definition.memory_mib", "greater than or equal to 16"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "vcpus": 256}}', "definition.vcpus", "less than or equal"),
+        (b'{"definition": {"name": "x", "memory_mib": "64"}}', "definition.memory_mib", "valid integer"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "disks": [{"volume": "vms"}]}}', "definition.disks.0.volume",
+         "'pool/volume'"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "nics": [{"network": 0}]}}', "definition.nics.0.network",
+         "greater than or equal to 1"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "nics": [{"network": 5, "mac": "01:00:5e:00:00:01"}]}}',
+         "definition.nics.0.mac", "multicast"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "graphics": "vnc", "machine": "virt"}}',
+         "definition.machine", "'pc' or 'q35'"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "placement": {"node_limit": ["n1", "n1"]}}}',
+         "definition.placement.node_limit", "given twice"),
+        (b'{"definition": {"name": "x", "memory_mib": 64, "migration": {"max_downtime_ms": 60001}}}',
+         "definition.migration.max_downtime_ms", "less than or equal to 60000"),
     ],
-)
+)  # fmt: skip
 def test_define_validation_errors_name_the_field(api_cluster, raw, field, needle):
+    tree = _data_tree(api_cluster.state.zk)
     status, err = api_cluster.call("POST", f"{V1}/vms", raw=raw, key=api_cluster.key)
     assert status == 400, err
     assert err["field"] == field and needle in err["detail"], err
+    assert _data_tree(api_cluster.state.zk) == tree, "a refused define wrote to ZooKeeper"
+
+
+BASE_XML = (
+    "<domain type='kvm'{ns}><name>hostile</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    "<os><type arch='x86_64' machine='pc'>hvm</type></os>{top}<devices>{devices}<serial type='pty'/></devices>"
+    "</domain>"
+)
+QEMU_NS = " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+
+
+@pytest.mark.parametrize(
+    "kind,parts,path",
+    [
+        ("host file disk", {"devices": "<disk type='file'><source file='/etc/shadow'/><target dev='vda'/></disk>"},
+         "devices/disk/source/@file"),
+        ("block device", {"devices": "<disk type='block'><source dev='/dev/sda'/><target dev='vda'/></disk>"},
+         "devices/disk/source/@dev"),
+        ("dir disk", {"devices": "<disk type='dir'><source dir='/'/><target dev='vda'/></disk>"},
+         "devices/disk/source/@dir"),
+        ("filesystem passthrough", {"devices": "<filesystem type='mount' accessmode='passthrough'><source dir='/'/>"
+                                               "<target dir='root'/></filesystem>"}, "devices/filesystem"),
+        ("hostdev", {"devices": "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0' "
+                                "bus='1' slot='0' function='0'/></source></hostdev>"}, "devices/hostdev"),
+        ("qemu:commandline", {"ns": QEMU_NS, "top": "<qemu:commandline><qemu:arg value='-fw_cfg'/>"
+                                                    "</qemu:commandline>"}, "qemu:commandline"),
+        ("emulator path", {"devices": "<emulator>/bin/sh</emulator>"}, "devices/emulator"),
+        ("seclabel none", {"top": "<seclabel type='none'/>"}, "seclabel"),
+        ("seclabel root", {"top": "<seclabel type='static' model='dac'><label>+0:+0</label></seclabel>"}, "seclabel"),
+        ("serial to file", {"devices": "<serial type='file'><source path='/etc/evil'/></serial>"},
+         "devices/serial[1]/@type"),
+    ],
+)  # fmt: skip
+def test_each_hostile_xml_class_is_refused_by_path_and_writes_nothing(api_cluster, kind, parts, path):
+    xml = BASE_XML.format(**{"ns": "", "top": "", "devices": "", **parts})
+    tree = _data_tree(api_cluster.state.zk)
+    status, err = api_cluster.call("POST", f"{V1}/vms", {"xml": xml, "node": "n1"}, key=api_cluster.key)
+    assert status == 400 and err["field"] == "xml", err
+    paths = [p["path"] for p in err["problems"]]
+    assert path in paths, (kind, err)
+    assert err["detail"].splitlines()[0].startswith("PVC cannot import ") and f"\n{path}: " in err["detail"]
+    assert _data_tree(api_cluster.state.zk) == tree, f"{kind}: the refused define wrote to ZooKeeper"
 
 
 def test_not_found(api_cluster):
@@ -96,14 +158,20 @@ def test_not_found(api_cluster):
 
 
 def test_vm_flow_without_a_running_daemon(api_cluster):
-    xml = tiny_domain_xml("apiflow")
-    status, vm = api_cluster.call(
-        "POST", f"{V1}/vms", {"xml": xml, "tags": ["web"], "node_limit": ["n1", "n2"]}, key=api_cluster.key
-    )
-    assert status == 201, vm
-    assert vm["state"] == "stop" and vm["node"] == "n1" and vm["tags"] == ["web"]  # n1 has the most free memory
-    status, again = api_cluster.call("POST", f"{V1}/vms", {"xml": xml}, key=api_cluster.key)
+    vm = tiny_vm_json("apiflow", tags=["web"], placement={"node_limit": ["n1", "n2"]}, nics=[{"network": 100}])
+    status, body = api_cluster.call("POST", f"{V1}/vms", {"definition": vm}, key=api_cluster.key)
+    assert status == 201, body
+    assert body["state"] == "stop" and body["node"] == "n1" and body["tags"] == ["web"]  # n1: the most free memory
+    mac = body["definition"]["nics"][0]["mac"]
+    assert mac.startswith(vm_mac_prefix(JOIN_KEY) + ":"), mac  # a MAC in the cluster's prefix, stored
+    assert body["definition"]["uuid"] == body["uuid"] and f'<mac address="{mac}" />' in body["xml"]
+    status, again = api_cluster.call("POST", f"{V1}/vms", {"definition": vm}, key=api_cluster.key)
     assert status == 409 and "already exists" in again["detail"]
+    taken = tiny_vm_json("apiflow2", nics=[{"network": 100, "mac": mac}])
+    status, err = api_cluster.call("POST", f"{V1}/vms", {"definition": taken}, key=api_cluster.key)
+    assert status == 409 and err["detail"] == f"nics.0.mac: MAC address {mac} is already used by VM 'apiflow' " + (
+        f"({body['uuid']})"
+    )
     status, listed = api_cluster.call("GET", f"{V1}/vms?tag=web", key=api_cluster.key)
     assert [v["name"] for v in listed] == ["apiflow"]
     status, listed = api_cluster.call("GET", f"{V1}/vms?node=n2", key=api_cluster.key)
@@ -116,17 +184,73 @@ def test_vm_flow_without_a_running_daemon(api_cluster):
         "POST", f"{V1}/vms/apiflow/migrate", {"action": "move", "target": "n2"}, key=api_cluster.key
     )
     assert status == 202 and task["state"] == "succeeded"  # not running: only the home changes
-    status, vm = api_cluster.call(
-        "PATCH", f"{V1}/vms/apiflow/meta", {"autostart": True, "max_downtime_ms": 500.0}, key=api_cluster.key
-    )
-    assert status == 200 and vm["meta"]["autostart"] is True and vm["meta"]["max_downtime_ms"] == 500
+    change = {"placement": {"autostart": True}, "migration": {"max_downtime_ms": 500.0}, "tags": ["web", "db"]}
+    status, vm = api_cluster.call("PATCH", f"{V1}/vms/apiflow", change, key=api_cluster.key)
+    assert status == 200, vm
+    d = vm["definition"]
+    assert d["placement"] == {"node_limit": ["n1", "n2"], "selector": None, "autostart": True}
+    assert d["migration"]["max_downtime_ms"] == 500 and d["tags"] == vm["tags"] == ["web", "db"]
     assert vm["node"] == "n2" and vm["last_node"] is None
+    status, err = api_cluster.call(
+        "PATCH", f"{V1}/vms/apiflow", {"placement": {"node_limit": ["n9"]}}, key=api_cluster.key
+    )
+    assert status == 400 and err["field"] == "placement.node_limit" and "'n9', which is not a node" in err["detail"]
     status, big = api_cluster.call(
-        "POST", f"{V1}/vms", {"xml": tiny_domain_xml("huge", memory_mib=10**7)}, key=api_cluster.key
+        "POST", f"{V1}/vms", {"definition": tiny_vm_json("huge", memory_mib=10**6)}, key=api_cluster.key
     )
     assert status == 409 and "MiB free" in big["detail"]
     status, removed = api_cluster.call("DELETE", f"{V1}/vms/apiflow", key=api_cluster.key)
     assert status == 200 and removed == {"removed": "apiflow"}
+    assert api_cluster.state.mac_holder(mac) is None, "the VM's MAC is free again"
+
+
+def test_get_shows_the_definition_and_the_xml_rendered_for_its_node(api_cluster):
+    vm = tiny_vm_json("apiget", firmware="uefi", disks=[{"volume": "vms/apiget-disk", "size": "1G"}])
+    status, body = api_cluster.call("POST", f"{V1}/vms", {"definition": vm, "node": "n3"}, key=api_cluster.key)
+    assert status == 201, body
+    try:
+        status, shown = api_cluster.call("GET", f"{V1}/vms/apiget", key=api_cluster.key)
+        assert status == 200 and shown["definition"] == body["definition"]
+        assert shown["definition"]["disks"][0]["size"] == 1024**3
+        xml = shown["xml"]
+        secret = libvirt_secret_uuid(JOIN_KEY)
+        assert f'<secret type="ceph" uuid="{secret}" />' in xml
+        assert "/usr/share/OVMF/OVMF_CODE_4M.fd" in xml and f"/var/lib/pvc/console/{body['uuid']}.log" in xml
+        assert shown["original_xml"] is None and shown["refused"] == []
+        # the accelerator is the one the VM's node reports
+        accelerators: list[tuple[Accelerator, str]] = [("tcg", "qemu"), ("kvm", "kvm")]
+        for accel, dom_type in accelerators:
+            api_cluster.state.write_keepalive("n3", Keepalive(mem_total=8192, mem_free=3072, cpus=4, accelerator=accel))
+            _, shown = api_cluster.call("GET", f"{V1}/vms/apiget", key=api_cluster.key)
+            assert f'type="{dom_type}">' in shown["xml"].splitlines()[0], shown["xml"][:60]
+    finally:
+        api_cluster.call("DELETE", f"{V1}/vms/apiget", key=api_cluster.key)
+
+
+def test_put_replaces_the_definition_from_json_or_xml(api_cluster):
+    status, body = api_cluster.call("POST", f"{V1}/vms", {"definition": tiny_vm_json("apiput")}, key=api_cluster.key)
+    assert status == 201, body
+    try:
+        bigger = {**body["definition"], "vcpus": 2, "memory_mib": 128}
+        status, vm = api_cluster.call("PUT", f"{V1}/vms/apiput", {"definition": bigger}, key=api_cluster.key)
+        assert status == 200 and (vm["vcpus"], vm["memory_mib"]) == (2, 128)
+        edited = vm["xml"].replace('<vcpu placement="static">2</vcpu>', '<vcpu placement="static">3</vcpu>')
+        status, vm = api_cluster.call("PUT", f"{V1}/vms/apiput", {"xml": edited}, key=api_cluster.key)
+        assert status == 200 and vm["vcpus"] == 3
+        renamed = {**bigger, "name": "other"}
+        status, err = api_cluster.call("PUT", f"{V1}/vms/apiput", {"definition": renamed}, key=api_cluster.key)
+        assert status == 400 and err["field"] == "name" and "the VM is 'apiput'" in err["detail"]
+        hostile = edited.replace("</devices>", "<hostdev mode='subsystem' type='usb'/></devices>")
+        status, err = api_cluster.call("PUT", f"{V1}/vms/apiput", {"xml": hostile}, key=api_cluster.key)
+        assert status == 400 and [p["path"] for p in err["problems"]] == ["devices/hostdev"]
+    finally:
+        api_cluster.call("DELETE", f"{V1}/vms/apiput", key=api_cluster.key)
+
+
+def test_path_parameters_follow_the_name_pattern(api_cluster):
+    for path, field in (("/vms/a:b", "vm"), ("/nodes/n%0a1", "node"), ("/storage/pools/p:conf=x", "pool")):
+        status, err = api_cluster.call("GET", V1 + path, key=api_cluster.key)
+        assert status == 400 and err["field"] == field, (path, err)
 
 
 def test_maintenance_and_status(api_cluster):
@@ -148,6 +272,14 @@ def test_flush_returns_a_task(api_cluster):
     assert node["domain_state"] == "unflushing" and node["task"] == again["id"]
     # no pvcd runs here to finish the request: put n3 back for the other tests sharing this cluster
     api_cluster.state.update_node("n3", lambda r: r.model_copy(update={"domain_state": "ready", "task": None}))
+
+
+def _data_tree(zk, path: str = "/pvc") -> dict[str, bytes]:
+    """Every znode under `path` with its data."""
+    tree = {path: zk.get(path)[0]}
+    for child in zk.get_children(path):
+        tree |= _data_tree(zk, f"{path}/{child}")
+    return tree
 
 
 def _tree(zk, path: str = "/pvc") -> dict[str, tuple[int, int]]:

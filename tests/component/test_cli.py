@@ -8,10 +8,12 @@ VM's console log.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,7 +23,7 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import FormationProgress, FormationStep, LogRing
 from tests.harness.api import ApiServer
 from tests.harness.cli import PVC, Cli
-from tests.harness.cluster import cluster_toml, tiny_domain_xml
+from tests.harness.cluster import cluster_toml, tiny_vm_json
 from tests.harness.http_stub import self_signed
 from tests.harness.ports import free_port
 
@@ -35,9 +37,10 @@ def cli(api_cluster, tmp_path) -> Cli:
     return c
 
 
-def xml_file(folder: Path, name: str) -> Path:
-    path = folder / f"{name}.xml"
-    path.write_text(tiny_domain_xml(name))
+def vm_file(folder: Path, name: str, **fields: Any) -> Path:
+    """A definition file, as YAML (the CLI also reads JSON and domain XML)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tiny_vm_json(name, **fields)))
     return path
 
 
@@ -119,48 +122,61 @@ def test_formation_faults_and_maintenance(cli, api_cluster):
 def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
     name = unique("cli-web")
     out = cli.ok(
-        "vm", "define", str(xml_file(tmp_path, name)), "--node", "n2", "--limit", "n1,n2", "--selector", "vcpus",
-        "--autostart", "--method", "live-only", "--max-downtime", "250", "--tag", "web", "--tag", "blue",
+        "vm", "define", "--name", name, "--memory", "64", "--vcpus", "2", "--machine", "pc", "--node", "n2",
+        "--disk", "vms/web-root,size=10G", "--disk", "vms/web-seed,device=cdrom,bus=scsi", "--nic", "100,model=e1000e",
+        "--node-limit", "n1,n2", "--selector", "vcpus", "--autostart", "--method", "live-only", "--max-downtime", "250",
+        "--tag", "web", "--tag", "blue",
     )  # fmt: skip
     spec = api_cluster.state.find_vm(name)
     assert out.strip() == f"defined VM '{name}' ({spec.uuid}) on n2; it is stop"
     assert spec.node == "n2" and spec.state == "stop"
-    assert spec.meta.model_dump() == {
-        "node_limit": ["n1", "n2"],
-        "selector": "vcpus",
-        "autostart": True,
-        "migration_method": "live-only",
-        "max_downtime_ms": 250,
-        "tags": ["web", "blue"],
-    }
+    d = spec.definition
+    assert (d.vcpus, d.memory_mib, d.machine) == (2, 64, "pc")
+    assert [(x.volume, x.device, x.bus, x.read_only, x.size) for x in d.disks] == [
+        ("vms/web-root", "disk", "virtio", False, 10 * 1024**3),
+        ("vms/web-seed", "cdrom", "scsi", True, None),
+    ]
+    assert [(n.network, n.model) for n in d.nics] == [(100, "e1000e")] and d.nics[0].mac
+    assert d.placement.model_dump() == {"node_limit": ["n1", "n2"], "selector": "vcpus", "autostart": True}
+    assert (d.migration.method, d.migration.max_downtime_ms, d.tags) == ("live-only", 250, ["web", "blue"])
 
     row = next(line for line in cli.ok("vm", "list", "--tag", "blue").splitlines() if line.startswith(name))
-    assert row.split() == [name, "stop", "stopped", "n2", "-", "64M", "1", "web,blue"]
+    assert row.split() == [name, "stop", "stopped", "n2", "-", "64M", "2", "web,blue"]
     assert name in {v["name"] for v in cli.json("vm", "list", "--node", "n2", "--state", "stop")}
     assert name not in {v["name"] for v in cli.json("vm", "list", "--node", "n1")}
     assert name not in {v["name"] for v in cli.json("vm", "list", "--tag", "green")}
 
     info = cli.ok("vm", "info", name)
-    assert f"uuid:              {spec.uuid}" in info and "migration method:  live-only" in info
-    assert cli.ok("vm", "info", spec.uuid, "--xml").strip() == spec.xml
-    assert cli.json("vm", "info", name)["meta"]["max_downtime_ms"] == 250
+    assert f"uuid:               {spec.uuid}" in info and "migration method:   live-only" in info, info
+    assert "disk:               vms/web-root (disk, virtio, cache none, 10737418240 bytes)" in info, info
+    assert f"nic:                network 100 {d.nics[0].mac} (e1000e)" in info, info
+    xml = cli.ok("vm", "info", spec.uuid, "--xml")
+    assert (
+        xml
+        == cli.ok("vm", "dump", name)
+        == api_cluster.call("GET", f"/api/v1/vms/{name}", key=api_cluster.key)[1]["xml"]
+    )
+    assert '<source protocol="rbd" name="vms/web-root">' in xml
+    assert cli.json("vm", "info", name)["definition"]["migration"]["max_downtime_ms"] == 250
 
     shown = cli.ok("vm", "meta", name)
-    assert "node limit:        n1,n2" in shown and "selector:          vcpus" in shown
+    assert "node limit:         n1,n2" in shown and "selector:           vcpus" in shown, shown
     cli.ok("vm", "meta", name, "--selector", "default", "--no-autostart", "--max-downtime", "default", "--tag", "x")
-    meta = api_cluster.state.find_vm(name).meta
-    assert (meta.selector, meta.autostart, meta.max_downtime_ms, meta.tags) == (None, False, None, ["x"])
-    assert meta.node_limit == ["n1", "n2"] and meta.migration_method == "live-only"  # untouched
+    d = api_cluster.state.find_vm(name).definition
+    assert (d.placement.selector, d.placement.autostart, d.migration.max_downtime_ms, d.tags) == (
+        None,
+        False,
+        None,
+        ["x"],
+    )
+    assert d.placement.node_limit == ["n1", "n2"] and d.migration.method == "live-only"  # untouched
     assert cli.json("vm", "meta", name, "--limit", "", "--no-tags", "--method", "shutdown") == {
-        "node_limit": [],
-        "selector": None,
-        "autostart": False,
-        "migration_method": "shutdown",
-        "max_downtime_ms": None,
+        "placement": {"node_limit": [], "selector": None, "autostart": False},
+        "migration": {"method": "shutdown", "max_downtime_ms": None, "timeout_s": None},
         "tags": [],
     }
     assert cli.fails("vm", "meta", name, "--limit", "n1,n7") == (
-        "pvc: invalid request: node_limit names 'n7', which is not a node (field: node_limit)"
+        "pvc: invalid request: node_limit names 'n7', which is not a node (n1, n2, n3) (field: placement.node_limit)"
     )
     res = cli.run("vm", "meta", name, "--tag", "a", "--no-tags")
     assert res.returncode == 2 and "--tag and --no-tags contradict each other" in res.stderr
@@ -185,33 +201,79 @@ def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
     assert cli.fails("vm", "info", name) == f"pvc: not found: VM '{name}'"
 
 
+def test_define_from_files_and_modify(cli, api_cluster, tmp_path):
+    name = unique("cli-file")
+    as_json = tmp_path / "vm.json"
+    as_json.write_text(json.dumps(tiny_vm_json(name, tags=["json"])))
+    cli.ok("vm", "define", "--file", str(as_json))
+    assert api_cluster.state.find_vm(name).tags == ["json"]
+    dumped = tmp_path / "vm.xml"
+    dumped.write_text(cli.ok("vm", "dump", name).replace('<vcpu placement="static">1<', '<vcpu placement="static">4<'))
+    assert cli.ok("vm", "modify", name, "--file", str(dumped)).strip() == (
+        f"modified VM '{name}': the new definition applies at its next start"
+    )
+    assert api_cluster.state.find_vm(name).vcpus == 4
+    info = tmp_path / "info.yaml"  # what `pvc vm info --format yaml` prints, edited, is a definition too
+    info.write_text(cli.ok("vm", "info", name, "--format", "yaml").replace("memory_mib: 64", "memory_mib: 96"))
+    cli.ok("vm", "modify", name, "-f", str(info))
+    assert api_cluster.state.find_vm(name).memory_mib == 96
+    res = cli.run("vm", "define", "--file", str(as_json), "--vcpus", "2")
+    assert res.returncode == 2 and "give either --file or definition options, not both (--vcpus)" in res.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nmemory_mib: [64\n")
+    line = cli.fails("vm", "define", "--file", str(broken))
+    assert line.startswith(f"pvc: {broken}: line 3, column 1: not JSON, YAML or a domain XML"), line
+
+
 def test_define_errors_carry_the_servers_detail(cli, api_cluster, tmp_path):
     name = unique("cli-dup")
-    path = xml_file(tmp_path, name)
-    cli.ok("vm", "define", str(path))
-    assert cli.fails("vm", "define", str(path)) == f"pvc: conflict: a VM named '{name}' already exists"
+    path = vm_file(tmp_path, name)
+    cli.ok("vm", "define", "-f", str(path))
+    assert cli.fails("vm", "define", "-f", str(path)) == f"pvc: conflict: a VM named '{name}' already exists"
     broken = tmp_path / "broken.xml"
     broken.write_text("<domain><name>x</name>")
-    line = cli.fails("vm", "define", str(broken))
-    assert line.startswith("pvc: invalid request: not well-formed XML") and line.endswith(" (field: xml)")
-    other = xml_file(tmp_path, unique("cli-other"))
-    assert cli.fails("vm", "define", str(other), "--limit", "n1,zz") == (
-        "pvc: invalid request: node_limit names 'zz', which is not a node (n1, n2, n3) (field: node_limit)"
+    res = cli.run("vm", "define", "-f", str(broken))
+    assert res.returncode == 1 and res.stderr.splitlines() == [
+        "pvc: invalid request: PVC cannot import 1 part of the domain XML (field: xml)",
+        "  line 1, column 23: not well-formed XML: no element found",
+    ]
+    hostile = tmp_path / "hostile.xml"
+    hostile.write_text(
+        "<domain type='kvm'><name>h</name><memory unit='MiB'>64</memory><seclabel type='none'/><devices>"
+        "<emulator>/bin/sh</emulator><disk type='file'><source file='/etc/shadow'/><target dev='vda'/></disk>"
+        "</devices></domain>"
     )
-    assert cli.fails("vm", "define", str(other), "--node", "zz") == "pvc: not found: node 'zz'"
+    res = cli.run("vm", "define", "-f", str(hostile))
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines() == [
+        "pvc: invalid request: PVC cannot import 3 parts of the domain XML (field: xml)",
+        "  seclabel: security labels are set by PVC; remove <seclabel>",
+        "  devices/emulator: PVC sets the emulator (/usr/bin/qemu-system-x86_64); remove <emulator>",
+        "  devices/disk/source/@file: host file disks are not allowed; use an RBD volume "
+        "(<disk type='network'><source protocol='rbd' name='pool/volume'/>)",
+    ], res.stderr
+    other = unique("cli-other")
+    assert cli.fails("vm", "define", "--name", other, "--memory", "64", "--limit", "n1,zz") == (
+        "pvc: invalid request: node_limit names 'zz', which is not a node (n1, n2, n3) (field: placement.node_limit)"
+    )
+    assert cli.fails("vm", "define", "--name", other, "--memory", "64", "--node", "zz") == "pvc: not found: node 'zz'"
+    assert cli.fails("vm", "define", "--name", other, "--memory", "1G", "--vcpus", "300") == (
+        "pvc: invalid request: definition.vcpus: Input should be less than or equal to 255 (field: definition.vcpus)"
+    )
+    res = cli.run("vm", "define", "--name", other, "--memory", "64", "--disk", "vms/x,speed=9")
+    assert res.returncode == 2 and "--disk 'vms/x,speed=9': unknown option 'speed'" in res.stderr
     # from standard input
     piped = unique("cli-stdin")
-    res = cli.run("vm", "define", "-", stdin=tiny_domain_xml(piped, memory_mib=128))
+    res = cli.run("vm", "define", "-f", "-", stdin=json.dumps(tiny_vm_json(piped, memory_mib=128)))
     assert res.returncode == 0 and api_cluster.state.find_vm(piped).memory_mib == 128
-    huge = xml_file(tmp_path, unique("cli-huge"))
-    huge.write_text(tiny_domain_xml(huge.stem, memory_mib=100000))
-    line = cli.fails("vm", "define", str(huge))
+    huge = unique("cli-huge")
+    line = cli.fails("vm", "define", "-f", str(vm_file(tmp_path, huge, memory_mib=100000)))
     assert line.startswith("pvc: no target node: no node can take it (n1: 4096 MiB free, the VM needs 100000 MiB")
 
 
 def test_migrate_a_stopped_vm_and_tasks(cli, api_cluster, tmp_path):
     name = unique("cli-mig")
-    cli.ok("vm", "define", str(xml_file(tmp_path, name)), "--node", "n1")
+    cli.ok("vm", "define", "-f", str(vm_file(tmp_path, name)), "--node", "n1")
     out = cli.ok("vm", "migrate", name, "--target", "n3")
     assert out.strip() == f"migrate {name}: succeeded: home node is now n3"  # not running: only the home moves
     spec = api_cluster.state.find_vm(name)
@@ -239,7 +301,7 @@ def test_migrate_a_stopped_vm_and_tasks(cli, api_cluster, tmp_path):
 
 def test_wait_without_a_node_daemon_gives_up_with_the_reason(cli, api_cluster, tmp_path):
     name = unique("cli-wait")
-    cli.ok("vm", "define", str(xml_file(tmp_path, name)), "--node", "n1")
+    cli.ok("vm", "define", "-f", str(vm_file(tmp_path, name)), "--node", "n1")
     started = time.monotonic()
     res = cli.run("vm", "start", name, "--wait", "--timeout", "2")
     assert 2 <= time.monotonic() - started < 20
@@ -252,7 +314,7 @@ def test_wait_without_a_node_daemon_gives_up_with_the_reason(cli, api_cluster, t
 
 def test_console_lines(cli, api_cluster, tmp_path):
     name = unique("cli-con")
-    cli.ok("vm", "define", str(xml_file(tmp_path, name)))
+    cli.ok("vm", "define", "-f", str(vm_file(tmp_path, name)))
     assert cli.ok("vm", "console", name) == ""
     api_cluster.state.append_console(api_cluster.state.find_vm(name).uuid, ["boot", "login:"])
     assert cli.ok("vm", "console", name) == "boot\nlogin:\n"
@@ -262,7 +324,7 @@ def test_console_lines(cli, api_cluster, tmp_path):
 
 def test_shell_completion_asks_the_api(cli, api_cluster, tmp_path):
     name = unique("cli-comp")
-    cli.ok("vm", "define", str(xml_file(tmp_path, name)))
+    cli.ok("vm", "define", "-f", str(vm_file(tmp_path, name)))
     env = {**cli.env, "_PVC_COMPLETE": "bash_complete", "COMP_WORDS": "pvc vm info cli-comp", "COMP_CWORD": "3"}
     out = subprocess.run([str(PVC)], capture_output=True, text=True, env=env, timeout=30).stdout
     assert f"plain,{name}" in out.splitlines()
@@ -368,10 +430,8 @@ def test_administrator_scenario(runtime, runtime_api, tmp_path):
     assert primary in runtime.nodes
     assert [n["daemon_state"] for n in cli.json("node", "list")] == ["run"] * 3
 
-    xml = tmp_path / "admin-vm.xml"
-    # SeaBIOS writes to the serial port (sgabios) so that the console log has something to show
-    xml.write_text(tiny_domain_xml("admin-vm").replace("<boot dev='hd'/>", "<boot dev='hd'/><bios useserial='yes'/>"))
-    out = cli.ok("vm", "define", str(xml), "--node", "n1")
+    # SeaBIOS writes to the serial port (PVC renders <bios useserial>), so the console log has something to show
+    out = cli.ok("vm", "define", "--name", "admin-vm", "--memory", "64", "--machine", "pc", "--node", "n1")
     vm_uuid = out.split("(")[1].split(")")[0]
     assert out.strip() == f"defined VM 'admin-vm' ({vm_uuid}) on n1; it is stop"
 

@@ -106,7 +106,10 @@ def test_migration_stream_must_be_tls(runtime):
     """migrate_tls_force: libvirt refuses a migration without VIR_MIGRATE_TLS; with it, the domain moves."""
     src = runtime.libvirt_uri("n1")
     created = subprocess.run(
-        ["virsh", "-c", src, "create", "/dev/stdin"], input=tiny_domain_xml("plain"), capture_output=True, text=True
+        ["virsh", "-c", src, "create", "/dev/stdin"],
+        input=tiny_domain_xml("plain", runtime.dir / "plain-console.log"),
+        capture_output=True,
+        text=True,
     )
     assert created.returncode == 0, created.stderr
     dest = f"qemu+tls://{CLUSTER.prefix}.{runtime.host_id('n2')}/system"

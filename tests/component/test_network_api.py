@@ -11,6 +11,7 @@ import pytest
 
 from pvc.nodeos.state.models import NetworkRecord, VmSpec
 from tests.harness.cli import Cli
+from tests.harness.cluster import tiny_vm
 
 V1 = "/api/v1"
 LAN = {"vni": 4100, "name": "lan41", "type": "managed", "subnet": "10.41.0.0/24", "gateway": "10.41.0.1"}
@@ -93,7 +94,26 @@ def test_reservations_and_acls(clean):
     assert [r["description"] for r in rules] == ["first", "ssh"]
     assert call(clean, "DELETE", f"{V1}/networks/4100/acls/first")[0] == 200
     assert call(clean, "DELETE", f"{V1}/networks/4100/acls/first")[0] == 404
-    assert call(clean, "DELETE", f"{V1}/networks/4100/reservations/52:54:00:41:00:01")[0] == 200
+    assert call(clean, "DELETE", f"{V1}/networks/4100/reservations/52-54-00-41-00-01")[0] == 200  # either spelling
+    assert call(clean, "DELETE", f"{V1}/networks/4100/reservations/52:54:00:41:00:01")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "words"),
+    [
+        ("/networks/abc", "vni", "'abc' is not a VNI"),
+        ("/networks/0/acls", "vni", "'0' is not a VNI"),
+        ("/networks/16777216/leases", "vni", "(a number 1-16777215)"),
+        ("/networks/4100/reservations/52:54:00:41:00", "mac", "is not a MAC address"),
+        ("/networks/4100/reservations/01:00:5e:00:00:01", "mac", "multicast"),
+        ("/networks/4100/acls/a%20b", "description", "should match pattern"),
+    ],
+)
+def test_path_parameters_are_checked_naming_them(clean, path, field, words):
+    assert call(clean, "POST", f"{V1}/networks", body=LAN)[0] == 201
+    method = "DELETE" if "/reservations/" in path or "/acls/" in path else "GET"
+    status, err = call(clean, method, f"{V1}{path}")
+    assert status == 400 and err["field"] == field and words in err["detail"], err
 
 
 def test_config_owned_networks_refuse_changes(clean):
@@ -120,18 +140,15 @@ def test_config_owned_networks_refuse_changes(clean):
 
 def test_a_network_in_use_is_not_removed(clean):
     assert call(clean, "POST", f"{V1}/networks", body=LAN)[0] == 201
-    xml = (
-        "<domain type='kvm'><name>netuser1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><devices>"
-        "<interface type='bridge'><source bridge='vmbr4100'/></interface></devices></domain>"
-    )
-    clean.state.define_vm(VmSpec(uuid="0f0f0f0f-0000-4000-8000-000000004100", name="netuser1", xml=xml, node="n1"))
+    vm_uuid = "0f0f0f0f-0000-4000-8000-000000004100"
+    definition = tiny_vm("netuser1", vm_uuid, nics=[{"network": 4100, "mac": "52:54:00:41:00:99"}])
+    clean.state.define_vm(VmSpec(uuid=vm_uuid, name="netuser1", definition=definition, node="n1"))
     status, err = call(clean, "DELETE", f"{V1}/networks/4100")
     assert status == 409 and "netuser1" in err["detail"], err
     assert call(clean, "GET", f"{V1}/networks/4100")[1]["vms"] == ["netuser1"]
     clean.state.remove_vm("0f0f0f0f-0000-4000-8000-000000004100")
     assert call(clean, "DELETE", f"{V1}/networks/4100")[0] == 200
     assert call(clean, "GET", f"{V1}/networks/4100")[0] == 404
-    assert call(clean, "GET", f"{V1}/networks/abc")[0] == 404
 
 
 def run_cli(api, tmp_path, *args: str) -> str:

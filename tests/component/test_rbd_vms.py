@@ -1,7 +1,7 @@
 """VMs on RBD disks, on three simulated servers with the session's Ceph plugged into their cluster network.
 
 One VM's life, checked at every step through librbd from the test process and through `qemu-io` in the VM's own
-QEMU (the guest-less way to make the VM process write its disk): pvcd completes the disk with the monitors and the
+QEMU (the guest-less way to make the VM process write its disk): pvcd renders the disk with the monitors and the
 client.libvirt secret; the QEMU holds the disk's exclusive lock; a second VM on the same disk is refused; live
 migration carries the disk and the lock; data survives an OSD stopped and restarted; after the node's power loss
 the fencer blocklists its client and breaks its lock before the VM restarts elsewhere.
@@ -15,10 +15,11 @@ import libvirt
 import libvirt_qemu
 import pytest
 
+from pvc.config.secrets import vm_mac_prefix
 from pvc.nodeos.state import actions
 from pvc.nodeos.storage import locks, pools, volumes
 from pvc.nodeos.storage.ceph import connect, mon_command
-from tests.harness.cluster import CLUSTER, tiny_domain_xml
+from tests.harness.cluster import CLUSTER, JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
 MiB = 1024**2
@@ -34,12 +35,10 @@ def rados_cluster(ceph):
         yield c
 
 
-def rbd_xml(name: str) -> str:
-    disk = (
-        "<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>"
-        f"<source protocol='rbd' name='{POOL}/{DISK}'/><target dev='vda' bus='virtio'/></disk>"
-    )
-    return tiny_domain_xml(name).replace("<devices>", "<devices>" + disk)
+def define_rbd_vm(cluster, name: str, node: str):
+    """A firmware-only VM whose one disk is the RBD volume POOL/DISK (vda, virtio)."""
+    vm = tiny_vm(name, disks=[{"volume": f"{POOL}/{DISK}"}])
+    return actions.define_vm(cluster.state, vm, node=node, mac_prefix=vm_mac_prefix(JOIN_KEY))
 
 
 def qemu_io(cluster, node: str, vm_uuid: str, command: str) -> str:
@@ -91,7 +90,7 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
         img.write(b"\xa1" * MiB, 0)  # written before the VM exists: the lock is free again once closed
     patterns = {0: 0xA1}
 
-    spec = actions.define_vm(rt.state, rbd_xml("rbdvm"), node="n1")
+    spec = define_rbd_vm(rt, "rbdvm", "n1")
     actions.change_state(rt.state, "rbdvm", "start")
     wait_running(rt, spec.uuid, "n1")
     conn = libvirt.open(rt.libvirt_uri("n1"))
@@ -106,7 +105,7 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
     wait_until("n1's QEMU to hold the lock", lambda: holder_ip(rados_cluster) == node_ip("n1"), 10)
 
     # a second VM on the same disk is refused: pvcd sees a live holder
-    other = actions.define_vm(rt.state, rbd_xml("rbdvm-twin"), node="n2")
+    other = define_rbd_vm(rt, "rbdvm-twin", "n2")
     actions.change_state(rt.state, "rbdvm-twin", "start")
     wait_until("the twin refused", lambda: rt.state.vm_status(other.uuid).state == "failed", 30, interval=0.2)
     reason = rt.state.vm_status(other.uuid).reason

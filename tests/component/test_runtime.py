@@ -4,20 +4,21 @@ checker's verdict (conftest.runtime)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from pvc.nodeos.state import actions
+from pvc.config.secrets import vm_mac_prefix
+from pvc.nodeos.state import actions, layout
+from pvc.nodeos.state.models import Refusal
 from pvc.nodeos.state.vmstate import TransitionError
-from tests.harness.cluster import tiny_domain_xml
+from tests.harness.cluster import JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
 
-def define(cluster, name: str, node: str = "n1", **meta):
-    from pvc.nodeos.state.models import VmMeta
-
-    return actions.define_vm(cluster.state, tiny_domain_xml(name), node=node, meta=VmMeta(**meta))
+def define(cluster, name: str, node: str = "n1", **fields):
+    return actions.define_vm(cluster.state, tiny_vm(name, **fields), node=node, mac_prefix=vm_mac_prefix(JOIN_KEY))
 
 
 def wait_running(cluster, spec, node: str, timeout: float = 60) -> None:
@@ -53,6 +54,48 @@ def test_lifecycle(runtime):
         actions.change_state(runtime.state, "life1", "restart")
     actions.remove_vm(runtime.state, "life1")
     assert runtime.state.vms() == []
+
+
+def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(runtime):
+    spec = define(runtime, "unchecked")
+    actions.change_state(runtime.state, "unchecked", "start")
+    wait_running(runtime, spec, "n1")
+    live = runtime.domain_xml("n1", spec.uuid)
+    assert "<bios useserial='yes'/>" in live and "/usr/bin/qemu-system-x86_64" in live  # what vmrender made
+    # the schema 3 migration leaves a VM whose XML was refused like this: it keeps running, it is not started again
+    refusal = [Refusal(path="devices/disk/source/@file", message="host file disks are not allowed")]
+    refused = {"definition": None, "original_xml": "<domain/>", "refused": refusal}
+    runtime.state.update_vm(spec.uuid, lambda s: s.model_copy(update=refused))
+    time.sleep(3)  # three periodic passes
+    assert runtime.where(spec.uuid) == ["n1"] and runtime.state.vm_status(spec.uuid).state == "running"
+    with pytest.raises(TransitionError, match="has no definition"):
+        actions.change_state(runtime.state, "unchecked", "restart")
+    actions.change_state(runtime.state, "unchecked", "stop")
+    wait_stopped(runtime, spec)
+    runtime.state.update_vm(spec.uuid, lambda s: s.model_copy(update={"state": "start"}))  # behind the API's back
+
+    def refused_start() -> str | None:
+        status = runtime.state.vm_status(spec.uuid)
+        return status.reason if status.state == "failed" else None
+
+    reason = wait_until("pvcd to refuse the start", refused_start, 30, interval=0.2)
+    assert reason == (
+        "refused: it has no definition (devices/disk/source/@file: host file disks are not allowed): "
+        "define it again or modify it"
+    )
+    assert runtime.state.vm(spec.uuid).state == "fail" and runtime.where(spec.uuid) == []
+    # a definition written into ZooKeeper by other means is checked as API input is, before libvirt sees anything
+    raw, _ = runtime.state.vm_record(spec.uuid)
+    bad = {**tiny_vm("unchecked", spec.uuid).model_dump(mode="json"), "memory_mib": 1}
+    runtime.state.zk.set(layout.vm(spec.uuid), json.dumps({**raw, "state": "start", "definition": bad}).encode())
+
+    def refused_bad() -> str | None:
+        reason = refused_start()
+        return reason if reason and "memory_mib" in reason else None
+
+    reason = wait_until("pvcd to refuse the bad definition", refused_bad, 30, 0.2)
+    assert reason.startswith("refused: it has no definition (memory_mib: Input should be greater than or equal to 16")
+    assert runtime.where(spec.uuid) == []
 
 
 def test_crashed_vm_is_restarted(runtime):
@@ -133,7 +176,7 @@ def test_target_finishes_a_migration_whose_source_cannot(runtime):
 
 
 def test_live_only_vm_stays_when_live_migration_fails(runtime):
-    spec = define(runtime, "stubborn", migration_method="live-only")
+    spec = define(runtime, "stubborn", migration={"method": "live-only"})
     actions.change_state(runtime.state, "stubborn", "start")
     wait_running(runtime, spec, "n1")
     runtime.kill_libvirtd("n2")  # n2 stays up, but nothing there can receive the VM
@@ -184,7 +227,7 @@ def test_target_without_room_is_refused(runtime):
 
     spec = define(runtime, "small")
     with pytest.raises(NoTarget, match="MiB free"):
-        runtime.state.update_vm(spec.uuid, lambda s: s.model_copy(update={"memory_mib": 10**9}))
+        runtime.state.update_vm(spec.uuid, lambda s: s.with_definition(s.definition.changed(memory_mib=2**22)))
         actions.move_vm(runtime.state, "small", "migrate", target="n2")
 
 

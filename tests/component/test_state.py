@@ -8,30 +8,33 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from kazoo.exceptions import NoAuthError
 
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.clock import ZkClock
-from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema
+from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema, index_vm_names
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
-from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, NotFound, make_client
+from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, MacTaken, NotFound, make_client
+from tests.harness.cluster import JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
 
-def spec(name: str = "vm1", node: str = "n1") -> VmSpec:
-    return VmSpec(uuid=str(uuid.uuid4()), name=name, xml="<domain/>", node=node, memory_mib=64, vcpus=1)
+def spec(name: str = "vm1", node: str = "n1", **fields: Any) -> VmSpec:
+    vm_uuid = str(uuid.uuid4())
+    return VmSpec(uuid=vm_uuid, name=name, definition=tiny_vm(name, vm_uuid, **fields), node=node)
 
 
 def test_schema_created_then_migrated_then_too_new(state):
-    assert ensure_schema(state) == layout.SCHEMA_VERSION
+    assert ensure_schema(state, JOIN_KEY) == layout.SCHEMA_VERSION
     calls = []
-    migrations = {layout.SCHEMA_VERSION: lambda st: calls.append("v1->v2")}
-    assert ensure_schema(state, migrations, target=layout.SCHEMA_VERSION + 1) == layout.SCHEMA_VERSION + 1
-    assert calls == ["v1->v2"] and state.schema_version() == layout.SCHEMA_VERSION + 1
+    migrations = {layout.SCHEMA_VERSION: lambda st, key: calls.append(("up", key))}
+    assert ensure_schema(state, JOIN_KEY, migrations, target=layout.SCHEMA_VERSION + 1) == layout.SCHEMA_VERSION + 1
+    assert calls == [("up", JOIN_KEY)] and state.schema_version() == layout.SCHEMA_VERSION + 1
     with pytest.raises(SchemaTooNew, match="upgrade this node"):
-        ensure_schema(state)
+        ensure_schema(state, JOIN_KEY)
 
 
 def test_define_is_one_transaction_and_names_are_unique(state):
@@ -88,13 +91,12 @@ def test_two_concurrent_defines_of_one_name_exactly_one_wins(state, zookeeper):
 
 def test_rename_moves_the_name_in_one_transaction(state):
     a, b = spec("old"), spec("taken")
-    a = a.model_copy(update={"xml": "<domain><name>old</name><memory>64</memory></domain>"})
     state.define_vm(a)
     state.define_vm(b)
     with pytest.raises(Conflict, match="named 'taken'"):
         state.rename_vm(a.uuid, "taken")
     renamed = state.rename_vm(a.uuid, "new")
-    assert renamed.name == "new" and "<name>new</name>" in renamed.xml and state.vm(a.uuid) == renamed
+    assert renamed.name == renamed.definition.name == "new" and state.vm(a.uuid) == renamed
     assert state.find_vm("new").uuid == a.uuid
     with pytest.raises(NotFound):
         state.find_vm("old")
@@ -104,22 +106,22 @@ def test_rename_moves_the_name_in_one_transaction(state):
 
 
 def test_any_vm_name_is_one_index_entry(state):
-    for name in (".", "..", "%2E", "a%b", "ünï"):
-        state.define_vm(spec(name))
+    for name in (".", "..", "%2E", "a%b", "ünï"):  # names a definition refuses: a VM left without one may have them
+        state.define_vm(VmSpec(uuid=str(uuid.uuid4()), name=name, node="n1"))
     assert sorted(state.find_vm(n).name for n in (".", "..", "%2E", "a%b", "ünï")) == sorted(
         [".", "..", "%2E", "a%b", "ünï"]
     )
 
 
 def test_a_version_1_tree_is_migrated_to_the_name_index_with_nothing_dropped(state):
-    assert ensure_schema(state, migrations={}, target=1) == 1
+    assert ensure_schema(state, JOIN_KEY, migrations={}, target=1) == 1
     first, second, same_name = spec("web"), spec("db"), spec("web")
     same_name = same_name.model_copy(update={"created": first.created + 1})
     for vm in (first, second, same_name):  # as version 1 wrote them: no index
         state.zk.create(layout.vm(vm.uuid), vm.model_dump_json().encode())
         state.zk.create(layout.vm_status(vm.uuid), VmStatus(state="running", node="n1").model_dump_json().encode())
         state.zk.create(layout.vm_console(vm.uuid), b'{"lines": ["boot"]}')
-    assert ensure_schema(state) == layout.SCHEMA_VERSION == 2
+    assert ensure_schema(state, JOIN_KEY, migrations={1: index_vm_names}, target=2) == 2
     assert sorted(state.vm_uuids()) == sorted(v.uuid for v in (first, second, same_name))
     for vm in (first, second, same_name):
         assert state.vm(vm.uuid) == vm and state.vm_status(vm.uuid).state == "running"
@@ -127,7 +129,32 @@ def test_a_version_1_tree_is_migrated_to_the_name_index_with_nothing_dropped(sta
     assert state.find_vm("web").uuid == first.uuid and state.find_vm("db").uuid == second.uuid
     assert state.find_vm(same_name.uuid).name == "web"  # kept, found by its UUID
     assert [f.kind for f in state.faults()] == ["vm-name-duplicate"] and same_name.uuid in state.faults()[0].message
-    assert ensure_schema(state) == 2  # and again: nothing left to do
+    assert ensure_schema(state, JOIN_KEY, migrations={1: index_vm_names}, target=2) == 2  # nothing left to do
+
+
+def test_macs_are_unique_in_the_cluster_and_follow_the_vm(state):
+    mac, other = "02:00:00:00:00:01", "02:00:00:00:00:02"
+    a = spec("a", nics=[{"network": 100, "mac": mac}])
+    state.define_vm(a)
+    assert state.mac_holder(mac) == a.uuid
+    with pytest.raises(MacTaken, match=f"{mac} is already used by VM {a.uuid}"):
+        state.define_vm(spec("b", nics=[{"network": 100, "mac": mac}]))
+    assert not state.zk.exists(layout.vm_name("b")), "the refused define wrote nothing"
+    b = spec("b", nics=[{"network": 100, "mac": other}])
+    state.define_vm(b)
+    with pytest.raises(MacTaken, match=f"{other} is already used by VM {b.uuid}"):
+        state.update_vm(a.uuid, lambda s: s.with_definition(s.definition.changed(nics=[_nic(mac), _nic(other)])))
+    assert state.vm(a.uuid).macs == {mac}, "the refused update changed nothing"
+    moved = state.update_vm(a.uuid, lambda s: s.with_definition(s.definition.changed(nics=[_nic("02:00:00:00:00:03")])))
+    assert moved.macs == {"02:00:00:00:00:03"}
+    assert state.mac_holder(mac) is None and state.mac_holder("02:00:00:00:00:03") == a.uuid
+    state.define_vm(spec("c", nics=[{"network": 100, "mac": mac}]))  # free again
+    state.remove_vm(b.uuid)
+    assert state.mac_holder(other) is None
+
+
+def _nic(mac: str) -> dict[str, object]:
+    return {"network": 100, "mac": mac}
 
 
 def test_compare_and_set_under_concurrent_writers(state):
@@ -135,18 +162,15 @@ def test_compare_and_set_under_concurrent_writers(state):
     state.define_vm(a)
 
     def add_tags(prefix: str) -> None:
-        for i in range(20):
+        for i in range(10):
             state.update_vm(
-                a.uuid,
-                lambda s, t=f"{prefix}{i}": s.model_copy(
-                    update={"meta": s.meta.model_copy(update={"tags": [*s.meta.tags, t]})}
-                ),
+                a.uuid, lambda s, t=f"{prefix}{i}": s.with_definition(s.definition.changed(tags=[*s.tags, t]))
             )
 
     with ThreadPoolExecutor(3) as pool:
         for future in [pool.submit(add_tags, p) for p in "abc"]:
             future.result()  # re-raises a writer's exception
-    assert len(state.vm(a.uuid).meta.tags) == 60, "a concurrent update was lost"
+    assert len(state.vm(a.uuid).tags) == 30, "a concurrent update was lost"
 
 
 def test_keepalive_mtime_is_zookeeper_time(state):

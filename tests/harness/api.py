@@ -130,7 +130,7 @@ def seed_formed_cluster(
     with contextlib.suppress(Exception):
         zk.delete(layout.ROOT, recursive=True)
     state = ClusterState(zk)
-    ensure_schema(state)
+    ensure_schema(state, join_key)
     for i, name in enumerate(nodes):
         free = mem_free[i] if mem_free else mem_total // 2
         state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))

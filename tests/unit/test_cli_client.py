@@ -313,4 +313,4 @@ def test_usage_errors_exit_2(tmp_path):
     res = pvc(tmp_path, "vm", "list", "--format", "xml")
     assert res.returncode == 2 and "Invalid value for '--format'" in res.stderr
     res = pvc(tmp_path, "vm", "define")
-    assert res.returncode == 2 and "Missing argument 'FILE.xml'" in res.stderr
+    assert res.returncode == 2 and "give --name (and --memory), or --file" in res.stderr

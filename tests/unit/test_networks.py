@@ -5,6 +5,7 @@ prefix-list updates, the lease hook's messages and which VMs use a network."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from pvc.config.schema import AclRule
 from pvc.nodeos.clientnet import bgp, dnsmasq, leasehook, links, netfilter
 from pvc.nodeos.formation import frr
 from pvc.nodeos.state import networks as state_networks
-from pvc.nodeos.state.models import NetworkRecord, VmSpec
+from pvc.nodeos.state.models import NetworkRecord, Refusal, VmSpec
+from tests.harness.cluster import tiny_vm
 from tests.harness.examples import example
 
 MANAGED = """
@@ -282,15 +284,44 @@ def test_vxlan_request_has_the_cluster_ip_as_vtep_and_no_learning():
 
 
 # -- VMs on a network ------------------------------------------------------------------------------------------------
-def test_users_are_the_vms_with_a_nic_on_the_bridge():
-    def vm(name: str, bridges: list[str]) -> VmSpec:
-        nics = "".join(f"<interface type='bridge'><source bridge='{b}'/></interface>" for b in bridges)
-        xml = f"<domain type='kvm'><name>{name}</name><devices>{nics}</devices></domain>"
-        return VmSpec(uuid=name, name=name, xml=xml, node="n1")
+def test_users_are_the_vms_with_a_nic_on_the_network():
+    def vm(name: str, vnis: list[int]) -> VmSpec:
+        vm_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+        definition = tiny_vm(name, vm_uuid, nics=[{"network": v} for v in vnis])
+        return VmSpec(uuid=vm_uuid, name=name, definition=definition, node="n1")
 
-    vms = [vm("a", ["vmbr100"]), vm("b", ["vmbr1000", "vmbr100"]), vm("c", ["vmbr1000"]), vm("d", [])]
+    vms = [vm("a", [100]), vm("b", [1000, 100]), vm("c", [1000]), vm("d", [])]
     assert state_networks.users(100, vms) == ["a", "b"]
     assert state_networks.users(7, vms) == []
+
+
+def test_a_vm_without_a_definition_uses_the_networks_it_was_defined_with():
+    """A VM refused when its XML was typed may still run with that XML: its PVC bridges count, so the network is
+    not removed under it; so do the NICs of a stored definition this PVC cannot read."""
+    nics = "".join(
+        f"<interface type='{kind}'><source {attr}='{name}'/></interface>"
+        for kind, attr, name in (
+            ("bridge", "bridge", "vmbr100"),
+            ("bridge", "bridge", "br0"),
+            ("network", "network", "vmbr7"),
+        )
+    )
+    xml = f"<domain type='kvm'><name>old</name><devices>{nics}<hostdev/></devices></domain>"
+    refused = VmSpec(
+        uuid=str(uuid.uuid4()),
+        name="old",
+        original_xml=xml,
+        refused=[Refusal(path="devices/hostdev", message="no")],
+        node="n1",
+    )
+    raw = {"name": "newer", "memory_mib": 64, "vcpus": 999, "nics": [{"network": 4100}, {"network": "x"}, "y"]}
+    unreadable = VmSpec.model_validate({"uuid": str(uuid.uuid4()), "name": "newer", "definition": raw, "node": "n1"})
+    broken = VmSpec(uuid=str(uuid.uuid4()), name="broken", original_xml="<domain><devices>", node="n1")
+    assert unreadable.definition is None
+    assert [state_networks.vm_networks(s) for s in (refused, unreadable, broken)] == [{100}, {4100}, set()]
+    assert state_networks.users(100, [refused, unreadable, broken]) == ["old"]
+    assert state_networks.users(4100, [refused, unreadable, broken]) == ["newer"]
+    assert state_networks.users(7, [refused, unreadable, broken]) == []
 
 
 def test_record_round_trips_through_zookeeper_encoding(lan):
