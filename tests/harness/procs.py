@@ -34,9 +34,20 @@ atexit.register(_end_all)
 
 
 def end_on_signals() -> None:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, as Ctrl-C does, so cleanup code runs."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, as Ctrl-C does, so cleanup code runs.
+
+    Only in this process: a child forked from it without exec (pyroute2's NetNS helper, which its parent ends with
+    SIGTERM) inherits the handler, and unwinding the parent's stack there would run the parent's `finally:` blocks
+    and fixture teardowns in the child, removing what the parent still uses. Such a child just exits."""
+    owner = os.getpid()
+
+    def interrupt(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
+        signal.signal(sig, interrupt)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> None:
