@@ -7,7 +7,8 @@ import logging
 import falcon
 from kazoo.exceptions import KazooException
 
-from pvc.api.spec import RequestInvalid
+from pvc.api.paths import PathInvalid
+from pvc.api.spec import BodyTooLarge, RequestInvalid
 from pvc.nodeos.state.actions import ActionError
 from pvc.nodeos.state.domxml import DomainXmlError
 from pvc.nodeos.state.placement import NoTarget
@@ -70,6 +71,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, unexpected)
     app.add_error_handler(KazooException, zookeeper)
     app.add_error_handler(RequestInvalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(PathInvalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(BodyTooLarge, handler(413, "too large"))
     app.add_error_handler(ActionError, handler(400, "invalid request", "field"))
     app.add_error_handler(
         DomainXmlError, lambda req, resp, exc, p: _send(resp, 400, "invalid request", str(exc), "xml")

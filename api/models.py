@@ -12,10 +12,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pvc.config import pools
 from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.names import Name
 from pvc.config.types import PoolCopies, PoolPgs
 from pvc.nodeos.state.models import FenceInfo, Keepalive, VmMeta
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MAX_ITEMS = 64  # entries of a list in a request (node limits, tags)
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 def _integral(value: object) -> object:
@@ -123,12 +125,12 @@ class VmListQuery(Query):
 class VmDefine(Request):
     xml: Annotated[str, Field(min_length=1, max_length=1_000_000, description="libvirt domain XML")]
     node: Name | None = None
-    node_limit: list[Name] = []
+    node_limit: Annotated[list[Name], Field(max_length=MAX_ITEMS)] = []
     selector: Selector | None = None
     autostart: bool = False
     migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    tags: Annotated[list[Tag], Field(max_length=MAX_ITEMS)] = []
 
 
 class VmStateChange(Request):
@@ -141,12 +143,12 @@ class VmMigrate(Request):
 
 
 class VmMetaChange(Request):
-    node_limit: list[Name] | None = None
+    node_limit: Annotated[list[Name], Field(max_length=MAX_ITEMS)] | None = None
     selector: Selector | None = None
     autostart: bool | None = None
     migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
-    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_ITEMS)] | None = None
 
 
 class Removed(BaseModel):
@@ -154,12 +156,11 @@ class Removed(BaseModel):
 
 
 # -- storage --------------------------------------------------------------------------------------------------
-StorageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
 
 class PoolCreate(Request):
-    name: StorageName
+    name: Name
     pgs: Annotated[PoolPgs, Field(description="placement groups: a power of two")] = pools.DEFAULT_PGS
     size: Annotated[PoolCopies, Field(description="copies of each object")] = pools.DEFAULT_SIZE
     min_size: Annotated[PoolCopies, Field(description="copies needed to accept writes")] = pools.DEFAULT_MIN_SIZE
@@ -184,26 +185,26 @@ class VolumeView(BaseModel):
 
 
 class VolumeCreate(Request):
-    name: StorageName
+    name: Name
     size: Bytes
     force: bool = Field(False, description="create even when the pool is over 80 % full")
 
 
 class VolumeChange(Request):
     size: Bytes | None = Field(None, description="grow to this many bytes (shrinking is refused)")
-    name: StorageName | None = Field(None, description="rename to this")
+    name: Name | None = Field(None, description="rename to this")
     force: bool = Field(False, description="grow even when the pool is over 80 % full")
 
 
 class VolumeClone(Request):
-    snapshot: StorageName
-    name: StorageName
+    snapshot: Name
+    name: Name
     force: bool = False
 
 
 class VolumeCopy(Request):
-    name: StorageName
-    pool: StorageName | None = Field(None, description="destination pool (default: the same)")
+    name: Name
+    pool: Name | None = Field(None, description="destination pool (default: the same)")
     force: bool = False
 
 
@@ -213,7 +214,7 @@ class UploadQuery(Query):
 
 
 class DownloadQuery(Query):
-    snapshot: Annotated[str | None, Field(max_length=64)] = None
+    snapshot: Name | None = None
 
 
 class SnapshotView(BaseModel):
@@ -225,7 +226,7 @@ class SnapshotView(BaseModel):
 
 
 class SnapshotCreate(Request):
-    name: StorageName
+    name: Name
 
 
 class SnapshotChange(Request):
