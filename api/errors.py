@@ -87,4 +87,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ceph.Exists, handler(409, "conflict"))
     app.add_error_handler(ceph.Refused, handler(409, "refused"))
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(ceph.TooLarge, handler(413, "too large"))
     app.add_error_handler(ceph.Unavailable, handler(503, "storage not ready"))

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pvc.config import pools
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import ImageFormat, Selector, VmMigrationMethod
 from pvc.config.names import Name
 from pvc.config.types import PoolCopies, PoolPgs
 from pvc.nodeos.state.models import FenceInfo, Keepalive, VmMeta
@@ -209,7 +209,7 @@ class VolumeCopy(Request):
 
 
 class UploadQuery(Query):
-    format: Literal["raw", "qcow2"] = "raw"
+    format: ImageFormat = "raw"
     force: bool = False
 
 

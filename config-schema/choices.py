@@ -15,5 +15,9 @@ MigrationMethod = Literal["live", "shutdown"]
 VmMigrationMethod = Literal["live", "live-only", "shutdown"]
 """A VM's own migration method: the cluster's choices, plus live-only (never fall back to shutting the VM down)."""
 
+ImageFormat = Literal["raw", "qcow2", "vmdk"]
+"""A disk image's format, as an upload declares it: raw bytes, or a single-file qcow2 or VMDK that qemu-img converts."""
+
 SELECTORS: tuple[str, ...] = get_args(Selector)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)

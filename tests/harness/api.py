@@ -54,12 +54,14 @@ class ApiServer:
         if tls:
             self._context = ssl.create_default_context()
             self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+        self.spool = workdir / "upload-spool"  # where qcow2/VMDK uploads are spooled (PVCDATA's on a node)
         env = {
             **os.environ,
             "PVC_CONFIG": str(config),
             "PVC_ZOOKEEPER": zk_hosts,
             "PVC_API_BIND": f"127.0.0.1:{port}",
             "PVC_API_WORKERS": str(workers),
+            "PVC_UPLOAD_SPOOL": str(self.spool),
             **(env or {}),
         }
         workdir.mkdir(parents=True, exist_ok=True)
