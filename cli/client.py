@@ -64,7 +64,7 @@ def _send_body(conn: http.client.HTTPConnection, source: Any, timeout: float) ->
             return early
         try:
             conn.send(chunk)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             return b""  # the API answered and closed the connection: its answer waits to be read
     return b""
 
@@ -172,8 +172,7 @@ class Client:
             "Content-Type": "application/octet-stream",
             "Content-Length": str(length),
             "Accept": "application/json",
-            "Connection": "close",
-        }
+        }  # no "Connection: close": gunicorn then reads what was sent after an early answer, so it reaches us
         try:
             conn.putrequest("PUT", urlunsplit(("", "", parts.path, parts.query, "")), skip_accept_encoding=True)
             for name, value in headers.items():

@@ -28,6 +28,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pvc.nodeos.storage.ceph import Invalid, StorageError
@@ -65,9 +66,23 @@ class RbdTarget:
     key: str
 
 
+CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_SYS_ADMIN = 6, 7, 8, 21
+
+
+def capable(*caps: int) -> bool:
+    """Whether this process holds every one of `caps` (effective set)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    effective = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), 0)
+    return all(effective >> cap & 1 for cap in caps)
+
+
 def sandbox_ids() -> tuple[int, int] | None:
-    """(uid, gid) qemu-img runs as: nobody's while this process is root; None (itself) otherwise."""
-    if os.geteuid() != 0:
+    """(uid, gid) qemu-img runs as: nobody's while this process may change its user (root); None (itself) when
+    it may not (an API that runs as a user of its own, or without the capabilities)."""
+    if not capable(CAP_SETUID, CAP_SETGID, CAP_SETPCAP):
         return None
     try:
         entry = pwd.getpwnam(SANDBOX_USER)
@@ -77,12 +92,12 @@ def sandbox_ids() -> tuple[int, int] | None:
 
 
 def sandboxed(argv: list[str], limits: Limits, network: bool) -> list[str]:
-    """`argv` under prlimit and setpriv (and, without `network`, in an empty network namespace when root)."""
+    """`argv` under prlimit and setpriv (and, without `network`, in an empty network namespace when it may)."""
     cmd = ["prlimit", f"--as={limits.memory}", f"--cpu={limits.cpu}", "--core=0", "--"]
     ids = sandbox_ids()
     if ids is None:
         return [*cmd, "setpriv", "--no-new-privs", "--", *argv]
-    if not network:
+    if not network and capable(CAP_SYS_ADMIN):
         cmd += ["unshare", "--net", "--"]
     uid, gid = ids
     cmd += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]

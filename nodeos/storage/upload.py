@@ -102,11 +102,14 @@ def upload(
     if fmt == "raw":
         _check_length(length, volume_limit)
         return _upload_raw(cluster, pool, name, stream, length, volume_limit, force)
-    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-    body_limit = limit(record, force, upload_max, spool_room(spool))
+    try:
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        body_limit = limit(record, force, upload_max, spool_room(spool))
+    except OSError as exc:
+        raise StorageError(f"cannot spool the upload in {spool}: {exc.strerror}") from None
+    conf = Path(user.conffile).read_bytes()  # this process is connected with it: it is readable
     _check_length(length, body_limit)
-    key = own_key(cluster, user.name)
-    target = qemuimg.RbdTarget(pool, name, Path(user.conffile).read_bytes(), user.name.removeprefix("client."), key)
+    target = qemuimg.RbdTarget(pool, name, conf, user.name.removeprefix("client."), own_key(cluster, user.name))
     with tempfile.TemporaryFile(dir=spool, prefix="upload-") as spooled:  # unnamed (O_TMPFILE)
         fd = spooled.fileno()
         _copy(stream, spooled.write, length, body_limit)
