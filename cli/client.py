@@ -14,7 +14,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from select import select as readable_now
+from select import select as select_sockets
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -71,7 +71,7 @@ def _send_body(conn: http.client.HTTPConnection, source: Any, timeout: float) ->
 
 def _early_answer(sock: socket.socket, timeout: float) -> bytes | None:
     """Bytes the API sent while the body was still going out (the start of its answer), or None."""
-    if not readable_now([sock], [], [], 0)[0]:
+    if not select_sockets([sock], [], [], 0)[0]:
         return None
     sock.settimeout(0)
     try:
