@@ -49,6 +49,10 @@ ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 OSD_PATTERN = r"^(osd\.)?[0-9]{1,9}$"
 _OSD_RE = re.compile(OSD_PATTERN)
+VNI_PATTERN = r"^[0-9]{1,8}$"
+_VNI_RE = re.compile(VNI_PATTERN)
+MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
+_MAC_RE = re.compile(MAC_PATTERN)
 
 
 def _matching(regex: re.Pattern[str], rule: str) -> Callable[[str, str], object]:
@@ -66,6 +70,16 @@ PATH_PARAMETERS: dict[str, PathParameter] = {
     "snapshot": _name("snapshot name", "a snapshot's name"),
     "vm": _name("VM name or UUID", "a VM's name or UUID"),
     "node": _name("node name", "a node's name"),
+    "description": _name("ACL rule name", "an ACL rule's name (its description)"),
+    "vni": PathParameter(
+        "VNI", _matching(_VNI_RE, "a number"), {"type": "string", "pattern": VNI_PATTERN}, "a network's VNI"
+    ),
+    "mac": PathParameter(
+        "MAC address",
+        _matching(_MAC_RE, "six hex pairs joined by ':' or '-'"),
+        {"type": "string", "pattern": MAC_PATTERN},
+        "a MAC address",
+    ),
     "osd": PathParameter(
         "OSD id",
         _matching(_OSD_RE, "a number, or osd.N"),
