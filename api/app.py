@@ -130,7 +130,7 @@ def create_app(ctx: Context | None = None) -> falcon.App:
     """The WSGI application. Without `ctx`, reads PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER."""
     ctx = ctx or from_environment()
     pvc_version = version("pvc")
-    app = falcon.App(middleware=[EncodedSlashes(), AuthMiddleware(ctx.keys)], cors_enable=False)
+    app = falcon.App(middleware=(EncodedSlashes(), AuthMiddleware(ctx.keys)), cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     table = routes(ctx, pvc_version)

@@ -86,6 +86,7 @@ def _response(conn: http.client.HTTPConnection, early: bytes) -> http.client.HTT
     """The answer on `conn`, whose first bytes `early` may have been read already."""
     if not early:
         return conn.getresponse()
+    # (ignored: HTTPResponse only calls the socket's makefile(), which _Prefixed provides)
     resp = http.client.HTTPResponse(_Prefixed(early, conn.sock), method="PUT")  # type: ignore[arg-type]
     resp.begin()
     return resp
@@ -99,7 +100,7 @@ class _Prefixed:
 
     def makefile(self, mode: str) -> io.BufferedReader:
         rest = self.sock.makefile("rb")
-        return io.BufferedReader(_Chain(self.prefix, rest))  # type: ignore[arg-type]
+        return io.BufferedReader(_Chain(self.prefix, rest))
 
 
 class _Chain(io.RawIOBase):

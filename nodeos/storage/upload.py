@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import rados
 import rbd
@@ -35,6 +35,12 @@ from pvc.nodeos.storage.volumes import CHUNK, Volume, create_volume, get_volume,
 
 DEFAULT_SPOOL = Path("/var/lib/pvc/upload")  # on PVCDATA
 SPOOL_RESERVE = 0.10  # of the spool's file system stays free
+
+
+class Body(Protocol):
+    """What an upload reads: an HTTP request body, a file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def upload(
     user: CephUser,
     pool: str,
     name: str,
-    stream: BinaryIO,
+    stream: Body,
     length: int | None,
     fmt: str = "raw",
     force: bool = False,
@@ -129,7 +135,7 @@ def _check_length(length: int | None, lim: Limit) -> None:
 
 
 def _upload_raw(
-    cluster: rados.Rados, pool: str, name: str, stream: BinaryIO, length: int | None, lim: Limit, force: bool
+    cluster: rados.Rados, pool: str, name: str, stream: Body, length: int | None, lim: Limit, force: bool
 ) -> Volume:
     """raw: into the new volume as it arrives. A chunked body's volume is made as large as the limit, then cut to
     what arrived (RBD images are thin: the size costs nothing until written)."""
@@ -163,7 +169,7 @@ def _removed_on_failure(cluster: rados.Rados, pool: str, name: str):  # type: ig
         raise
 
 
-def _copy(stream: BinaryIO, write: Callable[[bytes], object], length: int | None, lim: Limit) -> None:
+def _copy(stream: Body, write: Callable[[bytes], object], length: int | None, lim: Limit) -> None:
     """`length` bytes from `stream` (or up to its end, at most the limit) to `write`, in CHUNK pieces."""
     done = 0
     buf = bytearray()

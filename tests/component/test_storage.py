@@ -200,7 +200,12 @@ def test_upload_download_round_trips(cluster, pool, ceph, tmp_path):
 def _written(img, offset, length):
     """The RBD objects of `img` holding data in [offset, offset + length)."""
     found = []
-    img.diff_iterate(offset, length, None, lambda off, ln, exists: exists and found.append(off), whole_object=True)
+
+    def seen(off, length, exists):
+        if exists:
+            found.append(off)
+
+    img.diff_iterate(offset, length, None, seen, whole_object=True)
     return found
 
 

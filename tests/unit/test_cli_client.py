@@ -146,7 +146,7 @@ class Zeros(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buf) -> int:
         n = min(len(buf), self.left)
         buf[:n] = bytes(n)
         self.left -= n

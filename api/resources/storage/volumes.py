@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import BinaryIO
 
 import falcon
 import rados
@@ -25,7 +24,7 @@ from pvc.api.resources.storage import TAGS
 from pvc.api.spec import RequestInvalid, body_stream, operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.storage import volumes
-from pvc.nodeos.storage.upload import CephUser, upload
+from pvc.nodeos.storage.upload import Body, CephUser, upload
 
 CHUNK = 1024 * 1024
 DRAIN_MAX = 16 * CHUNK  # the most of a refused upload's body read only to deliver the refusal
@@ -198,7 +197,7 @@ class VolumeDataResource(Resource):
 class _Counted:
     """A body stream that counts what was read from it."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: Body) -> None:
         self.stream, self.count = stream, 0
 
     def read(self, size: int = -1) -> bytes:
