@@ -44,6 +44,9 @@ BootDevice = Literal["hd", "cdrom", "network"]
 Graphics = Literal["none", "vnc", "spice"]
 """A VM's graphical console, always on 127.0.0.1 (none: the serial console only)."""
 
+ImageFormat = Literal["raw", "qcow2", "vmdk"]
+"""A disk image's format, as an upload declares it: raw bytes, or a single-file qcow2 or VMDK that qemu-img converts."""
+
 SELECTORS: tuple[str, ...] = get_args(Selector)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
 NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
@@ -55,3 +58,4 @@ MACHINES: tuple[str, ...] = get_args(Machine)
 FIRMWARES: tuple[str, ...] = get_args(Firmware)
 BOOT_DEVICES: tuple[str, ...] = get_args(BootDevice)
 GRAPHICS: tuple[str, ...] = get_args(Graphics)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
