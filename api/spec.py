@@ -80,7 +80,7 @@ def operation(**kwargs: Any) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(self: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
-            check_path(params)
+            params = check_path(params)  # each value as its declaration reads it (pvc.api.paths): a VNI is an int
             call: dict[str, Any] = {}
             if op.query is not None:
                 raw = {k: v for k, v in req.params.items()}
