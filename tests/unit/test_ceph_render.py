@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from pvc.config.load import load
-from pvc.config.secrets import cluster_secrets
+from pvc.config.secrets import cluster_secrets, new_join_key
 from pvc.nodeos.formation import ceph as cephform
 from tests.harness.examples import example
 
@@ -24,7 +24,7 @@ def test_mon_keyring_is_read_by_ceph_authtool(tmp_path):
 
 def test_monmap_from_a_production_file(tmp_path):
     cfg = load(example("production-5node")).config
-    secrets = cluster_secrets(cfg.cluster.join_key, [n.name for n in cfg.nodes])
+    secrets = cluster_secrets(new_join_key(), [n.name for n in cfg.nodes])  # the example names a join key file
     params = cephform.params_for(cfg, secrets)
     assert params.mons == [("hv1", "10.0.1.1"), ("hv2", "10.0.1.2"), ("hv3", "10.0.1.3")]
     monmap = tmp_path / "monmap"
