@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import ApiRole, Selector, VmMigrationMethod
 from pvc.nodeos.state.vmstate import State
 
 DaemonState = Literal["init", "run", "stop", "dead", "fenced"]
@@ -198,3 +198,24 @@ class OsdRequest(Record):
     state: Literal["pending", "done", "failed"] = "pending"
     message: str = ""
     created: float = Field(default_factory=now)
+
+
+KeyOwner = Literal["config", "derived", "api"]
+
+
+class ApiKeyRecord(Record):
+    """An API key as the cluster keeps it: its digest, never the key (pvc.api.keys says how digests are made).
+
+    owner: "config" for cluster.toml's [api] keys (seeded by the API at start; removed from here when removed from
+    the file), "derived" for the initial key derived from the join key, "api" for keys made by `pvc cluster key add`.
+    A revoked config or derived key stays, marked, so that the next start does not bring it back."""
+
+    name: str
+    role: ApiRole
+    owner: KeyOwner
+    scheme: Literal["hmac-sha256", "sha256"] = "hmac-sha256"
+    salt: str = ""  # hex
+    digest: str  # hex
+    created: float = Field(default_factory=now)
+    revoked: bool = False
+    revoked_at: float | None = None
