@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pvc.config import pools
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import ApiRole, Selector, VmMigrationMethod
 from pvc.config.types import PoolCopies, PoolPgs
-from pvc.nodeos.state.models import FenceInfo, Keepalive, VmMeta
+from pvc.nodeos.state.models import FenceInfo, Keepalive, KeyOwner, VmMeta
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
@@ -71,6 +71,25 @@ class MaintenanceSet(Request):
 
 class Maintenance(BaseModel):
     enabled: bool
+
+
+# -- API keys -------------------------------------------------------------------------------------------------
+class ApiKeyView(BaseModel):
+    name: str
+    role: ApiRole
+    owner: KeyOwner = Field(description="config: cluster.toml [api] keys; derived: the initial key; api: made here")
+    created: float
+    revoked: bool
+    revoked_at: float | None = None
+
+
+class ApiKeyAdd(Request):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+    role: ApiRole
+
+
+class ApiKeyNew(ApiKeyView):
+    key: str = Field(description="the key itself: shown this once, never stored")
 
 
 # -- nodes ----------------------------------------------------------------------------------------------------

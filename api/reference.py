@@ -42,8 +42,10 @@ def markdown(doc: dict[str, Any]) -> str:
         doc["info"]["description"],
         "",
         'Base path `/api/v1`. Errors are JSON `{"error": ..., "detail": ..., "field": ...}`: 400 for an '
-        "invalid request (`field` names what is wrong), 401 without a valid key, 404 for an unknown object, 409 for "
-        "an action the object's state does not allow, 503 while the cluster is not reachable or not formed. The "
+        "invalid request (`field` names what is wrong), 401 without a valid key, 403 when the key's role does not "
+        "allow the operation, 404 for an unknown object, 409 for an action the object's state does not allow, 429 "
+        "after too many wrong keys from one address, 503 while the cluster is not reachable or not formed. The API "
+        "serves HTTPS with a certificate of the cluster CA (docs/security.md). The "
         "machine-readable document is served at `/api/v1/openapi.json`, and a browsable page at `/api/v1/docs`.",
         "",
     ]

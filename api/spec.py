@@ -16,13 +16,23 @@ from typing import Any
 import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from pvc.config.choices import ApiRole
+
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
-    401: "Missing or wrong API key (header X-Api-Key)",
+    401: "Missing, wrong or revoked API key (header X-Api-Key)",
+    403: "The API key's role does not allow this operation",
     404: "No such object",
     409: "Not possible in the object's current state",
+    429: "Too many failed authentications from this address: wait (Retry-After)",
     503: "The cluster is not ready (ZooKeeper unreachable, or not formed yet)",
 }
+ROLE_EXTENSION = "x-pvc-role"  # the OpenAPI field naming the role an operation needs
+
+
+def default_role(method: str) -> ApiRole:
+    """The role an operation needs unless its @operation says otherwise: reads need read-only, changes admin."""
+    return "read-only" if method.upper() == "GET" else "admin"
 
 
 class RequestInvalid(Exception):
@@ -40,6 +50,7 @@ class Operation:
     body: type[BaseModel] | None = None
     errors: tuple[int, ...] = (404,)
     auth: bool = True
+    role: ApiRole | None = None  # the role a key needs (pvc.api.auth); None: default_role() of the method
     tags: list[str] = field(default_factory=list)
     description: str = ""
     media_type: str = "application/json"
@@ -68,6 +79,9 @@ def operation(**kwargs: Any) -> Callable:
     op = Operation(**kwargs)
 
     def wrap(fn: Callable) -> Callable:
+        if op.role is None and op.auth:
+            op.role = default_role(fn.__name__.removeprefix("on_"))
+
         @functools.wraps(fn)
         def handler(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:  # type: ignore[no-untyped-def]
             call: dict[str, Any] = {}
@@ -153,6 +167,12 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             }
             if op.description:
                 entry["description"] = op.description
+            if op.auth:
+                entry[ROLE_EXTENSION] = op.role
+                needs = f"Needs an API key with the role {op.role}" + (
+                    "." if op.role == "admin" else " or a stronger one."
+                )
+                entry["description"] = f"{op.description} {needs}".strip()
             params = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
                 for p in _path_params(path)
@@ -198,7 +218,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             has_input = op.body or op.query or op.request_media_type or _path_params(path)
             statuses = set(op.errors) | {503} | ({400} if has_input else set())
             if op.auth:
-                statuses.add(401)
+                statuses |= {401, 429} | ({403} if op.role != "read-only" else set())
             else:
                 statuses.discard(503) if path.endswith(("openapi.json", "/docs")) else None
                 entry["security"] = []
@@ -216,7 +236,8 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             "title": title,
             "version": version,
             "description": "The PVC cluster API. Every route except health, this document and the docs page "
-            "needs an API key in the X-Api-Key header.",
+            "needs an API key in the X-Api-Key header, whose role (read-only, operator or admin) allows the "
+            "operation: each operation names the role it needs (x-pvc-role).",
         },
         "paths": paths,
         "components": {

@@ -129,6 +129,7 @@ class VmStateResource(Resource):
         body=VmStateChange,
         response=VmDetail,
         errors=(404, 409),
+        role="operator",
         tags=["vms"],
         description="409 when the VM's state does not allow the action (the message lists the states "
         "that do). Answers at once, with the new desired state; the VM's node acts on it.",
@@ -146,6 +147,7 @@ class VmMigrateResource(Resource):
         response=Task,
         status=202,
         errors=(404, 409),
+        role="operator",
         tags=["vms"],
         description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
         "without room for the VM's memory is refused (409). Returns the task at once (202); a VM that is not "
@@ -180,7 +182,13 @@ class VmMetaResource(Resource):
 
 
 class VmConsoleResource(Resource):
-    @operation(summary="The last lines of the VM's serial console", query=LogQuery, response=LogLines, tags=["vms"])
+    @operation(
+        summary="The last lines of the VM's serial console",
+        query=LogQuery,
+        response=LogLines,
+        role="operator",  # a guest prints what it likes there: cloud-init's generated passwords, for one
+        tags=["vms"],
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()
         return LogLines(lines=state.console(find(state, vm).uuid)[-query.lines :])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -42,12 +45,13 @@ def test_health_and_spec_need_no_key(api_cluster):
 
 def test_every_other_route_needs_a_valid_key(api_cluster):
     checked = 0
-    for method, path, op in operations(api_cluster):
+    for i, (method, path, op) in enumerate(operations(api_cluster)):
         if op.get("security") == []:
             continue
         body = {} if "requestBody" in op else None
         for key in (None, "wrong-key-" + "x" * 20):
-            status, err = api_cluster.call(method, fill(path), body=body, key=key)
+            # one address per operation: a wrong key costs its address a token of the failed-authentication limit
+            status, err = api_cluster.call(method, fill(path), body=body, key=key, source=f"127.0.1.{i + 1}")
             assert status == 401, f"{method} {path} with key {key!r} gave {status}"
             assert set(err) == {"error", "detail", "field"} and err["error"] == "unauthorized"
         checked += 1
@@ -59,6 +63,23 @@ def test_wrong_key_is_logged_without_the_key(api_cluster):
     api_cluster.call("GET", f"{V1}/vms", key=secret)
     log = api_cluster.proc.log.read_text()
     assert "wrong API key" in log and secret not in log
+
+
+def test_the_api_answers_only_https(api_cluster):
+    """Its certificate is the cluster CA's (the harness verifies every call against it, naming 127.0.0.1); plain
+    HTTP on the same port gets no HTTP answer."""
+    assert api_cluster.url.startswith("https://") and api_cluster.ca_pem
+    conn = http.client.HTTPConnection("127.0.0.1", api_cluster.port, timeout=10)
+    with pytest.raises((http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError)):
+        conn.request("GET", f"{V1}/health")
+        conn.getresponse()
+    conn.close()
+    other_ca = ssl.create_default_context()  # the system's CAs: none of them signed the cluster's certificate
+    with (
+        socket.create_connection(("127.0.0.1", api_cluster.port), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        other_ca.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def test_bearer_token_is_accepted(api_cluster):
