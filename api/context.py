@@ -17,8 +17,8 @@ from pvc.api.errors import ClusterNotReady
 from pvc.api.startup import StartupError, load
 from pvc.config.schema import ClusterFile
 from pvc.nodeos.state.cache import ApiKeyCache, VmCache
-from pvc.nodeos.state.models import ApiKeyRecord
 from pvc.nodeos.state.clock import ZkClock
+from pvc.nodeos.state.models import ApiKeyRecord
 from pvc.nodeos.state.store import ClusterState, cluster_client
 from pvc.nodeos.storage.ceph import Connection
 
@@ -97,7 +97,6 @@ class Context:
                 raise ClusterNotReady("the cluster has not formed yet: no state in ZooKeeper")
             self._formed = True
         return state
-
 
     def api_keys(self) -> list[ApiKeyRecord]:
         """Every API key's record (the authentication middleware asks at each request). At the first call, this

@@ -64,10 +64,7 @@ def match(records: Iterable[ApiKeyRecord], presented: str, pepper: bytes) -> Api
     plain = hashlib.sha256(presented.encode()).digest()
     found = None
     for rec in records:
-        if rec.scheme == "sha256":
-            candidate = plain
-        else:
-            candidate = hmac_digest(pepper, bytes.fromhex(rec.salt), presented)
+        candidate = plain if rec.scheme == "sha256" else hmac_digest(pepper, bytes.fromhex(rec.salt), presented)
         if hmac.compare_digest(candidate, bytes.fromhex(rec.digest)):
             found = rec
     return found
