@@ -59,9 +59,9 @@ class Cluster(Model):
     name: Annotated[str, Field(pattern=_NAME_RE, description="cluster name: a-z, 0-9, '-', up to 32 characters")]
     domain: Domain = Field(description="DNS domain of the nodes' upstream names")
     timezone: TimeZone = "UTC"
-    join_key: Annotated[str | None, Field(description="64 hex characters (256 bits); every secret derives from it")] = (
-        None
-    )
+    join_key: Annotated[
+        str | None, Field(description="64 hex characters (256 bits); every secret derives from it", repr=False)
+    ] = None
     join_key_file: Annotated[FilePath | None, Field(description="path to a file holding the join key")] = None
     dns_servers: list[IPv4] = []
     ntp_servers: list[str] = []
@@ -181,7 +181,7 @@ class NodeIps(Model):
 class Ipmi(Model):
     address: Annotated[str, Field(min_length=1, description="BMC IP address or resolvable name")]
     username: Annotated[str, Field(min_length=1)]
-    password: str | None = None
+    password: Annotated[str | None, Field(repr=False)] = None
     password_file: FilePath | None = None
     interface: Literal["lanplus", "lan"] = "lanplus"
     port: Port = 623
@@ -312,7 +312,7 @@ class ApiKey(Model):
         ApiRole,
         Field(description=f"what the key may do: read-only, operator or admin; unset: {DEFAULT_API_ROLE}"),
     ] = DEFAULT_API_ROLE
-    key: Annotated[str | None, Field(min_length=API_KEY_MIN_LENGTH)] = None
+    key: Annotated[str | None, Field(min_length=API_KEY_MIN_LENGTH, repr=False)] = None
     key_file: FilePath | None = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")] = None
 
