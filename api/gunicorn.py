@@ -10,6 +10,7 @@ With PVC_API_USER, the master stays root and the workers, which serve every requ
 from __future__ import annotations
 
 import os
+import pwd
 
 from pvc.api.context import ConfigError, from_environment
 from pvc.config.load import resolve_file
@@ -60,5 +61,9 @@ graceful_timeout = 10
 accesslog = "-"
 if (_files := _tls()) is not None:
     certfile, keyfile = _files
-if os.environ.get("PVC_API_USER"):
-    user = group = os.environ["PVC_API_USER"]
+if os.environ.get("PVC_API_USER"):  # the workers' user and its own group (never root's)
+    try:
+        _account = pwd.getpwnam(os.environ["PVC_API_USER"])
+    except KeyError:
+        raise SystemExit(f"pvc-api: no user {os.environ['PVC_API_USER']!r} (PVC_API_USER) on this system") from None
+    user, group = _account.pw_uid, _account.pw_gid

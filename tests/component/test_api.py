@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import threading
@@ -224,3 +225,41 @@ def test_unreachable_zookeeper_is_503(workdir, api_cluster):
         assert status == 503 and err["error"] == "cluster not ready" and "not reachable" in err["detail"]
     finally:
         server.stop()
+
+
+def test_workers_run_as_the_api_user_and_still_serve(api_cluster, zookeeper):
+    """As on a node (PVC_API_USER=pvc-api there; `nobody` here): the master stays root to fork, the workers that
+    serve every request run unprivileged and read a group-readable key."""
+    import grp
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="pvc-api-user-"))  # traversable by `nobody`, unlike pytest's tmp_path
+    folder.chmod(0o755)
+    try:
+        config = folder / "cluster.toml"
+        config.write_text(api_cluster.config.read_text())
+        server = ApiServer(
+            folder / "api", config, zookeeper.hosts, api_cluster.port + 101, env={"PVC_API_USER": "nobody"}
+        )
+        key = folder / "api" / "api-tls" / "key.pem"
+        os.chown(key, 0, grp.getgrnam("nogroup").gr_gid)
+        key.chmod(0o640)
+        for d in (folder / "api", folder / "api" / "api-tls"):
+            d.chmod(0o755)
+        try:
+            server.wait_ready()
+            assert server.call("GET", f"{V1}/vms", key=api_cluster.key)[0] == 200
+            master = server.proc.popen.pid
+            users = subprocess.run(["ps", "-o", "user=", "--ppid", str(master)], capture_output=True, text=True).stdout
+            assert users.split() == ["nobody", "nobody"]
+            assert (
+                subprocess.run(["ps", "-o", "user=", "-p", str(master)], capture_output=True, text=True).stdout.strip()
+                == "root"
+            )
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
