@@ -3,7 +3,9 @@
 HTTPS by default: with the certificate formation issued from the cluster CA (PVC_API_TLS_CERT / PVC_API_TLS_KEY,
 set by the unit), else cluster.toml's [api] tls_cert_file / tls_key_file; plain HTTP only with [api] insecure_http.
 It listens on the node's own addresses (pvc.config.resolve.api_addresses: loopback, the upstream and cluster IPs,
-the floating IPs), never 0.0.0.0; PVC_NODE names the node, PVC_API_BIND ("HOST:PORT,...") overrides the list.
+the floating IPs), never 0.0.0.0; PVC_NODE names the node, PVC_API_BIND ("HOST:PORT,...") overrides the list. The
+floating IPs are bound before this node holds them: the sockets are made here with IP_FREEBIND (no sysctl, which a
+container cannot set) and handed to gunicorn as fd://N.
 With PVC_API_USER, the master stays root and the workers, which serve every request, run as that user.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 
 from pvc.api.context import ConfigError, from_environment
 from pvc.config.load import resolve_file
@@ -23,6 +26,23 @@ except ConfigError as exc:
 _api = _ctx.cfg.api
 
 
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux: bind an address the host does not hold (yet)
+
+
+def _freebind(address: str, port: int) -> str:
+    """A socket bound to `address`:`port` even while no interface has the address, as gunicorn's fd://N."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"pvc-api: cannot listen on {address}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return f"fd://{sock.detach()}"
+
+
 def _bind() -> list[str]:
     if os.environ.get("PVC_API_BIND"):
         return [b.strip() for b in os.environ["PVC_API_BIND"].split(",") if b.strip()]
@@ -33,7 +53,7 @@ def _bind() -> list[str]:
         node = _ctx.cfg.node(name)
     except KeyError:
         raise SystemExit(f"pvc-api: PVC_NODE={name} is not a node of cluster.toml") from None
-    return [f"{ip}:{_api.port}" for ip in api_addresses(_ctx.cfg, node)]
+    return [_freebind(ip, _api.port) for ip in api_addresses(_ctx.cfg, node)]
 
 
 def _tls() -> tuple[str, str] | None:

@@ -52,8 +52,8 @@ def services(cfg: ClusterFile, node: Node) -> list[str]:
 
 def api_addresses(cfg: ClusterFile, node: Node) -> list[str]:
     """Where the API listens on `node`: loopback (formation's probe, local clients), the node's upstream and cluster
-    IPs, and the upstream and cluster floating IPs (held by the primary; bound before it holds them, with
-    net.ipv4.ip_nonlocal_bind). Never 0.0.0.0: not the storage network, not a VM bridge."""
+    IPs, and the upstream and cluster floating IPs (held by the primary; bound before it holds them: IP_FREEBIND,
+    pvc.api.gunicorn). Never 0.0.0.0: not the storage network, not a VM bridge."""
     net = cfg.network
     ips = ["127.0.0.1", node.ip.upstream, node.ip.cluster, net.upstream.floating_ip, net.cluster.floating_ip]
     return list(dict.fromkeys(str(ip) for ip in ips if ip is not None))

@@ -20,7 +20,7 @@ from pvc.config.pki import api_pki, ca_pem
 from pvc.config.schema import API_PREFIX, ClusterFile, Node
 from pvc.config.secrets import ClusterSecrets
 from pvc.nodeos.formation import ceph, units
-from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, wait_for, write
 
 PVCD_UNIT = "pvc-pvcd.service"
 API_UNIT = "pvc-api.service"
@@ -147,8 +147,6 @@ def api_step(ctx: Context) -> str:
     API_DIR.chmod(0o755)
     for f in api_files(cfg, ctx.node, ctx.join_key, ctx.secrets, own):
         changed |= write(f.path, f.text, f.mode, group=API_USER)
-    # the floating IPs: bound before this node holds them (a coordinator that becomes primary adds them)
-    run("sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1")
     tls = not cfg.api.insecure_http
     changed |= units.install(API_UNIT, api_unit(str(ctx.config_path), ctx.node.name, tls))
     units.ensure_running(API_UNIT, changed)

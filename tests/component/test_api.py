@@ -263,3 +263,25 @@ def test_workers_run_as_the_api_user_and_still_serve(api_cluster, zookeeper):
             server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_on_a_node_the_api_listens_on_its_own_and_the_floating_addresses_only(api_cluster, zookeeper, tmp_path):
+    """PVC_NODE instead of PVC_API_BIND, as formation starts it: loopback, the node's upstream and cluster IPs and the
+    floating IPs (which this host does not hold: bound with IP_FREEBIND), never 0.0.0.0."""
+    import subprocess
+
+    from pvc.config.load import load
+    from pvc.config.resolve import api_addresses
+
+    port = api_cluster.port + 102
+    config = tmp_path / "cluster.toml"
+    config.write_text(api_cluster.config.read_text() + f"[api]\nport = {port}\n")
+    cfg = load(config).config
+    with ApiServer.running(
+        tmp_path / "a", config, zookeeper.hosts, port, env={"PVC_API_BIND": "", "PVC_NODE": "n1"}
+    ) as server:
+        assert server.call("GET", f"{V1}/vms", key=api_cluster.key)[0] == 200
+        listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+        addresses = sorted(line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines())
+    assert addresses == sorted(api_addresses(cfg, cfg.node("n1")))
+    assert "0.0.0.0" not in addresses and str(cfg.network.upstream.floating_ip) in addresses
