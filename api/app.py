@@ -14,7 +14,7 @@ from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
 from pvc.api.paths import EncodedSlashes
-from pvc.api.resources import cluster, health, networks, nodes, tasks, vms
+from pvc.api.resources import cluster, health, keys, networks, nodes, tasks, vms
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
 from pvc.config.schema import API_PREFIX
@@ -31,6 +31,9 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/cluster/faults/{{fault_id}}", cluster.FaultResource(ctx)),
         (f"{p}/cluster/maintenance", cluster.MaintenanceResource(ctx)),
         (f"{p}/cluster/formation", cluster.FormationResource(ctx)),
+        (f"{p}/cluster/keys", keys.KeysResource(ctx)),
+        (f"{p}/cluster/keys/{{key_name}}", keys.KeyResource(ctx)),
+        (f"{p}/cluster/keys/{{key_name}}/restore", keys.KeyRestoreResource(ctx)),
         (f"{p}/nodes", nodes.NodesResource(ctx)),
         (f"{p}/nodes/{{node}}", nodes.NodeResource(ctx)),
         (f"{p}/nodes/{{node}}/flush", nodes.NodeFlushResource(ctx)),
@@ -137,7 +140,7 @@ def create_app(ctx: Context | None = None) -> falcon.App:
     """The WSGI application. Without `ctx`, reads PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER."""
     ctx = ctx or from_environment()
     pvc_version = version("pvc")
-    app = falcon.App(middleware=(EncodedSlashes(), AuthMiddleware(ctx.keys)), cors_enable=False)
+    app = falcon.App(middleware=(EncodedSlashes(), AuthMiddleware(ctx.api_keys, ctx.keys.pepper)), cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     table = routes(ctx, pvc_version)

@@ -1,4 +1,7 @@
-"""What every resource needs: the cluster config, the state layer over ZooKeeper, Ceph, and the API keys."""
+"""What every resource needs: the cluster config, the state layer over ZooKeeper, Ceph, and the API keys.
+
+The context is built once per process, from what pvc.api.startup derived in a helper process: the config without
+its secrets, ZooKeeper's password and the API key material, never the join key."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from pathlib import Path
 
 from kazoo.protocol.states import KazooState
 
-from pvc.api.auth import ApiKeys, digest
+from pvc.api import keys as api_keys
 from pvc.api.errors import ClusterNotReady
-from pvc.config.load import load, resolve_file
+from pvc.api.startup import StartupError, load
 from pvc.config.schema import ClusterFile
-from pvc.config.secrets import initial_api_key, read_join_key
-from pvc.nodeos.state.cache import VmCache
+from pvc.nodeos.state.cache import ApiKeyCache, VmCache
 from pvc.nodeos.state.clock import ZkClock
+from pvc.nodeos.state.models import ApiKeyRecord
 from pvc.nodeos.state.store import ClusterState, cluster_client
 from pvc.nodeos.storage.ceph import Connection
 from pvc.nodeos.storage.upload import DEFAULT_SPOOL
@@ -27,20 +30,24 @@ class ConfigError(Exception):
 
 @dataclass
 class Context:
-    cfg: ClusterFile
+    cfg: ClusterFile  # without secrets (pvc.api.startup.redacted)
     base_dir: Path
-    keys: ApiKeys
-    join_key: str
+    keys: api_keys.KeyMaterial
+    zk_password: str
     zk_hosts: str
+    vm_mac_prefix: str
+    ceph_secret_uuid: str
     ceph_conf: str = "/etc/ceph/ceph.conf"
     ceph_name: str = "client.admin"
     upload_spool: Path = DEFAULT_SPOOL  # where qcow2/VMDK uploads are spooled for qemu-img: on PVCDATA
+    ceph_keyring: str | None = None
 
     def __post_init__(self) -> None:
         # This worker's librados connection (made on first use, after gunicorn forked the worker).
-        self.ceph = Connection(self.ceph_conf, self.ceph_name)
+        self.ceph = Connection(self.ceph_conf, self.ceph_name, keyring=self.ceph_keyring)
         self._state: ClusterState | None = None
         self._vm_cache: VmCache | None = None
+        self._key_cache: ApiKeyCache | None = None
         self._clock: ZkClock | None = None
         self._formed = False
         self._lock = threading.Lock()
@@ -74,7 +81,7 @@ class Context:
         """The state layer; connects on first use (after gunicorn forked this worker)."""
         with self._lock:
             if self._state is None:
-                zk = cluster_client(self.cfg, self.join_key, hosts=self.zk_hosts)
+                zk = cluster_client(self.cfg, password=self.zk_password, hosts=self.zk_hosts)
                 try:
                     zk.start(timeout=5)
                 except Exception as exc:
@@ -95,36 +102,51 @@ class Context:
             self._formed = True
         return state
 
+    def api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key's record (the authentication middleware asks at each request). At the first call, this
+        worker seeds cluster.toml's keys (pvc.api.keys.seed) and starts watching the keys."""
+        state = self.state
+        with self._lock:
+            if self._key_cache is None:
+                api_keys.seed(state, self.keys)
+                cache = ApiKeyCache(state.zk)
+                if not cache.start():
+                    raise ClusterNotReady("the API keys could not be read from ZooKeeper in time")
+                self._key_cache = cache
+            return self._key_cache.snapshot()
+
+    def key_written(self, record: ApiKeyRecord | None, name: str) -> None:
+        """This worker wrote key `name` (None: removed it): see it at once, before the watch reports it."""
+        with self._lock:
+            if self._key_cache is not None:
+                self._key_cache.saw(name, record)
+
+
+_built: Context | None = None
+
 
 def from_environment() -> Context:
-    """Build the context from PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER (optional override)."""
+    """The process's context, from PVC_CONFIG (cluster.toml), PVC_ZOOKEEPER and PVC_CEPH_* (optional overrides):
+    built at the first call (gunicorn's config module makes it, in the master), the same one afterwards."""
+    global _built
+    if _built is not None:
+        return _built
     path = os.environ.get("PVC_CONFIG", "/run/pvc/cluster.toml")
-    result = load(path)
-    if not result.valid:
-        raise ConfigError("; ".join(p.format(path) for p in result.errors))
-    cfg = result.config
-    assert cfg is not None
-    base = Path(path).resolve().parent
-    join_key = read_join_key(cfg, base)
-    keys = {"initial": digest(initial_api_key(join_key))}
-    for key in cfg.api.keys:
-        if key.sha256 is not None:
-            keys[key.name] = bytes.fromhex(key.sha256)
-        elif key.key is not None:
-            keys[key.name] = digest(key.key)
-        else:
-            key_path = resolve_file(key.key_file or "", base)
-            try:
-                keys[key.name] = digest(key_path.read_text().strip())
-            except OSError as exc:
-                raise ConfigError(f"api.keys '{key.name}': cannot read {key_path}: {exc.strerror}") from None
-    return Context(
-        cfg=cfg,
-        base_dir=base,
-        keys=ApiKeys(keys),
-        join_key=join_key,
-        zk_hosts=os.environ.get("PVC_ZOOKEEPER") or cfg.zookeeper_hosts(),
+    try:
+        startup = load(path)
+    except StartupError as exc:
+        raise ConfigError(str(exc)) from None
+    _built = Context(
+        cfg=startup.cfg,
+        base_dir=startup.base_dir,
+        keys=startup.keys,
+        zk_password=startup.zk_password,
+        vm_mac_prefix=startup.vm_mac_prefix,
+        ceph_secret_uuid=startup.ceph_secret_uuid,
+        zk_hosts=os.environ.get("PVC_ZOOKEEPER") or startup.cfg.zookeeper_hosts(),
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
         ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
         upload_spool=Path(os.environ.get("PVC_UPLOAD_SPOOL") or DEFAULT_SPOOL),
+        ceph_keyring=os.environ.get("PVC_CEPH_KEYRING") or None,
     )
+    return _built

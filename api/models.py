@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pvc.config import networks, pools
-from pvc.config.choices import AclPolicy, ImageFormat, NetworkType, Selector, VmMigrationMethod
+from pvc.config.choices import AclPolicy, ApiRole, ImageFormat, NetworkType, Selector, VmMigrationMethod
 from pvc.config.names import Name
 from pvc.config.schema import DhcpRange, Dns
 from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mtu, PoolCopies, PoolPgs
-from pvc.nodeos.state.models import FenceInfo, Keepalive, NetworkRecord, Refusal
+from pvc.nodeos.state.models import FenceInfo, Keepalive, KeyOwner, NetworkRecord, Refusal
 from pvc.nodeos.state.vmdef import MAX_DOWNTIME_MS, MAX_MIGRATION_TIMEOUT_S, MAX_NODE_LIMIT, MAX_TAGS, VmDefinition
 from pvc.nodeos.state.vmimport import MAX_XML
 
@@ -82,6 +82,25 @@ class MaintenanceSet(Request):
 
 class Maintenance(BaseModel):
     enabled: bool
+
+
+# -- API keys -------------------------------------------------------------------------------------------------
+class ApiKeyView(BaseModel):
+    name: str
+    role: ApiRole
+    owner: KeyOwner = Field(description="config: cluster.toml [api] keys; derived: the initial key; api: made here")
+    created: float
+    revoked: bool
+    revoked_at: float | None = None
+
+
+class ApiKeyAdd(Request):
+    name: Name
+    role: ApiRole
+
+
+class ApiKeyNew(ApiKeyView):
+    key: str = Field(description="the key itself: shown this once, never stored")
 
 
 # -- nodes ----------------------------------------------------------------------------------------------------

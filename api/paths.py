@@ -102,6 +102,7 @@ PATH_PARAMETERS: dict[str, PathParameter] = {
     "snapshot": _name("snapshot name", "a snapshot's name"),
     "vm": _name("VM name or UUID", "a VM's name or UUID"),
     "node": _name("node name", "a node's name"),
+    "key_name": _name("API key name", "an API key's name"),
     "vni": PathParameter(
         "VNI",
         _vni,

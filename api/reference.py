@@ -51,10 +51,12 @@ def markdown(doc: dict[str, Any]) -> str:
         doc["info"]["description"],
         "",
         'Base path `/api/v1`. Errors are JSON `{"error": ..., "detail": ..., "field": ...}`: 400 for an '
-        "invalid request (`field` names what is wrong), 401 without a valid key, 404 for an unknown object, 409 for "
-        "an action the object's state does not allow, 413 for a body over its limit (a JSON body: 1 MiB; an upload: "
-        "see its route), 503 while the cluster is not reachable or not formed. Each path parameter shows what it "
-        "accepts (a pattern or a range): another value is refused with 400 naming the parameter. The "
+        "invalid request (`field` names what is wrong), 401 without a valid key, 403 when the key's role does not "
+        "allow the operation, 404 for an unknown object, 409 for an action the object's state does not allow, 413 "
+        "for a body over its limit (a JSON body: 1 MiB; an upload: see its route), 429 after too many wrong keys "
+        "from one address, 503 while the cluster is not reachable or not formed. Each path parameter shows what it "
+        "accepts (a pattern or a range): another value is refused with 400 naming the parameter. The API serves "
+        "HTTPS with a certificate of the cluster CA (docs/security.md). The "
         "machine-readable document is served at `/api/v1/openapi.json`, and a browsable page at `/api/v1/docs`.",
         "",
     ]

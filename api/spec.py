@@ -19,16 +19,25 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from pvc.api.paths import check_path, openapi_parameter
+from pvc.config.choices import ApiRole
 
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
-    401: "Missing or wrong API key (header X-Api-Key)",
+    401: "Missing, wrong or revoked API key (header X-Api-Key)",
+    403: "The API key's role does not allow this operation",
     404: "No such object",
     409: "Not possible in the object's current state",
     413: "The request body is larger than allowed (the detail gives the limit)",
+    429: "Too many failed authentications from this address: wait (Retry-After)",
     503: "The cluster is not ready (ZooKeeper unreachable, or not formed yet)",
 }
 MAX_JSON_BODY = 1024 * 1024  # bytes of a JSON request body; refused (413) above, before it is read
+ROLE_EXTENSION = "x-pvc-role"  # the OpenAPI field naming the role an operation needs
+
+
+def default_role(method: str) -> ApiRole:
+    """The role an operation needs unless its @operation says otherwise: reads need read-only, changes admin."""
+    return "read-only" if method.upper() == "GET" else "admin"
 
 
 class RequestInvalid(Exception):
@@ -50,6 +59,7 @@ class Operation:
     body: type[BaseModel] | None = None
     errors: tuple[int, ...] = (404,)
     auth: bool = True
+    role: ApiRole | None = None  # the role a key needs (pvc.api.auth); None: default_role() of the method
     tags: list[str] = field(default_factory=list)
     description: str = ""
     media_type: str = "application/json"
@@ -78,6 +88,9 @@ def operation(**kwargs: Any) -> Callable:
     op = Operation(**kwargs)
 
     def wrap(fn: Callable) -> Callable:
+        if op.role is None and op.auth:
+            op.role = default_role(fn.__name__.removeprefix("on_"))
+
         @functools.wraps(fn)
         def handler(self: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
             params = check_path(params)  # each value as its declaration reads it (pvc.api.paths): a VNI is an int
@@ -184,6 +197,12 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             }
             if op.description:
                 entry["description"] = op.description
+            if op.auth:
+                entry[ROLE_EXTENSION] = op.role
+                needs = f"Needs an API key with the role {op.role}" + (
+                    "." if op.role == "admin" else " or a stronger one."
+                )
+                entry["description"] = f"{op.description} {needs}".strip()
             params = [openapi_parameter(p) for p in _path_params(path)]
             if op.query is not None:
                 qschema = op.query.model_json_schema()
@@ -226,7 +245,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             has_input = op.body or op.query or op.request_media_type or _path_params(path)
             statuses = set(op.errors) | {503} | ({400} if has_input else set()) | _body_statuses(op)
             if op.auth:
-                statuses.add(401)
+                statuses |= {401, 429} | ({403} if op.role != "read-only" else set())
             else:
                 statuses.discard(503) if path.endswith(("openapi.json", "/docs")) else None
                 entry["security"] = []
@@ -244,7 +263,8 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             "title": title,
             "version": version,
             "description": "The PVC cluster API. Every route except health, this document and the docs page "
-            "needs an API key in the X-Api-Key header.",
+            "needs an API key in the X-Api-Key header, whose role (read-only, operator or admin) allows the "
+            "operation: each operation names the role it needs (x-pvc-role).",
         },
         "paths": paths,
         "components": {

@@ -115,6 +115,8 @@ class RealApi:
             self.stop()
             raise
         self.url, self.key = self.api.url, initial_api_key(JOIN_KEY)
+        self.ca_file = workdir / "cluster-ca.pem"  # the API serves HTTPS with a certificate of the cluster CA
+        self.ca_file.write_text(self.api.ca_pem or "")
 
     def stop(self) -> None:
         if self.api is not None:
@@ -148,8 +150,9 @@ def main() -> None:
             else:
                 stub = Stub()
                 url, key, api = stub.url, "bench", "a stub HTTP server on 127.0.0.1 (client time only)"
+            ca = ["--ca-file", str(real.ca_file)] if real is not None else []
             subprocess.run(
-                [str(PVC), "connection", "add", "bench", "--address", url, "--key", key],
+                [str(PVC), "connection", "add", "bench", "--address", url, "--key", key, *ca],
                 env=env,
                 check=True,
                 stdout=subprocess.DEVNULL,

@@ -1,11 +1,16 @@
 """A small JSON client for the PVC API on urllib (standard library: it loads fast and needs nothing installed).
 
 Every failure becomes an ApiError with one line that says what to do: the API is unreachable, the key is wrong,
-TLS failed, or the API refused the request (`error: detail (field: x)`, from its JSON error body).
+TLS failed (a certificate the pinned cluster CA did not sign names both fingerprints), or the API refused the
+request (`error: detail (field: x)`, from its JSON error body).
+
+The key goes only where the profile says: a redirect to another host, port or scheme is not followed, and no proxy
+is used unless the profile says so (`pvc connection add --proxy`), whatever *_proxy says.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -16,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from select import select as select_sockets
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import click
 
@@ -50,6 +55,34 @@ def path(*segments: str) -> str:
 
 def _read_all(resp: http.client.HTTPResponse) -> bytes:
     return resp.read()
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 of a certificate, as `openssl x509 -fingerprint -sha256` prints it."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class RedirectRefused(urllib.error.URLError):
+    """The API answered with a redirect elsewhere; `target` is where."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(f"redirected to {target}")
+        self.target = target
+
+
+class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the same scheme, host and port: urllib would carry the key anywhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        target = urljoin(req.full_url, newurl)
+        if _origin(target) != _origin(req.full_url):
+            raise RedirectRefused(target)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _lower_first(text: str) -> str:
@@ -224,6 +257,11 @@ class Client:
                 return read(resp)
         except urllib.error.HTTPError as exc:
             raise self.refused(exc) from None
+        except RedirectRefused as exc:
+            raise ApiError(
+                f"the API at {self.base} redirected to {exc.target}: not followed, so that the key of connection "
+                f"'{self.conn.name}' goes nowhere else (is the connection's URL right?)"
+            ) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
@@ -248,7 +286,9 @@ class Client:
 
     def opener(self) -> urllib.request.OpenerDirector:
         if self._opener is None:
-            handlers: list[urllib.request.BaseHandler] = []
+            handlers: list[urllib.request.BaseHandler] = [SameOriginRedirects()]
+            if not self.conn.proxy:
+                handlers.append(urllib.request.ProxyHandler({}))  # not the environment's
             if self.base.startswith("https:"):
                 handlers.append(urllib.request.HTTPSHandler(context=self.tls_context()))
             self._opener = urllib.request.build_opener(*handlers)
@@ -260,6 +300,14 @@ class Client:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
+        if self.conn.ca_pem:
+            try:
+                return ssl.create_default_context(cadata=self.conn.ca_pem)
+            except (ValueError, ssl.SSLError) as exc:
+                raise ApiError(
+                    f"the pinned CA certificate of connection '{self.conn.name}' is damaged ({exc}): add the "
+                    f"connection again (`pvc connection add {self.conn.name} --from-config FILE --replace`)"
+                ) from None
         if self.conn.ca_file:
             try:
                 return ssl.create_default_context(cafile=self.conn.ca_file)
@@ -308,6 +356,8 @@ class Client:
     def unreachable(self, exc: BaseException) -> Unreachable:
         """No HTTP answer: say which address, and why, in words."""
         where = self.base
+        if isinstance(exc, ssl.SSLCertVerificationError) and self.conn.ca_pem:
+            return Unreachable(self.pin_mismatch(exc))
         if isinstance(exc, ssl.SSLCertVerificationError):
             why = exc.verify_message or exc.reason or "the certificate is not trusted"
             return Unreachable(
@@ -341,6 +391,40 @@ class Client:
         if isinstance(exc, OSError) and exc.strerror:
             return Unreachable(f"cannot reach the API at {where}: {_lower_first(exc.strerror)}")
         return Unreachable(f"cannot reach the API at {where}: {_lower_first(str(exc)) or type(exc).__name__}")
+
+    def pin_mismatch(self, exc: ssl.SSLCertVerificationError) -> str:
+        """What is wrong with the server's certificate, given the connection's pinned cluster CA: another CA signed
+        it (both fingerprints), or it does not name the address."""
+        assert self.conn.ca_pem is not None
+        ca = fingerprint(ssl.PEM_cert_to_DER_cert(self.conn.ca_pem))
+        where = self.base
+        why = exc.verify_message or exc.reason or "not trusted"
+        if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+            return (
+                f"TLS error talking to {where}: the certificate is from the cluster's CA but does not name "
+                f"'{urlsplit(where).hostname}' ({why}): use the cluster's floating IP or a node's address"
+            )
+        served = self.served_certificate()
+        got = f"a certificate with SHA-256 fingerprint {fingerprint(served)}" if served else "a certificate"
+        return (
+            f"TLS error talking to {where}: the server presents {got}, which the cluster CA pinned for connection "
+            f"'{self.conn.name}' (SHA-256 {ca}) did not sign ({why}): this is not that cluster, or it was formed "
+            f"again with a new join key (then: `pvc connection add {self.conn.name} --from-config FILE --replace`)"
+        )
+
+    def served_certificate(self) -> bytes | None:
+        """The certificate the server presents (DER), fetched without verifying it, only to name it."""
+        parts = urlsplit(self.base)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection((parts.hostname, parts.port or 443), timeout=self.timeout) as raw,
+                ctx.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+            ):
+                return tls.getpeercert(binary_form=True)
+        except (OSError, ssl.SSLError):
+            return None
 
 
 def from_context(ctx: click.Context | None = None, timeout: float = TIMEOUT) -> Client:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import click
 
 from pvc.cli.client import from_context, path
+from pvc.cli.keys import key
 from pvc.cli.output import ago, counts, emit, fields, format_option, table
 
 
 @click.group()
 def cluster() -> None:
-    """Cluster status, faults, maintenance mode and formation progress."""
+    """Cluster status, faults, maintenance mode, formation progress and API keys."""
+
+
+cluster.add_command(key)
 
 
 @cluster.command()

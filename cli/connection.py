@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -38,9 +39,20 @@ def _key_from_file(path: str) -> str:
     return key
 
 
-def _from_cluster_file(path: str) -> tuple[str, int, bool, str]:
-    """Address (the upstream floating IP), port, TLS and the initial API key from a cluster.toml."""
+@dataclass(frozen=True)
+class FromConfig:
+    """What a cluster.toml says about reaching its API."""
+
+    address: str  # the upstream floating IP
+    port: int
+    tls: bool
+    key: str  # the initial API key
+    ca_pem: str | None  # the cluster CA, when the API serves the certificate it issues
+
+
+def _from_cluster_file(path: str) -> FromConfig:
     from pvc.config.load import load as load_config
+    from pvc.config.pki import ca_pem
     from pvc.config.secrets import initial_api_key, read_join_key
 
     result = load_config(path)
@@ -52,8 +64,14 @@ def _from_cluster_file(path: str) -> tuple[str, int, bool, str]:
         join_key = read_join_key(cfg, Path(path).resolve().parent)
     except ValueError as exc:
         raise Failure(str(exc)) from None
-    tls = cfg.api.tls_cert_file is not None
-    return str(cfg.network.upstream.floating_ip), cfg.api.port, tls, initial_api_key(join_key)
+    own_certificate = cfg.api.tls_cert_file is not None  # the administrator's: verified as they say (--ca-file)
+    return FromConfig(
+        address=str(cfg.network.upstream.floating_ip),
+        port=cfg.api.port,
+        tls=not cfg.api.insecure_http,
+        key=initial_api_key(join_key),
+        ca_pem=None if cfg.api.insecure_http or own_certificate else ca_pem(join_key, cfg),
+    )
 
 
 @connection.command()
@@ -66,7 +84,7 @@ def _from_cluster_file(path: str) -> tuple[str, int, bool, str]:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Read the API key from this file (- for stdin).",
 )
-@click.option("--tls/--no-tls", default=None, help="Use https  [default: --no-tls, as the API's default]")
+@click.option("--tls/--no-tls", default=None, help="Use https  [default: --tls, as the API's default]")
 @click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate.")
 @click.option(
     "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Verify the API's certificate with this CA."
@@ -75,8 +93,10 @@ def _from_cluster_file(path: str) -> tuple[str, int, bool, str]:
     "--from-config",
     "cluster_file",
     type=click.Path(dir_okay=False),
-    help="Take the address (the upstream floating IP), port, TLS and initial API key from a cluster.toml.",
+    help="Take the address (the upstream floating IP), port, TLS, the cluster CA (pinned) and the initial API key "
+    "from a cluster.toml.",
 )
+@click.option("--proxy", is_flag=True, help="Go through the proxy $https_proxy / $http_proxy name (default: never).")
 @click.option("--description", default="", help="A note shown by `pvc connection list`.")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default connection.")
 @click.option("--replace", is_flag=True, help="Replace an existing connection of this name.")
@@ -90,6 +110,7 @@ def add(
     insecure: bool,
     ca_file: str | None,
     cluster_file: str | None,
+    proxy: bool,
     description: str,
     make_default: bool,
     replace: bool,
@@ -99,17 +120,19 @@ def add(
         raise click.BadParameter(why, param_hint="NAME")
     if key is not None and key_file is not None:
         raise click.UsageError("give the key with --key or --key-file, not both")
+    ca_pem = None
     if cluster_file is not None:
-        cfg_address, cfg_port, cfg_tls, cfg_key = _from_cluster_file(cluster_file)
-        address = address or cfg_address
-        port = port or cfg_port
-        tls = cfg_tls if tls is None else tls
-        key = key if key is not None or key_file is not None else cfg_key
+        found = _from_cluster_file(cluster_file)
+        address = address or found.address
+        port = port or found.port
+        tls = found.tls if tls is None else tls
+        key = key if key is not None or key_file is not None else found.key
+        ca_pem = found.ca_pem if tls and ca_file is None and not insecure else None
     if not address:
         raise click.UsageError("--address is required (or --from-config FILE)")
     if "://" in address and (port is not None or tls is not None) and cluster_file is None:
         raise click.UsageError("--address is a URL: give the port and scheme in it, not with --port or --tls")
-    url = build_url(address, port or DEFAULT_PORT, bool(tls))
+    url = build_url(address, port or DEFAULT_PORT, tls is not False)
     if why := check_url(url):
         raise click.BadParameter(why, param_hint="--address")
     if key_file is not None:
@@ -123,6 +146,8 @@ def add(
         key=key or "",
         verify=not insecure,
         ca_file=str(Path(ca_file).resolve()) if ca_file else None,
+        ca_pem=ca_pem,
+        proxy=proxy,
         description=description,
     )
     if make_default or profiles.default is None:
@@ -135,6 +160,10 @@ def add(
         notes.append("no API key")
     if insecure:
         notes.append("TLS not verified")
+    elif ca_pem:
+        notes.append("cluster CA pinned")
+    elif url.startswith("http:"):
+        notes.append("plain http: the key crosses the network in clear")
     click.echo(f"added connection '{name}': {url}{' (' + ', '.join(notes) + ')' if notes else ''} to {path}")
 
 
@@ -152,6 +181,7 @@ def list_connections(show_keys: bool, fmt: str) -> None:
             "key": c.key if show_keys else mask(c.key),
             "verify": c.verify,
             "ca_file": c.ca_file,
+            "ca_pinned": c.ca_pem is not None,
             "description": c.description,
         }
         for c in sorted(profiles.connections.values(), key=lambda c: c.name)
@@ -168,7 +198,7 @@ def list_connections(show_keys: bool, fmt: str) -> None:
                     r["name"],
                     r["url"],
                     r["key"],
-                    ("ca " + r["ca_file"] if r["ca_file"] else r["verify"]) if r["url"].startswith("https") else "-",
+                    _verify_cell(r) if r["url"].startswith("https") else "-",
                     r["description"],
                 )
                 for r in rows
@@ -176,6 +206,14 @@ def list_connections(show_keys: bool, fmt: str) -> None:
         )
 
     emit(data, fmt, render)
+
+
+def _verify_cell(row: dict) -> str:
+    if not row["verify"]:
+        return "no"
+    if row["ca_pinned"]:
+        return "cluster ca"
+    return "ca " + row["ca_file"] if row["ca_file"] else "system cas"
 
 
 @connection.command()

@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 import click
 
 FORMATS = ("table", "json", "yaml")
-# terminal escape sequences (CSI, OSC, two-character) and other control characters except tab
-CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f]")
+# terminal escape sequences (CSI, OSC, two-character) and the other C0 controls except tab, DEL, and the C1 controls
+# U+0080-U+009F (U+009B is a CSI on terminals that read 8-bit controls)
+CONTROL = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -62,6 +65,8 @@ def fields(pairs: Iterable[tuple[str, object]]) -> str:
 
 
 def cell(value: object) -> str:
+    """One table or field value as plain text: escape sequences and control characters removed (a VM name, tag or
+    message comes from whoever wrote it, even a guest), tabs made spaces."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -70,7 +75,7 @@ def cell(value: object) -> str:
         return ",".join(cell(v) for v in value) or "-"
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    return CONTROL.sub("", str(value)).replace("\t", " ")
 
 
 def mib(value: int | None) -> str:

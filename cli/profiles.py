@@ -35,6 +35,8 @@ class Connection:
     key: str = ""
     verify: bool = True  # verify the API's TLS certificate
     ca_file: str | None = None  # CA bundle to verify it with, instead of the system's
+    ca_pem: str | None = None  # the cluster CA certificate, pinned (`add --from-config` derives it from the join key)
+    proxy: bool = False  # go through the proxy of $https_proxy / $http_proxy (default: never)
     description: str = ""
 
     def record(self) -> dict[str, object]:
@@ -67,7 +69,7 @@ def check_name(name: str) -> str | None:
     return None
 
 
-def build_url(address: str, port: int = DEFAULT_PORT, tls: bool = False) -> str:
+def build_url(address: str, port: int = DEFAULT_PORT, tls: bool = True) -> str:
     """The base URL of an API at `address` (a host name, an IPv4 or IPv6 address, or already a URL)."""
     if "://" in address:
         return address.rstrip("/")
@@ -124,6 +126,8 @@ def load() -> Profiles:
                 key=str(record.get("key") or ""),
                 verify=bool(record.get("verify", True)),
                 ca_file=record.get("ca_file") or None,
+                ca_pem=record.get("ca_pem") or None,
+                proxy=bool(record.get("proxy", False)),
                 description=str(record.get("description") or ""),
             )
         except TypeError as exc:

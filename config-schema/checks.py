@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pvc.config import networks
+from pvc.config import lab_hardware, networks
 from pvc.config.locate import KeyPath
 from pvc.config.schema import Bond, BridgedDevice, ClusterFile, CoreNetwork, DiskSelector, Nic, Vlan
 
@@ -473,3 +473,60 @@ def firewall(cfg: ClusterFile) -> Iterator[Finding]:
                     f"{net} opens {key} to every address: name the networks that need it",
                     "warning",
                 )
+
+
+@check
+def api(cfg: ClusterFile) -> Iterator[Finding]:
+    if cfg.api.insecure_http:
+        yield Finding(
+            ("api", "insecure_http"),
+            "the API serves plain HTTP: API keys cross the upstream network in clear (docs/security.md)",
+            "warning",
+        )
+    seen: dict[str, KeyPath] = {}
+    for i, key in enumerate(cfg.api.keys):
+        path: KeyPath = ("api", "keys", i, "name")
+        if key.name in seen:
+            yield conflict(key.name, path, "an API key name", seen[key.name], "an API key name")
+        seen.setdefault(key.name, path)
+        if "role" not in key.model_fields_set:
+            yield Finding(
+                ("api", "keys", i),
+                f"API key '{key.name}' names no role, so it gets '{key.role}': write role = \"read-only\", "
+                '"operator" or "admin"',
+                "warning",
+            )
+
+
+# Join keys printed in PVC's own example files: public, so they protect nothing. Allowed only in a cluster whose
+# networks are all the lab's documentation subnets (pvc-lab), which no real network uses; tests/unit checks that every
+# example's key is listed here.
+PUBLISHED_JOIN_KEYS = {
+    "3f6a0c1e9b2d4f5a8c7e6d5b4a3928171605f4e3d2c1b0a99887766554433221": "examples/production-3node.toml",
+    "e43d2acbd3465f93dc5cb40cbb9a725d62e589fd770819b85b7ee5c6d7adbac4": "examples/production-5node.toml",
+    "d030b4085b355457d02261a930f6a672131203c3d0bc56e3909367e2b22d29df": "the lab's lab-1node.toml",
+    "0364221b7440dbc4359db57e38152582fbb40d62e11bf9b42400b80fa260d932": "the lab's lab-3node.toml",
+}
+
+
+def is_lab(cfg: ClusterFile) -> bool:
+    """Whether every network of the cluster is one of pvc-lab's documentation subnets (TEST-NET-1/2/3)."""
+    lab_nets = {ipaddress.IPv4Network(f"{prefix}.0/24") for prefix in lab_hardware.NETS.values()}
+    return all(any(net.subnet.subnet_of(lab) for lab in lab_nets) for _, net in cfg.core_networks())
+
+
+def published_key_problem(cfg: ClusterFile, join_key: str) -> str | None:
+    """Why `join_key` must not be used by this cluster (it is published in an example), or None."""
+    where = PUBLISHED_JOIN_KEYS.get(join_key)
+    if where is None or is_lab(cfg):
+        return None
+    return (
+        f"this join key is published in {where}: anyone can derive every secret of the cluster from it; make a "
+        "new one with `pvc config init` (or `python3 -c 'import secrets; print(secrets.token_hex(32))'`)"
+    )
+
+
+@check
+def published_join_key(cfg: ClusterFile) -> Iterator[Finding]:
+    if cfg.cluster.join_key is not None and (why := published_key_problem(cfg, cfg.cluster.join_key)):
+        yield Finding(("cluster", "join_key"), why)

@@ -46,8 +46,15 @@ Graphics = Literal["none", "vnc", "spice"]
 
 ImageFormat = Literal["raw", "qcow2", "vmdk"]
 """A disk image's format, as an upload declares it: raw bytes, or a single-file qcow2 or VMDK that qemu-img converts."""
+ApiRole = Literal["read-only", "operator", "admin"]
+"""What an API key may do (docs/security.md): read-only reads; operator also runs the VM lifecycle (start, stop,
+restart, shutdown, migrate) and flushes and readies nodes; admin does everything. In increasing power."""
+
+DEFAULT_API_ROLE: ApiRole = "read-only"
+"""The role of an [api] key whose entry in cluster.toml names none: the least power (docs/security.md)."""
 
 SELECTORS: tuple[str, ...] = get_args(Selector)
+API_ROLES: tuple[str, ...] = get_args(ApiRole)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
 NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
 ACL_DIRECTIONS: tuple[str, ...] = get_args(AclDirection)

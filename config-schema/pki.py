@@ -34,7 +34,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.config.secrets import LABEL_PKI_CA_KEY, LABEL_PKI_MIGRATION_KEY, LABEL_PKI_NODE_KEY, derive
+from pvc.config.secrets import (
+    LABEL_PKI_API_KEY,
+    LABEL_PKI_CA_KEY,
+    LABEL_PKI_MIGRATION_KEY,
+    LABEL_PKI_NODE_KEY,
+    derive,
+)
 
 CURVE = ec.SECP256R1()
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # the order of P-256's base point
@@ -43,8 +49,9 @@ NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 ECDSA_SHA256_ALGORITHM = bytes.fromhex("300a06082a8648ce3d040302")  # AlgorithmIdentifier, DER
 
 # Organisational units: what a certificate is for. libvirtd admits only the `node` certificates of the cluster's
-# nodes (tls_allowed_dn_list); QEMU's migration stream uses the `migration` ones, whose keys QEMU can read.
-OU_CA, OU_NODE, OU_MIGRATION, OU_CLIENT = "ca", "node", "migration", "client"
+# nodes (tls_allowed_dn_list); QEMU's migration stream uses the `migration` ones, whose keys QEMU can read; the API's
+# HTTPS server the `api` ones, whose keys the pvc-api user can read.
+OU_CA, OU_NODE, OU_MIGRATION, OU_CLIENT, OU_API = "ca", "node", "migration", "client", "api"
 
 
 # -- keys ------------------------------------------------------------------------------------------------------------
@@ -64,6 +71,10 @@ def node_key(join_key: str, node: str) -> ec.EllipticCurvePrivateKey:
 
 def migration_key(join_key: str, node: str) -> ec.EllipticCurvePrivateKey:
     return derive_key(join_key, LABEL_PKI_MIGRATION_KEY.format(node=node))
+
+
+def api_key(join_key: str, node: str) -> ec.EllipticCurvePrivateKey:
+    return derive_key(join_key, LABEL_PKI_API_KEY.format(node=node))
 
 
 # -- deterministic ECDSA (RFC 6979, P-256 with SHA-256) ---------------------------------------------------------------
@@ -257,7 +268,7 @@ def node_certificate(
     unit: str,
     key: ec.EllipticCurvePrivateKey,
 ) -> x509.Certificate:
-    """A node's certificate for TLS servers and clients (`unit` OU_NODE or OU_MIGRATION)."""
+    """A node's certificate for TLS servers and clients (`unit` OU_NODE, OU_MIGRATION or OU_API)."""
     dns, ips = node_names(cfg, node)
     return issue(ca_key, ca_cert, subject(cfg.cluster.name, unit, node.name), key.public_key(), dns, ips)
 
@@ -319,6 +330,20 @@ def node_pki(join_key: str, cfg: ClusterFile, node: Node) -> NodePki:
         node=Issued(cert_pem(node_certificate(key, ca, cfg, node, OU_NODE, nk)), key_pem(nk)),
         migration=Issued(cert_pem(node_certificate(key, ca, cfg, node, OU_MIGRATION, mk)), key_pem(mk)),
     )
+
+
+def ca_pem(join_key: str, cfg: ClusterFile) -> str:
+    """The cluster CA certificate: what a client of the cluster's TLS services pins (`pvc connection add
+    --from-config`)."""
+    return cert_pem(cluster_ca(join_key, cfg)[1])
+
+
+def api_pki(join_key: str, cfg: ClusterFile, node: Node) -> Issued:
+    """The certificate and key the API serves HTTPS with on `node`: a server and client identity of its own (OU
+    `api`), naming the node, its IPs, the floating IPs, localhost and 127.0.0.1. libvirtd does not admit it."""
+    key, ca = cluster_ca(join_key, cfg)
+    ak = api_key(join_key, node.name)
+    return Issued(cert_pem(node_certificate(key, ca, cfg, node, OU_API, ak)), key_pem(ak))
 
 
 def node_dns(cfg: ClusterFile) -> list[str]:

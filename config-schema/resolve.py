@@ -50,6 +50,15 @@ def services(cfg: ClusterFile, node: Node) -> list[str]:
     return [name for name, on in SERVICES.items() if on(node)]
 
 
+def api_addresses(cfg: ClusterFile, node: Node) -> list[str]:
+    """Where the API listens on `node`: loopback (formation's probe, local clients), the node's upstream and cluster
+    IPs, and the upstream and cluster floating IPs (held by the primary; bound before it holds them: IP_FREEBIND,
+    pvc.api.gunicorn). Never 0.0.0.0: not the storage network, not a VM bridge."""
+    net = cfg.network
+    ips = ["127.0.0.1", node.ip.upstream, node.ip.cluster, net.upstream.floating_ip, net.cluster.floating_ip]
+    return list(dict.fromkeys(str(ip) for ip in ips if ip is not None))
+
+
 def roles(node: Node) -> list[str]:
     out = ["coordinator" if node.coordinator else "hypervisor"]
     if node.osds:
@@ -87,6 +96,7 @@ def node_view(cfg: ClusterFile, name: str) -> dict[str, Any]:
         "data_disk": _selector(node.data_disk),
         "osd_disks": [_selector(o) for o in node.osds],
         "services": services(cfg, node),
+        "api_listen": api_addresses(cfg, node) if runs(node, "pvc-api") else [],
         "zookeeper_ensemble": [f"{n.name}={n.ip.cluster}" for n in cfg.coordinators],
         "ceph_mons": [f"{n.name}={cfg.storage_ip(n)}" for n in cfg.coordinators],
         "join_key": REDACTED,

@@ -13,7 +13,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pvc.config import networks, pools
-from pvc.config.choices import AclAction, AclDirection, AclPolicy, AclProtocol, MigrationMethod, Selector
+from pvc.config.choices import (
+    DEFAULT_API_ROLE,
+    AclAction,
+    AclDirection,
+    AclPolicy,
+    AclProtocol,
+    ApiRole,
+    MigrationMethod,
+    Selector,
+)
 from pvc.config.types import (
     Asn,
     Domain,
@@ -61,9 +70,9 @@ class Cluster(Model):
     name: Annotated[str, Field(pattern=_NAME_RE, description="cluster name: a-z, 0-9, '-', up to 32 characters")]
     domain: Domain = Field(description="DNS domain of the nodes' upstream names")
     timezone: TimeZone = "UTC"
-    join_key: Annotated[str | None, Field(description="64 hex characters (256 bits); every secret derives from it")] = (
-        None
-    )
+    join_key: Annotated[
+        str | None, Field(description="64 hex characters (256 bits); every secret derives from it", repr=False)
+    ] = None
     join_key_file: Annotated[FilePath | None, Field(description="path to a file holding the join key")] = None
     dns_servers: list[IPv4] = []
     ntp_servers: list[str] = []
@@ -93,6 +102,10 @@ class User(Model):
     name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
     ssh_keys: Annotated[list[SshKey], Field(min_length=1)]
     uid: Annotated[int | None, Field(ge=1000, le=59999)] = None
+    sudo: Annotated[
+        bool,
+        Field(description="may become root with sudo: the break-glass path (docs/security.md); root has no login"),
+    ] = False
 
     @field_validator("name")
     @classmethod
@@ -179,7 +192,7 @@ class NodeIps(Model):
 class Ipmi(Model):
     address: Annotated[str, Field(min_length=1, description="BMC IP address or resolvable name")]
     username: Annotated[str, Field(min_length=1)]
-    password: str | None = None
+    password: Annotated[str | None, Field(repr=False)] = None
     password_file: FilePath | None = None
     interface: Literal["lanplus", "lan"] = "lanplus"
     port: Port = 623
@@ -303,11 +316,29 @@ class Patroni(Model):
     rest_port: Port = 8008
 
 
+API_KEY_MIN_LENGTH = 32  # characters of a key given in cluster.toml (`pvc cluster key add` makes 43)
+INITIAL_KEY_NAME = "initial"  # the key derived from the join key; revocable with `pvc cluster key revoke initial`
+
+
 class ApiKey(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    key: Annotated[str | None, Field(min_length=16)] = None
+    role: Annotated[
+        ApiRole,
+        Field(description=f"what the key may do: read-only, operator or admin; unset: {DEFAULT_API_ROLE}"),
+    ] = DEFAULT_API_ROLE
+    key: Annotated[str | None, Field(min_length=API_KEY_MIN_LENGTH, repr=False)] = None
     key_file: FilePath | None = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key")] = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_initial(cls, value: str) -> str:
+        if value == INITIAL_KEY_NAME:
+            raise ValueError(
+                f"'{INITIAL_KEY_NAME}' is the key derived from the join key; name this key otherwise (to stop the "
+                f"derived key, run `pvc cluster key revoke {INITIAL_KEY_NAME}`)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKey:
@@ -321,14 +352,21 @@ API_PREFIX = "/api/v1"  # every route of the API is under http(s)://node:[api].p
 class Api(Model):
     port: Port = 7370
     workers: Annotated[int, Field(ge=1, le=64)] = 2
-    tls_cert_file: FilePath | None = None
+    tls_cert_file: Annotated[
+        FilePath | None, Field(description="your own certificate (PEM); unset: one issued by the cluster CA")
+    ] = None
     tls_key_file: FilePath | None = None
+    insecure_http: Annotated[
+        bool, Field(description="serve plain HTTP instead of HTTPS: API keys cross the network in clear")
+    ] = False
     keys: list[ApiKey] = []
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Api:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("TLS needs both 'tls_cert_file' and 'tls_key_file'")
+        if self.insecure_http and self.tls_cert_file is not None:
+            raise ValueError("'insecure_http' serves plain HTTP: it takes no 'tls_cert_file' or 'tls_key_file'")
         return self
 
 

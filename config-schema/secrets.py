@@ -18,6 +18,7 @@ from secrets import token_hex  # the standard library's (this module's name is t
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from pvc.config.checks import published_key_problem
 from pvc.config.load import resolve_file
 from pvc.config.schema import JOIN_KEY_RE, ClusterFile
 
@@ -29,12 +30,14 @@ LABEL_ZK_PASSWORD = "zookeeper/digest/{user}"
 LABEL_PG_PASSWORD = "postgresql/password/{role}"
 LABEL_LIBVIRT_SECRET_UUID = "libvirt/secret-uuid/ceph"
 LABEL_API_KEY = "api/initial-key"
+LABEL_API_KEY_PEPPER = "api/key-pepper"  # the HMAC key API key digests are made with (pvc.api.keys)
 LABEL_PATRONI_REST = "patroni/restapi/{user}"
 # The cluster CA and the node keys it certifies (pki.py): P-256 scalars
 LABEL_PKI_CA_KEY = "pki/ca/key"
 LABEL_PKI_NODE_KEY = "pki/node/{node}/key"  # libvirtd (server and p2p client), later the API
 LABEL_PKI_MIGRATION_KEY = "pki/migration/{node}/key"  # QEMU's migration stream: a separate identity (pki.py)
 LABEL_VM_MAC_PREFIX = "vm/mac-prefix"
+LABEL_PKI_API_KEY = "pki/api/{node}/key"  # the API's HTTPS server: a separate identity, readable by pvc-api
 
 ZK_USER = "pvc"
 PATRONI_REST_USER = "pvc"
@@ -44,17 +47,23 @@ CEPH_ENTITIES = ("mon.", "client.admin", "client.bootstrap-osd", f"client.{LIBVI
 
 
 def read_join_key(cfg: ClusterFile, base_dir: Path | None) -> str:
-    """The join key, inline or from its file. Raises ValueError with a message naming the file."""
+    """The join key, inline or from its file. Raises ValueError with a message naming the file (never the key): also
+    for a key published in PVC's examples, outside the lab."""
     if cfg.cluster.join_key is not None:
-        return cfg.cluster.join_key
-    assert cfg.cluster.join_key_file is not None
-    path = resolve_file(cfg.cluster.join_key_file, base_dir)
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"cluster.join_key_file: cannot read '{path}': {exc.strerror or exc}") from None
-    if not JOIN_KEY_RE.match(key):
-        raise ValueError(f"cluster.join_key_file: '{path}' does not hold a join key (64 lower-case hex characters)")
+        key = cfg.cluster.join_key
+        where = "cluster.join_key"
+    else:
+        assert cfg.cluster.join_key_file is not None
+        path = resolve_file(cfg.cluster.join_key_file, base_dir)
+        where = f"cluster.join_key_file '{path}'"
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cluster.join_key_file: cannot read '{path}': {exc.strerror or exc}") from None
+        if not JOIN_KEY_RE.match(key):
+            raise ValueError(f"{where} does not hold a join key (64 lower-case hex characters)")
+    if why := published_key_problem(cfg, key):
+        raise ValueError(f"{where}: {why}")
     return key
 
 
@@ -108,6 +117,12 @@ def libvirt_secret_uuid(join_key: str) -> str:
 
 def initial_api_key(join_key: str) -> str:
     return _password(join_key, LABEL_API_KEY)
+
+
+def api_key_pepper(join_key: str) -> bytes:
+    """The secret HMAC key of API key digests (pvc.api.keys): a copy of ZooKeeper's /pvc/api_keys is useless to a
+    brute-force attack without the join key."""
+    return derive(join_key, LABEL_API_KEY_PEPPER)
 
 
 def patroni_rest_password(join_key: str, user: str = PATRONI_REST_USER) -> str:

@@ -76,6 +76,7 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "ca-certificates",
     "less",
+    "sudo",  # the break-glass path: [[users]] sudo = true (docs/security.md)
 )
 
 # dpkg path filters (the files are never unpacked; dpkg still lists the packages). No manuals, info pages or

@@ -75,6 +75,7 @@ class NodeFlushResource(Resource):
         response=Task,
         status=202,
         errors=(404, 409),
+        role="operator",
         tags=["nodes"],
         description="Returns the task at once: follow it at /tasks/{task_id}.",
     )
@@ -88,6 +89,7 @@ class NodeReadyResource(Resource):
         response=Task,
         status=202,
         errors=(404, 409),
+        role="operator",
         tags=["nodes"],
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, node: str) -> Task:

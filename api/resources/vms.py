@@ -29,7 +29,6 @@ from pvc.api.models import (
 from pvc.api.resources import Resource
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
-from pvc.config.secrets import libvirt_secret_uuid, vm_mac_prefix
 from pvc.nodeos.formation.ceph import MON_PORT
 from pvc.nodeos.state import actions
 from pvc.nodeos.state.models import Task, VmSpec, VmStatus
@@ -79,7 +78,7 @@ def host(ctx: Context, state: ClusterState, spec: VmSpec) -> Host:
     return Host(
         accelerator=accelerator,
         ceph_monitors=tuple((str(ctx.cfg.storage_ip(n)), MON_PORT) for n in ctx.cfg.coordinators),
-        ceph_secret_uuid=libvirt_secret_uuid(ctx.join_key),
+        ceph_secret_uuid=ctx.ceph_secret_uuid,
         console_log=f"{CONSOLE_DIR}/{spec.uuid}.log",
     )
 
@@ -145,7 +144,7 @@ class VmsResource(Resource):
         spec = actions.define_vm(
             state,
             definition_of(body),
-            mac_prefix=vm_mac_prefix(self.ctx.join_key),
+            mac_prefix=self.ctx.vm_mac_prefix,
             node=body.node,
             default_selector=self.ctx.cfg.migration.selector,
         )
@@ -174,9 +173,7 @@ class VmResource(Resource):
     )
     def on_put(self, req: falcon.Request, resp: falcon.Response, vm: str, body: VmModify) -> VmDetail:
         state = self.ctx.ready_state()
-        spec = actions.modify_vm(
-            state, find(state, vm).uuid, definition_of(body), mac_prefix=vm_mac_prefix(self.ctx.join_key)
-        )
+        spec = actions.modify_vm(state, find(state, vm).uuid, definition_of(body), mac_prefix=self.ctx.vm_mac_prefix)
         return detail(self.ctx, state, spec)
 
     @operation(
@@ -213,6 +210,7 @@ class VmStateResource(Resource):
         body=VmStateChange,
         response=VmDetail,
         errors=(404, 409),
+        role="operator",
         tags=["vms"],
         description="409 when the VM's state does not allow the action (the message lists the states "
         "that do). Answers at once, with the new desired state; the VM's node acts on it.",
@@ -230,6 +228,7 @@ class VmMigrateResource(Resource):
         response=Task,
         status=202,
         errors=(404, 409),
+        role="operator",
         tags=["vms"],
         description="Without a target, the VM's (or the cluster's) selector picks the node. A target "
         "without room for the VM's memory is refused (409). Returns the task at once (202); a VM that is not "
@@ -249,7 +248,13 @@ class VmMigrateResource(Resource):
 
 
 class VmConsoleResource(Resource):
-    @operation(summary="The last lines of the VM's serial console", query=LogQuery, response=LogLines, tags=["vms"])
+    @operation(
+        summary="The last lines of the VM's serial console",
+        query=LogQuery,
+        response=LogLines,
+        role="operator",  # a guest prints what it likes there: cloud-init's generated passwords, for one
+        tags=["vms"],
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response, vm: str, query: LogQuery) -> LogLines:
         state = self.ctx.ready_state()
         return LogLines(lines=state.console(find(state, vm).uuid)[-query.lines :])

@@ -38,9 +38,14 @@ rm -f /etc/resolv.conf
 : > /etc/resolv.conf
 echo pvc-node > /etc/hostname
 
-# Root: locked password, no authorized keys (they come from cluster.toml at boot).
+# Root: locked password, no authorized keys, and sshd refuses it (PermitRootLogin no). Administrators log in as
+# the [[users]] of cluster.toml; those with sudo = true may become root (docs/security.md, break-glass).
 passwd -l root >/dev/null
 rm -rf /root/.ssh
+
+# The API's workers run as this unprivileged user (docs/security.md, M9); formation gives it its files.
+id -u pvc-api >/dev/null 2>&1 || useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin pvc-api
 
 # Caches the image does not need.
 rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /tmp/* /var/tmp/*

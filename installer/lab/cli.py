@@ -120,7 +120,7 @@ def status_cmd(fmt: str) -> None:
     except LabError as exc:
         _fail(exc)
     rows = status_rows(lab)
-    doc = {"backend": lab.backend, "api": f"http://127.0.0.1:{lab.api_port}", "nodes": rows}
+    doc = {"backend": lab.backend, "api": f"https://127.0.0.1:{lab.api_port}", "nodes": rows}
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return

@@ -116,30 +116,33 @@ def wait_formed(lab: Lab, timeout: float, say: Say, until: str | None = None) ->
         time.sleep(2)
 
 
-def api_get(api_port: int, key: str, path: str) -> dict:
+def api_get(url: str, key: str, path: str, ca_pem: str | None) -> dict:
+    """GET `path` of the API at `url` (the lab's forward), verified against the cluster CA `ca_pem` over https."""
+    import ssl
     import urllib.request
 
     from pvc.config.schema import API_PREFIX
 
-    req = urllib.request.Request(f"http://127.0.0.1:{api_port}{API_PREFIX}{path}", headers={"X-Api-Key": key})
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+    req = urllib.request.Request(f"{url}{API_PREFIX}{path}", headers={"X-Api-Key": key})
+    with urllib.request.urlopen(req, timeout=10, context=context) as resp:
         return json.loads(resp.read())
 
 
-def wait_healthy(api_port: int, key: str, timeout: float, say: Say) -> None:
+def wait_healthy(url: str, key: str, ca_pem: str | None, timeout: float, say: Say) -> None:
     """After formation: the primary's API answers through the forward, every node runs, no fault is open, and
     Ceph reports HEALTH_OK (as the primary publishes it every keepalive)."""
     deadline = time.monotonic() + timeout
     last: object = "no answer"
     while time.monotonic() < deadline:
         try:
-            status = api_get(api_port, key, "/cluster")
-            storage = api_get(api_port, key, "/storage")
+            status = api_get(url, key, "/cluster", ca_pem)
+            storage = api_get(url, key, "/storage", ca_pem)
             if status.get("health") == "ok" and storage.get("health") == "HEALTH_OK":
                 nodes = status.get("nodes", {}).get("total")
                 say(
                     f"lab: healthy: primary {status.get('primary')}, {nodes} node(s) running, Ceph HEALTH_OK "
-                    f"({storage.get('osds_up')}/{storage.get('osds')} OSDs up), API on port {api_port}"
+                    f"({storage.get('osds_up')}/{storage.get('osds')} OSDs up), API at {url}"
                 )
                 return
             last = {"cluster": status.get("health"), "ceph": storage.get("health"), "checks": storage.get("checks")}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pvc.cli.profiles import Connection
 from pvc.config import lab_hardware as hw
 from pvc.config.load import load
 from pvc.config.schema import ClusterFile, Node
@@ -160,20 +161,29 @@ def forward_api(lab: Lab, cfg: ClusterFile, log: Path) -> None:
     state.save(lab)
 
 
-def initial_key(cfg: ClusterFile, config: Path) -> str:
+def lab_connection(cfg: ClusterFile, config: Path, api_port: int) -> Connection:
+    """The `lab` connection, as `pvc connection add lab --from-config` would make it for the forward: https with the
+    cluster CA pinned (it derives from the join key), the initial key."""
+    from pvc.config.pki import ca_pem
     from pvc.config.secrets import initial_api_key, read_join_key
 
-    return initial_api_key(read_join_key(cfg, config.parent))
+    join_key = read_join_key(cfg, config.parent)
+    own = cfg.api.insecure_http or cfg.api.tls_cert_file is not None
+    return Connection(
+        name="lab",
+        url=f"{'http' if cfg.api.insecure_http else 'https'}://127.0.0.1:{api_port}",
+        key=initial_api_key(join_key),
+        ca_pem=None if own else ca_pem(join_key, cfg),
+        verify=cfg.api.tls_cert_file is None,  # the administrator's own certificate: the lab cannot know its CA
+        description=f"pvc-lab ({cfg.cluster.name})",
+    )
 
 
-def register_connection(cfg: ClusterFile, config: Path, api_port: int) -> None:
+def register_connection(connection: Connection) -> None:
     from pvc.cli import profiles
 
-    key = initial_key(cfg, config)
     saved = profiles.load()
-    saved.connections["lab"] = profiles.Connection(
-        name="lab", url=f"http://127.0.0.1:{api_port}", key=key, description=f"pvc-lab ({cfg.cluster.name})"
-    )
+    saved.connections["lab"] = connection
     if saved.default is None:
         saved.default = "lab"
     profiles.save(saved)
@@ -206,10 +216,11 @@ def up(
     log = LAB_DIR / "supervisor.log"
     power_on(lab, log)
     forward_api(lab, cfg, log)
-    register_connection(cfg, config, api_port)
-    say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at http://127.0.0.1:{api_port} (connection 'lab')")
+    connection = lab_connection(cfg, config, api_port)
+    register_connection(connection)
+    say(f"lab: {len(cfg.nodes)} node(s) powered on; API will be at {connection.url} (connection 'lab')")
     started = time.monotonic()
     observe.wait_formed(lab, timeout, say, until)
     if until is None:
-        key = initial_key(cfg, config)
-        observe.wait_healthy(api_port, key, max(60.0, timeout - (time.monotonic() - started)), say)
+        left = max(60.0, timeout - (time.monotonic() - started))
+        observe.wait_healthy(connection.url, connection.key, connection.ca_pem, left, say)

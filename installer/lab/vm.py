@@ -24,7 +24,7 @@ from pvc.installer.lab import pxe
 from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import Machine
 from pvc.installer.lab.network import tap_name
-from pvc.installer.lab.state import BOOT_MODES, KernelBoot, Lab, LabNode, Medium, Vm
+from pvc.installer.lab.state import BOOT_MODES, LAB_DIR, KernelBoot, Lab, LabNode, Medium, Vm
 from pvc.nodeos.daemon import hostinfo
 
 if TYPE_CHECKING:
@@ -150,8 +150,11 @@ def ssh_argv(lab: Lab, node: LabNode, command: list[str], identity: str | None, 
         if not cfg.users:
             raise LabError("cluster.toml has no [[users]]: a vm node can only be reached by ssh as one of them")
         user = cfg.users[0].name
-    argv = ["ip", "netns", "exec", lab.lab_ns, "ssh", "-o", "StrictHostKeyChecking=no"]
-    argv += ["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+    # The nodes keep their host keys on PVCDATA: the first connection to a node learns its key (accept-new), every
+    # later one, after a reboot too, checks it, in the lab's own known_hosts (removed by `pvc-lab down`).
+    known_hosts = LAB_DIR / "known_hosts"
+    argv = ["ip", "netns", "exec", lab.lab_ns, "ssh", "-o", "StrictHostKeyChecking=accept-new"]
+    argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
     if identity:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
     if not command:

@@ -162,9 +162,7 @@ def write_pki(files: list[PkiFile], root: str | Path = PKI_DIR) -> bool:
         path = Path(root) / f.path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700 if path.parent.name == "private" else 0o755)
-        changed |= write(path, f.text, f.mode)
-        if f.group != "root":
-            run("chown", f"root:{f.group}", str(path))
+        changed |= write(path, f.text, f.mode, group=f.group)
     return changed
 
 

@@ -5,10 +5,14 @@ nothing that is already right (DESIGN.md decision 5).
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,8 @@ class Context:
     cfg: ClusterFile
     node: Node
     config_path: Path
-    join_key: str
-    secrets: ClusterSecrets
+    join_key: str = field(repr=False)  # never printed, never logged
+    secrets: ClusterSecrets = field(repr=False)
     say: Callable[[str], None] = print
     zk: KazooClient | None = None  # a started client once the zookeeper-client step has run
 
@@ -52,22 +56,45 @@ class Step:
     when: Callable[[Context], bool] = lambda ctx: True
 
 
-def write(path: str | Path, text: str, mode: int = 0o644) -> bool:
-    """Write `text` to `path` if it differs; True if the file changed. Parents are created."""
+def write(path: str | Path, text: str, mode: int = 0o644, owner: str = "root", group: str = "root") -> bool:
+    """Write `text` to `path` if it differs; True if the file changed. Parents are created; the mode, owner and group
+    of a file already right are corrected in place.
+
+    The new contents go to a file made beside `path` under a random name (O_EXCL, mode 0600: mkstemp), given to its
+    owner and group and its final mode before a byte is written, then renamed over `path`: a keyring is never
+    readable by others, not even for a moment, and no one can plant the temporary file (review L3)."""
     path = Path(path)
+    uid, gid = _ids(owner, group)
     try:
         if path.read_text() == text:
-            if (path.stat().st_mode & 0o777) != mode:
+            st = path.stat()
+            if (st.st_mode & 0o777) != mode:
                 path.chmod(mode)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
             return False
     except (OSError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.pvc-tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".pvc-tmp", dir=path.parent)
+    try:
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return True
+
+
+def _ids(owner: str, group: str) -> tuple[int, int]:
+    try:
+        return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StepFailed(f"no user '{owner}' or no group '{group}' on this system (the image makes them)") from None
 
 
 def run(*argv: str, timeout: float = 120, check: bool = True, input: str | None = None) -> str:

@@ -92,8 +92,7 @@ def rest_auth_header(join_key: str) -> dict[str, str]:
 
 
 def step(ctx: Context) -> str:
-    changed = write(CFG_PATH, render(ctx.cfg, ctx.node, ctx.join_key), 0o640)
-    run("chown", "root:postgres", CFG_PATH, check=False)
+    changed = write(CFG_PATH, render(ctx.cfg, ctx.node, ctx.join_key), 0o640, group="postgres")
     run("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", DATA_DIR)
     run("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "2775", "/run/postgresql")
     changed |= units.install(UNIT, units.render("PVC Patroni (PostgreSQL)", ["patroni", CFG_PATH], user="postgres"))

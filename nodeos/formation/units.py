@@ -25,7 +25,9 @@ def render(
     restart: str = "always",
     limit_nofile: int | None = None,
     exec_start_pre: list[list[str]] | None = None,
+    service: tuple[str, ...] = (),
 ) -> str:
+    """A unit file. `service`: more [Service] lines, as they are (sandboxing)."""
     lines = [
         "[Unit]",
         f"Description={description}",
@@ -46,6 +48,7 @@ def render(
         lines.append(f'Environment="{key}={value}"')
     if limit_nofile:
         lines.append(f"LimitNOFILE={limit_nofile}")
+    lines += list(service)
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(line.rstrip() for line in lines)
 

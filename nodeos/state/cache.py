@@ -1,7 +1,8 @@
-"""A watch-fed, in-memory view of every VM's spec and status, for readers that list often (the API).
+"""Watch-fed, in-memory views of the cluster state, for readers that look often (the API): every VM's spec and
+status (VmCache), every API key's record (ApiKeyCache, read on each request).
 
-kazoo watches keep it current; `generation` changes whenever anything in it does, so a reader can cache what it
-derives from the view (the API caches serialised lists) until the next change.
+kazoo watches keep them current; `generation` changes whenever anything in a view does, so a reader can cache what
+it derives from the view (the API caches serialised lists) until the next change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from kazoo.client import KazooClient
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from pvc.nodeos.state import layout
-from pvc.nodeos.state.models import VmSpec, VmStatus
+from pvc.nodeos.state.models import ApiKeyRecord, VmSpec, VmStatus
 from pvc.nodeos.state.store import decode
 
 
@@ -80,3 +81,56 @@ class VmCache:
         with self._lock:
             items = [(spec, self.statuses.get(u, VmStatus())) for u, spec in self.specs.items()]
             return self.generation, items
+
+
+class ApiKeyCache:
+    """Every API key's record, by name. A key revoked or added on any API worker is seen by every other within a
+    watch notification (milliseconds), without a ZooKeeper read per request."""
+
+    def __init__(self, zk: KazooClient) -> None:
+        self.zk = zk
+        self.records: dict[str, ApiKeyRecord] = {}
+        self._watched: set[str] = set()
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+
+    def start(self, timeout: float = 10) -> bool:
+        """Watch the keys; True once the first listing has arrived."""
+        self.zk.retry(self.zk.ensure_path, layout.API_KEYS)
+        self.zk.ChildrenWatch(layout.API_KEYS, self._children)
+        return self.ready.wait(timeout)
+
+    def _children(self, children: list[str]) -> None:
+        with self._lock:
+            for name in set(self._watched) - set(children):
+                self._watched.discard(name)
+                self.records.pop(name, None)
+            new = [n for n in children if n not in self._watched]
+            self._watched.update(new)
+        for name in new:
+            self.zk.DataWatch(layout.api_key(name), self._record_watch(name))
+        self.ready.set()
+
+    def _record_watch(self, name: str):  # type: ignore[no-untyped-def]
+        def watch(data, stat, event=None) -> bool:  # type: ignore[no-untyped-def]
+            with self._lock:
+                if stat is None or name not in self._watched:
+                    self.records.pop(name, None)
+                    self._watched.discard(name)  # a key made again under this name gets a new watch
+                    return False
+                self.records[name] = decode(ApiKeyRecord, data)
+            return True
+
+        return watch
+
+    def saw(self, name: str, record: ApiKeyRecord | None) -> None:
+        """This client wrote the key `name` (None: deleted it): take it now; the watch confirms it shortly."""
+        with self._lock:
+            if record is None:
+                self.records.pop(name, None)
+            else:
+                self.records[name] = record
+
+    def snapshot(self) -> list[ApiKeyRecord]:
+        with self._lock:
+            return list(self.records.values())

@@ -27,12 +27,28 @@ FORMATION = f"{ROOT}/formation"
 TASKS = f"{ROOT}/tasks"
 NETWORKS = f"{ROOT}/networks"
 STORAGE = f"{ROOT}/storage"
+API_KEYS = f"{ROOT}/api_keys"  # one ApiKeyRecord per key name: digests only, never a key (pvc.api.keys)
 
 STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, written by the primary every interval
 OSD_REQUESTS = f"{STORAGE}/osd_requests"
 
 # Every path that must exist before the daemons run.
-BASE_PATHS = (ROOT, CONFIG, ELECTION, NODES, VMS, VM_NAMES, VM_MACS, LOCKS, FAULTS, FORMATION, TASKS, NETWORKS, STORAGE)
+BASE_PATHS = (
+    ROOT,
+    CONFIG,
+    ELECTION,
+    NODES,
+    VMS,
+    VM_NAMES,
+    VM_MACS,
+    LOCKS,
+    FAULTS,
+    FORMATION,
+    TASKS,
+    NETWORKS,
+    STORAGE,
+    API_KEYS,
+)
 
 
 def node(name: str) -> str:
@@ -107,3 +123,7 @@ def storage(name: str) -> str:
 
 def osd_request(request_id: str) -> str:
     return f"{OSD_REQUESTS}/{request_id}"  # OsdRequest: "make OSDs of the disks matching this selector on a node"
+
+
+def api_key(name: str) -> str:
+    return f"{API_KEYS}/{name}"  # ApiKeyRecord; names are [A-Za-z0-9_.-], so one znode name each

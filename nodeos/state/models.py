@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pvc.config.choices import Accelerator, AclPolicy, NetworkOwner, NetworkType
+from pvc.config.choices import Accelerator, AclPolicy, ApiRole, NetworkOwner, NetworkType
 from pvc.config.schema import AclFields, DhcpRange, Reservation
 from pvc.nodeos.state.vmdef import Migration, Placement, VmDefinition
 from pvc.nodeos.state.vmstate import State
@@ -344,3 +344,24 @@ class Lease(Record):
     expires: int = 0  # Unix time; 0: never
     client_id: str = ""
     updated: float = Field(default_factory=now)
+
+
+KeyOwner = Literal["config", "derived", "api"]
+
+
+class ApiKeyRecord(Record):
+    """An API key as the cluster keeps it: its digest, never the key (pvc.api.keys says how digests are made).
+
+    owner: "config" for cluster.toml's [api] keys (seeded by the API at start; removed from here when removed from
+    the file), "derived" for the initial key derived from the join key, "api" for keys made by `pvc cluster key add`.
+    A revoked config or derived key stays, marked, so that the next start does not bring it back."""
+
+    name: str
+    role: ApiRole
+    owner: KeyOwner
+    scheme: Literal["hmac-sha256", "sha256"] = "hmac-sha256"
+    salt: str = ""  # hex
+    digest: str  # hex
+    created: float = Field(default_factory=now)
+    revoked: bool = False
+    revoked_at: float | None = None

@@ -37,6 +37,7 @@ from pvc.config.schema import ClusterFile
 from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import (
+    ApiKeyRecord,
     Fault,
     FormationProgress,
     Keepalive,
@@ -113,15 +114,25 @@ def make_client(
 
 
 def cluster_client(
-    cfg: ClusterFile, join_key: str, *, hosts: str | None = None, timeout: float | None = None
+    cfg: ClusterFile,
+    join_key: str | None = None,
+    *,
+    password: str | None = None,
+    hosts: str | None = None,
+    timeout: float | None = None,
 ) -> KazooClient:
     """The (not yet started) client of a PVC process: the cluster's ZooKeeper, every coordinator unless `hosts`
-    says otherwise, with the credentials derived from the join key. The session lasts zookeeper.session_timeout_ms
-    unless `timeout` (seconds) says otherwise."""
+    says otherwise, with the credentials derived from the join key (or the derived `password` itself, for the API,
+    which does not hold the join key). The session lasts zookeeper.session_timeout_ms unless `timeout` (seconds)
+    says otherwise."""
+    if password is None:
+        if join_key is None:
+            raise ValueError("cluster_client needs the join key or the ZooKeeper password")
+        password = zookeeper_password(join_key)
     return make_client(
         hosts or cfg.zookeeper_hosts(),
         user=ZK_USER,
-        password=zookeeper_password(join_key),
+        password=password,
         timeout=cfg.zookeeper.session_timeout_ms / 1000 if timeout is None else timeout,
     )
 
@@ -704,6 +715,40 @@ class ClusterState:
     def remove_lease(self, vni: int, mac: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.zk.retry(self.zk.delete, layout.network_lease(vni, mac))
+
+    # -- API keys (digests only: pvc.api.keys) ---------------------------------------------------------------
+    def api_keys(self) -> list[ApiKeyRecord]:
+        found = (self.get_or_none(layout.api_key(n), ApiKeyRecord) for n in self.children(layout.API_KEYS))
+        return [k for k in found if k is not None]
+
+    def api_key(self, name: str) -> tuple[ApiKeyRecord, int]:
+        """The key's record and its znode version; NotFound naming the key."""
+        try:
+            return self.get(layout.api_key(name), ApiKeyRecord)
+        except NotFound:
+            raise NotFound(f"API key '{name}'") from None
+
+    def create_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a new key; Conflict if the name is taken."""
+        try:
+            self.zk.retry(self.zk.create, layout.api_key(record.name), encode(record), makepath=True)
+        except NodeExistsError:
+            raise Conflict(f"an API key named '{record.name}' exists") from None
+
+    def put_api_key(self, record: ApiKeyRecord, version: int = -1) -> None:
+        """Write a key's record (over `version` only, when given: Conflict if it changed meanwhile)."""
+        try:
+            self.put(layout.api_key(record.name), record, version)
+        except BadVersionError:
+            raise Conflict(f"API key '{record.name}' changed meanwhile; try again") from None
+
+    def remove_api_key(self, name: str, version: int = -1) -> None:
+        try:
+            self.zk.retry(self.zk.delete, layout.api_key(name), version=version)
+        except NoNodeError:
+            raise NotFound(f"API key '{name}'") from None
+        except BadVersionError:
+            raise Conflict(f"API key '{name}' changed meanwhile; try again") from None
 
     # -- formation -----------------------------------------------------------------------------------------
     def formation(self, node_name: str) -> FormationProgress | None:

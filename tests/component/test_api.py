@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import os
 import re
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -47,12 +51,13 @@ def test_health_and_spec_need_no_key(api_cluster):
 
 def test_every_other_route_needs_a_valid_key(api_cluster):
     checked = 0
-    for method, path, op in operations(api_cluster):
+    for i, (method, path, op) in enumerate(operations(api_cluster)):
         if op.get("security") == []:
             continue
         body: dict[str, object] | None = {} if "requestBody" in op else None
         for key in (None, "wrong-key-" + "x" * 20):
-            status, err = api_cluster.call(method, fill(path), body=body, key=key)
+            # one address per operation: a wrong key costs its address a token of the failed-authentication limit
+            status, err = api_cluster.call(method, fill(path), body=body, key=key, source=f"127.0.1.{i + 1}")
             assert status == 401, f"{method} {path} with key {key!r} gave {status}"
             assert set(err) == {"error", "detail", "field"} and err["error"] == "unauthorized"
         checked += 1
@@ -64,6 +69,23 @@ def test_wrong_key_is_logged_without_the_key(api_cluster):
     api_cluster.call("GET", f"{V1}/vms", key=secret)
     log = api_cluster.proc.log.read_text()
     assert "wrong API key" in log and secret not in log
+
+
+def test_the_api_answers_only_https(api_cluster):
+    """Its certificate is the cluster CA's (the harness verifies every call against it, naming 127.0.0.1); plain
+    HTTP on the same port gets no HTTP answer."""
+    assert api_cluster.url.startswith("https://") and api_cluster.ca_pem
+    conn = http.client.HTTPConnection("127.0.0.1", api_cluster.port, timeout=10)
+    with pytest.raises((http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError)):
+        conn.request("GET", f"{V1}/health")
+        conn.getresponse()
+    conn.close()
+    other_ca = ssl.create_default_context()  # the system's CAs: none of them signed the cluster's certificate
+    with (
+        socket.create_connection(("127.0.0.1", api_cluster.port), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        other_ca.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def test_bearer_token_is_accepted(api_cluster):
@@ -394,3 +416,64 @@ def test_unreachable_zookeeper_is_503(workdir, api_cluster):
         assert status == 503 and err["error"] == "cluster not ready" and "not reachable" in err["detail"]
     finally:
         server.stop()
+
+
+def test_workers_run_as_the_api_user_and_still_serve(api_cluster, zookeeper):
+    """As on a node (PVC_API_USER=pvc-api there; `nobody` here): the master stays root to fork, the workers that
+    serve every request run unprivileged and read a group-readable key."""
+    import grp
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="pvc-api-user-"))  # traversable by `nobody`, unlike pytest's tmp_path
+    folder.chmod(0o755)
+    try:
+        config = folder / "cluster.toml"
+        config.write_text(api_cluster.config.read_text())
+        server = ApiServer(
+            folder / "api", config, zookeeper.hosts, api_cluster.port + 101, env={"PVC_API_USER": "nobody"}
+        )
+        key = folder / "api" / "api-tls" / "key.pem"
+        os.chown(key, 0, grp.getgrnam("nogroup").gr_gid)
+        key.chmod(0o640)
+        for d in (folder / "api", folder / "api" / "api-tls"):
+            d.chmod(0o755)
+        try:
+            server.wait_ready()
+            assert server.call("GET", f"{V1}/vms", key=api_cluster.key)[0] == 200
+            master = server.proc.popen.pid
+            users = subprocess.run(["ps", "-o", "user=", "--ppid", str(master)], capture_output=True, text=True).stdout
+            assert users.split() == ["nobody", "nobody"]
+            assert (
+                subprocess.run(["ps", "-o", "user=", "-p", str(master)], capture_output=True, text=True).stdout.strip()
+                == "root"
+            )
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_on_a_node_the_api_listens_on_its_own_and_the_floating_addresses_only(api_cluster, zookeeper, tmp_path):
+    """PVC_NODE instead of PVC_API_BIND, as formation starts it: loopback, the node's upstream and cluster IPs and the
+    floating IPs (which this host does not hold: bound with IP_FREEBIND), never 0.0.0.0."""
+    import subprocess
+
+    from pvc.config.load import load
+    from pvc.config.resolve import api_addresses
+
+    port = api_cluster.port + 102
+    config = tmp_path / "cluster.toml"
+    config.write_text(api_cluster.config.read_text() + f"[api]\nport = {port}\n")
+    cfg = load(config).config
+    assert cfg is not None
+    with ApiServer.running(
+        tmp_path / "a", config, zookeeper.hosts, port, env={"PVC_API_BIND": "", "PVC_NODE": "n1"}
+    ) as server:
+        assert server.call("GET", f"{V1}/vms", key=api_cluster.key)[0] == 200
+        listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+        addresses = sorted(line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines())
+    assert addresses == sorted(api_addresses(cfg, cfg.node("n1")))
+    assert "0.0.0.0" not in addresses and str(cfg.network.upstream.floating_ip) in addresses

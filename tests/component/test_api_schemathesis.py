@@ -31,10 +31,12 @@ def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
         SCHEMATHESIS_API_PORT,
         env={"PVC_CEPH_CONF": str(ceph.conf), "PVC_CEPH_NAME": "client.libvirt"},
     ) as api:
-        run_schemathesis(api.url, initial_api_key(JOIN_KEY), tmp_path)
+        ca = tmp_path / "cluster-ca.pem"  # the API serves HTTPS with a certificate of the cluster CA
+        ca.write_text(api.ca_pem or "")
+        run_schemathesis(api.url, initial_api_key(JOIN_KEY), tmp_path, ca)
 
 
-def run_schemathesis(url: str, key: str, tmp_path: Path) -> None:
+def run_schemathesis(url: str, key: str, tmp_path: Path, ca: Path) -> None:
     examples = os.environ.get("PVC_SCHEMATHESIS_EXAMPLES", "50")
     out = subprocess.run(
         [
@@ -57,6 +59,8 @@ def run_schemathesis(url: str, key: str, tmp_path: Path) -> None:
             "30",
             "--suppress-health-check",
             "all",
+            "--tls-verify",
+            str(ca),
             "--seed",
             "1",
             "--no-color",

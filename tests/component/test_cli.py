@@ -9,6 +9,7 @@ VM's console log.
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pvc.cli.client import fingerprint
 from pvc.cli.output import printable
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import FormationProgress, FormationStep, LogRing
@@ -31,9 +33,9 @@ from tests.harness.ports import free_port
 @pytest.fixture
 def cli(api_cluster, tmp_path) -> Cli:
     c = Cli(tmp_path / "client")
-    c.ok(
-        "connection", "add", "test", "--address", "127.0.0.1", "--port", str(api_cluster.port), "--key", api_cluster.key
-    )
+    # as an administrator adds a cluster: the initial key and the pinned cluster CA from its cluster.toml
+    c.ok("connection", "add", "test", "--from-config", str(api_cluster.config), "--address", "127.0.0.1", "--port",
+         str(api_cluster.port))  # fmt: skip
     return c
 
 
@@ -341,8 +343,9 @@ def test_shell_completion_asks_the_api(cli, api_cluster, tmp_path):
 
 
 def test_bad_key_missing_key_and_unreachable_api(cli, api_cluster):
-    cli.ok("connection", "add", "wrong", "--address", "127.0.0.1", "--port", str(api_cluster.port), "--key", "nope")
-    cli.ok("connection", "add", "nokey", "--address", "127.0.0.1", "--port", str(api_cluster.port))
+    where = ("--from-config", str(api_cluster.config), "--address", "127.0.0.1", "--port", str(api_cluster.port))
+    cli.ok("connection", "add", "wrong", *where, "--key", "nope")
+    cli.ok("connection", "add", "nokey", *where, "--key", "")
     port = free_port()
     cli.ok("connection", "add", "down", "--address", "127.0.0.1", "--port", str(port), "--key", "k")
     assert cli.fails("-c", "wrong", "vm", "list") == (
@@ -352,7 +355,7 @@ def test_bad_key_missing_key_and_unreachable_api(cli, api_cluster):
         "pvc: connection 'nokey' has no API key and the API requires one (401)"
     )
     assert cli.fails("-c", "down", "node", "list") == (
-        f"pvc: cannot reach the API at http://127.0.0.1:{port}: connection refused"
+        f"pvc: cannot reach the API at https://127.0.0.1:{port}: connection refused"
     )
     env_choice = cli.run("vm", "list", timeout=30)
     assert env_choice.returncode == 0  # the default is still 'test'
@@ -366,12 +369,13 @@ def test_bad_key_missing_key_and_unreachable_api(cli, api_cluster):
 
 @pytest.fixture
 def tls_api(api_cluster, zookeeper, workdir, tmp_path):
-    """The API under gunicorn with TLS (a self-signed certificate for 127.0.0.1), over the same cluster state."""
+    """The API under gunicorn with the administrator's own certificate (self-signed for 127.0.0.1), over the same
+    cluster state."""
     folder = workdir / f"api-tls-{uuid.uuid4().hex[:6]}"
     cert, key = self_signed(folder, ["127.0.0.1"])
     config = folder / "cluster.toml"
     config.write_text(cluster_toml(["n1", "n2", "n3"]) + f'[api]\ntls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
-    with ApiServer.running(folder, config, zookeeper.hosts, free_port(), tls=True) as server:
+    with ApiServer.running(folder, config, zookeeper.hosts, free_port()) as server:
         yield server, cert
 
 
@@ -395,6 +399,51 @@ def test_tls_errors_against_gunicorn(cli, api_cluster, tls_api):
     line = cli.fails("-c", "plain", "cluster", "status")
     assert line.startswith(f"pvc: the API at http://127.0.0.1:{port} closed the connection without answering")
     assert "--tls" in line
+
+
+def test_a_certificate_the_pinned_cluster_ca_did_not_sign_names_both_fingerprints(cli, api_cluster, tls_api):
+    server, cert = tls_api
+    cli.ok("connection", "add", "pinned", "--from-config", str(api_cluster.config), "--address", "127.0.0.1",
+           "--port", str(server.port))  # fmt: skip
+    line = cli.fails("-c", "pinned", "cluster", "status")
+    served = fingerprint(ssl.PEM_cert_to_DER_cert(cert.read_text()))
+    ca = fingerprint(ssl.PEM_cert_to_DER_cert(api_cluster.ca_pem))
+    assert line.startswith(
+        f"pvc: TLS error talking to https://127.0.0.1:{server.port}: the server presents a certificate"
+    )
+    assert f"SHA-256 fingerprint {served}" in line and f"(SHA-256 {ca}) did not sign" in line
+    assert "--from-config FILE --replace" in line
+
+
+def test_plain_http_to_the_api_gets_no_answer(cli, api_cluster):
+    cli.ok("connection", "add", "plain", "--address", "127.0.0.1", "--port", str(api_cluster.port), "--no-tls",
+           "--key", api_cluster.key)  # fmt: skip
+    line = cli.fails("-c", "plain", "cluster", "status")
+    assert line.startswith(f"pvc: the API at http://127.0.0.1:{api_cluster.port} closed the connection without")
+
+
+def test_cluster_key_add_list_revoke_restore(cli, api_cluster, tmp_path):
+    name = unique("cli")
+    made = cli.run("cluster", "key", "add", name, "--role", "read-only")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert len(key) == 43 and "shown only now" in made.stderr
+    listed = cli.ok("cluster", "key", "list")
+    row = next(line.split() for line in listed.splitlines() if line.startswith(name))
+    assert row[:3] == [name, "read-only", "api"] and key not in listed
+    key_file = tmp_path / "ro.key"
+    key_file.write_text(key + "\n")
+    cli.ok("connection", "add", "ro", "--from-config", str(api_cluster.config), "--address", "127.0.0.1", "--port",
+           str(api_cluster.port), "--key-file", str(key_file))  # fmt: skip
+    assert cli.json("-c", "ro", "cluster", "status")["name"] == "comptest"
+    assert cli.fails("-c", "ro", "cluster", "maintenance", "on") == (
+        "pvc: forbidden: this operation needs an API key with the role 'admin'; the key "
+        f"'{name}' has the role 'read-only'"
+    )
+    assert cli.fails("-c", "ro", "cluster", "key", "list").startswith("pvc: forbidden:")
+    assert cli.ok("cluster", "key", "revoke", name).strip() == f"revoked API key '{name}' (read-only, api)"
+    assert cli.fails("cluster", "key", "restore", name) == f"pvc: not found: API key '{name}'"  # deleted
+    assert cli.fails("cluster", "key", "revoke", "initial").startswith("pvc: conflict: 'initial' is the last admin key")
 
 
 # -- the administrator's day, on three simulated servers --------------------------------------------------------------

@@ -15,16 +15,16 @@ import json
 import os
 import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
 
+from pvc.config.load import load
+from pvc.config.pki import api_pki, ca_pem
 from pvc.config.schema import API_PREFIX
-from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.config.secrets import ZK_USER, read_join_key, zookeeper_password
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import ensure_schema
 from pvc.nodeos.state.models import Keepalive, NodeRecord
@@ -43,18 +43,36 @@ class ApiServer:
         port: int,
         workers: int = 2,
         env: dict[str, str] | None = None,
-        tls: bool = False,
     ) -> None:
-        """`tls`: the config names a certificate, so gunicorn serves HTTPS (checked here without verification)."""
+        """HTTPS as on a node, unless the config says `insecure_http`: with a certificate of the cluster CA for the
+        config's first node (issued here, as formation issues it), verified against that CA; or with the
+        config's own tls_cert_file (not verified here)."""
         port_free(port)
         self.port = port
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        self.config = config
         self.key: str | None = None  # set by whoever knows the cluster's join key
         self.state: ClusterState | None = None
+        self.ca_pem: str | None = None  # the cluster CA the API's certificate is verified against
         self._context: ssl.SSLContext | None = None
-        if tls:
-            self._context = ssl.create_default_context()
-            self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+        cfg = load(config).config
+        assert cfg is not None, f"{config} is not valid"
+        tls_env: dict[str, str] = {}
+        if not cfg.api.insecure_http:
+            if cfg.api.tls_cert_file is None:
+                join_key = read_join_key(cfg, config.parent)
+                issued = api_pki(join_key, cfg, cfg.nodes[0])
+                folder = workdir / "api-tls"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "cert.pem").write_text(issued.cert_pem)
+                (folder / "key.pem").write_text(issued.key_pem)
+                (folder / "key.pem").chmod(0o600)
+                tls_env = {"PVC_API_TLS_CERT": str(folder / "cert.pem"), "PVC_API_TLS_KEY": str(folder / "key.pem")}
+                self.ca_pem = ca_pem(join_key, cfg)
+                self._context = ssl.create_default_context(cadata=self.ca_pem)
+            else:
+                self._context = ssl.create_default_context()
+                self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+        self.url = f"{'https' if self._context else 'http'}://127.0.0.1:{port}"
         self.spool = workdir / "upload-spool"  # where qcow2/VMDK uploads are spooled (PVCDATA's on a node)
         env = {
             **os.environ,
@@ -63,6 +81,7 @@ class ApiServer:
             "PVC_API_BIND": f"127.0.0.1:{port}",
             "PVC_API_WORKERS": str(workers),
             "PVC_UPLOAD_SPOOL": str(self.spool),
+            **tls_env,
             **(env or {}),
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -99,22 +118,29 @@ class ApiServer:
         key: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
-    ) -> tuple[int, Any]:  # the status and the decoded JSON (or the text) of the answer
+        source: str | None = None,
+    ) -> tuple[int, Any]:
+        """One request; (status, the decoded JSON or the text). `source`: the client's address (127.0.0.x), for
+        tests that must not meet the limit on failed authentications of 127.0.0.1."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        sent = {**(headers or {})}
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            sent.setdefault("Content-Type", "application/json")
         if key:
-            req.add_header("X-Api-Key", key)
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
+            sent["X-Api-Key"] = key
+        bind = (source, 0) if source else None
+        if self._context is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=330, context=self._context, source_address=bind
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=330, source_address=bind)
         try:
-            with urllib.request.urlopen(req, timeout=330, context=self._context) as resp:
-                payload = resp.read()
-                status = resp.status
-                ctype = resp.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as exc:
-            payload, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+            conn.request(method, path, body=data, headers=sent)
+            resp = conn.getresponse()
+            payload, status, ctype = resp.read(), resp.status, resp.headers.get("Content-Type", "")
+        finally:
+            conn.close()
         if "json" in ctype:
             return status, json.loads(payload or b"null")
         return status, payload.decode(errors="replace")

@@ -28,3 +28,11 @@ def example_cluster(name: str) -> ClusterFile:
     result = load(example(name))
     assert result.config is not None, [p.format(name) for p in result.errors]
     return result.config
+
+
+def example_join_key(name: str) -> str:
+    """The join key of the example NAME.toml (the lab's are inline; a production example's names a file)."""
+    from pvc.config.secrets import read_join_key
+
+    path = example(name)
+    return read_join_key(example_cluster(name), path.parent)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.harness.ports import free_port
 
-Answer = tuple[int, object]  # status, JSON body (bytes: sent as is, text/html)
+Answer = tuple[int, object] | tuple[int, object, dict[str, str]]  # status, JSON body (bytes: as is), headers
 
 
 @dataclass
@@ -54,9 +54,12 @@ def serve(stub: Stub, tls: ssl.SSLContext | None = None) -> tuple[ThreadingHTTPS
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            status, payload = stub.answer(Seen(self.command, self.path, dict(self.headers.items()), body))
+            answer = stub.answer(Seen(self.command, self.path, dict(self.headers.items()), body))
+            status, payload = answer[0], answer[1]
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (answer[2] if len(answer) == 3 else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "text/html" if isinstance(payload, bytes) else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

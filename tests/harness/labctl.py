@@ -52,9 +52,12 @@ class Lab:
         return json.loads(self.sh(node, command))
 
     def pvc(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "pvc"), "-c", "lab", *args], capture_output=True, text=True, timeout=timeout, env=self.env
-        )
+        """`pvc -c lab ARGS`: the connection `pvc-lab up` registered."""
+        return self.pvc_raw("-c", "lab", *args, timeout=timeout)
+
+    def pvc_raw(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`pvc ARGS` with the lab's connection folder."""
+        return subprocess.run([str(BIN / "pvc"), *args], capture_output=True, text=True, timeout=timeout, env=self.env)
 
     def status(self) -> dict:
         return json.loads(self.run("status", "--format", "json").stdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -17,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from pvc.config.load import load
 from pvc.nodeos.boot import console as node_console
 from pvc.nodeos.daemon import hostinfo
 from tests.harness import images
+from tests.harness.examples import example
 from tests.harness.labctl import Lab
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
@@ -254,6 +257,7 @@ def test_reboot_rejoins_without_reforming(lab):
         "runuser -u postgres -- psql -qc \"CREATE TABLE systest (v text); INSERT INTO systest VALUES ('before reboot')\"",
     )
     lab.sh("node2", "echo not persistent > /etc/pvc-systest-marker")
+    host_key = lab.sh("node2", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
 
     lab.sh("node2", "systemctl reboot", check=False)
     lab.wait(
@@ -269,6 +273,11 @@ def test_reboot_rejoins_without_reforming(lab):
     assert "ceph-osd: done" in console and f"osd.{OSD_OF['node2'][0]}" in console  # the same OSD, not a new one
     assert "ceph-pools: done" in console and "all present" in console
     assert lab.sh("node2", "test -e /etc/pvc-systest-marker && echo kept || echo gone").strip() == "gone"
+    # the SSH host key clients pinned is the same (kept on PVCDATA), and sshd serves it
+    assert "SSH host key restored from PVCDATA" in console
+    assert lab.sh("node2", "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == host_key
+    served = lab.sh("node2", "ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | ssh-keygen -lf -").split()[1]
+    assert served == host_key
     assert lab.sh("node2", "ceph fsid 2>/dev/null").strip() == fsid
     assert lab.json("node2", "ceph osd stat -f json 2>/dev/null")["num_osds"] == 3
     assert lab.sh("node2", f'/opt/pvc/bin/python -c "{ZK_READ}"').strip() == "written before the reboot"
@@ -294,6 +303,98 @@ def test_osd_add_on_a_spare_disk(lab):
     assert len(node3["children"]) == 2
     again = lab.pvc("storage", "osd", "add", "node2", "--path", "/dev/disk/by-id/*pvc-data*", "--wait", timeout=120)
     assert again.returncode != 0 and "matches no disk" in again.stdout + again.stderr  # PVCDATA is never an OSD
+
+
+# -- the API: HTTPS only, roles, revocable keys (issue 11) -------------------------------------------------------------
+ROLE_VM_XML = (
+    "<domain type='qemu'><name>rolevm</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>"
+    "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><serial type='pty'/></devices></domain>"
+)
+
+
+def test_the_api_answers_only_https_on_the_nodes_own_addresses(lab):
+    conn = http.client.HTTPConnection("127.0.0.1", lab.api_port, timeout=10)  # the forward to the floating IP
+    with pytest.raises((http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError)):
+        conn.request("GET", "/api/v1/health")
+        conn.getresponse()
+    conn.close()
+    status = lab.pvc("cluster", "status", "--format", "json")  # `lab`: the cluster CA pinned, no --insecure
+    assert status.returncode == 0 and json.loads(status.stdout)["health"] in ("ok", "degraded"), status.stderr
+    listening = lab.sh("node1", "ss -Hltn 'sport = :7370'")
+    addresses = sorted(line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines())
+    assert "0.0.0.0" not in addresses and "*" not in addresses, addresses
+    assert {"127.0.0.1", "192.0.2.11", "198.51.100.11", "192.0.2.250", "198.51.100.250"} == set(addresses)
+
+
+def test_the_api_workers_run_as_pvc_api(lab):
+    workers = lab.sh("node1", "ps -o user=,args= -u pvc-api")
+    assert "gunicorn" in workers, workers
+    assert lab.sh("node1", "systemctl show -p NoNewPrivileges,ProtectSystem pvc-api").split() == [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ]
+
+
+def _key_connection(lab: Lab, tmp_path: Path, role: str) -> str:
+    """A connection named after `role` with a new key of that role."""
+    made = lab.pvc("cluster", "key", "add", f"sys-{role}", "--role", role)
+    assert made.returncode == 0, made.stderr
+    key_file = tmp_path / f"{role}.key"
+    key_file.write_text(made.stdout.strip() + "\n")
+    out = lab.pvc_raw("connection", "add", role, "--from-config", str(example("lab-3node")), "--address", "127.0.0.1",
+                      "--port", str(lab.api_port), "--key-file", str(key_file))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return role
+
+
+def test_roles_read_only_lists_operator_starts_admin_defines(lab, tmp_path):
+    ro, op = _key_connection(lab, tmp_path, "read-only"), _key_connection(lab, tmp_path, "operator")
+    xml = tmp_path / "rolevm.xml"
+    xml.write_text(ROLE_VM_XML)
+    refused = lab.pvc_raw("-c", op, "vm", "define", str(xml))
+    assert refused.returncode == 1 and "needs an API key with the role 'admin'" in refused.stderr
+    assert lab.pvc("vm", "define", str(xml)).returncode == 0
+    try:
+        assert lab.pvc_raw("-c", ro, "vm", "list").returncode == 0
+        refused = lab.pvc_raw("-c", ro, "vm", "start", "rolevm")
+        assert refused.returncode == 1 and "forbidden" in refused.stderr
+        assert "the role 'operator'; the key 'sys-read-only' has the role 'read-only'" in refused.stderr
+        started = lab.pvc_raw("-c", op, "vm", "start", "rolevm")
+        assert started.returncode == 0, started.stderr
+    finally:
+        lab.pvc("vm", "stop", "rolevm", "--wait", timeout=120)
+        lab.pvc("vm", "remove", "rolevm", "--yes")
+        for role in ("read-only", "operator"):
+            lab.pvc("cluster", "key", "revoke", f"sys-{role}")
+
+
+def test_the_initial_key_can_be_revoked_and_an_admin_key_still_works(lab, tmp_path):
+    admin = _key_connection(lab, tmp_path, "admin")
+    try:
+        assert lab.pvc("cluster", "key", "revoke", "initial").returncode == 0
+
+        def refused() -> bool:
+            out = lab.pvc("cluster", "status")
+            return out.returncode == 1 and "the API key 'initial' has been revoked" in out.stderr
+
+        assert lab.wait("the initial key to be refused", refused, 30, interval=0.5)
+        assert lab.pvc_raw("-c", admin, "cluster", "status").returncode == 0
+    finally:
+        restored = lab.pvc_raw("-c", admin, "cluster", "key", "restore", "initial")
+        assert restored.returncode == 0, restored.stderr
+        lab.wait("the initial key back", lambda: lab.pvc("cluster", "status").returncode == 0, 30, interval=0.5)
+        lab.pvc("cluster", "key", "revoke", "sys-admin")
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_root_cannot_log_in_and_the_join_key_is_in_no_log(lab, node):
+    assert "permitrootlogin no" in lab.sh(node, "sshd -T 2>/dev/null | grep -i permitrootlogin")
+    join_key = load(example("lab-3node")).config.cluster.join_key
+    assert join_key not in lab.console(node)
+    found = lab.sh(node, f"journalctl --no-pager -o cat | grep -c -F {join_key} || true").strip()
+    assert found == "0", f"the join key is in {node}'s journal"
+    found = lab.sh(node, f"grep -r -l -F {join_key} /var/log /var/lib/pvc 2>/dev/null || true").strip()
+    assert found == "", f"the join key is in {found}"
 
 
 # -- day two in the lab: a VM on an uploaded RBD volume, live migration, and a node's power loss ---------------------

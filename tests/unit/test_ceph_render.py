@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from pvc.config.secrets import cluster_secrets, read_join_key
+from pvc.config.secrets import cluster_secrets, new_join_key
 from pvc.nodeos.formation import ceph as cephform
 from tests.harness.examples import example_cluster
 
@@ -23,7 +23,7 @@ def test_mon_keyring_is_read_by_ceph_authtool(tmp_path):
 
 def test_monmap_from_a_production_file(tmp_path):
     cfg = example_cluster("production-5node")
-    secrets = cluster_secrets(read_join_key(cfg, None), [n.name for n in cfg.nodes])
+    secrets = cluster_secrets(new_join_key(), [n.name for n in cfg.nodes])  # the example names a join key file
     params = cephform.params_for(cfg, secrets)
     assert params.mons == [("hv1", "10.0.1.1"), ("hv2", "10.0.1.2"), ("hv3", "10.0.1.3")]
     monmap = tmp_path / "monmap"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,18 +19,12 @@ from typing import Any
 
 import pytest
 
-from pvc.cli.client import API_PREFIX, ApiError, Client, Unreachable, path
+from pvc.cli.client import API_PREFIX, ApiError, Client, Unreachable, fingerprint, path
 from pvc.cli.profiles import Connection
 from pvc.config import schema
-from tests.harness.http_stub import (
-    Stub,
-    closed_port,
-    early_refusal,
-    self_signed,
-    serve,
-    silent_server,
-    tls_context,
-)
+from pvc.config.pki import api_pki, ca_pem
+from tests.harness.examples import example_cluster, example_join_key
+from tests.harness.http_stub import Stub, closed_port, early_refusal, self_signed, serve, silent_server, tls_context
 
 PVC = Path(sys.executable).parent / "pvc"
 
@@ -247,6 +242,42 @@ def test_unresolvable_host():
     assert err.message.startswith("cannot reach the API at http://no-such-host.invalid:7370: cannot resolve")
 
 
+# -- where the key goes -------------------------------------------------------------------------------------------------
+
+
+def test_a_redirect_to_another_host_is_not_followed(stub):
+    other = Stub({("GET", "/api/v1/cluster"): (200, {"name": "elsewhere"})})
+    server, other_url = serve(other)
+    elsewhere = other_url.replace("127.0.0.1", "localhost")
+    stub.routes[("GET", "/api/v1/cluster")] = (302, {}, {"Location": f"{elsewhere}/api/v1/cluster"})
+    try:
+        err = failure(Client(conn(stub.url)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert err.message.startswith(f"the API at {stub.url} redirected to {elsewhere}/api/v1/cluster: not followed")
+    assert other.seen == []
+
+
+def test_a_redirect_on_the_same_server_is_followed_with_the_key(stub):
+    stub.routes[("GET", "/api/v1/cluster")] = (307, {}, {"Location": "/api/v1/cluster/again"})
+    stub.routes[("GET", "/api/v1/cluster/again")] = (200, {"name": "moved"})
+    assert Client(conn(stub.url)).get("/cluster") == {"name": "moved"}
+    assert stub.seen[-1].headers.get("X-Api-Key") == "k3y"
+
+
+def test_proxies_of_the_environment_are_ignored_unless_the_profile_says(stub, monkeypatch):
+    stub.routes[("GET", "/api/v1/cluster")] = (200, {"name": "direct"})
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert Client(conn(stub.url)).get("/cluster") == {"name": "direct"}
+    err = failure(Client(conn(stub.url, proxy=True)))
+    assert "connection refused" in err.message  # through the (closed) proxy
+
+
 # -- TLS ---------------------------------------------------------------------------------------------------------------
 
 
@@ -275,6 +306,50 @@ def test_certificate_for_another_name(certs):
         server.shutdown()
         server.server_close()
     assert err.message.startswith(f"TLS error talking to {url}: certificate verify failed: IP address mismatch")
+
+
+@pytest.fixture(scope="module")
+def cluster_certs(tmp_path_factory):
+    """The API certificate of a lab node, issued by its cluster CA (as formation issues it), and another cluster's CA."""
+    cfg, join_key = example_cluster("lab-1node"), example_join_key("lab-1node")
+    folder = tmp_path_factory.mktemp("cluster-tls")
+    issued = api_pki(join_key, cfg, cfg.nodes[0])
+    (folder / "cert.pem").write_text(issued.cert_pem)
+    (folder / "key.pem").write_text(issued.key_pem)
+    return folder / "cert.pem", folder / "key.pem", ca_pem(join_key, cfg), ca_pem("0" * 64, cfg)
+
+
+@pytest.fixture
+def cluster_tls_stub(cluster_certs):
+    s = Stub({("GET", "/api/v1/cluster"): (200, {"name": "pinned"})})
+    server, url = serve(s, tls_context(*cluster_certs[:2]))
+    s.url = url
+    yield s
+    server.shutdown()
+    server.server_close()
+
+
+def test_pinned_cluster_ca_verifies_the_api_certificate(cluster_tls_stub, cluster_certs):
+    assert Client(conn(cluster_tls_stub.url, ca_pem=cluster_certs[2])).get("/cluster") == {"name": "pinned"}
+
+
+def test_a_certificate_another_ca_signed_names_both_fingerprints(cluster_tls_stub, cluster_certs):
+    err = failure(Client(conn(cluster_tls_stub.url, ca_pem=cluster_certs[3])))
+    served = fingerprint(ssl.PEM_cert_to_DER_cert(cluster_certs[0].read_text()))
+    pinned = fingerprint(ssl.PEM_cert_to_DER_cert(cluster_certs[3]))
+    assert isinstance(err, Unreachable)
+    assert err.message.startswith(
+        f"TLS error talking to {cluster_tls_stub.url}: the server presents a certificate with SHA-256 fingerprint "
+        f"{served}, which the cluster CA pinned for connection 'lab' (SHA-256 {pinned}) did not sign"
+    )
+    assert served != pinned
+
+
+def test_a_damaged_pinned_ca_is_named(cluster_tls_stub):
+    err = failure(
+        Client(conn(cluster_tls_stub.url, ca_pem="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+    )
+    assert err.message.startswith("the pinned CA certificate of connection 'lab' is damaged")
 
 
 def test_unreadable_ca_file(tls_stub, tmp_path):

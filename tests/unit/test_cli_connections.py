@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from pvc.cli.profiles import Connection, build_url, check_url, mask
+from pvc.config.pki import ca_pem
 from pvc.config.secrets import initial_api_key
-from tests.harness.examples import example
+from tests.harness.examples import example, example_cluster, example_join_key
 from tests.harness.http_stub import closed_port
 
 PVC = Path(sys.executable).parent / "pvc"
@@ -44,20 +45,22 @@ def stored(client_dir: Path) -> dict:
 def test_add_writes_a_private_file_and_the_first_becomes_default(tmp_path):
     d = tmp_path / "pvc"
     out = ok(d, "connection", "add", "lab", "--address", "10.0.0.5", "--key", KEY, "--description", "the lab")
-    assert out.strip() == f"added connection 'lab': http://10.0.0.5:7370 (default) to {d / 'connections.json'}"
+    assert out.strip() == f"added connection 'lab': https://10.0.0.5:7370 (default) to {d / 'connections.json'}"
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert stat.S_IMODE((d / "connections.json").stat().st_mode) == 0o600
-    ok(d, "connection", "add", "prod", "--address", "pvc.example.com", "--port", "8443", "--tls", "--key", KEY)
+    ok(d, "connection", "add", "prod", "--address", "pvc.example.com", "--port", "8443", "--no-tls", "--key", KEY)
     doc = stored(d)
     assert doc["default"] == "lab"
     assert doc["connections"]["lab"] == {
-        "url": "http://10.0.0.5:7370",
+        "url": "https://10.0.0.5:7370",
         "key": KEY,
         "verify": True,
         "ca_file": None,
+        "ca_pem": None,
+        "proxy": False,
         "description": "the lab",
     }
-    assert doc["connections"]["prod"]["url"] == "https://pvc.example.com:8443"
+    assert doc["connections"]["prod"]["url"] == "http://pvc.example.com:8443"
 
 
 def test_add_refuses_to_overwrite_without_replace(tmp_path):
@@ -65,7 +68,7 @@ def test_add_refuses_to_overwrite_without_replace(tmp_path):
     res = pvc(tmp_path, "connection", "add", "lab", "--address", "10.0.0.6")
     assert res.returncode == 1 and res.stderr == "pvc: connection 'lab' exists: pass --replace to replace it\n"
     ok(tmp_path, "connection", "add", "lab", "--address", "10.0.0.6", "--key", KEY, "--replace")
-    assert stored(tmp_path)["connections"]["lab"]["url"] == "http://10.0.0.6:7370"
+    assert stored(tmp_path)["connections"]["lab"]["url"] == "https://10.0.0.6:7370"
 
 
 def test_key_file_ca_file_insecure_and_ipv6(tmp_path):
@@ -104,15 +107,23 @@ def test_add_usage_errors_exit_2(tmp_path):
     assert res.returncode == 1 and res.stderr == f"pvc: the key file {empty} is empty\n"
 
 
-def test_from_config_derives_address_port_and_initial_key(tmp_path):
+def test_from_config_derives_address_port_ca_and_initial_key(tmp_path):
     path = example("lab-3node")
-    ok(tmp_path, "connection", "add", "lab", "--from-config", str(path))
+    out = ok(tmp_path, "connection", "add", "lab", "--from-config", str(path))
+    assert "cluster CA pinned" in out
     doc = stored(tmp_path)["connections"]["lab"]
-    join_key = "0364221b7440dbc4359db57e38152582fbb40d62e11bf9b42400b80fa260d932"
-    assert doc["url"] == "http://192.0.2.250:7370"  # the upstream floating IP
+    cfg, join_key = example_cluster("lab-3node"), example_join_key("lab-3node")
+    assert doc["url"] == "https://192.0.2.250:7370"  # the upstream floating IP, HTTPS: the API's default
     assert doc["key"] == initial_api_key(join_key)
+    assert doc["ca_pem"] == ca_pem(join_key, cfg) and doc["verify"] is True
     ok(tmp_path, "connection", "add", "local", "--from-config", str(path), "--address", "127.0.0.1", "--port", "9")
-    assert stored(tmp_path)["connections"]["local"]["url"] == "http://127.0.0.1:9"
+    assert stored(tmp_path)["connections"]["local"]["url"] == "https://127.0.0.1:9"
+    plain = tmp_path / "plain.toml"
+    plain.write_text(path.read_text().replace("[timers]", "[api]\ninsecure_http = true\n\n[timers]"))
+    out = ok(tmp_path, "connection", "add", "plain", "--from-config", str(plain))
+    assert "plain http: the key crosses the network in clear" in out
+    assert stored(tmp_path)["connections"]["plain"]["url"] == "http://192.0.2.250:7370"
+    assert stored(tmp_path)["connections"]["plain"]["ca_pem"] is None
     broken = tmp_path / "broken.toml"
     broken.write_text("schema = 1\n")
     res = pvc(tmp_path, "connection", "add", "x", "--from-config", str(broken))
@@ -121,11 +132,11 @@ def test_from_config_derives_address_port_and_initial_key(tmp_path):
 
 def test_list_masks_keys_unless_asked(tmp_path):
     ok(tmp_path, "connection", "add", "lab", "--address", "10.0.0.5", "--key", KEY, "--description", "lab rack")
-    ok(tmp_path, "connection", "add", "prod", "--address", "10.1.0.5", "--tls")
+    ok(tmp_path, "connection", "add", "prod", "--address", "10.1.0.5", "--no-tls")
     lines = ok(tmp_path, "connection", "list").splitlines()
     assert lines[0].split() == ["NAME", "URL", "KEY", "TLS", "VERIFY", "DESCRIPTION"]
-    assert lines[1].split() == ["*", "lab", "http://10.0.0.5:7370", "****cdef", "-", "lab", "rack"]
-    assert lines[2].split() == ["prod", "https://10.1.0.5:7370", "-", "yes"]
+    assert lines[1].split() == ["*", "lab", "https://10.0.0.5:7370", "****cdef", "system", "cas", "lab", "rack"]
+    assert lines[2].split() == ["prod", "http://10.1.0.5:7370", "-", "-"]
     assert KEY not in "\n".join(lines)
     doc = json.loads(ok(tmp_path, "connection", "list", "--format", "json"))
     assert [c["key"] for c in doc] == ["****cdef", "-"]
@@ -133,10 +144,11 @@ def test_list_masks_keys_unless_asked(tmp_path):
     assert doc[0] == {
         "name": "lab",
         "default": True,
-        "url": "http://10.0.0.5:7370",
+        "url": "https://10.0.0.5:7370",
         "key": KEY,
         "verify": True,
         "ca_file": None,
+        "ca_pinned": False,
         "description": "lab rack",
     }
     assert "key: s3cret-key-0123456789abcdef" in ok(tmp_path, "connection", "list", "--format", "yaml", "--show-keys")
@@ -159,7 +171,7 @@ def test_remove_and_default(tmp_path):
 def test_selection_order_flag_then_environment_then_default(tmp_path):
     ports = {name: closed_port() for name in ("a", "b", "c")}
     for name, port in ports.items():
-        ok(tmp_path, "connection", "add", name, "--address", "127.0.0.1", "--port", str(port), "--key", KEY)
+        ok(tmp_path, "connection", "add", name, "--address", "127.0.0.1", "--port", str(port), "--no-tls", "--key", KEY)
 
     def chosen(*args: str, env: dict[str, str] | None = None) -> int:
         res = pvc(tmp_path, *args, "cluster", "status", env=env)
@@ -236,6 +248,8 @@ def test_check_url_and_mask():
         "key": "",
         "verify": True,
         "ca_file": None,
+        "ca_pem": None,
+        "proxy": False,
         "description": "",
     }
 

@@ -52,3 +52,11 @@ def test_emit_formats(capsys):
 def test_printable_strips_terminal_escapes_but_keeps_tabs():
     lines = ["\x1bcSeaBIOS (version 1.16)", "\x1b[1;31mred\x1b[0m\tcell", "bell\x07 \x1b]0;title\x07done\r", "plain"]
     assert printable(lines) == "SeaBIOS (version 1.16)\nred\tcell\nbell done\nplain"
+
+
+def test_every_table_cell_loses_c0_and_c1_controls():
+    hostile = "web\x1b]0;pwned\x07\x1b[2J\x9b31m\x85\x00name\tx"  # OSC title, CSI clear, C1 CSI and NEL, NUL, tab
+    text = table(["name", "tags"], [(hostile, [hostile, "ok"])])
+    assert text.splitlines()[1] == "webname x  webname x,ok"
+    assert fields([("name", hostile)]) == "name:  webname x"
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text if c != "\n")

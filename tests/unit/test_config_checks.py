@@ -306,3 +306,83 @@ def test_bgp_router_that_is_a_node_ip(p3):
 def test_duplicate_pool_name(p5):
     err = only_error(edit(p5, 'name = "scratch"', 'name = "vms"'))
     assert err.key == "ceph.pools[1].name"
+
+
+# -- API keys, HTTPS, published join keys (issue 11) -------------------------------------------------------------------
+
+
+def test_api_keys_warn_without_a_role_and_names_are_unique(p5):
+    text = edit(p5, "[api]\nport = 7370", "[api]\nport = 7370\ninsecure_http = true")
+    warnings = problems(text, "warning")
+    assert any(w.key == "api.insecure_http" and "in clear" in w.message for w in warnings)
+    text = edit(p5, 'role = "read-only", sha256', "sha256")
+    warning = next(w for w in problems(text, "warning") if w.key == "api.keys[0]")
+    assert "names no role, so it gets 'read-only'" in warning.message
+    dup = edit(p5, "keys = [\n", 'keys = [\n    { name = "monitoring", role = "admin", key = "' + "k" * 32 + '" },\n')
+    err = only_error(dup)
+    assert err.key == "api.keys[1].name" and "API key name" in err.message
+
+
+@pytest.mark.parametrize(
+    "entry,needle",
+    [
+        ('{ name = "short", key = "' + "s" * 31 + '" }', "at least 32 characters"),
+        ('{ name = "initial", key = "' + "s" * 32 + '" }', "pvc cluster key revoke initial"),
+        ('{ name = "boss", role = "root", key = "' + "s" * 32 + '" }', "'read-only', 'operator' or 'admin'"),
+    ],
+)
+def test_api_key_entries_are_refused_with_a_reason(p3, entry, needle):
+    err = only_error(p3 + f"\n[api]\nkeys = [{entry}]\n")
+    assert needle in err.message, err.message
+
+
+def test_insecure_http_takes_no_certificate(p3):
+    err = only_error(p3 + '\n[api]\ninsecure_http = true\ntls_cert_file = "c.pem"\ntls_key_file = "k.pem"\n')
+    assert "takes no 'tls_cert_file'" in err.message
+
+
+def test_a_published_join_key_is_refused_outside_the_lab(p3, example_text):
+    from pvc.config.checks import PUBLISHED_JOIN_KEYS
+
+    for key in PUBLISHED_JOIN_KEYS:
+        err = only_error(edit(p3, 'join_key_file = "join.key"', f'join_key = "{key}"'))
+        assert err.key == "cluster.join_key" and "published in" in err.message and "pvc config init" in err.message
+    for name in ("lab-1node", "lab-3node", "lab-vm-1node", "lab-vm-3node"):  # the lab's own networks: allowed
+        assert problems(example_text(name)) == []
+
+
+def test_every_join_key_in_the_examples_is_known_as_published(example_text):
+    from pvc.config.checks import PUBLISHED_JOIN_KEYS
+
+    for name in ("lab-1node", "lab-3node", "lab-vm-1node", "lab-vm-3node"):
+        key = example_text(name).split('join_key = "')[1].split('"')[0]
+        assert key in PUBLISHED_JOIN_KEYS, name
+
+
+def test_a_published_join_key_in_a_key_file_is_refused_too(tmp_path, example_text):
+    from pvc.config.checks import PUBLISHED_JOIN_KEYS
+    from pvc.config.load import load
+    from pvc.config.secrets import read_join_key
+
+    (tmp_path / "cluster.toml").write_text(example_text("production-3node"))
+    (tmp_path / "join.key").write_text(next(iter(PUBLISHED_JOIN_KEYS)) + "\n")
+    cfg = load(tmp_path / "cluster.toml").config
+    assert cfg is not None
+    with pytest.raises(ValueError, match=r"published in examples/production-3node\.toml") as caught:
+        read_join_key(cfg, tmp_path)
+    assert next(iter(PUBLISHED_JOIN_KEYS)) not in str(caught.value)
+    (tmp_path / "join.key").write_text("5" * 64 + "\n")
+    assert read_join_key(cfg, tmp_path) == "5" * 64
+
+
+def test_users_may_be_given_sudo(p3):
+    assert problems(edit(p3, 'name = "admin"\n', 'name = "admin"\nsudo = true\n')) == []
+
+
+def test_the_api_listens_on_the_node_addresses_and_the_floating_ips(p5):
+    from pvc.config.load import load_text
+    from pvc.config.resolve import api_addresses
+
+    cfg = load_text(p5, "c.toml").config
+    assert cfg is not None
+    assert api_addresses(cfg, cfg.nodes[0]) == ["127.0.0.1", "10.100.0.1", "10.0.0.1", "10.100.0.250", "10.0.0.250"]

@@ -58,7 +58,7 @@ def test_boolean_is_not_an_integer(p3):
 
 def test_schema_version(p3):
     err = one(p3.replace("schema = 1", "schema = 2"))
-    assert err.key == "schema" and err.line == 6 and "schema = 1" in err.message
+    assert err.key == "schema" and err.line == 7 and "schema = 1" in err.message
 
 
 def test_missing_required_key(p3):
@@ -86,7 +86,7 @@ def test_literal_lists_accepted_values(p3):
         ('osd_memory_target = "4G"', 'osd_memory_target = "lots"', "not a size"),
         ('osd_memory_target = "4G"', 'osd_memory_target = "100M"', "at least 939524096"),
         ('name = "hv3"', 'name = "HV_3"', "not a valid node name"),
-        ('join_key = "3f6a', 'join_key = "XX6a', "64 lower-case hex"),
+        ('join_key_file = "join.key"', 'join_key = "XX6a' + "0" * 60 + '"', "64 lower-case hex"),
         ("ssh-ed25519 AAAAC3", "ssh-foo AAAAC3", "not an SSH public key"),
     ],
 )
@@ -103,7 +103,7 @@ def test_file_references_must_be_usable_paths(p3):
 
 
 def test_join_key_inline_or_file_not_both(p3):
-    err = one(p3.replace('timezone = "Europe/Berlin"', 'timezone = "Europe/Berlin"\njoin_key_file = "k"'))
+    err = one(p3.replace('timezone = "Europe/Berlin"', 'timezone = "Europe/Berlin"\njoin_key = "' + "0" * 64 + '"'))
     assert err.key == "cluster" and "only one of" in err.message
 
 

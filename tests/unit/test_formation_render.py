@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import grp
+import os
 import subprocess
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from pvc.config.pki import node_pki
 from pvc.config.secrets import patroni_rest_password
-from pvc.nodeos.formation import ceph, frr, libvirt, network, patroni, plan, system, units
+from pvc.nodeos.formation import ceph, frr, libvirt, machinery, network, patroni, plan, system, units
 from pvc.nodeos.formation.machinery import Context, write
 from tests.harness.examples import EXAMPLES, example_cluster
 
@@ -107,7 +109,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     from pvc.nodeos.formation import daemons
 
     for name, text in {
-        "pvc-api.service": daemons.api_unit("/run/pvc/cluster.toml"),
+        "pvc-api.service": daemons.api_unit("/run/pvc/cluster.toml", "node1", tls=True),
         "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1"),
     }.items():
         path = tmp_path / name
@@ -116,10 +118,69 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         assert "Invalid" not in out.stderr and "Unknown" not in out.stderr, out.stderr
 
 
+def test_the_api_unit_runs_its_workers_unprivileged_in_a_sandbox_with_the_issued_certificate():
+    from pvc.nodeos.formation import daemons
+
+    text = daemons.api_unit("/run/pvc/cluster.toml", "node1", tls=True)
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "PrivateDevices=yes",
+                 "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_CHOWN"):  # fmt: skip
+        assert line in text.splitlines(), line
+    for env in ('PVC_API_USER=pvc-api"', 'PVC_NODE=node1"', 'PVC_API_TLS_CERT=/etc/pvc/api/tls-cert.pem"'):
+        assert env in text, env
+    assert "PVC_API_TLS" not in daemons.api_unit("/run/pvc/cluster.toml", "node1", tls=False)
+
+
+def test_the_api_files_are_its_certificate_and_a_ceph_client_of_its_own():
+    from pvc.config.secrets import cluster_secrets
+    from pvc.nodeos.formation import daemons
+
+    cfg = cfg_of("lab-3node")
+    secrets = cluster_secrets(cfg.cluster.join_key, [n.name for n in cfg.coordinators])
+    files = {f.path.name: f for f in daemons.api_files(cfg, cfg.nodes[0], cfg.cluster.join_key, secrets, None)}
+    assert sorted(files) == ["ceph.client.admin.keyring", "ceph.conf", "tls-cert.pem", "tls-key.pem"]
+    assert files["tls-key.pem"].mode == files["ceph.client.admin.keyring"].mode == 0o640
+    assert "OU=api" not in files["tls-cert.pem"].text and "BEGIN CERTIFICATE" in files["tls-cert.pem"].text
+    conf = files["ceph.conf"].text
+    assert "keyring = /etc/pvc/api/$cluster.$name.keyring" in conf and "log to file = false" in conf
+    assert secrets.ceph_keys["client.admin"] in files["ceph.client.admin.keyring"].text
+    own = daemons.api_files(cfg, cfg.nodes[0], cfg.cluster.join_key, secrets, ("CERT", "KEY"))
+    assert [(f.path.name, f.text) for f in own[:2]] == [("tls-cert.pem", "CERT"), ("tls-key.pem", "KEY")]
+    plain = cfg.model_copy(update={"api": cfg.api.model_copy(update={"insecure_http": True})})
+    assert [f.path.name for f in daemons.api_files(plain, cfg.nodes[0], cfg.cluster.join_key, secrets, None)] == [
+        "ceph.conf",
+        "ceph.client.admin.keyring",
+    ]
+
+
 def test_hosts_file_names_every_node():
     cfg = cfg_of("lab-3node")
     hosts = system.render_hosts(cfg)
     assert "198.51.100.12 node2.lab.lab.invalid node2" in hosts
+
+
+def test_write_gives_the_new_file_its_mode_and_group_before_its_contents(tmp_path, monkeypatch):
+    """No window in which a keyring is readable by others (review L3), and a random temporary name."""
+    seen = []
+    real = os.fdopen
+
+    def spy(fd, *args, **kwargs):
+        st = os.fstat(fd)
+        seen.append((st.st_mode & 0o777, st.st_gid, st.st_size))
+        return real(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", spy)
+    path = tmp_path / "keyring"
+    daemon = grp.getgrnam("daemon").gr_gid
+    assert write(path, "secret\n", 0o640, group="daemon") is True
+    assert seen == [(0o640, daemon, 0)]
+    assert (path.stat().st_mode & 0o777, path.stat().st_gid, path.read_text()) == (0o640, daemon, "secret\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["keyring"]  # no temporary file left
+    os.chown(path, 0, 0)
+    path.chmod(0o644)
+    assert write(path, "secret\n", 0o640, group="daemon") is False  # same text: mode and group put right in place
+    assert (path.stat().st_mode & 0o777, path.stat().st_gid) == (0o640, daemon)
+    with pytest.raises(machinery.StepFailed, match="no group 'no-such-group'"):
+        write(path, "x", group="no-such-group")
 
 
 def test_write_is_idempotent(tmp_path):
@@ -217,3 +278,36 @@ def test_gratuitous_arp_frame():
     assert len(frame) == 42 and frame[:6] == b"\xff" * 6 and frame[12:14] == b"\x08\x06"
     assert frame[20:22] == b"\x00\x01"  # request
     assert frame[28:32] == frame[38:42] == bytes([192, 0, 2, 250])  # sender = target: an announcement
+
+
+def test_sudo_only_for_the_users_cluster_toml_allows_and_visudo_accepts_the_rule(tmp_path):
+    from pvc.config.schema import User
+
+    key = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5vdEFSZWFsS2V5UmVwbGFjZU1lUGxlYXNlMTIz a@b"]
+    ops = User(name="ops", ssh_keys=key, sudo=True)
+    viewer = User(name="viewer", ssh_keys=key)
+    (tmp_path / "pvc-gone").write_text("gone ALL=(ALL:ALL) NOPASSWD: ALL\n")  # a user who lost sudo
+    (tmp_path / "local").write_text("# not PVC's\n")
+    assert system.sudo_users([ops, viewer], tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "pvc-ops"]
+    rule = tmp_path / "pvc-ops"
+    assert rule.stat().st_mode & 0o777 == 0o440 and "ops ALL=(ALL:ALL) NOPASSWD: ALL" in rule.read_text()
+    out = subprocess.run(["visudo", "-c", "-f", str(rule)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_ssh_host_key_is_kept_on_pvcdata_and_put_back_at_the_next_boot(tmp_path):
+    kept, etc = tmp_path / "pvcdata" / "ssh", tmp_path / "etc"
+    etc.mkdir()
+    key = etc / "ssh_host_ed25519_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)  # sshd's, at boot
+    first = (etc / "ssh_host_ed25519_key.pub").read_text()
+    assert system.keep_host_key(kept, key) == "saved on PVCDATA"
+    assert kept.stat().st_mode & 0o777 == 0o700 and (kept / key.name).stat().st_mode & 0o777 == 0o600
+    for f in etc.iterdir():  # a reboot: a fresh root, and sshd made a new key
+        f.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert (etc / "ssh_host_ed25519_key.pub").read_text() != first
+    assert system.keep_host_key(kept, key) == "restored from PVCDATA"
+    assert (etc / "ssh_host_ed25519_key.pub").read_text() == first and key.stat().st_mode & 0o777 == 0o600
+    assert system.keep_host_key(kept, key) == "kept"

@@ -11,7 +11,7 @@ from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import mark
 from pvc.installer.lab.state import Bmc, Disks, Lab, LabNode, Nic
 from pvc.nodeos.boot import console
-from tests.harness.examples import example_cluster
+from tests.harness.examples import example, example_cluster, example_join_key
 
 
 def a_lab(tmp_path) -> Lab:
@@ -111,3 +111,26 @@ def test_formation_progress_is_read_from_the_lines_pvc_node_prints(tmp_path):
     with open(log, "a") as f:
         f.write(say(console.waiting("cluster.toml from label PVCCONFIG is invalid")))
     assert observe.node_failure(node) == "PVC-CONFIG-WAITING: cluster.toml from label PVCCONFIG is invalid"
+
+
+def test_the_lab_connection_is_https_with_the_cluster_ca_pinned(tmp_path):
+    from pvc.config.pki import ca_pem
+    from pvc.config.secrets import initial_api_key
+
+    path = example("lab-3node")
+    cfg = example_cluster("lab-3node")
+    conn = up.lab_connection(cfg, path, 17370)
+    assert conn.url == "https://127.0.0.1:17370" and conn.verify is True
+    join_key = example_join_key("lab-3node")
+    assert conn.ca_pem == ca_pem(join_key, cfg) and conn.key == initial_api_key(join_key)
+    plain = cfg.model_copy(update={"api": cfg.api.model_copy(update={"insecure_http": True})})
+    assert up.lab_connection(plain, path, 17370).url == "http://127.0.0.1:17370"
+
+
+def test_ssh_to_a_vm_node_pins_its_host_key_in_the_labs_known_hosts(tmp_path):
+    from pvc.installer.lab import vm as labvm
+
+    lab = a_lab(tmp_path)
+    argv = labvm.ssh_argv(lab, lab.nodes[0], ["true"], None, "admin")
+    assert "StrictHostKeyChecking=accept-new" in argv and f"UserKnownHostsFile={state.LAB_DIR}/known_hosts" in argv
+    assert "StrictHostKeyChecking=no" not in argv and "UserKnownHostsFile=/dev/null" not in argv

@@ -201,3 +201,19 @@ def test_mutual_tls_between_two_nodes_with_python_ssl(lab, tmp_path):
     thread.join(5)
     listener.close()
     assert (("commonName", "node2"),) in seen["peer"]  # type: ignore[operator]
+
+
+def test_the_api_certificate_is_its_own_identity_naming_the_node_the_floating_ips_and_loopback(lab, tmp_path):
+    node = lab.node("node2")
+    issued = pki.api_pki(KEY_A, lab, node)
+    cert = x509.load_pem_x509_certificate(issued.cert_pem.encode())
+    assert cert.subject.rfc4514_string() == "CN=node2,OU=api,O=PVC cluster lab"
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    assert {"127.0.0.1", "192.0.2.12", "198.51.100.12", "192.0.2.250", "198.51.100.250"} <= ips
+    assert {"node2", "localhost"} <= set(sans.get_values_for_type(x509.DNSName))
+    assert issued.key_pem != pki.node_pki(KEY_A, lab, node).node.key_pem  # not the key libvirtd trusts
+    assert pki.dn(lab.cluster.name, pki.OU_API, "node2") not in pki.node_dns(lab)
+    paths = files(tmp_path, ca=pki.ca_pem(KEY_A, lab), cert=issued.cert_pem)
+    assert openssl_verify(paths["ca"], paths["cert"], "sslserver").returncode == 0
+    assert pki.api_pki(KEY_A, lab, node) == issued  # deterministic: a reboot rewrites nothing

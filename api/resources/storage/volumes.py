@@ -144,6 +144,7 @@ class VolumeDataResource(Resource):
         query=DownloadQuery,
         response=bytes,
         media_type="application/octet-stream",
+        role="admin",  # the whole content of a disk: whatever secrets its guest keeps
         tags=TAGS,
         description="Streams the volume's bytes; Content-Length is its size.",
     )
