@@ -20,7 +20,8 @@ from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
 from pvc.nodeos.boot import data, disks
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, bounded, doing, run, wait_for, write
+from pvc.nodeos.state.store import Conflict
 
 MON_PORT = 6789
 MON_V2_PORT = 3300
@@ -342,7 +343,9 @@ def pools_step(ctx: Context) -> str:
     defaults = ctx.cfg.ceph.pool_defaults
     created = []
     try:
-        with ctx.state.lock("pools", ctx.node.name, timeout=None), connect(CONF, timeout=15) as cluster:
+        lock = ctx.state.lock("pools", ctx.node.name, timeout=bounded(600))  # another coordinator may hold it
+        busy = doing("taking the pools lock and creating the pools")
+        with busy, lock, connect(CONF, timeout=15) as cluster:
             finished = pools.finished_pools(cluster)
             for pool in ctx.cfg.ceph.pools:
                 if pool.name in finished:
@@ -355,6 +358,6 @@ def pools_step(ctx: Context) -> str:
                     pool.min_size or defaults.min_size,
                 )
                 created.append(pool.name)
-    except StorageError as exc:
+    except (StorageError, Conflict) as exc:
         raise StepFailed(f"creating pools: {exc}") from None
     return f"created {', '.join(created)}" if created else "all present"

@@ -16,7 +16,7 @@ import libvirt as libvirt_api
 
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.machinery import Context, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, doing, run, wait_for, write
 from pvc.nodeos.storage import rbddisk  # the one definition of the client.libvirt secret (pvcd defines it too)
 
 
@@ -77,11 +77,16 @@ def host_uuid(fsid: str, node_name: str) -> str:
 
 
 def in_container() -> bool:
-    return subprocess.run(["systemd-detect-virt", "--container", "--quiet"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["systemd-detect-virt", "--container", "--quiet"], capture_output=True, timeout=30).returncode
+        == 0
+    )
 
 
 # -- on the node ---------------------------------------------------------------------------------------------------
 UNIT = "pvc-libvirtd.service"
+URI = "qemu:///system"
+DEADLINE = 600.0  # seconds for the whole step (docs/formation.md, "Deadlines")
 
 
 def step(ctx: Context) -> str:
@@ -99,13 +104,26 @@ def step(ctx: Context) -> str:
 
     def answers() -> bool:
         units.check_alive(UNIT)
-        run("virsh", "-c", "qemu:///system", "version", timeout=30)
+        run("virsh", "-c", URI, "version", timeout=60)
         return True
 
-    wait_for("libvirtd to answer", answers, 180, 1.0, log=lambda: units.journal(UNIT))
-    conn = libvirt_api.open("qemu:///system")
-    try:
-        sid = rbddisk.define_secret(conn, ctx.join_key)
-    finally:
-        conn.close()
+    # `virsh version` answers once libvirtd has probed every QEMU binary's capabilities: at its first start on a
+    # node (the cache is kept on PVCDATA, data.BINDS) that takes about 30 s under TCG, a few on real hardware
+    wait_for("libvirtd to answer (it probes QEMU's capabilities first)", answers, DEADLINE, 2.0, log=_journal)
+    sid = define_ceph_secret(ctx.join_key)
     return f"listening on {p.listen_address}:{p.tcp_port}, Ceph secret {sid}"
+
+
+def define_ceph_secret(join_key: str, uri: str = URI) -> str:
+    """The client.libvirt secret, defined through libvirt. These calls run in libvirt's C library and cannot be
+    interrupted from Python: the step's deadline (machinery.run_step) bounds them, naming this activity."""
+    with doing(f"defining the client.libvirt secret through libvirt ({uri})"):
+        conn = libvirt_api.open(uri)
+        try:
+            return rbddisk.define_secret(conn, join_key)
+        finally:
+            conn.close()
+
+
+def _journal() -> str:
+    return units.journal(UNIT)

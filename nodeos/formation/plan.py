@@ -15,7 +15,7 @@ from pathlib import Path
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
 from pvc.nodeos.formation import ceph, daemons, frr, libvirt, network, patroni, system, zookeeper
-from pvc.nodeos.formation.machinery import Context, Step, StepFailed
+from pvc.nodeos.formation.machinery import Context, Step, StepFailed, run_step
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
 STATUS_FILE = Path("/run/pvc/formation.json")
@@ -33,22 +33,25 @@ def _data(ctx: Context) -> str:
     return f"{how} {data.LABEL} {part}, mounted on {data.MOUNT}"
 
 
+# Each step's deadline (seconds) covers all of it: render, apply, start, probe. The steps that wait for a majority
+# of coordinators (ZooKeeper, the mons, Patroni) wait up to 20 minutes for the others to boot; the rest are a few
+# times what they take under TCG on two shared cores (docs/formation.md, "Deadlines").
 STEPS: list[Step] = [
-    Step("data", _data),
-    Step("system", system.step),
-    Step("network", network.step),
-    Step("zookeeper", zookeeper.step, runs("zookeeper")),
-    Step("zookeeper-client", zookeeper.client_step),
-    Step("ceph-config", ceph.conf_step),
-    Step("ceph-mon", ceph.mon_step, runs("ceph-mon")),
-    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr")),
-    Step("ceph-osd", ceph.osd_step, runs("ceph-osd")),
-    Step("ceph-pools", ceph.pools_step, runs("ceph-mon")),  # created by the monitors' nodes, under a lock
-    Step("patroni", patroni.step, runs("patroni")),
-    Step("frr", frr.step, runs("frr")),
-    Step("libvirt", libvirt.step, runs("libvirtd")),
-    Step("pvcd", daemons.pvcd_step, runs("pvcd")),
-    Step("api", daemons.api_step, runs("pvc-api")),
+    Step("data", _data, timeout=1800),  # a first mkfs, or an fsck of a large PVCDATA
+    Step("system", system.step, timeout=120),
+    Step("network", network.step, timeout=180),
+    Step("zookeeper", zookeeper.step, runs("zookeeper"), timeout=1260),
+    Step("zookeeper-client", zookeeper.client_step, timeout=1260),
+    Step("ceph-config", ceph.conf_step, timeout=60),
+    Step("ceph-mon", ceph.mon_step, runs("ceph-mon"), timeout=1320),
+    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr"), timeout=660),
+    Step("ceph-osd", ceph.osd_step, runs("ceph-osd"), timeout=1800),  # up to 600 s of mkfs per new disk
+    Step("ceph-pools", ceph.pools_step, runs("ceph-mon"), timeout=660),  # created by the monitors' nodes, under a lock
+    Step("patroni", patroni.step, runs("patroni"), timeout=1320),
+    Step("frr", frr.step, runs("frr"), timeout=240),
+    Step("libvirt", libvirt.step, runs("libvirtd"), timeout=libvirt.DEADLINE),
+    Step("pvcd", daemons.pvcd_step, runs("pvcd"), timeout=360),
+    Step("api", daemons.api_step, runs("pvc-api"), timeout=240),
 ]
 
 
@@ -90,7 +93,7 @@ def form(ctx: Context) -> bool:
         rep.set(i, "running")
         started = time.monotonic()
         try:
-            message = step.run(ctx) or ""
+            message = run_step(step.name, step.timeout, lambda step=step: step.run(ctx)) or ""
         except StepFailed as exc:
             rep.set(i, "failed", str(exc))
             ctx.say(console.step_failed(tag, str(exc)))
