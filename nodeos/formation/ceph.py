@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
-from pvc.nodeos.boot import data, disks
+from pvc.nodeos.boot import disks, probe
 from pvc.nodeos.formation import units
 from pvc.nodeos.formation.machinery import Context, StepFailed, bounded, doing, run, wait_for, write
 from pvc.nodeos.state.store import Conflict
@@ -211,14 +210,29 @@ def mgr_step(ctx: Context) -> str:
     return f"mgr.{name} running"
 
 
-def bluestore_label(dev: str) -> dict | None:
-    out = subprocess.run(["ceph-bluestore-tool", "show-label", "--dev", dev], capture_output=True, text=True)
-    if out.returncode != 0:
+def bluestore_label(dev: str, signatures: list[str], run_probe: probe.Runner = probe.system_run) -> dict | None:
+    """The bluestore label of `dev` (fsid, whoami, ...), None when the disk has none (as wipefs saw it: `signatures`).
+    StepFailed when a label is there but cannot be read: such a disk is never taken for blank."""
+    if probe.BLUESTORE not in signatures:
         return None
+    out = run_probe(["ceph-bluestore-tool", "show-label", "--dev", dev])
     try:
-        return next(iter(json.loads(out.stdout).values()))
-    except (ValueError, StopIteration):
-        return None
+        if out.code != 0:
+            raise ValueError(f"exit {out.code}: {(out.err or out.out).strip()[-300:]}")
+        label = next(iter(json.loads(out.out).values()))
+        if not isinstance(label, dict) or "ceph_fsid" not in label or "whoami" not in label:
+            raise ValueError(f"no ceph_fsid/whoami in {out.out.strip()[:300]!r}")
+        return label
+    except (ValueError, StopIteration) as exc:
+        raise StepFailed(f"OSD disk {dev} has a bluestore label that cannot be read ({exc}); not touching it") from None
+
+
+def disk_signatures(dev: str, run_probe: probe.Runner = probe.system_run) -> list[str]:
+    """wipefs's signatures on an OSD candidate; a failed probe fails the step (the disk is never taken for blank)."""
+    try:
+        return probe.signatures(dev, run_probe)
+    except probe.ProbeError as exc:
+        raise StepFailed(f"cannot tell what is on OSD disk {dev} ({exc}); not touching it") from None
 
 
 def osd_disks(ctx: Context, selectors: list[OsdDisk] | None = None) -> list[str]:
@@ -245,8 +259,10 @@ def _osd_dir(osd_id: int) -> Path:
 
 
 def prepare_osd(ctx: Context, dev: str) -> int:
-    """Create (if blank) or adopt (if it is this cluster's) the OSD on `dev`; returns its id."""
-    label = bluestore_label(dev)
+    """Create (if blank) or adopt (if it is this cluster's) the OSD on `dev`; returns its id. Every probe fails
+    closed: a disk whose contents cannot be read is refused, never formatted."""
+    present = disk_signatures(dev)
+    label = bluestore_label(dev, present)
     if label is not None:
         if label.get("ceph_fsid") != ctx.secrets.ceph_fsid:
             raise StepFailed(
@@ -259,7 +275,6 @@ def prepare_osd(ctx: Context, dev: str) -> int:
         if not (osd_dir / "keyring").exists():
             write(osd_dir / "keyring", ceph("auth", "get", f"osd.{osd_id}"), 0o600)
         return osd_id
-    present = data.signatures(dev)
     if present:
         raise StepFailed(f"OSD disk {dev} is not blank (found: {', '.join(present)}); wipe it to use it as an OSD")
     pending = DATA / "osd" / ("pending-" + dev.replace("/", "_"))

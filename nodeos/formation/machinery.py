@@ -25,6 +25,7 @@ from kazoo.client import KazooClient
 
 from pvc.config.schema import ClusterFile, Node
 from pvc.config.secrets import ClusterSecrets
+from pvc.nodeos.boot import data
 from pvc.nodeos.state.store import ClusterState
 
 
@@ -45,6 +46,7 @@ class Context:
     secrets: ClusterSecrets
     say: Callable[[str], None] = print
     zk: KazooClient | None = None  # a started client once the zookeeper-client step has run
+    data: data.Outcome | None = None  # what the data step found or made (recorded in ZooKeeper once it is up)
 
     @property
     def state(self) -> ClusterState:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
@@ -26,11 +27,13 @@ def runs(service: str) -> Callable[[Context], bool]:
     return lambda ctx: resolve.runs(ctx.node, service)
 
 
+VERBS = {"mount": "reusing", "create": "created", "format": "finished", "repair": "repaired"}
+
+
 def _data(ctx: Context) -> str:
-    said: list[str] = []
-    part = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), log=said.append)
-    how = said[-1].removeprefix("data: ").split(" ")[0] if said else "mounted"  # reusing / creating / finishing
-    return f"{how} {data.LABEL} {part}, mounted on {data.MOUNT}"
+    outcome = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), ctx.secrets.ceph_fsid, log=ctx.say)
+    ctx.data = outcome  # recorded in ZooKeeper by the zookeeper-client step
+    return f"{VERBS[outcome.action]} {data.LABEL} {outcome.part}, mounted on {data.MOUNT}"
 
 
 # Each step's deadline (seconds) covers all of it: render, apply, start, probe. The steps that wait for a majority
@@ -82,8 +85,12 @@ class Reporter:
                 self.ctx.state.set_formation(self.progress)
 
 
-def form(ctx: Context) -> bool:
-    """Run the graph. True when every step is done; on a failure the console says which step, why, and the log."""
+Result = Literal["formed", "failed", "halted"]
+
+
+def form(ctx: Context) -> Result:
+    """Run the graph: "formed" when every step is done; on a failure the console says which step, why, and the log.
+    "halted" when the node must not try again by itself (PVCDATA damaged beyond repair)."""
     steps = steps_for(ctx)
     rep = Reporter(ctx, [s.name for s in steps])
     total = len(steps)
@@ -100,13 +107,13 @@ def form(ctx: Context) -> bool:
             for line in exc.log.strip().splitlines()[-20:]:
                 ctx.say(f"    {line}")
             ctx.say(console.failed(ctx.node.name, step.name))
-            return False
+            return "failed"
         except data.DataError as exc:
             rep.set(i, "failed", str(exc))
             ctx.say(console.step_failed(tag, str(exc)))
             ctx.say(console.failed(ctx.node.name, step.name))
-            return False
+            return "halted" if isinstance(exc, data.DataHalt) else "failed"
         rep.set(i, "done", message)
         ctx.say(console.step_done(tag, time.monotonic() - started, message))
     ctx.say(console.done(ctx.node.name, total))
-    return True
+    return "formed"

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.nodeos.formation import units
+from pvc.nodeos.formation import datadisk, units
 from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 from pvc.nodeos.state.migrations import ensure_schema
 from pvc.nodeos.state.store import cluster_client
@@ -146,4 +146,7 @@ def client_step(ctx: Context) -> str:
         wait_for(f"a ZooKeeper quorum at {zk.hosts}", connect, 1200, 2.0)
         ctx.zk = zk
     version = ensure_schema(ctx.state)
+    if ctx.data is not None:
+        for note in datadisk.record(ctx.state, ctx.node, ctx.data):
+            ctx.say(note)
     return f"connected, layout schema {version}"

@@ -26,6 +26,7 @@ FORMATION = f"{ROOT}/formation"
 TASKS = f"{ROOT}/tasks"
 NETWORKS = f"{ROOT}/networks"
 STORAGE = f"{ROOT}/storage"
+DATA_DISKS = f"{ROOT}/data_disks"
 
 STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, written by the primary every interval
 OSD_REQUESTS = f"{STORAGE}/osd_requests"
@@ -78,6 +79,10 @@ def fault(fault_id: str) -> str:
 
 def formation(node_name: str) -> str:
     return f"{FORMATION}/{node_name}"  # FormationProgress
+
+
+def data_disk(node_name: str) -> str:
+    return f"{DATA_DISKS}/{node_name}"  # DataDisk: the disk holding the node's PVCDATA
 
 
 def task(task_id: str) -> str:

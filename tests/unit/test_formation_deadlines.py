@@ -107,7 +107,7 @@ def test_a_hanging_step_fails_formation_on_the_console_and_in_the_lab_report(tmp
 
     monkeypatch.setattr(plan, "STATUS_FILE", tmp_path / "formation.json")
     monkeypatch.setattr(plan, "STEPS", [Step("first", lambda ctx: "ok", timeout=5), Step("libvirt", hangs, timeout=1)])
-    assert plan.form(ctx) is False
+    assert plan.form(ctx) == "failed"
     text = "\n".join(lines)
     assert "[1/2] first: done" in text
     assert "[2/2] libvirt: FAILED: did not finish within its deadline of 1 s; stuck in calling secretDefineXML" in text
