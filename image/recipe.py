@@ -60,6 +60,8 @@ PACKAGES: tuple[str, ...] = (
     "nftables",
     "ipmitool",
     "chrony",
+    # bounded logs: size-based rotation of the log files that are not in the journal (docs/storage.md, "Logs")
+    "logrotate",
     # base tools
     "openssh-server",
     "iproute2",

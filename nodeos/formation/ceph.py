@@ -50,6 +50,9 @@ class CephParams:
     data_root: str = "/var/lib/ceph"
     log_dir: str = "/var/log/ceph"
     keyring_dir: str = "/etc/ceph"
+    # True on nodes: the daemons log to stderr, which systemd puts in the journal (bounded; docs/storage.md "Logs"),
+    # and nothing writes files under log_dir. Component tests keep files they can read.
+    journal: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # [global] options for labs and tests
 
 
@@ -62,7 +65,12 @@ def params_for(cfg: ClusterFile, secrets: ClusterSecrets) -> CephParams:
         pool_size=cfg.ceph.pool_defaults.size,
         pool_min_size=cfg.ceph.pool_defaults.min_size,
         pg_num=cfg.ceph.pool_defaults.pgs,
+        journal=True,
     )
+
+
+JOURNAL_GLOBAL = ("log to file = false", "mon cluster log to file = false")
+JOURNAL_DAEMON = ("log to stderr = true", "err to stderr = true")
 
 
 def mon_addr(p: CephParams, address: str) -> str:
@@ -93,6 +101,8 @@ def render_conf(p: CephParams) -> str:
         f"log file = {p.log_dir}/$cluster-$name.log",
         "pid file = $run_dir/$cluster-$name.pid",
     ]
+    daemon = list(JOURNAL_DAEMON) if p.journal else []
+    lines += list(JOURNAL_GLOBAL) if p.journal else []
     lines += [f"{key} = {value}" for key, value in p.extra.items()]
     lines += [
         "",
@@ -102,15 +112,19 @@ def render_conf(p: CephParams) -> str:
         "",
         "[mon]",
         f"mon data = {p.data_root}/mon/$cluster-$id",
+        *daemon,
+        *(["mon cluster log to stderr = true"] if p.journal else []),
         "",
         "[mgr]",
         f"mgr data = {p.data_root}/mgr/$cluster-$id",
         "keyring = $mgr_data/keyring",
         "mgr disabled modules = dashboard",
+        *daemon,
         "",
         "[osd]",
         f"osd data = {p.data_root}/osd/$cluster-$id",
         "keyring = $osd_data/keyring",
+        *daemon,
         "",
     ]
     return "\n".join(lines)

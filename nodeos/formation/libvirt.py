@@ -46,7 +46,7 @@ def render_libvirtd_conf(p: LibvirtParams) -> str:
             f'tcp_port = "{p.tcp_port}"',
             'auth_tcp = "none"',
             f'host_uuid = "{p.host_uuid}"',
-            'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"',
+            'log_outputs = "3:journald"',  # bounded by journald's limits (image/rootfs journald.conf.d)
             "",
         ]
     )

@@ -62,6 +62,9 @@ def render_cfg(p: ZkParams) -> str:
         f"clientPortAddress={p.client_address}",
         "admin.enableServer=false",
         "4lw.commands.whitelist=srvr,stat,ruok,mntr",
+        # Bounded growth on PVCDATA: a snapshot (and a new transaction log) at least every 64 MiB of transactions,
+        # and every hour all but the last 5 snapshots and their logs removed.
+        "snapSizeLimitInKb=65536",
         "autopurge.snapRetainCount=5",
         "autopurge.purgeInterval=1",
     ]
