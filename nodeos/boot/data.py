@@ -25,7 +25,7 @@ import os
 import pwd
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -191,8 +191,6 @@ class Outcome:
     action: Action
     part: Path
     identity: Identity
-    repaired: str = ""  # the e2fsck summary of a repair
-    notes: list[str] = field(default_factory=list)
 
 
 def prepare(
@@ -217,7 +215,6 @@ def prepare(
     chosen = probe.probe(disk, run_probe, boot_disks)
     others = [probe.probe(d, run_probe, boot_disks) for d in found if d != disk]
     plan = decide(node, chosen, others)
-    repaired = ""
     if plan.action == "create":
         if plan.wipe:
             confirm_wipe(node, plan, run_probe, boot_disks, log)
@@ -231,7 +228,7 @@ def prepare(
         elif mounted_from(mount_root, part):
             log(f"data: reusing {LABEL} on {part} ({disk.dev}), mounted already")
         else:
-            repaired = check(part, log, damaged=plan.action == "repair", run_probe=run_probe)
+            check(part, log, damaged=plan.action == "repair", run_probe=run_probe)
             if plan.action == "mount":
                 log(f"data: reusing {LABEL} on {part} ({disk.dev})")
         if plan.part.partname == NEW_LABEL:
@@ -246,7 +243,7 @@ def prepare(
         wiped=plan.wipe,
     )
     identity = mount(part, mount_root, fresh, BINDS if binds is None else binds)
-    return Outcome(plan.action, part, identity, repaired)
+    return Outcome(plan.action, part, identity)
 
 
 def confirm_wipe(node: Node, plan: Plan, run_probe: Runner, boot_disks: frozenset[str], log) -> None:
@@ -295,7 +292,7 @@ def _partition(disk: disks.Disk) -> Path | None:
     return None
 
 
-def check(part: Path, log, damaged: bool, run_probe: Runner = system_run) -> str:
+def check(part: Path, log, damaged: bool, run_probe: Runner = system_run) -> None:
     """`e2fsck -p` before mounting; when the primary superblock cannot be read (`damaged`), from a backup superblock,
     after which blkid must see PVCDATA's ext4 again. DataHalt when preen mode cannot repair it: PVC never runs mkfs
     over PVCDATA, nor e2fsck -y (which may throw data away to make a filesystem consistent)."""
@@ -318,7 +315,7 @@ def check(part: Path, log, damaged: bool, run_probe: Runner = system_run) -> str
                 if damaged or out.returncode:
                     last = said.splitlines()[-1] if said else ""
                     log(f"data: {' '.join(argv[:-1])} repaired {LABEL} on {part}: {last}")
-                return said
+                return
             tried.append(f"{' '.join(argv)} exit {out.returncode}, but blkid still finds no ext4 on {part}")
             continue
         if out.returncode != 8 or not damaged:  # 8: could not open with that superblock; try the next one
