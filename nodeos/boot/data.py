@@ -45,6 +45,7 @@ BINDS = {
     "libvirt": "/var/lib/libvirt",
     "pvc": "/var/lib/pvc",
     "log": "/var/log/pvc",
+    "libvirt-cache": "/var/cache/libvirt",  # QEMU's probed capabilities: libvirtd's next start skips the probe
 }
 FSCK_CORRECTED = 3  # e2fsck's exit bits 1 (errors corrected) and 2 (reboot: only meaningful for a mounted root)
 # Where ext4 keeps its first backup superblocks, for each block size: group 1 and group 3 (sparse_super).

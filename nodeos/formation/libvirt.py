@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,7 @@ def in_container() -> bool:
 UNIT = "pvc-libvirtd.service"
 URI = "qemu:///system"
 DEADLINE = 600.0  # seconds for the whole step (docs/formation.md, "Deadlines")
+RESTART_AFTER = 240.0  # seconds without an answer before libvirtd is restarted, once (a probe that never returns)
 
 
 def step(ctx: Context) -> str:
@@ -102,13 +104,22 @@ def step(ctx: Context) -> str:
     changed |= units.install(UNIT, unit)
     units.ensure_running(UNIT, changed)
 
+    started, restarted = time.monotonic(), False
+
     def answers() -> bool:
+        nonlocal restarted
         units.check_alive(UNIT)
+        if not restarted and time.monotonic() - started > RESTART_AFTER:
+            # libvirtd waits on each QEMU capability probe with no deadline of its own: a probe that never returns
+            # holds every caller; a restart ends it (running VMs survive a libvirtd restart)
+            restarted = True
+            ctx.say(f"libvirt: libvirtd has not answered in {RESTART_AFTER:.0f} s: restarting it once")
+            run("systemctl", "restart", UNIT, timeout=120)
         run("virsh", "-c", URI, "version", timeout=60)
         return True
 
-    # `virsh version` answers once libvirtd has probed every QEMU binary's capabilities: at its first start on a
-    # node (the cache is kept on PVCDATA, data.BINDS) that takes about 30 s under TCG, a few on real hardware
+    # `virsh version` answers once libvirtd has probed QEMU's capabilities: at its first start on a node (the result
+    # is cached on PVCDATA, data.BINDS) that takes 5-30 s under TCG (docs/formation.md), a few on real hardware
     wait_for("libvirtd to answer (it probes QEMU's capabilities first)", answers, DEADLINE, 2.0, log=_journal)
     sid = define_ceph_secret(ctx.join_key)
     return f"listening on {p.listen_address}:{p.tcp_port}, Ceph secret {sid}"
