@@ -233,7 +233,7 @@ def prepare(
             if plan.action == "mount":
                 log(f"data: reusing {LABEL} on {part} ({disk.dev})")
         if plan.part.partname == NEW_LABEL:
-            name(disk, plan.part.number, LABEL)
+            part = name(disk, plan.part.number, LABEL)
     fresh = Identity(
         cluster=cluster,
         node=node.name,
@@ -272,21 +272,25 @@ def create(disk: disks.Disk, log, wiped: tuple[str, ...] = ()) -> Path:
     if part is None:
         raise DataError(f"the kernel shows no partition 1 on {disk.dev} after partitioning it")
     run("mkfs.ext4", "-q", "-F", "-L", LABEL, str(part))
-    name(disk, 1, LABEL)
+    return name(disk, 1, LABEL)
+
+
+def name(disk: disks.Disk, number: int, partname: str) -> Path:
+    """Set partition `number`'s GPT name; returns its device node as the kernel knows it afterwards (sgdisk makes the
+    kernel re-read the table when the disk is not in use, which may give a loop device's partition a new minor)."""
+    run("sgdisk", f"--change-name={number}:{partname}", disk.dev)
+    part = _partition(disk, number)
+    if part is None:
+        raise DataError(f"the kernel shows no partition {number} on {disk.dev} after naming it {partname}")
     return part
 
 
-def name(disk: disks.Disk, number: int, partname: str) -> None:
-    run("sgdisk", f"--change-name={number}:{partname}", disk.dev)
-    subprocess.run(["partx", "--update", "--nr", str(number), disk.dev], capture_output=True, timeout=60)
-
-
-def _partition(disk: disks.Disk) -> Path | None:
-    """Partition 1 of a freshly partitioned disk, once the kernel knows it (udev is not relied on: a container has
-    none, and sgdisk's own re-read can lose a race)."""
+def _partition(disk: disks.Disk, number: int = 1) -> Path | None:
+    """Partition `number` of a freshly (re)partitioned disk, once the kernel knows it (udev is not relied on: a
+    container has none, and sgdisk's own re-read can lose a race)."""
     subprocess.run(["partx", "--add", disk.dev], capture_output=True, timeout=60)
     for _ in range(50):
-        node = disks.partition_node(disk, 1)
+        node = disks.partition_node(disk, number)
         if node is not None:
             return node
         time.sleep(0.1)

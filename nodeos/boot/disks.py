@@ -150,7 +150,16 @@ def whole_disk(major_minor: str, sys_root: Path = SYS) -> str:
 
 
 def ensure_node(node: Path, major_minor: str) -> Path:
-    if not node.exists():
-        major, minor = (int(x) for x in major_minor.split(":"))
-        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+    """`node` as a block device node for `major_minor`. One left from before the kernel re-read a partition table
+    can name a device that no longer exists (a loop device's partitions get new minors): it is replaced."""
+    major, minor = (int(x) for x in major_minor.split(":"))
+    want = os.makedev(major, minor)
+    try:
+        st = node.lstat()
+        if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
+            return node
+        node.unlink()
+    except FileNotFoundError:
+        pass
+    os.mknod(node, 0o660 | stat.S_IFBLK, want)
     return node

@@ -67,11 +67,13 @@ def signatures(dev: str, run: Runner = system_run) -> list[str]:
 
 
 def superblock(dev: str, run: Runner = system_run) -> dict[str, str]:
-    """blkid's low-level probe of `dev` (TYPE, LABEL, PART_ENTRY_NAME, ...); {} when blkid finds nothing (exit 2).
-    ProbeError on any other failure, including several signatures that contradict each other (exit 8)."""
+    """blkid's low-level probe of `dev` (TYPE, LABEL, PART_ENTRY_NAME, ...); {} when blkid finds nothing (exit 2,
+    silent). ProbeError on any other failure, including several signatures that contradict each other (exit 8).
+    blkid also exits 2 when it cannot open the device (saying so on stderr, or nothing at all for a path that does not
+    exist): `probe` runs wipefs on the same device first, which fails on both."""
     argv = ["blkid", "-p", "-o", "export", dev]
     ran = run(argv)
-    if ran.code == 2:
+    if ran.code == 2 and not ran.err.strip():
         return {}
     if ran.code != 0:
         raise _failed(argv, ran)
@@ -155,6 +157,8 @@ def probe(
         errors.append(f"cannot list the partitions of {disk.dev}: {exc}")
     for number, dev in devices:
         try:
+            if number:
+                signatures(dev, run)  # a partition node that cannot be opened fails here (blkid would say "nothing")
             sb = superblock(dev, run)
         except ProbeError as exc:
             errors.append(str(exc))

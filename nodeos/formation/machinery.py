@@ -6,7 +6,7 @@ Every step has a deadline (`Step.timeout`) for the whole of it: render, apply, s
 step in a thread of its own and waits for it until the deadline; inside the step, `run` (subprocesses) and `wait_for`
 (probes) never wait past it, so a slow service fails with its own message. A call Python cannot interrupt (libvirt,
 librados, a kazoo call without a timeout) is bounded by the thread: at the deadline the step fails with what it was
-doing (`doing`, `Watch.activity`), and `pvc-node` exits, which ends the stuck thread and, through systemd's cgroup,
+doing (`doing`, `Watch.describe`), and `pvc-node` exits, which ends the stuck thread and, through systemd's cgroup,
 anything it started.
 """
 

@@ -4,6 +4,8 @@ on real loop devices in tests/component/test_data_disk.py and at boot in the con
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,6 +113,37 @@ def test_a_failed_partition_probe_keeps_the_disk_from_being_wiped(tmp_path):
     assert facts.errors and "I/O error" in facts.errors[0]
     with pytest.raises(data.DataError, match="cannot tell"):
         data.decide(node(allow_wipe=True), facts, [])
+
+
+def test_a_partition_that_cannot_be_opened_is_an_error_though_blkid_says_nothing(tmp_path):
+    """blkid -p exits 2, "nothing found", for a device node it cannot open (a stale node in a container whose loop
+    partitions got new minors): the node's PVCDATA must never look like a foreign disk allow_wipe may take."""
+    part = str(tmp_path / "dev/vdb1")
+    facts = probed(
+        tmp_path,
+        {
+            ("wipefs", "/dev/vdb"): Ran(0, "gpt\ngpt\nPMBR\n"),
+            ("wipefs", part): Ran(1, "", f"wipefs: error: {part}: probing initialization failed: No such device"),
+            ("blkid", part): Ran(2, ""),
+        },
+    )
+    assert facts.errors and "No such device" in facts.errors[0]
+    with pytest.raises(data.DataError, match="cannot tell what is on disk"):
+        data.decide(node(allow_wipe=True), facts, [])
+    with pytest.raises(probe.ProbeError, match="No such device or address"):
+        probe.superblock(
+            "/dev/x", FakeRunner({("blkid", "/dev/x"): Ran(2, "", "blkid: error: /dev/x: No such device or address")})
+        )
+
+
+def test_a_stale_device_node_is_replaced(tmp_path):
+    node = tmp_path / "loop2p1"
+    disks.ensure_node(node, "7:99")
+    assert os.major(node.stat().st_rdev) == 7 and os.minor(node.stat().st_rdev) == 99
+    disks.ensure_node(node, "259:3")  # the kernel re-read the table: the partition is another device now
+    assert (os.major(node.stat().st_rdev), os.minor(node.stat().st_rdev)) == (259, 3)
+    (tmp_path / "plain").touch()
+    assert stat.S_ISBLK(disks.ensure_node(tmp_path / "plain", "259:4").stat().st_mode)
 
 
 def test_blank_means_every_probe_answered_and_found_nothing(tmp_path):
