@@ -231,9 +231,13 @@ class DiskSelector(Model):
 
 
 class DataDisk(DiskSelector):
-    allow_wipe: Annotated[bool, Field(description="wipe the selected disk on first boot even if it is not blank")] = (
-        False
-    )
+    allow_wipe: Annotated[
+        bool,
+        Field(
+            description="wipe the selected disk on first boot even if it is not blank: never while the node has "
+            "PVCDATA on any disk, never the boot medium, a disk with a PVC* label or a Ceph OSD"
+        ),
+    ] = False
 
 
 class OsdDisk(DiskSelector):

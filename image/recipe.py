@@ -65,6 +65,8 @@ PACKAGES: tuple[str, ...] = (
     "nftables",
     "ipmitool",
     "chrony",
+    # bounded logs: size-based rotation of the log files that are not in the journal (docs/storage.md, "Logs")
+    "logrotate",
     # base tools
     "openssh-server",
     "iproute2",
@@ -101,6 +103,10 @@ DPKG_PATH_FILTERS: tuple[str, ...] = (
     "path-exclude=/usr/lib/x86_64-linux-gnu/libLLVM-*",
     "path-exclude=/usr/lib/postgresql/*/lib/llvmjit*",
     "path-exclude=/usr/lib/postgresql/*/lib/bitcode/*",
+    # One QEMU emulator: libvirtd probes every qemu-system-* binary at its first start (minutes under TCG, and with
+    # no deadline of its own); qemu-system-x86_64 runs i686 guests too, and libvirt uses it for them.
+    "path-exclude=/usr/bin/qemu-system-i386",
+    "path-exclude=/usr/libexec/qemu-system-i386",
     # Kernel drivers a server node never loads: sound, video capture/TV, wireless, Bluetooth, staging.
     "path-exclude=/usr/lib/modules/*/kernel/sound/*",
     "path-exclude=/usr/lib/modules/*/kernel/drivers/media/*",

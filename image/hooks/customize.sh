@@ -27,7 +27,7 @@ find /etc/systemd/system \( -path '*.wants/*' -o -path '*.requires/*' \) \( -nam
     -o -name 'virtlog*' -o -name 'virtlock*' -o -name 'postgresql*' -o -name 'patroni*' -o -name 'zookeeper*' \
     -o -name 'frr*' -o -name 'dnsmasq*' \) -delete
 
-systemctl enable ssh.service chrony.service systemd-networkd.service >/dev/null 2>&1
+systemctl enable ssh.service chrony.service systemd-networkd.service logrotate.timer >/dev/null 2>&1
 
 # Identity is per node and per boot: no baked host keys, machine-id, journal or build-host DNS.
 rm -f /etc/ssh/ssh_host_*

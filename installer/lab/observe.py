@@ -95,6 +95,8 @@ def wait_formed(lab: Lab, timeout: float, say: Say, until: str | None = None) ->
                 continue
             running = next((s for s in prog.steps if s.state in ("running", "failed")), None)
             line = "formed" if prog.done else (f"{running.name} ({running.state})" if running else "starting")
+            if running is not None and running.state == "failed":  # say why as soon as it happens
+                line += f": {running.message or node_failure(node) or 'no reason given'}"
             if seen.get(node.name) != line:
                 seen[node.name] = line
                 say(f"{time.monotonic() - start:6.1f}s {node.name}: {line}")

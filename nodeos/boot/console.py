@@ -68,10 +68,19 @@ def steps_seen(text: str) -> dict[str, StepState]:
     return steps
 
 
+FAILED_STEP_RE = re.compile(rf"{re.escape(PREFIX)} \[\d+/\d+\] ([\w-]+): FAILED: (.*)")
+
+
 def last_problem(text: str) -> str | None:
-    """The line of the last formation failure or config wait, unless the node formed after it."""
+    """The line of the last formation failure (with the failed step's reason) or config wait, unless the node formed
+    after it."""
     formed = text.rfind(DONE_MARKER)
     bad = max(text.rfind(FAILED_MARKER), text.rfind(WAITING_MARKER))
-    if bad > formed:
-        return text[bad:].splitlines()[0]
-    return None
+    if bad <= formed:
+        return None
+    problem = text[bad:].splitlines()[0]
+    if problem.startswith(FAILED_MARKER):
+        reasons = list(FAILED_STEP_RE.finditer(text, max(formed, 0), bad))
+        if reasons:
+            problem += f": {reasons[-1].group(2).strip()}"
+    return problem

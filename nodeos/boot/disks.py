@@ -15,6 +15,7 @@ from pathlib import Path
 from pvc.config.schema import DiskSelector
 
 SYS = Path("/sys")
+DEV = Path("/dev")
 SKIP_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "nbd", "rbd")
 
 
@@ -120,19 +121,45 @@ def select(sel: DiskSelector, disks: list[Disk], count: int | None = None) -> li
     return hits[:count] if count else hits
 
 
-def partition_node(disk: Disk, number: int, sys_root: Path = SYS, dev_root: Path = Path("/dev")) -> Path | None:
-    """The device node of partition `number` of `disk`. A container's /dev has no udev: the partition's node and the
-    disk's kernel-named node (blkid needs it to read partition entries) are created when the kernel has them."""
+def partitions(disk: Disk, sys_root: Path = SYS, dev_root: Path = DEV) -> list[tuple[int, Path]]:
+    """(number, device node) of every partition the kernel knows on `disk`. A container's /dev has no udev: the
+    partitions' nodes and the disk's kernel-named node (blkid needs it to read partition entries) are created."""
+    if not disk.major_minor:
+        return []
     sysdir = sys_root / "dev" / "block" / disk.major_minor
+    out = []
     for child in sorted(sysdir.iterdir()) if sysdir.is_dir() else []:
-        if _read(child / "partition") == str(number):
+        number = _read(child / "partition")
+        if number.isdigit():
             ensure_node(dev_root / sysdir.resolve().name, disk.major_minor)
-            return ensure_node(dev_root / child.name, _read(child / "dev"))
-    return None
+            out.append((int(number), ensure_node(dev_root / child.name, _read(child / "dev"))))
+    return sorted(out)
+
+
+def partition_node(disk: Disk, number: int, sys_root: Path = SYS, dev_root: Path = DEV) -> Path | None:
+    """The device node of partition `number` of `disk`, once the kernel has it."""
+    return next((node for n, node in partitions(disk, sys_root, dev_root) if n == number), None)
+
+
+def whole_disk(major_minor: str, sys_root: Path = SYS) -> str:
+    """major:minor of the disk `major_minor` is a partition of (itself when it is a whole disk)."""
+    sysdir = sys_root / "dev" / "block" / major_minor
+    if (sysdir / "partition").exists():
+        return _read(sysdir.resolve().parent / "dev") or major_minor
+    return major_minor
 
 
 def ensure_node(node: Path, major_minor: str) -> Path:
-    if not node.exists():
-        major, minor = (int(x) for x in major_minor.split(":"))
-        os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+    """`node` as a block device node for `major_minor`. One left from before the kernel re-read a partition table
+    can name a device that no longer exists (a loop device's partitions get new minors): it is replaced."""
+    major, minor = (int(x) for x in major_minor.split(":"))
+    want = os.makedev(major, minor)
+    try:
+        st = node.lstat()
+        if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
+            return node
+        node.unlink()
+    except FileNotFoundError:
+        pass
+    os.mknod(node, 0o660 | stat.S_IFBLK, want)
     return node

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from typing import Any
 
 from pvc.config.schema import ClusterFile, OsdDisk
 from pvc.config.secrets import ClusterSecrets
-from pvc.nodeos.boot import data, disks
+from pvc.nodeos.boot import disks, probe
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.machinery import Context, StepFailed, run, wait_for, write
+from pvc.nodeos.formation.machinery import Context, StepFailed, bounded, doing, run, wait_for, write
+from pvc.nodeos.state.store import Conflict
 
 MON_PORT = 6789
 MON_V2_PORT = 3300
@@ -65,6 +65,9 @@ class CephParams:
     data_root: str = "/var/lib/ceph"
     log_dir: str = "/var/log/ceph"
     keyring_dir: str = "/etc/ceph"
+    # True on nodes: the daemons log to stderr, which systemd puts in the journal (bounded; docs/storage.md "Logs"),
+    # and nothing writes files under log_dir. Component tests keep files they can read.
+    journal: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # [global] options for labs and tests
 
 
@@ -77,7 +80,12 @@ def params_for(cfg: ClusterFile, secrets: ClusterSecrets) -> CephParams:
         pool_size=cfg.ceph.pool_defaults.size,
         pool_min_size=cfg.ceph.pool_defaults.min_size,
         pg_num=cfg.ceph.pool_defaults.pgs,
+        journal=True,
     )
+
+
+JOURNAL_GLOBAL = ("log to file = false", "mon cluster log to file = false")
+JOURNAL_DAEMON = ("log to stderr = true", "err to stderr = true")
 
 
 def mon_addr(p: CephParams, address: str) -> str:
@@ -110,6 +118,8 @@ def render_conf(p: CephParams) -> str:
         f"log file = {p.log_dir}/$cluster-$name.log",
         "pid file = $run_dir/$cluster-$name.pid",
     ]
+    daemon = list(JOURNAL_DAEMON) if p.journal else []
+    lines += list(JOURNAL_GLOBAL) if p.journal else []
     lines += [f"{key} = {value}" for key, value in p.extra.items()]
     lines += [
         "",
@@ -119,15 +129,19 @@ def render_conf(p: CephParams) -> str:
         "",
         "[mon]",
         f"mon data = {p.data_root}/mon/$cluster-$id",
+        *daemon,
+        *(["mon cluster log to stderr = true"] if p.journal else []),
         "",
         "[mgr]",
         f"mgr data = {p.data_root}/mgr/$cluster-$id",
         "keyring = $mgr_data/keyring",
         "mgr disabled modules = dashboard",
+        *daemon,
         "",
         "[osd]",
         f"osd data = {p.data_root}/osd/$cluster-$id",
         "keyring = $osd_data/keyring",
+        *daemon,
         "",
     ]
     return "\n".join(lines)
@@ -247,14 +261,29 @@ def mgr_step(ctx: Context) -> str:
     return f"mgr.{name} running"
 
 
-def bluestore_label(dev: str) -> dict | None:
-    out = subprocess.run(["ceph-bluestore-tool", "show-label", "--dev", dev], capture_output=True, text=True)
-    if out.returncode != 0:
+def bluestore_label(dev: str, signatures: list[str], run_probe: probe.Runner = probe.system_run) -> dict | None:
+    """The bluestore label of `dev` (fsid, whoami, ...), None when the disk has none (as wipefs saw it: `signatures`).
+    StepFailed when a label is there but cannot be read: such a disk is never taken for blank."""
+    if probe.BLUESTORE not in signatures:
         return None
+    out = run_probe(["ceph-bluestore-tool", "show-label", "--dev", dev])
     try:
-        return next(iter(json.loads(out.stdout).values()))
-    except (ValueError, StopIteration):
-        return None
+        if out.code != 0:
+            raise ValueError(f"exit {out.code}: {(out.err or out.out).strip()[-300:]}")
+        label = next(iter(json.loads(out.out).values()))
+        if not isinstance(label, dict) or "ceph_fsid" not in label or "whoami" not in label:
+            raise ValueError(f"no ceph_fsid/whoami in {out.out.strip()[:300]!r}")
+        return label
+    except (ValueError, StopIteration) as exc:
+        raise StepFailed(f"OSD disk {dev} has a bluestore label that cannot be read ({exc}); not touching it") from None
+
+
+def disk_signatures(dev: str, run_probe: probe.Runner = probe.system_run) -> list[str]:
+    """wipefs's signatures on an OSD candidate; a failed probe fails the step (the disk is never taken for blank)."""
+    try:
+        return probe.signatures(dev, run_probe)
+    except probe.ProbeError as exc:
+        raise StepFailed(f"cannot tell what is on OSD disk {dev} ({exc}); not touching it") from None
 
 
 def osd_disks(ctx: Context, selectors: list[OsdDisk] | None = None) -> list[str]:
@@ -281,8 +310,10 @@ def _osd_dir(osd_id: int) -> Path:
 
 
 def prepare_osd(ctx: Context, dev: str) -> int:
-    """Create (if blank) or adopt (if it is this cluster's) the OSD on `dev`; returns its id."""
-    label = bluestore_label(dev)
+    """Create (if blank) or adopt (if it is this cluster's) the OSD on `dev`; returns its id. Every probe fails
+    closed: a disk whose contents cannot be read is refused, never formatted."""
+    present = disk_signatures(dev)
+    label = bluestore_label(dev, present)
     if label is not None:
         if label.get("ceph_fsid") != ctx.secrets.ceph_fsid:
             raise StepFailed(
@@ -295,7 +326,6 @@ def prepare_osd(ctx: Context, dev: str) -> int:
         if not (osd_dir / "keyring").exists():
             write(osd_dir / "keyring", ceph("auth", "get", f"osd.{osd_id}"), 0o600)
         return osd_id
-    present = data.signatures(dev)
     if present:
         raise StepFailed(f"OSD disk {dev} is not blank (found: {', '.join(present)}); wipe it to use it as an OSD")
     pending = DATA / "osd" / ("pending-" + dev.replace("/", "_"))
@@ -372,7 +402,9 @@ def pools_step(ctx: Context) -> str:
     defaults = ctx.cfg.ceph.pool_defaults
     created = []
     try:
-        with ctx.state.lock("pools", ctx.node.name, timeout=None), connect(CONF, timeout=15) as cluster:
+        lock = ctx.state.lock("pools", ctx.node.name, timeout=bounded(600))  # another coordinator may hold it
+        busy = doing("taking the pools lock and creating the pools")
+        with busy, lock, connect(CONF, timeout=15) as cluster:
             finished = pools.finished_pools(cluster)
             for pool in ctx.cfg.ceph.pools:
                 if pool.name in finished:
@@ -385,6 +417,6 @@ def pools_step(ctx: Context) -> str:
                     pool.min_size or defaults.min_size,
                 )
                 created.append(pool.name)
-    except StorageError as exc:
+    except (StorageError, Conflict) as exc:
         raise StepFailed(f"creating pools: {exc}") from None
     return f"created {', '.join(created)}" if created else "all present"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ import libvirt as libvirt_api
 from pvc.config.pki import NodePki, node_dns, node_pki
 from pvc.config.schema import ClusterFile, Node
 from pvc.nodeos.formation import units
-from pvc.nodeos.formation.machinery import Context, run, wait_for, write
-from pvc.nodeos.storage import rbddisk  # defines the client.libvirt secret (pvcd calls it too)
+from pvc.nodeos.formation.machinery import Context, doing, run, wait_for, write
+from pvc.nodeos.storage import rbddisk  # the one definition of the client.libvirt secret (pvcd defines it too)
 
 TLS_PORT = 16514  # libvirtd's TLS port (qemu+tls://)
 MIGRATION_PORTS = (49152, 49215)  # QEMU's incoming migration ports (qemu.conf migration_port_min/max)
@@ -71,7 +72,7 @@ def render_libvirtd_conf(p: LibvirtParams) -> str:
             f'cert_file = "{p.pki_dir}/{PKI_FILES["server_cert"]}"',
             f'key_file = "{p.pki_dir}/{PKI_FILES["server_key"]}"',
             f'host_uuid = "{p.host_uuid}"',
-            'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"',
+            'log_outputs = "3:journald"',  # bounded by journald's limits (image/rootfs journald.conf.d)
             "",
         ]
     )
@@ -148,11 +149,17 @@ def host_uuid(fsid: str, node_name: str) -> str:
 
 
 def in_container() -> bool:
-    return subprocess.run(["systemd-detect-virt", "--container", "--quiet"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["systemd-detect-virt", "--container", "--quiet"], capture_output=True, timeout=30).returncode
+        == 0
+    )
 
 
 # -- on the node ---------------------------------------------------------------------------------------------------
 UNIT = "pvc-libvirtd.service"
+URI = "qemu:///system"
+DEADLINE = 600.0  # seconds for the whole step (docs/formation.md, "Deadlines")
+RESTART_AFTER = 240.0  # seconds without an answer before libvirtd is restarted, once (a probe that never returns)
 
 
 def write_pki(files: list[PkiFile], root: str | Path = PKI_DIR) -> bool:
@@ -181,16 +188,44 @@ def step(ctx: Context) -> str:
     units.ensure_running(UNIT, changed)
     tls_uri = f"qemu+tls://{p.listen_address}/system"
 
+    started, restarted = time.monotonic(), False
+
     def answers() -> bool:
+        nonlocal restarted
         units.check_alive(UNIT)
-        run("virsh", "-c", "qemu:///system", "version", timeout=30)
-        run("virsh", "-c", tls_uri, "version", timeout=30)  # the node's own certificate, through TLS
+        if not restarted and time.monotonic() - started > RESTART_AFTER:
+            # libvirtd waits on each QEMU capability probe with no deadline of its own: a probe that never returns
+            # holds every caller; a restart ends it (running VMs survive a libvirtd restart)
+            restarted = True
+            ctx.say(f"libvirt: libvirtd has not answered in {RESTART_AFTER:.0f} s: restarting it once")
+            run("systemctl", "restart", UNIT, timeout=120)
+        run("virsh", "-c", URI, "version", timeout=60)
+        run("virsh", "-c", tls_uri, "version", timeout=60)  # the node's own certificate, through TLS
         return True
 
-    wait_for("libvirtd to answer (unix socket and TLS)", answers, 180, 1.0, log=lambda: units.journal(UNIT))
-    conn = libvirt_api.open("qemu:///system")
-    try:
-        sid = rbddisk.define_secret(conn, ctx.join_key)
-    finally:
-        conn.close()
+    # `virsh version` answers once libvirtd has probed QEMU's capabilities: at its first start on a node (the result
+    # is cached on PVCDATA, data.BINDS) that takes 5-30 s under TCG (docs/formation.md), a few on real hardware
+    wait_for(
+        "libvirtd to answer on its unix socket and through TLS (it probes QEMU's capabilities first)",
+        answers,
+        DEADLINE,
+        2.0,
+        log=_journal,
+    )
+    sid = define_ceph_secret(ctx.join_key)
     return f"TLS on {p.listen_address}:{p.tls_port}, Ceph secret {sid}"
+
+
+def define_ceph_secret(join_key: str, uri: str = URI) -> str:
+    """The client.libvirt secret, defined through libvirt. These calls run in libvirt's C library and cannot be
+    interrupted from Python: the step's deadline (machinery.run_step) bounds them, naming this activity."""
+    with doing(f"defining the client.libvirt secret through libvirt ({uri})"):
+        conn = libvirt_api.open(uri)
+        try:
+            return rbddisk.define_secret(conn, join_key)
+        finally:
+            conn.close()
+
+
+def _journal() -> str:
+    return units.journal(UNIT)

@@ -18,6 +18,8 @@ from pvc.nodeos.boot.startup import attempt, say, wait_for_config
 from pvc.nodeos.formation import plan
 from pvc.nodeos.formation.machinery import Context
 
+HALTED = 3  # the exit status pvc-node.service does not restart on (RestartPreventExitStatus): PVCDATA needs a human
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -45,7 +47,7 @@ def boot() -> None:
     say(f"config from {booted.source}: cluster '{cfg.cluster.name}', this is node '{node.name}' (id {node.id})")
     secrets = cluster_secrets(booted.join_key, [n.name for n in cfg.coordinators])
     ctx = Context(cfg=cfg, node=node, config_path=booted.path, join_key=booted.join_key, secrets=secrets, say=say)
-    ok = plan.form(ctx)
+    result = plan.form(ctx)
     if ctx.zk is not None:
         ctx.zk.stop()
-    sys.exit(0 if ok else 1)
+    sys.exit({"formed": 0, "failed": 1}.get(result, HALTED))

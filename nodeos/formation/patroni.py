@@ -22,6 +22,7 @@ CFG_PATH = "/etc/patroni/pvc.yml"
 DATA_DIR = "/var/lib/postgresql/pvc"
 BIN_DIR = "/usr/lib/postgresql/15/bin"
 UNIT = "pvc-patroni.service"
+MAX_SLOT_WAL_KEEP = "1GB"
 
 
 def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, data_dir: str = DATA_DIR) -> str:
@@ -78,7 +79,13 @@ def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, 
                 f"host replication replicator {subnet} scram-sha-256",
                 f"host all all {subnet} scram-sha-256",
             ],
-            "parameters": {"unix_socket_directories": "/run/postgresql", "password_encryption": "scram-sha-256"},
+            "parameters": {
+                "unix_socket_directories": "/run/postgresql",
+                "password_encryption": "scram-sha-256",
+                # a replica that stays away does not fill PVCDATA: its slot keeps at most this much WAL (then it is
+                # invalidated and the replica is rebuilt)
+                "max_slot_wal_keep_size": MAX_SLOT_WAL_KEEP,
+            },
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }

@@ -7,15 +7,17 @@ Progress goes to the console and, once ZooKeeper is reachable, to /formation/<no
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
 from pvc.nodeos.formation import ceph, daemons, firewall, frr, libvirt, network, patroni, system, zookeeper
-from pvc.nodeos.formation.machinery import Context, Step, StepFailed
+from pvc.nodeos.formation.machinery import Context, Step, StepFailed, run_step
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
 STATUS_FILE = Path("/run/pvc/formation.json")
@@ -26,30 +28,35 @@ def runs(service: str) -> Callable[[Context], bool]:
     return lambda ctx: resolve.runs(ctx.node, service)
 
 
+VERBS = {"mount": "reusing", "create": "created", "format": "finished", "repair": "repaired"}
+
+
 def _data(ctx: Context) -> str:
-    said: list[str] = []
-    part = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), log=said.append)
-    how = said[-1].removeprefix("data: ").split(" ")[0] if said else "mounted"  # reusing / creating / finishing
-    return f"{how} {data.LABEL} {part}, mounted on {data.MOUNT}"
+    outcome = data.prepare(ctx.node, disks.scan([ctx.node.data_disk]), ctx.secrets.ceph_fsid, log=ctx.say)
+    ctx.data = outcome  # recorded in ZooKeeper by the zookeeper-client step
+    return f"{VERBS[outcome.action]} {data.LABEL} {outcome.part}, mounted on {data.MOUNT}"
 
 
+# Each step's deadline (seconds) covers all of it: render, apply, start, probe. The steps that wait for a majority
+# of coordinators (ZooKeeper, the mons, Patroni) wait up to 20 minutes for the others to boot; the rest are a few
+# times what they take under TCG on two shared cores (docs/formation.md, "Deadlines").
 STEPS: list[Step] = [
-    Step("data", _data),
-    Step("system", system.step),
-    Step("network", network.step),
-    Step("firewall", firewall.step),  # before any service listens
-    Step("zookeeper", zookeeper.step, runs("zookeeper")),
-    Step("zookeeper-client", zookeeper.client_step),
-    Step("ceph-config", ceph.conf_step),
-    Step("ceph-mon", ceph.mon_step, runs("ceph-mon")),
-    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr")),
-    Step("ceph-osd", ceph.osd_step, runs("ceph-osd")),
-    Step("ceph-pools", ceph.pools_step, runs("ceph-mon")),  # created by the monitors' nodes, under a lock
-    Step("patroni", patroni.step, runs("patroni")),
-    Step("frr", frr.step, runs("frr")),
-    Step("libvirt", libvirt.step, runs("libvirtd")),
-    Step("pvcd", daemons.pvcd_step, runs("pvcd")),
-    Step("api", daemons.api_step, runs("pvc-api")),
+    Step("data", _data, timeout=1800),  # a first mkfs, or an fsck of a large PVCDATA
+    Step("system", system.step, timeout=120),
+    Step("network", network.step, timeout=180),
+    Step("firewall", firewall.step, timeout=60),  # before any service listens
+    Step("zookeeper", zookeeper.step, runs("zookeeper"), timeout=1260),
+    Step("zookeeper-client", zookeeper.client_step, timeout=1260),
+    Step("ceph-config", ceph.conf_step, timeout=60),
+    Step("ceph-mon", ceph.mon_step, runs("ceph-mon"), timeout=1320),
+    Step("ceph-mgr", ceph.mgr_step, runs("ceph-mgr"), timeout=660),
+    Step("ceph-osd", ceph.osd_step, runs("ceph-osd"), timeout=1800),  # up to 600 s of mkfs per new disk
+    Step("ceph-pools", ceph.pools_step, runs("ceph-mon"), timeout=660),  # created by the monitors' nodes, under a lock
+    Step("patroni", patroni.step, runs("patroni"), timeout=1320),
+    Step("frr", frr.step, runs("frr"), timeout=240),
+    Step("libvirt", libvirt.step, runs("libvirtd"), timeout=libvirt.DEADLINE),
+    Step("pvcd", daemons.pvcd_step, runs("pvcd"), timeout=360),
+    Step("api", daemons.api_step, runs("pvc-api"), timeout=240),
 ]
 
 
@@ -80,8 +87,12 @@ class Reporter:
                 self.ctx.state.set_formation(self.progress)
 
 
-def form(ctx: Context) -> bool:
-    """Run the graph. True when every step is done; on a failure the console says which step, why, and the log."""
+Result = Literal["formed", "failed", "halted"]
+
+
+def form(ctx: Context) -> Result:
+    """Run the graph: "formed" when every step is done; on a failure the console says which step, why, and the log.
+    "halted" when the node must not try again by itself (PVCDATA damaged beyond repair)."""
     steps = steps_for(ctx)
     rep = Reporter(ctx, [s.name for s in steps])
     total = len(steps)
@@ -91,20 +102,20 @@ def form(ctx: Context) -> bool:
         rep.set(i, "running")
         started = time.monotonic()
         try:
-            message = step.run(ctx) or ""
+            message = run_step(step.name, step.timeout, functools.partial(step.run, ctx)) or ""
         except StepFailed as exc:
             rep.set(i, "failed", str(exc))
             ctx.say(console.step_failed(tag, str(exc)))
             for line in exc.log.strip().splitlines()[-20:]:
                 ctx.say(f"    {line}")
             ctx.say(console.failed(ctx.node.name, step.name))
-            return False
+            return "failed"
         except data.DataError as exc:
             rep.set(i, "failed", str(exc))
             ctx.say(console.step_failed(tag, str(exc)))
             ctx.say(console.failed(ctx.node.name, step.name))
-            return False
+            return "halted" if isinstance(exc, data.DataHalt) else "failed"
         rep.set(i, "done", message)
         ctx.say(console.step_done(tag, time.monotonic() - started, message))
     ctx.say(console.done(ctx.node.name, total))
-    return True
+    return "formed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pvc.nodeos.formation.machinery import StepFailed, run, write
+from pvc.nodeos.formation.machinery import StepFailed, bounded, doing, run, write
 
 UNIT_DIR = Path("/run/systemd/system")
 
@@ -79,15 +79,21 @@ def ensure_running(name: str, changed: bool) -> None:
 
 
 def is_active(name: str) -> bool:
-    out = subprocess.run(["systemctl", "is-active", "--quiet", name], capture_output=True)
+    try:
+        with doing(f"asking systemd whether {name} is active"):
+            out = subprocess.run(["systemctl", "is-active", "--quiet", name], capture_output=True, timeout=bounded(30))
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"systemctl is-active {name} did not answer in 30 s") from None
     return out.returncode == 0
 
 
 def journal(name: str, lines: int = 30) -> str:
-    out = subprocess.run(
-        ["journalctl", "--no-pager", "-q", "-o", "cat", "-n", str(lines), "-u", name], capture_output=True, text=True
-    )
-    return out.stdout
+    """The unit's last journal lines, for a failure message ("" if journalctl does not answer in time)."""
+    argv = ["journalctl", "--no-pager", "-q", "-o", "cat", "-n", str(lines), "-u", name]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except subprocess.TimeoutExpired:
+        return f"(journalctl -u {name} did not answer in 30 s)"
 
 
 def check_alive(name: str) -> None:

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.nodeos.formation import units
+from pvc.nodeos.formation import datadisk, units
 from pvc.nodeos.formation.machinery import Context, run, wait_for, write
 from pvc.nodeos.state.migrations import ensure_schema
 from pvc.nodeos.state.store import cluster_client
@@ -62,6 +62,9 @@ def render_cfg(p: ZkParams) -> str:
         f"clientPortAddress={p.client_address}",
         "admin.enableServer=false",
         "4lw.commands.whitelist=srvr,stat,ruok,mntr",
+        # Bounded growth on PVCDATA: a snapshot (and a new transaction log) at least every 64 MiB of transactions,
+        # and every hour all but the last 5 snapshots and their logs removed.
+        "snapSizeLimitInKb=65536",
         "autopurge.snapRetainCount=5",
         "autopurge.purgeInterval=1",
     ]
@@ -146,4 +149,7 @@ def client_step(ctx: Context) -> str:
         wait_for(f"a ZooKeeper quorum at {zk.hosts}", connect, 1200, 2.0)
         ctx.zk = zk
     version = ensure_schema(ctx.state, ctx.join_key)
+    if ctx.data is not None:
+        for note in datadisk.record(ctx.state, ctx.node, ctx.data):
+            ctx.say(note)
     return f"connected, layout schema {version}"

@@ -28,6 +28,7 @@ TASKS = f"{ROOT}/tasks"
 NETWORKS = f"{ROOT}/networks"
 STORAGE = f"{ROOT}/storage"
 API_KEYS = f"{ROOT}/api_keys"  # one ApiKeyRecord per key name: digests only, never a key (pvc.api.keys)
+DATA_DISKS = f"{ROOT}/data_disks"
 
 STORAGE_STATUS = f"{STORAGE}/status"  # StorageStatus: Ceph health and usage, written by the primary every interval
 OSD_REQUESTS = f"{STORAGE}/osd_requests"
@@ -99,6 +100,10 @@ def fault(fault_id: str) -> str:
 
 def formation(node_name: str) -> str:
     return f"{FORMATION}/{node_name}"  # FormationProgress
+
+
+def data_disk(node_name: str) -> str:
+    return f"{DATA_DISKS}/{node_name}"  # DataDisk: the disk holding the node's PVCDATA
 
 
 def task(task_id: str) -> str:

@@ -253,6 +253,18 @@ class FormationProgress(Record):
     updated: float = Field(default_factory=now)
 
 
+class DataDisk(Record):
+    """Which disk holds a node's PVCDATA, as formation found or made it (the disk itself carries the same record in
+    PVCDATA's marker file: boot/data.py Identity). `wiped`: what data_disk.allow_wipe removed when PVCDATA was made."""
+
+    node: str
+    serial: str
+    model: str = ""
+    size: int = 0
+    created: float | None = None  # None: PVCDATA predates the record
+    wiped: list[str] = []
+
+
 class Primary(Record):
     node: str
     since: float = Field(default_factory=now)

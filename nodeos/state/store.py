@@ -38,6 +38,7 @@ from pvc.config.secrets import ZK_USER, zookeeper_password
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import (
     ApiKeyRecord,
+    DataDisk,
     Fault,
     FormationProgress,
     Keepalive,
@@ -756,6 +757,12 @@ class ClusterState:
 
     def set_formation(self, progress: FormationProgress) -> None:
         self.put(layout.formation(progress.node), progress)
+
+    def data_disk(self, node_name: str) -> DataDisk | None:
+        return self.get_or_none(layout.data_disk(node_name), DataDisk)
+
+    def set_data_disk(self, record: DataDisk) -> None:
+        self.put(layout.data_disk(record.node), record)
 
 
 # What ZooKeeper reports for the operations of a failed transaction that did not fail themselves.

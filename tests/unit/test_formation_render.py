@@ -311,3 +311,30 @@ def test_the_ssh_host_key_is_kept_on_pvcdata_and_put_back_at_the_next_boot(tmp_p
     assert system.keep_host_key(kept, key) == "restored from PVCDATA"
     assert (etc / "ssh_host_ed25519_key.pub").read_text() == first and key.stat().st_mode & 0o777 == 0o600
     assert system.keep_host_key(kept, key) == "kept"
+
+
+def test_logs_are_bounded_in_every_rendered_config(tmp_path):
+    """Ceph's daemons log to the journal, not to files in RAM (Ceph itself reads the rendered file); clients stay
+    quiet; ZooKeeper snapshots by size; PostgreSQL's slots keep a bounded WAL; libvirtd logs to the journal."""
+    from pvc.config.secrets import cluster_secrets
+    from pvc.nodeos.formation import ceph, libvirt, zookeeper
+
+    cfg = cfg_of("lab-3node")
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(ceph.render_conf(ceph.params_for(cfg, cluster_secrets("ab" * 32, ["node1", "node2", "node3"]))))
+
+    def value(name: str, option: str) -> str:
+        argv = ["ceph-conf", "-c", str(conf), "--name", name, "--show-config-value", option]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    for daemon in ("mon.node1", "mgr.node1", "osd.0"):
+        assert (value(daemon, "log_to_file"), value(daemon, "log_to_stderr")) == ("false", "true"), daemon
+    assert value("mon.node1", "mon_cluster_log_to_file") == "false"
+    assert value("mon.node1", "mon_cluster_log_to_stderr") == "true"
+    assert (value("client.admin", "log_to_file"), value("client.admin", "log_to_stderr")) == ("false", "false")
+    zoo = zookeeper.render_cfg(zookeeper.params_for(cfg, cfg.node("node1"), "/var/lib/zookeeper"))
+    assert "snapSizeLimitInKb=65536" in zoo and "autopurge.purgeInterval=1" in zoo
+    doc = yaml.safe_load(patroni.render(cfg, cfg.node("node1"), "ab" * 32))
+    assert doc["postgresql"]["parameters"]["max_slot_wal_keep_size"] == "1GB"
+    libvirtd = libvirt.render_libvirtd_conf(libvirt.params_for(cfg, cfg.node("node1"), "u"))
+    assert 'log_outputs = "3:journald"' in libvirtd
