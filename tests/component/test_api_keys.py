@@ -121,7 +121,7 @@ def test_read_only_reads_but_cannot_start_and_operator_starts_but_cannot_define(
         assert status == 403 and "needs an API key with the role 'operator'" in err["detail"]
         status, vm = api_cluster.call("POST", f"{V1}/vms/{name}/state", {"action": "start"}, key=role_keys["operator"])
         assert status == 200 and vm["state"] == "start"
-        status, _ = api_cluster.call("PATCH", f"{V1}/vms/{name}/meta", {"autostart": True}, key=role_keys["operator"])
+        status, _ = api_cluster.call("PATCH", f"{V1}/vms/{name}", {"tags": ["x"]}, key=role_keys["operator"])
         assert status == 403
         status, err = api_cluster.call("GET", f"{V1}/cluster/keys", key=role_keys["operator"])
         assert status == 403

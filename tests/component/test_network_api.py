@@ -154,7 +154,8 @@ def test_a_network_in_use_is_not_removed(clean):
 def run_cli(api, tmp_path, *args: str) -> str:
     cli = Cli(tmp_path / "client")
     if not (tmp_path / "client").exists():
-        cli.ok("connection", "add", "test", "--address", "127.0.0.1", "--port", str(api.port), "--key", api.key)
+        cli.ok("connection", "add", "test", "--from-config", str(api.config), "--address", "127.0.0.1", "--port",
+               str(api.port))  # fmt: skip
     return cli.ok(*args)
 
 

@@ -278,7 +278,8 @@ def test_the_configured_upload_limit(capped, pool, cli, tmp_path):
     with open(big, "wb") as fh:
         fh.truncate(64 * MiB)  # sparse: quick to make, and long enough to be refused while it is being sent
     c = Cli(tmp_path / "capped-client")
-    c.ok("connection", "add", "capped", "--address", "127.0.0.1", "--port", str(capped.port), "--key", capped.key)
+    c.ok("connection", "add", "capped", "--from-config", str(capped.config), "--address", "127.0.0.1", "--port",
+         str(capped.port))  # fmt: skip
     line = c.fails("storage", "volume", "upload", pool, "big", str(big), "--quiet")
     assert line == (
         f"pvc: too large: the upload is {64 * MiB} bytes, over the limit of {4 * MiB} bytes "

@@ -27,6 +27,56 @@ from tests.harness.labctl import Lab
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
 NODES = ("node1", "node2", "node3")
+
+C1_QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+C1_RBD = "<disk type='network' device='disk'><source protocol='rbd' name='vms/labdisk'/><target dev='vda' bus='virtio'/></disk>"
+
+
+def c1_domain(name: str, devices: str = "", top: str = "", ns: str = "") -> str:
+    return (
+        f"<domain type='kvm'{ns}><name>{name}</name><memory unit='MiB'>64</memory>"
+        f"<os><type arch='x86_64' machine='pc'>hvm</type></os>{top}<devices>{C1_RBD}{devices}</devices></domain>"
+    )
+
+
+C1 = {  # the review's eight attacks on `pvc vm define`: (domain XML, the XML path the refusal names)
+    "c1-file": (
+        c1_domain("c1-file", "<disk type='file'><source file='/etc/shadow'/><target dev='vdb'/></disk>"),
+        "devices/disk[2]/source/@file",
+    ),
+    "c1-block": (
+        c1_domain("c1-block", "<disk type='block'><source dev='/dev/sda'/><target dev='vdb'/></disk>"),
+        "devices/disk[2]/source/@dev",
+    ),
+    "c1-root": (
+        c1_domain(
+            "c1-root",
+            "<filesystem type='mount' accessmode='passthrough'><source dir='/'/><target dir='r'/></filesystem>",
+        ),
+        "devices/filesystem",
+    ),
+    "c1-pci": (
+        c1_domain(
+            "c1-pci",
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0' bus='1' slot='0' function='0'/></source></hostdev>",
+        ),
+        "devices/hostdev",
+    ),
+    "c1-emulator": (c1_domain("c1-emulator", "<emulator>/bin/sh</emulator>"), "devices/emulator"),
+    "c1-serial": (
+        c1_domain("c1-serial", "<serial type='file'><source path='/etc/pvc/owned'/></serial>"),
+        "devices/serial",
+    ),
+    "c1-seclabel": (c1_domain("c1-seclabel", top="<seclabel type='none'/>"), "seclabel"),
+    "c1-qemu": (
+        c1_domain(
+            "c1-qemu",
+            top="<qemu:commandline><qemu:arg value='-chardev'/></qemu:commandline>",
+            ns=f" xmlns:qemu='{C1_QEMU_NS}'",
+        ),
+        "qemu:commandline",
+    ),
+}
 OSD_OF: dict[str, list[int]] = {}  # node -> its OSD ids, filled by test_ceph
 SERVICES = ("pvc-zookeeper", "pvc-patroni", "frr", "pvc-libvirtd", "pvc-pvcd", "pvc-api")
 # Ceph health checks a one-machine lab cannot avoid. None has been needed so far: every check named here must say why.
@@ -477,6 +527,20 @@ def test_uploads_that_name_a_nodes_files_are_refused(lab, tmp_path):
     assert bad.returncode == 1 and "path parameter 'volume'" in bad.stderr, bad.stderr
     spools = [lab.sh(n, "ls -A /var/lib/pvc/upload 2>/dev/null || true", check=False).strip() for n in NODES]
     assert spools == ["", "", ""], spools
+
+
+def test_hostile_domain_xml_is_refused_by_the_cli_and_leaves_nothing(lab, tmp_path):
+    """C1 on a node, as the review tried it: each of its eight domain XMLs through `pvc vm define --file` is refused
+    (exit 1) with the XML path and the reason, and no VM is left behind."""
+    before = {v["name"] for v in api_json(lab, "vm", "list")}
+    for name, (xml, path) in C1.items():
+        f = tmp_path / f"{name}.xml"
+        f.write_text(xml)
+        out = lab.pvc("vm", "define", "--file", str(f))
+        assert out.returncode == 1 and f"{path}" in out.stderr, (name, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr
+    after = {v["name"] for v in api_json(lab, "vm", "list")}
+    assert after == before and not any(n.startswith("c1-") for n in after)
 
 
 def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):
