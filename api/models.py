@@ -24,6 +24,9 @@ def _integral(value: object) -> object:
 
 
 Downtime = Annotated[int, BeforeValidator(_integral), Field(ge=1, le=60000)]
+MigrationTimeout = Annotated[
+    int, BeforeValidator(_integral), Field(ge=1, le=86400, description="seconds before a live migration is aborted")
+]
 
 
 class Request(BaseModel):
@@ -128,6 +131,7 @@ class VmDefine(Request):
     autostart: bool = False
     migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
+    migration_timeout_s: MigrationTimeout | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
 
 
@@ -146,6 +150,7 @@ class VmMetaChange(Request):
     autostart: bool | None = None
     migration_method: VmMigrationMethod | None = None
     max_downtime_ms: Downtime | None = None
+    migration_timeout_s: MigrationTimeout | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
 
 

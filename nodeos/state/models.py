@@ -28,9 +28,15 @@ class Record(BaseModel):
 
 
 class FenceInfo(Record):
+    """A fence's progress, kept in ZooKeeper so that the next primary resumes it (docs/runtime.md, Fencing)."""
+
     state: Literal["fencing", "off", "failed"]
     message: str = ""
     at: float = Field(default_factory=now)
+    attempts: int = 0  # power-off attempts so far
+    retry_at_ms: int = 0  # failed (or off and not yet recovered): the next try, on ZooKeeper's clock
+    by: str = ""  # the primary that runs it; a write by any other node is refused
+    recovered: bool = False  # off: every VM of the node was restarted elsewhere (or parked)
 
 
 class NodeRecord(Record):
@@ -60,6 +66,7 @@ class Keepalive(Record):
     load: float = 0.0
     running: list[str] = []
     libvirt_ok: bool = True
+    disk_used_pct: dict[str, float] = {}  # mount point -> % used (PVCDATA, and / which is the RAM overlay)
 
 
 class VmMeta(Record):
@@ -68,6 +75,7 @@ class VmMeta(Record):
     autostart: bool = False
     migration_method: VmMigrationMethod | None = None  # None: the cluster default
     max_downtime_ms: int | None = None
+    migration_timeout_s: int | None = None  # None: the cluster default (cluster.toml [migration] timeout)
     tags: list[str] = []
 
 
