@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +36,18 @@ import click
     show_default=True,
     help="ceph.conf for RBD lock checks, fencing and the storage status (its keyring: client.admin).",
 )
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    help="A file system whose use the keepalive reports, with a fault above 80% (repeat; default: PVCDATA and /).",
+)
+@click.option(
+    "--libvirt-restart-command",
+    default="systemctl restart pvc-libvirtd.service",
+    show_default=True,
+    help="How pvcd restarts a libvirtd that answers nothing for timers.libvirt_restart_after seconds.",
+)
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def main(
     config_path: str,
@@ -42,10 +57,13 @@ def main(
     libvirt_uri: str,
     migration_uri: str,
     ceph_conf: str,
+    disks: tuple[str, ...],
+    libvirt_restart_command: str,
     log_level: str,
 ) -> None:
     """Run this node's PVC daemon in the foreground."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack to the journal
     logging.getLogger("kazoo").setLevel(logging.WARNING)
     # Imported here: this __init__ runs before every pvc.nodeos.daemon module (service.py imports them, so a top
     # import would be circular), and `pvcd --help` needs neither pydantic nor libvirt.
@@ -70,6 +88,8 @@ def main(
         libvirt_uri=libvirt_uri,
         migration_uri=migration_uri,
         ceph_conf=ceph_conf,
+        libvirt_restart=tuple(shlex.split(libvirt_restart_command)),
+        **({"disks": disks} if disks else {}),
     )
     try:
         daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)

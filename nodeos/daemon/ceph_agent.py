@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 import rados
 
 from pvc.config.secrets import read_join_key
+from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state import domxml
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.storage import locks, rbddisk, status
@@ -22,18 +22,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = 15.0  # seconds between connection attempts to an unreachable Ceph
+OP_TIMEOUT = 10  # seconds a Ceph call of pvcd may take (the fencer and the start path wait on them)
 
 
 class DiskLocked(Exception):
     pass
 
 
+class DiskCheckFailed(Exception):
+    """The disks' locks could not be checked: the VM does not start (fail closed), and the next pass tries again."""
+
+
 class CephAgent:
     def __init__(self, daemon: Daemon, conffile: str, name: str = "client.admin") -> None:
         self.d = daemon
-        self.conn = Connection(conffile, name, timeout=5, retry_after=RETRY_AFTER)
+        self.conn = Connection(conffile, name, timeout=5, retry_after=RETRY_AFTER, op_timeout=OP_TIMEOUT)
         self.secret_uuid: str | None = None
-        self.thread = threading.Thread(target=self._status_loop, name="storage-status", daemon=True)
+        self.thread = controller_thread("storage-status", self._status_loop)
 
     def configured(self) -> bool:
         return self.conn.configured()
@@ -48,14 +53,15 @@ class CephAgent:
     # -- libvirt ---------------------------------------------------------------------------------------------
     def define_secret(self) -> None:
         try:
-            self.secret_uuid = rbddisk.define_secret(self.d.virt.conn(), read_join_key(self.d.cfg, self.d.base_dir))
+            key = read_join_key(self.d.cfg, self.d.base_dir)
+            self.secret_uuid = self.d.virt.run("secret", lambda conn: rbddisk.define_secret(conn, key))
             log.info("libvirt secret %s holds the client.libvirt key", self.secret_uuid)
         except Exception as exc:
             log.warning("could not define the client.libvirt secret: %s", exc)
 
     def prepare(self, spec: VmSpec, xml: str) -> str:
         """The domain XML to start: RBD disks completed with monitors and secret. Raises DiskLocked when a disk
-        is held by a live client (another QEMU writes it)."""
+        is held by a live client (another QEMU writes it), DiskCheckFailed when that cannot be checked."""
         disks = domxml.parse(xml).rbd_disks
         if not disks:
             return xml
@@ -73,7 +79,7 @@ class CephAgent:
         try:
             self.conn.run(check)
         except StorageError as exc:
-            log.warning("VM %s: cannot check its disks' locks: %s", spec.name, exc)
+            raise DiskCheckFailed(f"cannot verify its disks' locks: {exc}") from None
         return xml
 
     # -- fencing ---------------------------------------------------------------------------------------------
@@ -100,6 +106,7 @@ class CephAgent:
     def _status_loop(self) -> None:
         interval = self.d.cfg.timers.keepalive_interval
         while not self.d.stopping.wait(interval):
+            self.d.progress.beat("storage-status", allow=120)  # a few Ceph calls, each within its deadline
             if self.d.election is None or not self.d.election.is_primary.is_set():
                 continue
             try:

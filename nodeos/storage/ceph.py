@@ -50,8 +50,11 @@ class Unavailable(StorageError):
     """Ceph did not answer."""
 
 
+OP_TIMEOUT = 30  # seconds any librados/librbd operation may take, unless a Connection says otherwise
+
+
 class Connection:
-    """A lazy librados connection that reconnects. Thread-safe.
+    """A lazy librados connection that reconnects. Thread-safe. Every operation has a deadline (`op_timeout`).
 
     `run(op)` calls `op` with the connected cluster and turns what librados and librbd raise into StorageError;
     a failure of the connection itself (Unavailable) drops it, and the next call connects again, but not sooner
@@ -65,9 +68,10 @@ class Connection:
         keyring: str | None = None,
         timeout: int = 10,
         retry_after: float = 0.0,
+        op_timeout: int = OP_TIMEOUT,
     ) -> None:
         self.conffile, self.name, self.keyring = conffile, name, keyring
-        self.timeout, self.retry_after = timeout, retry_after
+        self.timeout, self.retry_after, self.op_timeout = timeout, retry_after, op_timeout
         self._cluster: rados.Rados | None = None
         self._failed_at: float | None = None
         self._lock = threading.Lock()
@@ -84,9 +88,12 @@ class Connection:
                 raise Unavailable(f"no Ceph configuration at {self.conffile}")
             if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after:
                 raise Unavailable(f"Ceph was unreachable moments ago ({self.conffile})")
-            cluster = rados.Rados(
-                conffile=self.conffile, name=self.name, conf={"keyring": self.keyring} if self.keyring else {}
-            )
+            # every OSD and monitor operation has a deadline (librados' default, 0, waits for ever: a fencer
+            # breaking a dead node's locks on an inactive placement group would hang)
+            conf = {"rados_osd_op_timeout": str(self.op_timeout), "rados_mon_op_timeout": str(self.op_timeout)}
+            if self.keyring:
+                conf["keyring"] = self.keyring
+            cluster = rados.Rados(conffile=self.conffile, name=self.name, conf=conf)
             try:
                 cluster.connect(timeout=self.timeout)
             except rados.Error as exc:
