@@ -156,6 +156,39 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
     assert "blocklisted" in logs and "broke its lock" in logs
 
 
+def test_a_vm_whose_disk_locks_cannot_be_checked_waits(rbd_runtime, rados_cluster):
+    """The node cannot reach Ceph (nftables drops its traffic to the monitor): the lock check before the start fails
+    closed — the VM does not start, its status says why, and it stays `start` (not `fail`); once Ceph is reachable
+    the next pass starts it."""
+    import subprocess
+
+    rt = rbd_runtime
+    volume = "rbdvm-unverified"
+    if volume in [v.name for v in volumes.list_volumes(rados_cluster, POOL)]:
+        volumes.remove_volume(rados_cluster, POOL, volume)
+    volumes.create_volume(rados_cluster, POOL, volume, 16 * MiB)
+    ns = rt.lab.ns("n2")
+    nft = ["ip", "netns", "exec", ns, "nft"]
+    subprocess.run(
+        [*nft, "add table inet cut; add chain inet cut out { type filter hook output priority 0; }"], check=True
+    )
+    subprocess.run([*nft, f"add rule inet cut out ip daddr {rt.ceph.net.address} drop"], check=True)
+    try:
+        spec = actions.define_vm(rt.state, rbd_xml("unverified").replace(DISK, volume), node="n2")
+        actions.change_state(rt.state, "unverified", "start")
+        wait_until(
+            "the start refused",
+            lambda: "cannot verify its disks' locks" in rt.state.vm_status(spec.uuid).reason,
+            60,
+            interval=0.2,
+        )
+        assert rt.state.vm_status(spec.uuid).state == "failed" and rt.where(spec.uuid) == []
+        assert rt.state.vm(spec.uuid).state == "start"
+    finally:
+        subprocess.run([*nft, "delete table inet cut"], check=False)
+    wait_running(rt, spec.uuid, "n2", timeout=90)
+
+
 class _fresh_volume:  # a context manager used like a function
     def __init__(self, cluster) -> None:
         self.cluster = cluster

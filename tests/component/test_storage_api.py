@@ -103,6 +103,31 @@ def test_pool_routes_and_refusals(api, cli):
     assert call(api, "DELETE", "/pools/p2?confirm=p2")[0] == 404
 
 
+def test_pool_removal_is_refused_while_in_use(api, rados_cluster):
+    """Ceph's own pools are never removed; a pool is not removed while a VM's definition names a volume in it, nor
+    while a running client holds one of its volumes (409, naming them); then it is."""
+    from pvc.nodeos.state import actions
+    from tests.harness.cluster import tiny_domain_xml
+
+    code, body = call(api, "DELETE", "/pools/.mgr?confirm=.mgr")
+    assert code == 409 and "Ceph's own" in body["detail"], body
+    assert call(api, "POST", "/pools", {"name": "busy", "pgs": 8, "size": 2, "min_size": 1})[0] == 201
+    assert call(api, "POST", "/pools/busy/volumes", {"name": "disk0", "size": 8 * MiB})[0] == 201
+    disk = "<disk type='network' device='disk'><source protocol='rbd' name='busy/disk0'/><target dev='vda'/></disk>"
+    spec = actions.define_vm(api.state, tiny_domain_xml("pooluser").replace("<devices>", "<devices>" + disk), node="n1")
+    try:
+        code, body = call(api, "DELETE", "/pools/busy?confirm=busy")
+        assert code == 409 and "disk0: pooluser" in body["detail"], body
+    finally:
+        actions.remove_vm(api.state, spec.uuid)
+    with volumes.image(rados_cluster, "busy", "disk0") as img:  # a writer takes the exclusive lock
+        img.write(b"x" * 4096, 0)
+        assert img.lock_get_owners(), "the writer holds no lock"
+        code, body = call(api, "DELETE", "/pools/busy?confirm=busy")
+        assert code == 409 and "disk0 (client" in body["detail"], body
+    assert call(api, "DELETE", "/pools/busy?confirm=busy")[0] == 200
+
+
 def test_volume_routes_and_refusals(api, pool, cli):
     v = f"/pools/{pool}/volumes"
     code, body = call(api, "POST", v, {"name": "va", "size": 32 * MiB})
