@@ -25,6 +25,9 @@ ERROR_STATUSES = {
 }
 
 
+MAX_JSON_BODY = 2 * 1024 * 1024  # bytes: a JSON request body is read whole into memory
+
+
 class RequestInvalid(Exception):
     def __init__(self, message: str, field: str | None) -> None:
         super().__init__(message)
@@ -78,6 +81,12 @@ def operation(**kwargs: Any) -> Callable:
                 except ValidationError as exc:
                     raise RequestInvalid(*validation_message(exc)) from None
             if op.body is not None:
+                if (req.content_length or 0) > MAX_JSON_BODY:
+                    while req.bounded_stream.read(65536):  # drained, never held: the client then reads the 400
+                        pass
+                    raise RequestInvalid(
+                        f"the body is {req.content_length} bytes; a JSON body is at most {MAX_JSON_BODY} bytes", "body"
+                    )
                 try:
                     media = req.get_media()
                 except falcon.MediaNotFoundError:

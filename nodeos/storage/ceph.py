@@ -89,8 +89,13 @@ class Connection:
             if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after:
                 raise Unavailable(f"Ceph was unreachable moments ago ({self.conffile})")
             # every OSD and monitor operation has a deadline (librados' default, 0, waits for ever: a fencer
-            # breaking a dead node's locks on an inactive placement group would hang)
-            conf = {"rados_osd_op_timeout": str(self.op_timeout), "rados_mon_op_timeout": str(self.op_timeout)}
+            # breaking a dead node's locks on an inactive placement group would hang), and so has connecting
+            # (python-rados ignores connect()'s timeout: client_mount_timeout is what counts, 300 s by default)
+            conf = {
+                "rados_osd_op_timeout": str(self.op_timeout),
+                "rados_mon_op_timeout": str(self.op_timeout),
+                "client_mount_timeout": str(self.timeout),
+            }
             if self.keyring:
                 conf["keyring"] = self.keyring
             cluster = rados.Rados(conffile=self.conffile, name=self.name, conf=conf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ FEATURES = (
     | rbd.RBD_FEATURE_DEEP_FLATTEN
 )
 CHUNK = 4 * 1024 * 1024
+SPOOL_DIR = "/var/lib/pvc/upload"  # on PVCDATA: a qcow2 upload is never spooled into the RAM overlay
+CONVERT_TIMEOUT = 3600  # seconds qemu-img may take to convert an upload
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,12 @@ def upload(
     if length <= 0:
         raise Invalid("the upload is empty", "body")
     if fmt == "qcow2":
-        with tempfile.TemporaryDirectory(prefix="pvc-upload-") as tmp:
+        check_room(get_pool(cluster, pool), force, f"upload {name}")  # before reading the body, not after
+        spool = _spool_dir()
+        free = shutil.disk_usage(spool).free
+        if length > free - CHUNK:
+            raise Refused(f"the upload ({length} bytes) does not fit where it is spooled ({spool}: {free} bytes free)")
+        with tempfile.TemporaryDirectory(prefix="pvc-upload-", dir=spool) as tmp:
             path = os.path.join(tmp, "image.qcow2")
             with open(path, "wb") as out:
                 _copy(stream, out.write, length)
@@ -233,12 +241,29 @@ def _convert_qcow2(
         if name in rbd.RBD().list(ctx):
             raise Exists(f"volume {pool}/{name} already exists")
     target = f"rbd:{pool}/{name}:conf={conffile}" + (f":keyring={keyring}" if keyring else "")
-    out = subprocess.run(
-        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target], capture_output=True, text=True
-    )
+    try:
+        out = subprocess.run(
+            ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target],
+            capture_output=True,
+            text=True,
+            timeout=CONVERT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(StorageError):
+            remove_volume(cluster, pool, name)
+        raise StorageError(f"qemu-img did not convert {path} within {CONVERT_TIMEOUT}s") from None
     if out.returncode != 0:
         raise StorageError(f"qemu-img could not convert {path}: {out.stderr.strip()}")
     return get_volume(cluster, pool, name)
+
+
+def _spool_dir() -> str:
+    """Where a qcow2 upload waits for qemu-img: PVCDATA on a node, else the system's temporary folder."""
+    with contextlib.suppress(OSError):
+        if os.path.isdir(os.path.dirname(SPOOL_DIR)):
+            os.makedirs(SPOOL_DIR, mode=0o700, exist_ok=True)
+            return SPOOL_DIR
+    return tempfile.gettempdir()
 
 
 def _copy(stream: BinaryIO, write, length: int) -> None:  # type: ignore[no-untyped-def]
