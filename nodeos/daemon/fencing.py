@@ -316,7 +316,7 @@ class Fencer:
             return True
         self.d.state.clear_fault(f"fence-failed-{name}")
         if self.d.cfg.fencing.on_success == "migrate":
-            self._recover_fenced(name, attempts)
+            self._recover_fenced(name, 0)
         else:
             self._power_on(name)
         return True
@@ -376,20 +376,24 @@ class Fencer:
         if record.fence is None or record.fence.by != self.me or record.fence.recovered:
             return
         log.warning("node %s: resuming the recovery of its VMs", name)
-        self._recover_fenced(name, record.fence.attempts)
+        self._recover_fenced(name, record.fence.recoveries)
 
-    def _recover_fenced(self, name: str, attempts: int) -> None:
+    def _recover_fenced(self, name: str, failed_before: int) -> None:
         """Recover a fenced node's VMs; record whether every one was, and power the node on once they all were."""
         errors = self.recover(name, "fenced")
         if errors:
-            wait = backoff_s(attempts, self.d.cfg.fencing.retry_after)
+            wait = backoff_s(failed_before + 1, self.d.cfg.fencing.retry_after)
             retry_at = self.d.keepalive.zk_now_ms() + wait * 1000
             message = f"recovery incomplete ({'; '.join(errors)}); trying again in {wait}s"
             log.error("node %s: %s", name, message)
             self._update_mine(
                 name,
                 lambda r: r.model_copy(
-                    update={"fence": r.fence.model_copy(update={"retry_at_ms": retry_at, "message": message})}  # type: ignore[union-attr]
+                    update={
+                        "fence": r.fence.model_copy(  # type: ignore[union-attr]
+                            update={"retry_at_ms": retry_at, "message": message, "recoveries": failed_before + 1}
+                        )
+                    }
                 ),
             )
             self.d.state.raise_fault(f"recover-failed-{name}", "recover-failed", f"node {name}: {message}", node=name)

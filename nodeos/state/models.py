@@ -34,6 +34,7 @@ class FenceInfo(Record):
     message: str = ""
     at: float = Field(default_factory=now)
     attempts: int = 0  # power-off attempts so far
+    recoveries: int = 0  # recoveries of its VMs that did not finish (their retries back off on this)
     retry_at_ms: int = 0  # failed (or off and not yet recovered): the next try, on ZooKeeper's clock
     by: str = ""  # the primary that runs it; a write by any other node is refused
     recovered: bool = False  # off: every VM of the node was restarted elsewhere (or parked)

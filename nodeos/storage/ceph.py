@@ -146,6 +146,8 @@ def connect(
 def storage_error(exc: rados.Error | rbd.Error, user: str = "client.admin") -> StorageError:
     """The StorageError for a librados or librbd error the storage layer did not foresee: still an answer (not
     found, exists, refused, invalid), and Unavailable only when Ceph itself did not answer."""
+    if isinstance(exc, rbd.Timeout):  # an operation past rados_osd_op_timeout: Ceph did not answer
+        return Unavailable(f"Ceph did not answer: {exc}")
     if isinstance(exc, rbd.Error):
         kind = {
             rbd.InvalidArgument: Invalid,
