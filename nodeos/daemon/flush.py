@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pvc.nodeos.daemon import migration
 from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state import placement
 from pvc.nodeos.state.models import VmSpec, VmStatus
@@ -35,9 +36,7 @@ class FlushController:
         self.me = daemon.node.name
         self._wake = threading.Event()
         self.thread = controller_thread("flush", self._loop)
-        cfg = daemon.cfg
-        # how long one VM's move may take: a live migration to its deadline, then a shutdown migration
-        self.move_timeout = cfg.migration.timeout + cfg.timers.vm_shutdown_timeout + 60.0
+        self.move_timeout = self.timeout(None)
 
     def start(self) -> None:
         self.d.state.watch_node(self.me, self._on_record)
@@ -62,6 +61,11 @@ class FlushController:
                     self.ready(record.task)
             except Exception:
                 log.exception("flush/ready failed")
+
+    def timeout(self, spec: VmSpec | None) -> float:
+        """How long one VM's move may take: a live migration to its deadline, then a shutdown migration."""
+        migrating = migration.timeout_s(spec, self.d.cfg) if spec else self.d.cfg.migration.timeout
+        return migrating + self.d.cfg.timers.vm_shutdown_timeout + 60.0
 
     def _ended(self, task: str | None) -> bool:
         """Whether the request's task has ended (a flush that failed is not run again until a new request)."""
@@ -91,7 +95,7 @@ class FlushController:
                 self._progress(task, state="failed", message="interrupted by a new request")
                 return
             self._progress(task, message=f"moving {spec.name}")
-            self.d.progress.beat("flush", allow=self.move_timeout)
+            self.d.progress.beat("flush", allow=self.timeout(spec))
             if not self._move_away(spec):
                 stayed.append(spec.name)
             self._progress(task, progress=i)
@@ -181,7 +185,8 @@ class FlushController:
 
     def _wait(self, spec: VmSpec, moved: Moved) -> bool:
         """Wait for a VM's move; returns whether it is done (True also for a VM removed meanwhile)."""
-        deadline = time.monotonic() + self.move_timeout
+        timeout = self.timeout(spec)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.d.stopping.is_set():
             try:
                 current = self.d.state.vm(spec.uuid)
@@ -191,5 +196,5 @@ class FlushController:
             if outcome is not None:
                 return outcome
             time.sleep(0.2)
-        log.warning("VM %s did not finish moving within %.0fs", spec.name, self.move_timeout)
+        log.warning("VM %s did not finish moving within %.0fs", spec.name, timeout)
         return False

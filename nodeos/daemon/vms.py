@@ -214,6 +214,10 @@ class VmController:
         method = spec.meta.migration_method or self.d.cfg.migration.method
         downtime = spec.meta.max_downtime_ms or self.d.cfg.migration.max_downtime_ms
         timeout = migration.timeout_s(spec, self.d.cfg)
+        # this worker's step: the migration to its deadline, then perhaps a shutdown migration
+        self.d.progress.beat(
+            threading.current_thread().name, allow=timeout + self.d.cfg.timers.vm_shutdown_timeout + 120
+        )
         self.migrating_out.add(spec.uuid)
         try:
             self._set_status(spec, "migrating", f"to {target}", node=self.me)
