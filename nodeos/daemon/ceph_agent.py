@@ -54,7 +54,7 @@ class CephAgent:
     def define_secret(self) -> None:
         try:
             key = read_join_key(self.d.cfg, self.d.base_dir)
-            self.secret_uuid = self.d.virt.run("secret", lambda conn: rbddisk.define_secret(conn, key))
+            self.secret_uuid = self.d.virt.run("secret", lambda conn: rbddisk.define_secret(conn, key), timeout=10)
             log.info("libvirt secret %s holds the client.libvirt key", self.secret_uuid)
         except Exception as exc:
             log.warning("could not define the client.libvirt secret: %s", exc)

@@ -160,11 +160,16 @@ class Daemon:
             return
         self.log_ring.state = self.state
         self.zk.add_listener(self._zk_state)
+        # Each start-up step is bounded (ZooKeeper calls, the VM cache's first read, one libvirt call); each done
+        # is progress, told to systemd's watchdog, which counts from the start.
         version = ensure_schema(self.state)
         self._register()
+        sd_notify("WATCHDOG=1")
         log.info("pvcd on %s started (schema %d, libvirt %s)", self.node.name, version, self.opts.libvirt_uri)
         self.vm_cache.start()
-        self.storage.define_secret()
+        sd_notify("WATCHDOG=1")
+        self.storage.define_secret()  # (again before the first start of a VM with RBD disks, if this one failed)
+        sd_notify("WATCHDOG=1")
         self.keepalive.start()
         self.vms.start()
         self.keepalive.tick()
