@@ -14,11 +14,14 @@ API_UNIT = "pvc-api.service"
 BIN = "/opt/pvc/bin"
 
 
-def pvcd_unit(config_path: str, node: str) -> str:
+def pvcd_unit(config_path: str, node: str, watchdog_sec: int) -> str:
+    """pvcd under systemd's watchdog: pvcd says it is alive only while its controllers make progress (timers.watchdog;
+    docs/runtime.md), so a stalled pvcd is restarted."""
     return units.render(
         "PVC node daemon",
         [f"{BIN}/pvcd", "--config", config_path, "--node", node],
         after=("pvc-libvirtd.service",),
+        watchdog_sec=watchdog_sec,
     )
 
 
@@ -32,7 +35,7 @@ def api_unit(config_path: str) -> str:
 
 
 def pvcd_step(ctx: Context) -> str:
-    changed = units.install(PVCD_UNIT, pvcd_unit(str(ctx.config_path), ctx.node.name))
+    changed = units.install(PVCD_UNIT, pvcd_unit(str(ctx.config_path), ctx.node.name, ctx.cfg.timers.watchdog))
     units.ensure_running(PVCD_UNIT, changed)
     state = ctx.state
 

@@ -25,6 +25,7 @@ def render(
     restart: str = "always",
     limit_nofile: int | None = None,
     exec_start_pre: list[list[str]] | None = None,
+    watchdog_sec: int | None = None,
 ) -> str:
     lines = [
         "[Unit]",
@@ -46,6 +47,8 @@ def render(
         lines.append(f'Environment="{key}={value}"')
     if limit_nofile:
         lines.append(f"LimitNOFILE={limit_nofile}")
+    if watchdog_sec:  # the service tells systemd it is alive (sd_notify WATCHDOG=1), or systemd restarts it
+        lines += [f"WatchdogSec={watchdog_sec}", "NotifyAccess=main"]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(line.rstrip() for line in lines)
 

@@ -5,8 +5,14 @@ files (its certificates from the cluster CA), so nodes talk to each other over T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -54,3 +60,29 @@ def command(root: Path, name: str) -> list[str]:
 
 def socket_uri(root: Path) -> str:
     return f"qemu:///system?socket={root}/run/libvirt-sock"
+
+
+def restart(root: Path, name: str, log: Path) -> None:
+    """Kill this node's libvirtd (by its pid file) and start a new one, detached: what pvcd's libvirtd restart
+    command does in the component tests (`systemctl restart pvc-libvirtd.service` on a node). Its QEMUs live on."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((root / "libvirtd.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (root / "run" / "libvirt-sock").unlink(missing_ok=True)  # left by the killed one: wait for the new one's
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            command(root, name), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 30
+    while not (root / "run" / "libvirt-sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":  # python -m tests.harness.libvirtd restart ROOT NAME LOG
+    if sys.argv[1:2] == ["restart"] and len(sys.argv) == 5:
+        restart(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    else:
+        sys.exit("usage: python -m tests.harness.libvirtd restart ROOT NAME LOG")

@@ -306,3 +306,16 @@ def test_bgp_router_that_is_a_node_ip(p3):
 def test_duplicate_pool_name(p5):
     err = only_error(edit(p5, 'name = "scratch"', 'name = "vms"'))
     assert err.key == "ceph.pools[1].name"
+
+
+def test_fencing_on_failure_migrate_is_a_warning(p3):
+    result = load_text(edit(p3, 'on_failure = "none"', 'on_failure = "migrate"'), "c.toml")
+    assert result.valid
+    warning = next(w for w in result.warnings if w.key == "fencing.on_failure")
+    assert "runs twice" in warning.message
+
+
+def test_watchdog_must_cover_three_keepalives(p3):
+    assert "[timers]" not in p3, "the example has a [timers] table now: edit it instead"
+    err = only_error(p3 + "\n[timers]\nkeepalive_interval = 5\nwatchdog = 10\n")
+    assert err.key == "timers" and "3 × keepalive_interval (15s)" in err.message, err.message

@@ -108,12 +108,20 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
     for name, text in {
         "pvc-api.service": daemons.api_unit("/run/pvc/cluster.toml"),
-        "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1"),
+        "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1", 30),
     }.items():
         path = tmp_path / name
         path.write_text(text.replace("/opt/pvc/bin/", "/bin/true #"))
         out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True)
         assert "Invalid" not in out.stderr and "Unknown" not in out.stderr, out.stderr
+
+
+def test_pvcd_runs_under_the_watchdog():
+    from pvc.nodeos.formation import daemons
+
+    text = daemons.pvcd_unit("/run/pvc/cluster.toml", "node1", 45)
+    assert "WatchdogSec=45" in text.splitlines() and "NotifyAccess=main" in text.splitlines()
+    assert "WatchdogSec" not in daemons.api_unit("/run/pvc/cluster.toml")
 
 
 def test_hosts_file_names_every_node():
