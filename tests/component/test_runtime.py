@@ -67,7 +67,8 @@ def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(
         "refused: it has no definition (devices/disk/source/@file: host file disks are not allowed): "
         "define it again or modify it"
     )
-    assert runtime.state.vm(spec.uuid).state == "fail" and runtime.where(spec.uuid) == []
+    wait_until("the start handed off to fail", lambda: runtime.state.vm(spec.uuid).state == "fail", 10, 0.1)
+    assert runtime.where(spec.uuid) == []
     # a definition written into ZooKeeper by other means is checked as API input is, before libvirt sees anything
     raw, _ = runtime.state.vm_record(spec.uuid)
     bad = {**tiny_vm("unchecked", spec.uuid).model_dump(mode="json"), "memory_mib": 1}

@@ -411,6 +411,8 @@ class RuntimeCluster:
                         f"{CLUSTER.prefix}.254:2181",
                         "--libvirt-uri",
                         self.libvirt_uri(node),
+                        "--migration-uri",
+                        libvirtd.migration_uri(root),
                         "--ceph-conf",  # a missing file: no Ceph, no storage agent
                         str(self.ceph.conf) if self.ceph else str(ndir / "no-ceph.conf"),
                         *pvcd_extra,

@@ -49,7 +49,18 @@ def prepare(root: Path, cfg: ClusterFile, node: Node, join_key: str, cache_from:
     (root / "etc" / "libvirtd.conf").write_text(lvform.render_libvirtd_conf(params))
     (root / "etc" / "qemu.conf").write_text(lvform.render_qemu_conf(params))
     lvform.write_pki(lvform.render_pki(node_pki(join_key, cfg, node), qemu_group="root"), root / "pki")
+    client = root / "pki-client"  # what pvcd's own TLS connections use (it does not run in this mount namespace)
+    client.mkdir(mode=0o700, exist_ok=True)
+    for name, key in (("cacert.pem", "ca"), ("clientcert.pem", "client_cert"), ("clientkey.pem", "client_key")):
+        shutil.copy2(root / "pki" / lvform.PKI_FILES[key], client / name)
     return root
+
+
+def migration_uri(root: Path) -> str:
+    """pvcd's `--migration-uri` on this node: TLS as on a node, with this node's client certificate from a folder
+    of its own (libvirt's pkipath), since pvcd runs outside libvirtd's mount namespace where /etc/pki is the
+    node's. libvirtd dials the same URI for a peer-to-peer migration: the folder is on the host, which it sees."""
+    return f"qemu+tls://{{ip}}/system?pkipath={root / 'pki-client'}"
 
 
 def command(root: Path, name: str) -> list[str]:
