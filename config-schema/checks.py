@@ -202,6 +202,14 @@ def fencing_needs_ipmi(cfg: ClusterFile) -> Iterator[Finding]:
                 f"fencing is enabled but node '{node.name}' has no [nodes.ipmi]: without it a dead node cannot be "
                 "powered off and its VMs never restart elsewhere; add its BMC or set fencing.enabled = false",
             )
+    if cfg.fencing.on_failure == "migrate":
+        yield Finding(
+            ("fencing", "on_failure"),
+            "on_failure = 'migrate' restarts a dead node's VMs even when its BMC did not confirm the power-off: "
+            "a node that is only cut off may still run them, and a VM whose disks are not RBD (with their locks "
+            "broken) then runs twice",
+            "warning",
+        )
 
 
 @check

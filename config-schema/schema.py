@@ -399,6 +399,27 @@ class Timers(Model):
     keepalive_interval: Annotated[int, Field(ge=1, le=60, description="seconds between keepalives")] = 2
     dead_after: Annotated[int, Field(ge=2, le=100, description="missed keepalives before a node is dead")] = 5
     vm_shutdown_timeout: Annotated[int, Field(ge=1, le=3600, description="seconds before shutdown → destroy")] = 180
+    watchdog: Annotated[
+        int,
+        Field(
+            ge=5,
+            le=3600,
+            description="seconds a pvcd controller may go without progress: then a primary steps down, and "
+            "systemd restarts pvcd (WatchdogSec)",
+        ),
+    ] = 30
+    libvirt_restart_after: Annotated[
+        int, Field(ge=0, le=86400, description="seconds of a libvirtd that answers nothing before pvcd restarts it")
+    ] = 300
+
+    @model_validator(mode="after")
+    def _watchdog_above_keepalive(self) -> Timers:
+        if self.watchdog < 3 * self.keepalive_interval:
+            raise ValueError(
+                f"watchdog ({self.watchdog}s) must be at least 3 × keepalive_interval "
+                f"({3 * self.keepalive_interval}s): pvcd tells systemd it is alive once per keepalive"
+            )
+        return self
 
 
 class Fencing(Model):
@@ -412,12 +433,27 @@ class Fencing(Model):
         Field(description="after a failed fence; 'migrate' risks running a VM twice"),
     ] = "none"
     power_on_after: Annotated[bool, Field(description="power the node back on after a confirmed off")] = True
+    max_concurrent: Annotated[int, Field(ge=1, le=64, description="fences in flight at once")] = 1
+    retry_after: Annotated[
+        int, Field(ge=1, le=3600, description="seconds before a failed fence is tried again (doubling, up to 300)")
+    ] = 10
 
 
 class Migration(Model):
     selector: Selector = "mem"
     method: MigrationMethod = "live"
     max_downtime_ms: Annotated[int, Field(ge=1, le=60000)] = 300
+    timeout: Annotated[
+        int, Field(ge=1, le=86400, description="seconds a live migration may take before it is aborted")
+    ] = 300
+    bandwidth_mib: Annotated[int, Field(ge=0, le=1_000_000, description="MiB/s a migration may use; 0: no cap")] = 0
+
+
+class Retention(Model):
+    tasks_per_kind: Annotated[
+        int, Field(ge=1, le=100_000, description="finished tasks kept per kind (flush, migrate, ...)")
+    ] = 100
+    osd_requests: Annotated[int, Field(ge=1, le=100_000, description="finished OSD requests kept")] = 50
 
 
 class Vm(Model):
@@ -566,6 +602,7 @@ class ClusterFile(Model):
     fencing: Fencing = Fencing()
     migration: Migration = Migration()
     vm: Vm = Vm()
+    retention: Retention = Retention()
     client_networks: list[ClientNetwork] = []
 
     def node(self, name: str) -> Node:

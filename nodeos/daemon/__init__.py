@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +43,18 @@ import click
     help="Runtime files: the client networks' dnsmasq files and nftables, the lease hook's socket.",
 )
 @click.option("--frr-pathspace", default=None, help="vtysh -N PATHSPACE: talk to that FRR instance (tests).")
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    help="A file system whose use the keepalive reports, with a fault above 80% (repeat; default: PVCDATA and /).",
+)
+@click.option(
+    "--libvirt-restart-command",
+    default="systemctl restart pvc-libvirtd.service",
+    show_default=True,
+    help="How pvcd restarts a libvirtd that answers nothing for timers.libvirt_restart_after seconds.",
+)
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def main(
     config_path: str,
@@ -51,10 +66,13 @@ def main(
     ceph_conf: str,
     run_dir: str,
     frr_pathspace: str | None,
+    disks: tuple[str, ...],
+    libvirt_restart_command: str,
     log_level: str,
 ) -> None:
     """Run this node's PVC daemon in the foreground."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack to the journal
     logging.getLogger("kazoo").setLevel(logging.WARNING)
     # Imported here: this __init__ runs before every pvc.nodeos.daemon module (service.py imports them, so a top
     # import would be circular), and `pvcd --help` needs neither pydantic nor libvirt.
@@ -81,6 +99,8 @@ def main(
         ceph_conf=ceph_conf,
         run_dir=run_dir,
         frr_pathspace=frr_pathspace,
+        libvirt_restart=tuple(shlex.split(libvirt_restart_command)),
+        disks=disks or Options.disks,
     )
     try:
         daemon = Daemon(cfg, Path(config_path).resolve().parent, opts)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 import rados
 
+from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.storage import locks, rbddisk, status
 from pvc.nodeos.storage.ceph import Connection, StorageError
@@ -21,18 +21,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = 15.0  # seconds between connection attempts to an unreachable Ceph
+OP_TIMEOUT = 10  # seconds a Ceph call of pvcd may take (the fencer and the start path wait on them)
 
 
 class DiskLocked(Exception):
     pass
 
 
+class DiskCheckFailed(Exception):
+    """The disks' locks could not be checked: the VM does not start (fail closed), and the next pass tries again."""
+
+
 class CephAgent:
     def __init__(self, daemon: Daemon, conffile: str, name: str = "client.admin") -> None:
         self.d = daemon
-        self.conn = Connection(conffile, name, timeout=5, retry_after=RETRY_AFTER)
+        self.conn = Connection(conffile, name, timeout=5, retry_after=RETRY_AFTER, op_timeout=OP_TIMEOUT)
         self.secret_uuid: str | None = None
-        self.thread = threading.Thread(target=self._status_loop, name="storage-status", daemon=True)
+        self.thread = controller_thread("storage-status", self._status_loop)
 
     def configured(self) -> bool:
         return self.conn.configured()
@@ -47,7 +52,8 @@ class CephAgent:
     # -- libvirt ---------------------------------------------------------------------------------------------
     def define_secret(self) -> None:
         try:
-            self.secret_uuid = rbddisk.define_secret(self.d.virt.conn(), self.d.join_key)
+            key = self.d.join_key
+            self.secret_uuid = self.d.virt.run("secret", lambda conn: rbddisk.define_secret(conn, key), timeout=10)
             log.info("libvirt secret %s holds the client.libvirt key", self.secret_uuid)
         except Exception as exc:
             log.warning("could not define the client.libvirt secret: %s", exc)
@@ -75,7 +81,7 @@ class CephAgent:
         try:
             self.conn.run(check)
         except StorageError as exc:
-            log.warning("VM %s: cannot check its disks' locks: %s", spec.name, exc)
+            raise DiskCheckFailed(f"cannot verify its disks' locks: {exc}") from None
 
     # -- fencing ---------------------------------------------------------------------------------------------
     def break_locks(self, spec: VmSpec, dead: str) -> None:
@@ -101,6 +107,7 @@ class CephAgent:
     def _status_loop(self) -> None:
         interval = self.d.cfg.timers.keepalive_interval
         while not self.d.stopping.wait(interval):
+            self.d.progress.beat("storage-status", allow=120)  # a few Ceph calls, each within its deadline
             if self.d.election is None or not self.d.election.is_primary.is_set():
                 continue
             try:

@@ -1,7 +1,9 @@
 """Node flush and ready: move every running VM off this node, one at a time, and bring them back.
 
 The API writes `domain_state = "flushing"` (or `"unflushing"`) and a task id on the node's record; this node does
-the work, reports progress in the task, and ends in `flushed` (or `ready`).
+the work, reports progress in the task, and ends in `flushed` (or `ready`). A flush ends `flushed` only when every VM
+left: otherwise its task fails naming the VMs that stayed, and the node stays `flushing` (a new flush request tries
+again; `pvc node ready` gives up).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pvc.nodeos.daemon import migration
+from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state import placement
 from pvc.nodeos.state.models import VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
@@ -22,7 +26,8 @@ if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
-MOVE_TIMEOUT = 180.0
+# Whether a VM's move is over: True (done), False (it failed: the VM stays), None (not yet).
+Moved = Callable[[VmSpec, VmStatus], bool | None]
 
 
 class FlushController:
@@ -30,7 +35,8 @@ class FlushController:
         self.d = daemon
         self.me = daemon.node.name
         self._wake = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="flush", daemon=True)
+        self.thread = controller_thread("flush", self._loop)
+        self.move_timeout = self.timeout(None)
 
     def start(self) -> None:
         self.d.state.watch_node(self.me, self._on_record)
@@ -42,11 +48,12 @@ class FlushController:
 
     def _loop(self) -> None:
         while not self.d.stopping.is_set():
+            self.d.progress.beat("flush", allow=self.move_timeout)
             self._wake.wait(timeout=self.d.cfg.timers.keepalive_interval)
             self._wake.clear()
             try:
                 record = self.d.state.node(self.me)
-                if record.daemon_state != "run":
+                if record.daemon_state != "run" or self._ended(record.task):
                     continue
                 if record.domain_state == "flushing":
                     self.flush(record.task)
@@ -54,6 +61,20 @@ class FlushController:
                     self.ready(record.task)
             except Exception:
                 log.exception("flush/ready failed")
+
+    def timeout(self, spec: VmSpec | None) -> float:
+        """How long one VM's move may take: a live migration to its deadline, then a shutdown migration."""
+        migrating = migration.timeout_s(spec, self.d.cfg) if spec else self.d.cfg.migration.timeout
+        return migrating + self.d.cfg.timers.vm_shutdown_timeout + 60.0
+
+    def _ended(self, task: str | None) -> bool:
+        """Whether the request's task has ended (a flush that failed is not run again until a new request)."""
+        if task is None:
+            return False
+        try:
+            return self.d.state.task(task).state in ("succeeded", "failed")
+        except NotFound:
+            return True
 
     def _domain_state(self) -> str:
         return self.d.state.node(self.me).domain_state
@@ -67,21 +88,33 @@ class FlushController:
         vms = [v for v in self.d.state.vms() if v.node == self.me and v.state in RUNNING_STATES]
         log.info("flushing %d VM(s)", len(vms))
         self._progress(task, state="running", total=len(vms), progress=0, message="flushing")
+        stayed: list[str] = []
         for i, spec in enumerate(vms, 1):
             if self._domain_state() != "flushing":
                 log.info("flush interrupted")
                 self._progress(task, state="failed", message="interrupted by a new request")
                 return
             self._progress(task, message=f"moving {spec.name}")
-            self._move_away(spec)
+            self.d.progress.beat("flush", allow=self.timeout(spec))
+            if not self._move_away(spec):
+                stayed.append(spec.name)
             self._progress(task, progress=i)
+        if stayed:
+            message = (
+                f"{len(vms) - len(stayed)} of {len(vms)} VM(s) moved; still on {self.me}: {', '.join(stayed)} "
+                f"(the node stays flushing: flush again, or make it ready)"
+            )
+            log.error("flush: %s", message)
+            self._progress(task, state="failed", message=message)
+            return
         self.d.state.update_node(
             self.me,
             lambda r: r.model_copy(update={"domain_state": "flushed"}) if r.domain_state == "flushing" else None,
         )
         self._progress(task, state="succeeded", message=f"flushed {len(vms)} VM(s)")
 
-    def _move_away(self, spec: VmSpec) -> None:
+    def _move_away(self, spec: VmSpec) -> bool:
+        """Move one VM off this node (or park it); returns whether it left."""
         try:
             target = placement.choose(spec, self.d.candidates(), self.d.cfg.migration.selector, exclude={self.me})
         except placement.NoTarget as exc:
@@ -93,8 +126,7 @@ class FlushController:
                 return s.with_autostart(True).model_copy(update={"state": "shutdown"})
 
             self.d.state.update_vm(spec.uuid, park)
-            self._wait(spec, lambda s, st: s.state == "stop")
-            return
+            return self._wait(spec, lambda s, st: True if s.state == "stop" else None)
 
         def away(s: VmSpec) -> VmSpec | None:
             if s.node != self.me or s.state not in RUNNING_STATES:
@@ -102,7 +134,15 @@ class FlushController:
             return s.model_copy(update={"node": target, "last_node": s.last_node or self.me, "state": "migrate"})
 
         self.d.state.update_vm(spec.uuid, away)
-        self._wait(spec, lambda s, st: s.node == target and s.state == "start" and st.node == target)
+
+        def moved(s: VmSpec, st: VmStatus) -> bool | None:
+            if s.node == target and s.state == "start" and st.node == target:
+                return True
+            if s.node == self.me and s.state != "migrate":  # the migration failed and the VM stayed
+                return False
+            return None
+
+        return self._wait(spec, moved)
 
     def ready(self, task: str | None) -> None:
         returning = [v for v in self.d.state.vms() if v.last_node == self.me and v.node != self.me]
@@ -123,7 +163,7 @@ class FlushController:
 
             self._progress(task, message=f"returning {spec.name}")
             self.d.state.update_vm(spec.uuid, back)
-            self._wait(spec, lambda s, st: s.state != "migrate" and s.node == self.me)
+            self._wait(spec, lambda s, st: True if s.state != "migrate" and s.node == self.me else None)
             done += 1
             self._progress(task, progress=done)
         for spec in autostart:
@@ -143,14 +183,18 @@ class FlushController:
         )
         self._progress(task, state="succeeded", message=f"returned {len(returning)}, started {len(autostart)} VM(s)")
 
-    def _wait(self, spec: VmSpec, done: Callable[[VmSpec, VmStatus], bool], timeout: float = MOVE_TIMEOUT) -> None:
+    def _wait(self, spec: VmSpec, moved: Moved) -> bool:
+        """Wait for a VM's move; returns whether it is done (True also for a VM removed meanwhile)."""
+        timeout = self.timeout(spec)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.d.stopping.is_set():
             try:
                 current = self.d.state.vm(spec.uuid)
             except NotFound:
-                return
-            if done(current, self.d.state.vm_status(spec.uuid)):
-                return
+                return True
+            outcome = moved(current, self.d.state.vm_status(spec.uuid))
+            if outcome is not None:
+                return outcome
             time.sleep(0.2)
-        log.warning("VM %s did not finish moving within %.0fs; going on", spec.name, timeout)
+        log.warning("VM %s did not finish moving within %.0fs", spec.name, timeout)
+        return False

@@ -7,13 +7,13 @@ Only on an image node (the OSD runs from a systemd unit, like every OSD formatio
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from pvc.config.schema import OsdDisk
 from pvc.config.secrets import cluster_secrets, read_join_key
+from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import OsdRequest
 
 if TYPE_CHECKING:
@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 class OsdRequests:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
-        self.thread = threading.Thread(target=self._loop, name="osd-requests", daemon=True)
+        self.thread = controller_thread("osd-requests", self._loop)
 
     def start(self) -> None:
         self.thread.start()
 
     def _loop(self) -> None:
         while not self.d.stopping.wait(self.d.cfg.timers.keepalive_interval):
+            self.d.progress.beat("osd-requests", allow=1800)  # preparing an OSD takes minutes
             try:
                 self.run_once()
             except Exception as exc:

@@ -15,6 +15,7 @@ once more before libvirt sees it (`domain_xml`): ZooKeeper's content is input to
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -25,8 +26,10 @@ from typing import TYPE_CHECKING
 
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
-from pvc.nodeos.daemon.ceph_agent import DiskLocked
-from pvc.nodeos.daemon.virt import VirtError
+from pvc.nodeos.daemon import migration
+from pvc.nodeos.daemon.ceph_agent import DiskCheckFailed, DiskLocked
+from pvc.nodeos.daemon.virt import MigrationTimeout, VirtError, VirtTimeout
+from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmimport import VmXmlError, import_xml
@@ -73,8 +76,9 @@ class VmController:
         self._mutex = threading.Lock()
         self._watched: set[str] = set()
         self.migrating_out: set[str] = set()
-        self.workers = [threading.Thread(target=self._work, name=f"vm-worker-{i}", daemon=True) for i in range(workers)]
-        self.periodic = threading.Thread(target=self._periodic, name="vm-periodic", daemon=True)
+        self.arrivals = migration.Arrivals(daemon, lambda spec: self._hand_off(spec, "migrated"))
+        self.workers = [controller_thread(f"vm-worker-{i}", functools.partial(self._work, i)) for i in range(workers)]
+        self.periodic = controller_thread("vm-periodic", self._periodic)
         self.console_dir = Path(daemon.opts.state_dir) / "console"
         self.console_dir.mkdir(parents=True, exist_ok=True)
 
@@ -87,6 +91,7 @@ class VmController:
 
     def _periodic(self) -> None:
         while not self.d.stopping.wait(self.d.cfg.timers.keepalive_interval):
+            self.d.progress.beat("vm-periodic", allow=60)  # one libvirt call, within its deadline
             if self.d.keepalive.libvirt_ok:  # while libvirtd is down, the keepalive's fault says so
                 self.kick_all()
 
@@ -125,8 +130,13 @@ class VmController:
         for vm_uuid in uuids:
             self.kick(vm_uuid)
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
+        name = f"vm-worker-{index}"
+        cfg = self.d.cfg
+        # a VM's longest step: a shutdown (then destroy), or a live migration and then a shutdown migration
+        longest = cfg.timers.vm_shutdown_timeout + cfg.migration.timeout + 120
         while not self.d.stopping.is_set():
+            self.d.progress.beat(name, allow=longest)
             try:
                 vm_uuid = self.queue.get(timeout=0.5)
             except queue.Empty:
@@ -152,7 +162,13 @@ class VmController:
             spec = self.d.state.vm(vm_uuid)
         except NotFound:
             spec = None
-        here = vm_uuid in self.d.virt.active_uuids()
+        try:
+            here = vm_uuid in self.d.virt.active_uuids()
+        except VirtError as exc:  # libvirt does not answer: say so where the VM's owner looks
+            if spec is not None and spec.node == self.me:
+                current = self.d.state.vm_status(vm_uuid)
+                self._set_status(spec, current.state, f"waiting for libvirt: {exc}", node=current.node)
+            raise
         if spec is None:
             # Not (or no longer) a PVC VM: a domain someone started by hand is theirs, not ours to stop.
             # (A PVC VM can only be removed once it is stopped.)
@@ -189,27 +205,8 @@ class VmController:
                 self.d.virt.destroy(spec.uuid)
             if state != "fail":
                 self._set_status(spec, "stopped")
-        elif state == "migrate" and (source := self._gone_source(spec)) and self.d.virt.cpus_running(spec.uuid):
-            # Arrived, and the source that should write `start` is gone (its pvcd stopped or died, or its node is
-            # dead) while its libvirtd finished the migration: this node writes it. (The target resumes an
-            # incoming domain's CPUs only after the source has stopped it.)
-            log.info("VM %s arrived from %s, which is gone: finishing the migration here", spec.name, source)
-            self._set_status(spec, "running")
-            self._hand_off(spec, "migrated")
-            if spec.task:  # the source's own message, with the time it took, replaces this one
-                with contextlib.suppress(NotFound):
-                    self.d.state.finish_task(spec.task, "succeeded", f"live-migrated to {self.me}")
-
-    def _gone_source(self, spec: VmSpec) -> str | None:
-        """The node a migrating VM comes from, if its daemon is no longer up (stopped, dead or fenced)."""
-        source = self.d.state.vm_status(spec.uuid).node  # the source writes `migrating` with its name
-        if source in (None, self.me):
-            return None
-        try:
-            up = self.d.state.node(source).daemon_state in ("init", "run")
-        except NotFound:
-            up = False
-        return None if up else source
+        elif state == "migrate":
+            self.arrivals.check(spec, here)  # the source did not finish it (migration.py)
 
     def _start(self, spec: VmSpec) -> None:
         status = self.d.state.vm_status(spec.uuid)
@@ -235,6 +232,14 @@ class VmController:
         try:
             self.d.storage.check_disks(spec)
             self.d.virt.start(xml)
+        except VirtTimeout as exc:  # what libvirt did is unknown: the next pass looks again
+            log.warning("VM %s: %s; trying again", spec.name, exc)
+            self._set_status(spec, "starting", f"{exc}; trying again")
+            return
+        except DiskCheckFailed as exc:  # fail closed, and try again on the next pass
+            log.warning("VM %s not started: %s", spec.name, exc)
+            self._set_status(spec, "failed", f"{exc}; trying again")
+            return
         except (VirtError, DiskLocked) as exc:
             log.error("VM %s failed to start: %s", spec.name, exc)
             self._set_status(spec, "failed", f"start failed: {exc}")
@@ -258,26 +263,32 @@ class VmController:
         target = spec.node
         method = spec.migration.method or self.d.cfg.migration.method
         downtime = spec.migration.max_downtime_ms or self.d.cfg.migration.max_downtime_ms
+        timeout = migration.timeout_s(spec, self.d.cfg)
+        # this worker's step: the migration to its deadline, then perhaps a shutdown migration
+        self.d.progress.beat(
+            threading.current_thread().name, allow=timeout + self.d.cfg.timers.vm_shutdown_timeout + 120
+        )
         self.migrating_out.add(spec.uuid)
         try:
             self._set_status(spec, "migrating", f"to {target}", node=self.me)
-            error = ""
+            error, aborted = "", False
             if method in ("live", "live-only"):
                 try:
                     uri = self.d.migration_uri(target)
                     log.info("live-migrating VM %s to %s (%s)", spec.name, target, uri)
                     started = time.monotonic()
-                    self.d.virt.migrate(spec.uuid, uri, downtime)
+                    self.d.virt.migrate(spec.uuid, uri, downtime, timeout, self.d.cfg.migration.bandwidth_mib)
                     self._hand_off(spec, "migrated")
                     log.info("VM %s is now on %s", spec.name, target)
+                    self.d.state.clear_fault(f"migration-{spec.uuid}")
                     self._task(spec, "succeeded", f"live-migrated to {target} in {time.monotonic() - started:.1f}s")
                     return
                 except (VirtError, KeyError) as exc:
-                    error = str(exc)
+                    error, aborted = str(exc), isinstance(exc, MigrationTimeout)
                     log.warning("live migration of %s to %s failed: %s", spec.name, target, error)
-                if method == "live-only":
-                    self._revert_migration(spec, f"live migration to {target} failed: {error}")
-                    self._task(spec, "failed", f"live migration to {target} failed (live-only VM): {error}")
+                why_not = self._no_shutdown_migration(spec, target) if method == "live" else "it is a live-only VM"
+                if why_not:
+                    self._stay(spec, target, error, why_not, aborted)
                     return
             log.info("shutdown migration of VM %s to %s", spec.name, target)
             self.d.virt.shutdown(spec.uuid, self.d.cfg.timers.vm_shutdown_timeout, self.d.stopping)
@@ -287,6 +298,18 @@ class VmController:
             self._task(spec, "succeeded", f"moved to {target} by shutting it down and starting it there{why}")
         finally:
             self.migrating_out.discard(spec.uuid)
+
+    def _no_shutdown_migration(self, spec: VmSpec, target: str) -> str:
+        """Why a failed live migration must not fall back to shutting the VM down to start it on `target` ('' when
+        it may): the target would not start it now."""
+        return migration.no_fallback(self.d, spec, target)
+
+    def _stay(self, spec: VmSpec, target: str, error: str, why: str, aborted: bool) -> None:
+        """A live migration failed and may not fall back: the VM stays here, a fault and the task say why."""
+        message = f"live migration to {target} {'' if aborted else 'failed: '}{error}; it stays on {self.me} ({why})"
+        self._revert_migration(spec, message)
+        self.d.state.raise_fault(f"migration-{spec.uuid}", "migration-failed", f"VM {spec.name}: {message}")
+        self._task(spec, "failed", message)
 
     def _revert_migration(self, spec: VmSpec, reason: str) -> None:
         def back(s: VmSpec) -> VmSpec | None:

@@ -57,11 +57,14 @@ API_SANDBOX = (
 )
 
 
-def pvcd_unit(config_path: str, node: str) -> str:
+def pvcd_unit(config_path: str, node: str, watchdog_sec: int) -> str:
+    """pvcd under systemd's watchdog: pvcd says it is alive only while its controllers make progress (timers.watchdog;
+    docs/runtime.md), so a stalled pvcd is restarted."""
     return units.render(
         "PVC node daemon",
         [f"{BIN}/pvcd", "--config", config_path, "--node", node],
         after=("pvc-libvirtd.service",),
+        watchdog_sec=watchdog_sec,
     )
 
 
@@ -129,7 +132,7 @@ def own_tls_files(cfg: ClusterFile, config_dir: Path) -> tuple[str, str] | None:
 
 
 def pvcd_step(ctx: Context) -> str:
-    changed = units.install(PVCD_UNIT, pvcd_unit(str(ctx.config_path), ctx.node.name))
+    changed = units.install(PVCD_UNIT, pvcd_unit(str(ctx.config_path), ctx.node.name, ctx.cfg.timers.watchdog))
     units.ensure_running(PVCD_UNIT, changed)
     state = ctx.state
 

@@ -26,6 +26,7 @@ def render(
     limit_nofile: int | None = None,
     exec_start_pre: list[list[str]] | None = None,
     service: tuple[str, ...] = (),
+    watchdog_sec: int | None = None,
 ) -> str:
     """A unit file. `service`: more [Service] lines, as they are (sandboxing)."""
     lines = [
@@ -49,6 +50,8 @@ def render(
     if limit_nofile:
         lines.append(f"LimitNOFILE={limit_nofile}")
     lines += list(service)
+    if watchdog_sec:  # the service tells systemd it is alive (sd_notify WATCHDOG=1), or systemd restarts it
+        lines += [f"WatchdogSec={watchdog_sec}", "NotifyAccess=main"]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(line.rstrip() for line in lines)
 

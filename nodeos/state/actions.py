@@ -284,7 +284,7 @@ def _node_request(state: ClusterState, name: str, kind: str, allowed_from: set[s
 
 
 def flush_node(state: ClusterState, name: str) -> Task:
-    return _node_request(state, name, "flush", {"ready", "unflushing"}, "flushing")
+    return _node_request(state, name, "flush", {"ready", "unflushing", "flushing"}, "flushing")
 
 
 def ready_node(state: ClusterState, name: str) -> Task:

@@ -32,9 +32,16 @@ class Record(BaseModel):
 
 
 class FenceInfo(Record):
+    """A fence's progress, kept in ZooKeeper so that the next primary resumes it (docs/runtime.md, Fencing)."""
+
     state: Literal["fencing", "off", "failed"]
     message: str = ""
     at: float = Field(default_factory=now)
+    attempts: int = 0  # power-off attempts so far
+    recoveries: int = 0  # recoveries of its VMs that did not finish (their retries back off on this)
+    retry_at_ms: int = 0  # failed (or off and not yet recovered): the next try, on ZooKeeper's clock
+    by: str = ""  # the primary that runs it; a write by any other node is refused
+    recovered: bool = False  # off: every VM of the node was restarted elsewhere (or parked)
 
 
 class NodeRecord(Record):
@@ -65,6 +72,7 @@ class Keepalive(Record):
     running: list[str] = []
     libvirt_ok: bool = True
     accelerator: Accelerator | None = None  # how this node's pvcd starts VMs (None: an older pvcd)
+    disk_used_pct: dict[str, float] = {}  # mount point -> % used (PVCDATA, and / which is the RAM overlay)
 
 
 class Refusal(Record):

@@ -62,7 +62,8 @@ M = TypeVar("M", bound=BaseModel)
 TaskEnd = Literal["succeeded", "failed"]
 
 LOG_LINES = 1000  # lines kept in a LogRing (console logs, node logs)
-LOG_BYTES = 256 * 1024  # and at most this many bytes of them
+CONSOLE_BYTES = 32 * 1024  # and at most this many bytes of them: a VM's serial console
+NODE_LOG_BYTES = 64 * 1024  # a node daemon's log
 RETRY_SECONDS = 15.0  # how long a read or write waits for a lost ZooKeeper connection to come back
 
 
@@ -274,21 +275,60 @@ class ClusterState:
         with contextlib.suppress(NoNodeError):
             self.zk.retry(self.zk.delete, layout.PRIMARY_REQUEST)
 
-    def claim_primary(self, node: str) -> None:
-        """Publish `node` as the primary (an ephemeral znode of this session), taking the znode over from a previous
-        primary whose session has not expired yet.
+    def stamp_primary(self, node: str) -> int:
+        """Rewrite the primary's znode (this session's, just claimed) and return its mtime: when this primary's term
+        began, on ZooKeeper's clock. Not retried, like claim_primary; Conflict if the znode is not this session's."""
+        stat = self.zk.exists(layout.PRIMARY)
+        if stat is None or self.zk.client_id is None or stat.ephemeralOwner != self.zk.client_id[0]:
+            raise Conflict("the primary's znode is not this session's")
+        return self.zk.set(layout.PRIMARY, encode(Primary(node=node)), version=stat.version).mtime
+
+    def is_primary_session(self) -> bool:
+        """Whether the primary's znode belongs to this client's current session: false once the session that
+        claimed it expired, even before this client has heard so."""
+        try:
+            stat = self.zk.retry(self.zk.exists, layout.PRIMARY)
+        except KazooException:
+            return False
+        return stat is not None and self.zk.client_id is not None and stat.ephemeralOwner == self.zk.client_id[0]
+
+    def resign_primary(self, election: Election) -> None:
+        """Leave the election: delete this contender's lock znode and, if it is ours, the primary's znode, so that
+        the next coordinator takes over now (not when this session ends). Safe from any thread, and when the lock
+        was never won; a lost connection raises (the caller tries again)."""
+        lock = election.lock
+        for child in self.zk.retry(self.zk.get_children, layout.ELECTION):
+            if child.startswith(lock.prefix):
+                with contextlib.suppress(NoNodeError):
+                    self.zk.retry(self.zk.delete, f"{layout.ELECTION}/{child}")
+        stat = self.zk.retry(self.zk.exists, layout.PRIMARY)
+        if stat is not None and self.zk.client_id is not None and stat.ephemeralOwner == self.zk.client_id[0]:
+            with contextlib.suppress(NoNodeError, BadVersionError):
+                self.zk.retry(self.zk.delete, layout.PRIMARY, version=stat.version)
+
+    def claim_primary(self, node: str, take_over: bool = True) -> bool:
+        """Publish `node` as the primary (an ephemeral znode of this session); returns whether the znode is this
+        session's now. With `take_over`, a previous primary's znode whose session has not expired yet is replaced
+        (the election's winner does that once, when its term begins); without, another session's znode means that
+        another coordinator is primary.
 
         Not retried: only the election's winner may claim, and a claim repeated after a lost connection could land
         after this session lost the election (the caller's election loop claims again while it still leads)."""
         data = encode(Primary(node=node))
         try:
             self.zk.create(layout.PRIMARY, data, ephemeral=True)
+            return True
         except NodeExistsError:
             _current, stat = self.zk.get(layout.PRIMARY)
-            if stat.ephemeralOwner != self.zk.client_id[0]:
-                with contextlib.suppress(KazooException):
-                    self.zk.delete(layout.PRIMARY, version=stat.version)
-                    self.zk.create(layout.PRIMARY, data, ephemeral=True)
+            if stat.ephemeralOwner == self.zk.client_id[0]:
+                return True
+            if not take_over:
+                return False
+            with contextlib.suppress(KazooException):
+                self.zk.delete(layout.PRIMARY, version=stat.version)
+                self.zk.create(layout.PRIMARY, data, ephemeral=True)
+                return True
+            return False
 
     # -- nodes ---------------------------------------------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -301,8 +341,21 @@ class ClusterState:
         return [n for n in (self.get_or_none(layout.node(name), NodeRecord) for name in self.node_names()) if n]
 
     def put_node(self, record: NodeRecord) -> None:
-        """Write a node's record whole (pvcd's first start on a node; tests)."""
+        """Write a node's record whole (tests)."""
         self.put(layout.node(record.name), record)
+
+    def create_node(self, record: NodeRecord) -> bool:
+        """Create a node's record unless it exists (pvcd's first start on a node). Returns whether it created it: a
+        record written meanwhile (its fence, its `flushed`) is never overwritten."""
+        try:
+            self.zk.retry(self.zk.create, layout.node(record.name), encode(record), makepath=True)
+            return True
+        except NodeExistsError:
+            return False
+
+    def node_alive(self, name: str) -> bool:
+        """Whether the node's pvcd holds a ZooKeeper session (its ephemeral alive znode exists)."""
+        return self.zk.retry(self.zk.exists, layout.node_alive(name)) is not None
 
     def update_node(self, name: str, change: Callable[[NodeRecord], NodeRecord | None]) -> NodeRecord:
         def stamped(record: NodeRecord) -> NodeRecord | None:
@@ -344,7 +397,7 @@ class ClusterState:
         return record.lines if record else []
 
     def append_node_log(self, name: str, lines: list[str]) -> None:
-        self._append_ring(layout.node_log(name), lines)
+        self._append_ring(layout.node_log(name), lines, NODE_LOG_BYTES)
 
     # -- VMs -----------------------------------------------------------------------------------------------
     def vm_uuids(self) -> list[str]:
@@ -561,16 +614,16 @@ class ClusterState:
 
     def append_console(self, uuid: str, lines: list[str]) -> None:
         if lines and self.zk.retry(self.zk.exists, layout.vm(uuid)):
-            self._append_ring(layout.vm_console(uuid), lines)
+            self._append_ring(layout.vm_console(uuid), lines, CONSOLE_BYTES)
 
-    def _append_ring(self, path: str, lines: list[str]) -> None:
+    def _append_ring(self, path: str, lines: list[str], max_bytes: int) -> None:
         """Add lines to a LogRing, keeping it within its bounds."""
         if not lines:
             return
         try:
-            self.update(path, LogRing, lambda ring: LogRing(lines=bounded([*ring.lines, *lines])))
+            self.update(path, LogRing, lambda ring: LogRing(lines=bounded([*ring.lines, *lines], max_bytes=max_bytes)))
         except NotFound:
-            self.put(path, LogRing(lines=bounded(lines)))
+            self.put(path, LogRing(lines=bounded(lines, max_bytes=max_bytes)))
 
     # -- faults --------------------------------------------------------------------------------------------
     def raise_fault(self, fault_id: str, kind: str, message: str, node: str | None = None) -> Fault:
@@ -609,6 +662,20 @@ class ClusterState:
 
     def update_task(self, task_id: str, **fields: object) -> Task:
         return self.update(layout.task(task_id), Task, lambda t: t.model_copy(update={**fields, "updated": now()}))
+
+    def prune_tasks(self, keep_per_kind: int) -> int:
+        """Delete finished tasks beyond the newest `keep_per_kind` of each kind; returns how many went."""
+        finished: dict[str, list[Task]] = {}
+        for task in self.tasks():
+            if task.state in ("succeeded", "failed"):
+                finished.setdefault(task.kind, []).append(task)
+        gone = 0
+        for tasks in finished.values():
+            for task in sorted(tasks, key=lambda t: t.updated, reverse=True)[keep_per_kind:]:
+                with contextlib.suppress(NoNodeError):
+                    self.zk.retry(self.zk.delete, layout.task(task.id))
+                    gone += 1
+        return gone
 
     def finish_task(self, task_id: str, state: TaskEnd, message: str) -> Task:
         """End a task with `state` unless it has ended already (whoever ended it first said what happened)."""
@@ -751,6 +818,16 @@ class ClusterState:
         except BadVersionError:
             raise Conflict(f"API key '{name}' changed meanwhile; try again") from None
 
+    def prune_osd_requests(self, keep: int) -> int:
+        """Delete finished OSD requests beyond the newest `keep`; returns how many went."""
+        finished = [r for r in self.osd_requests() if r.state != "pending"]
+        gone = 0
+        for request in finished[: max(0, len(finished) - keep)]:  # oldest first
+            with contextlib.suppress(NoNodeError):
+                self.zk.retry(self.zk.delete, layout.osd_request(request.id))
+                gone += 1
+        return gone
+
     # -- formation -----------------------------------------------------------------------------------------
     def formation(self, node_name: str) -> FormationProgress | None:
         return self.get_or_none(layout.formation(node_name), FormationProgress)
@@ -776,7 +853,7 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-def bounded(lines: list[str], max_lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> list[str]:
+def bounded(lines: list[str], max_lines: int = LOG_LINES, max_bytes: int = NODE_LOG_BYTES) -> list[str]:
     """The last lines of `lines` that fit both limits."""
     kept: list[str] = []
     size = 0

@@ -55,8 +55,11 @@ class TooLarge(StorageError):
     """More bytes than allowed (an upload over its limit); the message gives the figures."""
 
 
+OP_TIMEOUT = 30  # seconds any librados/librbd operation may take, unless a Connection says otherwise
+
+
 class Connection:
-    """A lazy librados connection that reconnects. Thread-safe.
+    """A lazy librados connection that reconnects. Thread-safe. Every operation has a deadline (`op_timeout`).
 
     `run(op)` calls `op` with the connected cluster and turns what librados and librbd raise into StorageError;
     a failure of the connection itself (Unavailable) drops it, and the next call connects again, but not sooner
@@ -70,9 +73,10 @@ class Connection:
         keyring: str | None = None,
         timeout: int = 10,
         retry_after: float = 0.0,
+        op_timeout: int = OP_TIMEOUT,
     ) -> None:
         self.conffile, self.name, self.keyring = conffile, name, keyring
-        self.timeout, self.retry_after = timeout, retry_after
+        self.timeout, self.retry_after, self.op_timeout = timeout, retry_after, op_timeout
         self._cluster: rados.Rados | None = None
         self._failed_at: float | None = None
         self._lock = threading.Lock()
@@ -89,9 +93,17 @@ class Connection:
                 raise Unavailable(f"no Ceph configuration at {self.conffile}")
             if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after:
                 raise Unavailable(f"Ceph was unreachable moments ago ({self.conffile})")
-            cluster = rados.Rados(
-                conffile=self.conffile, name=self.name, conf={"keyring": self.keyring} if self.keyring else {}
-            )
+            # every OSD and monitor operation has a deadline (librados' default, 0, waits for ever: a fencer
+            # breaking a dead node's locks on an inactive placement group would hang), and so has connecting
+            # (python-rados ignores connect()'s timeout: client_mount_timeout is what counts, 300 s by default)
+            conf = {
+                "rados_osd_op_timeout": str(self.op_timeout),
+                "rados_mon_op_timeout": str(self.op_timeout),
+                "client_mount_timeout": str(self.timeout),
+            }
+            if self.keyring:
+                conf["keyring"] = self.keyring
+            cluster = rados.Rados(conffile=self.conffile, name=self.name, conf=conf)
             try:
                 cluster.connect(timeout=self.timeout)
             except rados.Error as exc:
@@ -159,6 +171,8 @@ def own_key(cluster: rados.Rados, name: str) -> str:
 def storage_error(exc: rados.Error | rbd.Error, user: str = "client.admin") -> StorageError:
     """The StorageError for a librados or librbd error the storage layer did not foresee: still an answer (not
     found, exists, refused, invalid), and Unavailable only when Ceph itself did not answer."""
+    if isinstance(exc, rbd.Timeout):  # an operation past rados_osd_op_timeout: Ceph did not answer
+        return Unavailable(f"Ceph did not answer: {exc}")
     if isinstance(exc, rbd.Error):
         kind = {
             rbd.InvalidArgument: Invalid,

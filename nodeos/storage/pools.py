@@ -126,11 +126,30 @@ def set_quota(cluster: rados.Rados, name: str, max_bytes: int) -> PoolRecord:
     return get_pool(cluster, name)
 
 
-def remove_pool(cluster: rados.Rados, name: str, confirm: str | None) -> None:
+def remove_pool(
+    cluster: rados.Rados, name: str, confirm: str | None, used_by: dict[str, list[str]] | None = None
+) -> None:
+    """Remove a pool, with its name as confirmation. Refused for Ceph's own pools (a name starting with '.', such
+    as .mgr), while VMs name volumes in it (`used_by`: volume -> VM names, from the cluster state), and while a live
+    client (a running QEMU) holds one of its volumes."""
     if name not in mon_command(cluster, "osd pool ls"):  # the mon's word: this client's map may be older
         raise Missing(f"no pool '{name}'")
+    if name.startswith("."):
+        raise Refused(f"pool '{name}' is Ceph's own: it is never removed")
     if confirm != name:
         raise Refused(f"removing pool '{name}' destroys every volume in it: confirm with the pool's name")
+    if used_by:
+        named = "; ".join(f"{volume}: {', '.join(vms)}" for volume, vms in sorted(used_by.items()))
+        raise Refused(f"pool '{name}' holds volumes that VMs use ({named}): remove the VMs or their disks first")
+    from pvc.nodeos.storage import locks, volumes  # they build on this module
+
+    held = []
+    for volume in volumes.list_volumes(cluster, name):
+        holder = locks.live_holder(cluster, name, volume.name)
+        if holder is not None:
+            held.append(f"{volume.name} (client {holder.address})")
+    if held:
+        raise Refused(f"pool '{name}' has volumes held by running clients: {', '.join(held)}")
     mon_command(cluster, "osd pool rm", pool=name, pool2=name, yes_i_really_really_mean_it=True)
     cluster.wait_for_latest_osdmap()
 

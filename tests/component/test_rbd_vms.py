@@ -35,9 +35,9 @@ def rados_cluster(ceph):
         yield c
 
 
-def define_rbd_vm(cluster, name: str, node: str):
-    """A firmware-only VM whose one disk is the RBD volume POOL/DISK (vda, virtio)."""
-    vm = tiny_vm(name, disks=[{"volume": f"{POOL}/{DISK}"}])
+def define_rbd_vm(cluster, name: str, node: str, volume: str = DISK):
+    """A firmware-only VM whose one disk is the RBD volume POOL/`volume` (vda, virtio)."""
+    vm = tiny_vm(name, disks=[{"volume": f"{POOL}/{volume}"}])
     return actions.define_vm(cluster.state, vm, node=node, mac_prefix=vm_mac_prefix(JOIN_KEY))
 
 
@@ -153,6 +153,83 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
     check_data(rados_cluster, patterns)
     logs = "".join(rt.log(n, lines=400) for n in ("n1", "n2"))
     assert "blocklisted" in logs and "broke its lock" in logs
+
+
+def test_a_vm_whose_disk_locks_cannot_be_checked_waits(rbd_runtime, rados_cluster):
+    """The node cannot reach Ceph (nftables drops its traffic to the monitor): the lock check before the start fails
+    closed — the VM does not start, its status says why, and it stays `start` (not `fail`); once Ceph is reachable
+    the next pass starts it."""
+    import subprocess
+
+    rt = rbd_runtime
+    volume = "rbdvm-unverified"
+    if volume in [v.name for v in volumes.list_volumes(rados_cluster, POOL)]:
+        volumes.remove_volume(rados_cluster, POOL, volume)
+    volumes.create_volume(rados_cluster, POOL, volume, 16 * MiB)
+    ns = rt.lab.ns("n2")
+    nft = ["ip", "netns", "exec", ns, "nft"]
+    subprocess.run(
+        [*nft, "add table inet cut; add chain inet cut out { type filter hook output priority 0; }"], check=True
+    )
+    subprocess.run([*nft, f"add rule inet cut out ip daddr {rt.ceph.net.address} drop"], check=True)
+    try:
+        spec = define_rbd_vm(rt, "unverified", "n2", volume)
+        actions.change_state(rt.state, "unverified", "start")
+        wait_until(
+            "the start refused",
+            lambda: "cannot verify its disks' locks" in rt.state.vm_status(spec.uuid).reason,
+            60,
+            interval=0.2,
+        )
+        assert rt.state.vm_status(spec.uuid).state == "failed" and rt.where(spec.uuid) == []
+        assert rt.state.vm(spec.uuid).state == "start"
+    finally:
+        subprocess.run([*nft, "delete table inet cut"], check=False)
+    wait_running(rt, spec.uuid, "n2", timeout=90)
+
+
+def test_recovery_waits_out_an_unavailable_ceph_and_resumes(rbd_runtime, rados_cluster, ceph):
+    """The VM's node loses power while Ceph cannot serve its disk (every OSD but one is down: its placement groups
+    are inactive). The fencer powers the node off, but breaking the disk's lock cannot finish: each Ceph call gives
+    up at its deadline, the primary goes on (no stall), the VM stays assigned to the fenced node, and a fault says
+    the recovery waits. Once the OSDs are back, the recovery resumes by itself and the VM runs elsewhere."""
+    rt = rbd_runtime
+    volume = "rbdvm-stuck-recovery"
+    if volume in [v.name for v in volumes.list_volumes(rados_cluster, POOL)]:
+        volumes.remove_volume(rados_cluster, POOL, volume)
+    volumes.create_volume(rados_cluster, POOL, volume, 16 * MiB)
+    spec = define_rbd_vm(rt, "stuckrec", "n3", volume)
+    actions.change_state(rt.state, "stuckrec", "start")
+    wait_running(rt, spec.uuid, "n3")
+    qemu_io(rt, "n3", spec.uuid, "write -P 0x33 0 1M")  # its QEMU holds the lock
+    others = sorted(int(p.name.split(".")[1]) for p in ceph.procs if p.name.startswith("ceph-osd.") and p.alive())
+    others.remove(0)
+    for osd in others:
+        ceph.stop_osd(osd)
+    mon_command(rados_cluster, "osd down", ids=[str(o) for o in others])
+    try:
+        rt.power_loss("n3")
+        wait_until("n3 fenced", lambda: rt.state.node("n3").daemon_state == "fenced", 60, interval=0.2)
+        fault = wait_until(
+            "a fault saying the recovery waits",
+            lambda: next((f for f in rt.state.faults() if f.id == "recover-failed-n3"), None),
+            90,
+            interval=0.5,
+        )
+        assert "stuckrec" in fault.message, fault
+        record = rt.state.node("n3")
+        assert record.fence.state == "off" and not record.fence.recovered, record.fence
+        assert rt.state.vm(spec.uuid).node == "n3" and rt.where(spec.uuid) == []
+        assert not [f for f in rt.state.faults() if f.kind == "primary-stalled"]
+    finally:
+        for osd in others:
+            ceph.start_osd(osd)
+    wait_until("every PG active+clean", lambda: _clean(rados_cluster), 120, interval=0.5)
+    wait_until("the recovery done", lambda: rt.state.node("n3").fence.recovered, 120, interval=0.5)
+    new_node = rt.state.vm(spec.uuid).node
+    assert new_node in ("n1", "n2")
+    wait_running(rt, spec.uuid, new_node, timeout=90)
+    assert all(f.id != "recover-failed-n3" for f in rt.state.faults())
 
 
 class _fresh_volume:  # a context manager used like a function

@@ -9,46 +9,30 @@ import time
 
 import pytest
 
-from pvc.config.secrets import vm_mac_prefix
 from pvc.nodeos.state import actions, layout
 from pvc.nodeos.state.models import Refusal
 from pvc.nodeos.state.vmstate import TransitionError
-from tests.harness.cluster import JOIN_KEY, tiny_vm
+from tests.harness.cluster import tiny_vm
 from tests.harness.procs import wait_until
 
 
-def define(cluster, name: str, node: str = "n1", **fields):
-    return actions.define_vm(cluster.state, tiny_vm(name, **fields), node=node, mac_prefix=vm_mac_prefix(JOIN_KEY))
-
-
-def wait_running(cluster, spec, node: str, timeout: float = 60) -> None:
-    def ok() -> bool:
-        return cluster.where(spec.uuid) == [node] and cluster.state.vm_status(spec.uuid).state == "running"
-
-    wait_until(f"VM {spec.name} running on {node} only", ok, timeout, interval=0.2)
-
-
-def wait_stopped(cluster, spec, timeout: float = 60) -> None:
-    wait_until(f"VM {spec.name} stopped everywhere", lambda: cluster.where(spec.uuid) == [], timeout)
-
-
 def test_lifecycle(runtime):
-    spec = define(runtime, "life1")
+    spec = runtime.define("life1")
     assert runtime.state.vm(spec.uuid).state == "stop" and runtime.where(spec.uuid) == []
     actions.change_state(runtime.state, "life1", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     with pytest.raises(TransitionError):
         actions.change_state(runtime.state, "life1", "start")
     actions.change_state(runtime.state, "life1", "restart")
     wait_until("restart hands back to start", lambda: runtime.state.vm(spec.uuid).state == "start", 60)
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     actions.change_state(runtime.state, "life1", "shutdown")  # no guest OS: destroyed after the timeout
     wait_until("shutdown ends in stop", lambda: runtime.state.vm(spec.uuid).state == "stop", 60)
-    wait_stopped(runtime, spec)
+    runtime.wait_stopped(spec)
     actions.change_state(runtime.state, "life1", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     actions.change_state(runtime.state, "life1", "stop")
-    wait_stopped(runtime, spec)
+    runtime.wait_stopped(spec)
     actions.change_state(runtime.state, "life1", "disable")
     with pytest.raises(TransitionError):
         actions.change_state(runtime.state, "life1", "restart")
@@ -57,9 +41,9 @@ def test_lifecycle(runtime):
 
 
 def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(runtime):
-    spec = define(runtime, "unchecked")
+    spec = runtime.define("unchecked")
     actions.change_state(runtime.state, "unchecked", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     live = runtime.domain_xml("n1", spec.uuid)
     assert "<bios useserial='yes'/>" in live and "/usr/bin/qemu-system-x86_64" in live  # what vmrender made
     # the schema 3 migration leaves a VM whose XML was refused like this: it keeps running, it is not started again
@@ -71,7 +55,7 @@ def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(
     with pytest.raises(TransitionError, match="has no definition"):
         actions.change_state(runtime.state, "unchecked", "restart")
     actions.change_state(runtime.state, "unchecked", "stop")
-    wait_stopped(runtime, spec)
+    runtime.wait_stopped(spec)
     runtime.state.update_vm(spec.uuid, lambda s: s.model_copy(update={"state": "start"}))  # behind the API's back
 
     def refused_start() -> str | None:
@@ -83,7 +67,8 @@ def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(
         "refused: it has no definition (devices/disk/source/@file: host file disks are not allowed): "
         "define it again or modify it"
     )
-    assert runtime.state.vm(spec.uuid).state == "fail" and runtime.where(spec.uuid) == []
+    wait_until("the start handed off to fail", lambda: runtime.state.vm(spec.uuid).state == "fail", 10, 0.1)
+    assert runtime.where(spec.uuid) == []
     # a definition written into ZooKeeper by other means is checked as API input is, before libvirt sees anything
     raw, _ = runtime.state.vm_record(spec.uuid)
     bad = {**tiny_vm("unchecked", spec.uuid).model_dump(mode="json"), "memory_mib": 1}
@@ -99,34 +84,34 @@ def test_what_pvcd_starts_is_checked_and_a_vm_without_a_definition_never_starts(
 
 
 def test_crashed_vm_is_restarted(runtime):
-    spec = define(runtime, "crashy")
+    spec = runtime.define("crashy")
     actions.change_state(runtime.state, "crashy", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     import libvirt
 
     conn = libvirt.open(runtime.libvirt_uri("n1"))
     conn.lookupByUUIDString(spec.uuid).destroy()  # behind pvcd's back
     conn.close()
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
 
 
 def test_live_migrate_move_unmigrate(runtime):
-    spec = define(runtime, "mover")
+    spec = runtime.define("mover")
     actions.change_state(runtime.state, "mover", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     _, task = actions.move_vm(runtime.state, "mover", "migrate", target="n2")
     wait_until("migration task done", lambda: runtime.state.task(task.id).state == "succeeded", 60)
     assert "live-migrated to n2" in runtime.state.task(task.id).message
     assert runtime.state.vm(spec.uuid).state == "start"
-    wait_running(runtime, spec, "n2")
+    runtime.wait_running(spec, "n2")
     assert runtime.state.vm(spec.uuid).last_node == "n1"
     actions.move_vm(runtime.state, "mover", "unmigrate")
     wait_until("unmigrate done", lambda: runtime.state.vm(spec.uuid).state == "start", 60)
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     assert runtime.state.vm(spec.uuid).last_node is None
     actions.move_vm(runtime.state, "mover", "move", target="n3")
     wait_until("move done", lambda: runtime.state.vm(spec.uuid).state == "start", 60)
-    wait_running(runtime, spec, "n3")
+    runtime.wait_running(spec, "n3")
     assert runtime.state.vm(spec.uuid).last_node is None
     actions.change_state(runtime.state, "mover", "stop")
     wait_until("stopped", lambda: runtime.where(spec.uuid) == [], 30)
@@ -134,19 +119,19 @@ def test_live_migrate_move_unmigrate(runtime):
     assert spec2.state == "stop" and spec2.node == "n1" and task.state == "succeeded"
 
 
-@pytest.mark.parametrize("runtime", [{"fencing": False}], indirect=True)  # the frozen source must not be fenced
 def test_target_finishes_a_migration_whose_source_cannot(runtime):
-    """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: once the source node is
-    marked dead (no keepalive for dead_after intervals; not fenced here), the target, where the VM arrived, writes
-    `start` itself, so the VM does not stay in `migrate`."""
+    """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: the target, where the VM
+    arrived, sees the source's keepalive stop, asks the source's libvirtd, which no longer runs it, and writes
+    `start` itself, so the VM does not stay in `migrate`. The source node is not dead (its libvirtd answers: a
+    fault says its pvcd is stalled), so nothing is fenced."""
     import os
     import signal
 
     import libvirt
 
-    spec = define(runtime, "orphan")
+    spec = runtime.define("orphan")
     actions.change_state(runtime.state, "orphan", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     target = libvirt.open(runtime.libvirt_uri("n2"))
     source_pvcd = runtime.pvcd_pid("n1")
     try:
@@ -161,24 +146,29 @@ def test_target_finishes_a_migration_whose_source_cannot(runtime):
         wait_until("the incoming domain on n2", incoming, 30, interval=0.01)
         os.kill(source_pvcd, signal.SIGSTOP)
         try:
-            wait_until("n1 marked dead", lambda: runtime.state.node("n1").daemon_state == "dead", 15)
             wait_until("n2 to write start", lambda: runtime.state.vm(spec.uuid).state == "start", 15)
-            wait_running(runtime, spec, "n2")
+            runtime.wait_running(spec, "n2")
             assert runtime.state.task(task.id).state == "succeeded"
+            wait_until(
+                "a fault saying n1's pvcd is stalled",
+                lambda: any(f.id == "node-stalled-n1" for f in runtime.state.faults()),
+                15,
+            )
+            assert runtime.state.node("n1").daemon_state == "run" and runtime.state.node("n1").fence is None
         finally:
             os.kill(source_pvcd, signal.SIGCONT)
     finally:
         target.close()
     wait_until("n1 back", lambda: runtime.state.node("n1").daemon_state == "run", 15)
     assert "live-migrated to n2" in runtime.state.task(task.id).message
-    wait_running(runtime, spec, "n2")
+    runtime.wait_running(spec, "n2")
     assert runtime.state.vm(spec.uuid).last_node == "n1"
 
 
 def test_live_only_vm_stays_when_live_migration_fails(runtime):
-    spec = define(runtime, "stubborn", migration={"method": "live-only"})
+    spec = runtime.define("stubborn", migration={"method": "live-only"})
     actions.change_state(runtime.state, "stubborn", "start")
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
     runtime.kill_libvirtd("n2")  # n2 stays up, but nothing there can receive the VM
     _, task = actions.move_vm(runtime.state, "stubborn", "migrate", target="n2")
     wait_until("migration task failed", lambda: runtime.state.task(task.id).state == "failed", 60)
@@ -188,7 +178,7 @@ def test_live_only_vm_stays_when_live_migration_fails(runtime):
     assert runtime.state.node("n2").daemon_state == "run", "a node whose libvirtd died is not dead"
     final = runtime.state.vm(spec.uuid)
     assert final.node == "n1" and final.state == "start"
-    wait_running(runtime, spec, "n1")
+    runtime.wait_running(spec, "n1")
 
 
 def test_a_hung_libvirtd_does_not_get_its_node_fenced(runtime):
@@ -199,9 +189,9 @@ def test_a_hung_libvirtd_does_not_get_its_node_fenced(runtime):
     import signal
 
     node = next(n for n in runtime.nodes if n != runtime.state.primary())
-    spec = define(runtime, "patient", node=node)
+    spec = runtime.define("patient", node=node)
     actions.change_state(runtime.state, "patient", "start")
-    wait_running(runtime, spec, node)
+    runtime.wait_running(spec, node)
     pid = int((runtime.libvirt_root(node) / "libvirtd.pid").read_text())
     timers = runtime.cfg.timers
     os.kill(pid, signal.SIGSTOP)
@@ -218,25 +208,25 @@ def test_a_hung_libvirtd_does_not_get_its_node_fenced(runtime):
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until("the fault cleared", lambda: all(f.id != f"libvirt-{node}" for f in runtime.state.faults()), 10)
-    wait_running(runtime, spec, node)
+    runtime.wait_running(spec, node)
     assert runtime.state.node(node).daemon_state == "run"
 
 
 def test_target_without_room_is_refused(runtime):
     from pvc.nodeos.state.placement import NoTarget
 
-    spec = define(runtime, "small")
+    spec = runtime.define("small")
     with pytest.raises(NoTarget, match="MiB free"):
         runtime.state.update_vm(spec.uuid, lambda s: s.with_definition(s.definition.changed(memory_mib=2**22)))
         actions.move_vm(runtime.state, "small", "migrate", target="n2")
 
 
 def test_flush_and_ready(runtime):
-    specs = [define(runtime, f"fl{i}") for i in range(3)]
+    specs = [runtime.define(f"fl{i}") for i in range(3)]
     for s in specs:
         actions.change_state(runtime.state, s.name, "start")
     for s in specs:
-        wait_running(runtime, s, "n1")
+        runtime.wait_running(s, "n1")
     task = actions.flush_node(runtime.state, "n1")
     wait_until("the flush task", lambda: runtime.state.task(task.id).state == "succeeded", 120)
     assert runtime.state.node("n1").domain_state == "flushed" and runtime.state.task(task.id).progress == 3
@@ -248,7 +238,7 @@ def test_flush_and_ready(runtime):
     wait_until("the ready task", lambda: runtime.state.task(task.id).state == "succeeded", 120)
     assert runtime.state.node("n1").domain_state == "ready"
     for s in specs:
-        wait_running(runtime, s, "n1")
+        runtime.wait_running(s, "n1")
 
 
 def test_primary_failover(runtime):
@@ -265,11 +255,11 @@ def test_primary_failover(runtime):
 
 @pytest.mark.parametrize("how", ["power_loss", "partition"])
 def test_dead_node_is_fenced_and_its_vms_restart_elsewhere(runtime, how):
-    spec_a = define(runtime, "ha-a", node="n3")
-    spec_b = define(runtime, "ha-b", node="n3")
+    spec_a = runtime.define("ha-a", node="n3")
+    spec_b = runtime.define("ha-b", node="n3")
     for s in (spec_a, spec_b):
         actions.change_state(runtime.state, s.name, "start")
-        wait_running(runtime, s, "n3")
+        runtime.wait_running(s, "n3")
     if how == "power_loss":
         runtime.power_loss("n3")
     else:

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kazoo.exceptions import NoAuthError
@@ -17,7 +17,7 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.migrations import SchemaTooNew, ensure_schema, index_vm_names
 from pvc.nodeos.state.models import Keepalive, NodeRecord, VmSpec, VmStatus
-from pvc.nodeos.state.store import LOG_LINES, ClusterState, Conflict, MacTaken, NotFound, make_client
+from pvc.nodeos.state.store import CONSOLE_BYTES, LOG_LINES, ClusterState, Conflict, MacTaken, NotFound, make_client
 from tests.harness.cluster import JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
@@ -203,8 +203,13 @@ def test_primary_claim_is_this_sessions_and_taken_over_from_a_stale_one(state, z
         assert state.primary() == "n1"
         claimed = state.zk.exists(layout.PRIMARY)
         assert claimed.ephemeralOwner == state.zk.client_id[0]
-        state.claim_primary("n1")  # again, while it holds it: no change
+        assert state.claim_primary("n1")  # again, while it holds it: no change
         assert state.zk.exists(layout.PRIMARY).czxid == claimed.czxid
+        # a primary that did not notice it was replaced does not take the znode back in its term's loop
+        assert ClusterState(other).claim_primary("n2", take_over=False) is False
+        assert state.primary() == "n1" and state.is_primary_session()
+        assert not ClusterState(other).is_primary_session()
+        assert state.stamp_primary("n1") >= claimed.mtime
     finally:
         other.stop()
         other.close()
@@ -250,7 +255,7 @@ def test_console_is_bounded(state):
     lines = state.console(a.uuid)
     assert len(lines) == LOG_LINES and lines[-1] == f"line {LOG_LINES + 499}"
     state.append_console(a.uuid, ["x" * 300_000])  # one oversized line cannot blow the limit
-    assert sum(len(x) for x in state.console(a.uuid)) <= 256 * 1024
+    assert sum(len(x) + 1 for x in state.console(a.uuid)) <= CONSOLE_BYTES
 
 
 def test_faults_count_and_clear(state):
@@ -342,3 +347,29 @@ def test_a_write_cut_off_by_a_lost_connection_is_retried(zookeeper, workdir):
         zk.stop()
         zk.close()
         proxy.stop(timeout=1)
+
+
+def test_finished_tasks_and_osd_requests_are_pruned_newest_kept(state):
+    from pvc.nodeos.state.models import OsdRequest
+
+    tasks = {kind: [state.create_task(kind, "x") for _ in range(4)] for kind in ("flush", "migrate")}
+    for made in tasks.values():
+        for task in made[:3]:
+            time.sleep(0.01)  # distinct `updated`
+            state.finish_task(task.id, "succeeded", "done")
+    running = tasks["flush"][3].id  # not finished: never pruned
+    assert state.prune_tasks(keep_per_kind=1) == 4
+    left = {t.id for t in state.tasks()}
+    assert left == {running, tasks["flush"][2].id, tasks["migrate"][3].id, tasks["migrate"][2].id}
+    finished: list[Literal["pending", "done", "failed"]] = ["done", "failed", "done", "pending"]
+    for i, done in enumerate(finished):
+        state.put_osd_request(OsdRequest(id=f"r{i}", node="n1", selector={}, task="t", state=done, created=i))
+    assert state.prune_osd_requests(keep=1) == 2
+    assert [r.id for r in state.osd_requests()] == ["r2", "r3"]
+
+
+def test_a_node_record_is_created_only_when_missing(state):
+    assert state.create_node(NodeRecord(name="n1")) is True
+    state.update_node("n1", lambda r: r.model_copy(update={"domain_state": "flushed"}))
+    assert state.create_node(NodeRecord(name="n1")) is False
+    assert state.node("n1").domain_state == "flushed"

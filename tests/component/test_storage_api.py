@@ -15,8 +15,8 @@ import pytest
 
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
-from pvc.nodeos.storage import status, volumes
-from pvc.nodeos.storage.ceph import connect
+from pvc.nodeos.storage import pools, status, volumes
+from pvc.nodeos.storage.ceph import Refused, connect, mon_command
 from tests.harness import images
 from tests.harness.api import ApiServer
 from tests.harness.cli import PVC, Cli
@@ -103,6 +103,38 @@ def test_pool_routes_and_refusals(api, cli):
     assert "confirm" in cli.fails("storage", "pool", "remove", "p2", "--confirm", "p3")
     assert cli.ok("storage", "pool", "remove", "p2", "--confirm", "p2").strip() == "removed pool 'p2'"
     assert call(api, "DELETE", "/pools/p2?confirm=p2")[0] == 404
+
+
+def test_pool_removal_is_refused_while_in_use(api, rados_cluster):
+    """Ceph's own pools are never removed; a pool is not removed while a VM's definition names a volume in it, nor
+    while a running client holds one of its volumes (409, naming them); then it is."""
+    from pvc.config.secrets import vm_mac_prefix
+    from pvc.nodeos.state import actions
+    from tests.harness.cluster import JOIN_KEY, tiny_vm
+
+    rados_cluster.create_pool(".internal")  # like .mgr (which this test Ceph's manager does not make)
+    try:
+        code, body = call(api, "DELETE", "/pools/.internal?confirm=.internal")  # not a name PVC's API takes
+        assert code == 400 and body["field"] == "pool" and "starts with '.'" in body["detail"], body
+        with pytest.raises(Refused, match="Ceph's own"):  # nor does the storage library remove it
+            pools.remove_pool(rados_cluster, ".internal", ".internal")
+    finally:
+        mon_command(rados_cluster, "osd pool rm", pool=".internal", pool2=".internal", yes_i_really_really_mean_it=True)
+    assert call(api, "POST", "/pools", {"name": "busy", "pgs": 8, "size": 2, "min_size": 1})[0] == 201
+    assert call(api, "POST", "/pools/busy/volumes", {"name": "disk0", "size": 8 * MiB})[0] == 201
+    vm = tiny_vm("pooluser", disks=[{"volume": "busy/disk0"}])
+    spec = actions.define_vm(api.state, vm, node="n1", mac_prefix=vm_mac_prefix(JOIN_KEY))
+    try:
+        code, body = call(api, "DELETE", "/pools/busy?confirm=busy")
+        assert code == 409 and "disk0: pooluser" in body["detail"], body
+    finally:
+        actions.remove_vm(api.state, spec.uuid)
+    with volumes.image(rados_cluster, "busy", "disk0") as img:  # a writer takes the exclusive lock
+        img.write(b"x" * 4096, 0)
+        assert img.lock_get_owners(), "the writer holds no lock"
+        code, body = call(api, "DELETE", "/pools/busy?confirm=busy")
+        assert code == 409 and "disk0 (client" in body["detail"], body
+    assert call(api, "DELETE", "/pools/busy?confirm=busy")[0] == 200
 
 
 def test_volume_routes_and_refusals(api, pool, cli):

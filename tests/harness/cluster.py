@@ -13,7 +13,11 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import shutil
+import signal
+import struct
+import subprocess
 import sys
 import threading
 import time
@@ -25,7 +29,9 @@ from kazoo.client import KazooClient
 
 from pvc.config.choices import Accelerator
 from pvc.config.load import load_text
-from pvc.config.secrets import ZK_USER, zookeeper_password
+from pvc.config.secrets import ZK_USER, vm_mac_prefix, zookeeper_password
+from pvc.nodeos.state import actions
+from pvc.nodeos.state.models import VmSpec
 from pvc.nodeos.state.store import ClusterState, make_client
 from pvc.nodeos.state.vmdef import VmDefinition
 from pvc.nodeos.state.vmrender import Host, render
@@ -75,6 +81,38 @@ def accelerator() -> Accelerator:
     return "kvm" if kvm_usable() else "tcg"
 
 
+def console_flood_kernel(path: Path) -> Path:
+    """A multiboot kernel (the a.out kludge: a flat binary loaded at 1 MiB) that prints lines of 64 'x' to COM1
+    for ever, as fast as the CPU goes: a guest flooding its serial console."""
+    magic, flags, load = 0x1BADB002, 0x00010000, 0x100000
+    header = struct.pack("<8I", magic, flags, -(magic + flags) & 0xFFFFFFFF, load, load, 0, 0, load + 32)
+    code = b"".join(
+        (
+            b"\xba\xf8\x03\x00\x00",  # mov edx, 0x3f8 (COM1)
+            b"\x31\xc9",  # xor ecx, ecx
+            b"\xb0\x78\xee",  # loop: mov al, 'x'; out dx, al
+            b"\x41\xf6\xc1\x3f\x75\xf7",  # inc ecx; test cl, 63; jnz loop
+            b"\xb0\x0a\xee\xeb\xf2",  # mov al, 10; out dx, al; jmp loop
+        )
+    )
+    path.write_bytes(header + code)
+    return path
+
+
+def flood_domain_xml(name: str, vm_uuid: str, kernel: Path, console_log: Path) -> str:
+    """A tiny domain booting `kernel` (console_flood_kernel) directly, under TCG (a multiboot kernel prints
+    nothing under this machine's nested KVM), its serial port logged to `console_log` as vmrender logs a VM's. A
+    VM definition has no direct kernel boot: a test starts this domain itself, under a PVC VM's UUID."""
+    return (
+        f"<domain type='qemu'><name>{name}</name><uuid>{vm_uuid}</uuid>"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kernel}</kernel></os><on_poweroff>destroy</on_poweroff>"
+        "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        f"<serial type='pty'><log file='{console_log}' append='on'/></serial><console type='pty'/>"
+        "<memballoon model='none'/></devices></domain>"
+    )
+
+
 def cluster_toml(
     nodes: list[str],
     keepalive: int = 1,
@@ -83,6 +121,12 @@ def cluster_toml(
     shutdown_timeout: int = 3,
     session_ms: int = 2000,
     extra: str = "",
+    watchdog: int = 10,
+    libvirt_restart_after: int = 300,
+    fence_retry_after: int = 3,
+    max_concurrent: int = 1,
+    migration_timeout: int = 60,
+    bandwidth_mib: int = 0,
 ) -> str:
     coordinators = 3 if len(nodes) >= 3 else 1
     lines = [
@@ -117,10 +161,16 @@ def cluster_toml(
         f"keepalive_interval = {keepalive}",
         f"dead_after = {dead_after}",
         f"vm_shutdown_timeout = {shutdown_timeout}",
+        f"watchdog = {watchdog}",
+        f"libvirt_restart_after = {libvirt_restart_after}",
         "[fencing]",
         f"enabled = {'true' if fencing else 'false'}",
+        f"retry_after = {fence_retry_after}",
+        f"max_concurrent = {max_concurrent}",
         "[migration]",
         "max_downtime_ms = 300",
+        f"timeout = {migration_timeout}",
+        f"bandwidth_mib = {bandwidth_mib}",
         "[vm]",
         f'accelerator = "{accelerator()}"',
     ]
@@ -142,6 +192,14 @@ def frr_run_dir(pathspace: str) -> Path:
     return Path("/var/run/frr") / pathspace
 
 
+def _runs(dom: libvirt.virDomain) -> bool:
+    """Whether a listed domain's CPUs run (False for one that ended since it was listed)."""
+    try:
+        return dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    except libvirt.libvirtError:
+        return False
+
+
 class DoubleRunChecker(threading.Thread):
     """Asks every libvirtd every 200 ms which domains run; records any VM running on two nodes at once."""
 
@@ -160,11 +218,7 @@ class DoubleRunChecker(threading.Thread):
             if conn is None or not conn.isAlive():
                 conn = libvirt.open(self.cluster.libvirt_uri(node))
                 self._conns[node] = conn
-            return {
-                d.UUIDString()
-                for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                if d.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-            }
+            return {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) if _runs(d)}
         except libvirt.libvirtError:
             self._conns.pop(node, None)
             return set()  # libvirtd down: its node is powered off, so nothing runs there
@@ -228,6 +282,14 @@ class RuntimeCluster:
 
     def libvirt_uri(self, node: str) -> str:
         return libvirtd.socket_uri(self.libvirt_root(node))
+
+    def disk_dir(self, node: str) -> Path:
+        """A folder whose file system pvcd reports as one of its disks (a test may mount a small one there)."""
+        return self.dir / node / "disk"
+
+    def notify_log(self, node: str) -> Path:
+        """What the node's pvcd told its (simulated) systemd: one `TIME MESSAGE` line per datagram."""
+        return self.dir / node / "notify.log"
 
     def bmc_address(self, node: str) -> str:
         return f"{UPSTREAM.prefix}.{100 + self.nodes.index(node) + 1}"
@@ -315,7 +377,12 @@ class RuntimeCluster:
     def start_machine(self, node: str, cache: Path) -> None:
         ndir = self.dir / node
         ndir.mkdir(parents=True, exist_ok=True)
+        # a small file system of its own that pvcd watches (mounted before pvcd's `ip netns exec` copies the mounts)
+        self.disk_dir(node).mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(self.disk_dir(node))], check=True)
         root = libvirtd.prepare(self.libvirt_root(node), self.cfg, self.cfg.node(node), JOIN_KEY, cache)
+        restart_libvirtd = [sys.executable, "-m", "tests.harness.libvirtd", "restart", str(root), node]
+        restart_libvirtd.append(str(ndir / "libvirtd.log"))
         pvcd_extra = ["--run-dir", str(ndir / "run")]
         if self.frr:
             pvcd_extra += ["--frr-pathspace", self.lab.ns(node)]
@@ -344,12 +411,23 @@ class RuntimeCluster:
                         f"{CLUSTER.prefix}.254:2181",
                         "--libvirt-uri",
                         self.libvirt_uri(node),
+                        "--migration-uri",
+                        libvirtd.migration_uri(root),
                         "--ceph-conf",  # a missing file: no Ceph, no storage agent
                         str(self.ceph.conf) if self.ceph else str(ndir / "no-ceph.conf"),
                         *pvcd_extra,
+                        "--disk",
+                        "/",
+                        "--disk",
+                        str(self.disk_dir(node)),
+                        "--libvirt-restart-command",
+                        shlex.join(restart_libvirtd),
                     ],
                     "log": str(ndir / "pvcd.log"),
                     "cwd": str(ROOT),
+                    "notify": str(ndir / "notify.sock"),
+                    "notify_log": str(self.notify_log(node)),
+                    "watchdog_sec": self.cfg.timers.watchdog,
                 },
             ],
         }
@@ -395,6 +473,7 @@ class RuntimeCluster:
             lambda: self.zk.stop() if self.zk else None,
             self.lab.down,
             *[lambda n=n: shutil.rmtree(frr_run_dir(self.lab.ns(n)), ignore_errors=True) for n in self.nodes],
+            *[lambda n=n: subprocess.run(["umount", "-l", str(self.disk_dir(n))], check=False) for n in self.nodes],
         ]
         for step in steps:
             with contextlib.suppress(Exception):
@@ -415,6 +494,10 @@ class RuntimeCluster:
                 return pid
         raise LookupError(f"no pvcd runs on {node}")
 
+    def restart_pvcd(self, node: str) -> None:
+        """Kill the node's pvcd and start it again (systemd's Restart=always after a crash)."""
+        os.kill(self.machines[node].pid, signal.SIGUSR1)
+
     def kill_libvirtd(self, node: str) -> None:
         pid = int((self.libvirt_root(node) / "libvirtd.pid").read_text())
         os.kill(pid, 9)
@@ -425,11 +508,7 @@ class RuntimeCluster:
         except libvirt.libvirtError:
             return set()
         try:
-            return {
-                d.UUIDString()
-                for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                if d.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-            }
+            return {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) if _runs(d)}
         finally:
             conn.close()
 
@@ -443,6 +522,23 @@ class RuntimeCluster:
 
     def where(self, vm_uuid: str) -> list[str]:
         return [n for n in self.nodes if vm_uuid in self.running_on(n)]
+
+    def define(self, name: str, node: str = "n1", vm_uuid: str | None = None, **fields: Any) -> VmSpec:
+        """Define a tiny VM (tiny_vm) on `node`, with more definition fields from `fields`."""
+        return actions.define_vm(
+            self.state, tiny_vm(name, vm_uuid, **fields), node=node, mac_prefix=vm_mac_prefix(JOIN_KEY)
+        )
+
+    def wait_running(self, spec: VmSpec, node: str, timeout: float = 60) -> None:
+        """Until the VM runs on `node` only and its status says so."""
+
+        def ok() -> bool:
+            return self.where(spec.uuid) == [node] and self.state.vm_status(spec.uuid).state == "running"
+
+        wait_until(f"VM {spec.name} running on {node} only", ok, timeout, interval=0.2)
+
+    def wait_stopped(self, spec: VmSpec, timeout: float = 60) -> None:
+        wait_until(f"VM {spec.name} stopped everywhere", lambda: self.where(spec.uuid) == [], timeout)
 
     def log(self, node: str, name: str = "pvcd", lines: int = 60) -> str:
         path = self.dir / node / f"{name}.log"

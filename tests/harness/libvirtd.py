@@ -5,8 +5,14 @@ files (its certificates from the cluster CA), so nodes talk to each other over T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -43,7 +49,18 @@ def prepare(root: Path, cfg: ClusterFile, node: Node, join_key: str, cache_from:
     (root / "etc" / "libvirtd.conf").write_text(lvform.render_libvirtd_conf(params))
     (root / "etc" / "qemu.conf").write_text(lvform.render_qemu_conf(params))
     lvform.write_pki(lvform.render_pki(node_pki(join_key, cfg, node), qemu_group="root"), root / "pki")
+    client = root / "pki-client"  # what pvcd's own TLS connections use (it does not run in this mount namespace)
+    client.mkdir(mode=0o700, exist_ok=True)
+    for name, key in (("cacert.pem", "ca"), ("clientcert.pem", "client_cert"), ("clientkey.pem", "client_key")):
+        shutil.copy2(root / "pki" / lvform.PKI_FILES[key], client / name)
     return root
+
+
+def migration_uri(root: Path) -> str:
+    """pvcd's `--migration-uri` on this node: TLS as on a node, with this node's client certificate from a folder
+    of its own (libvirt's pkipath), since pvcd runs outside libvirtd's mount namespace where /etc/pki is the
+    node's. libvirtd dials the same URI for a peer-to-peer migration: the folder is on the host, which it sees."""
+    return f"qemu+tls://{{ip}}/system?pkipath={root / 'pki-client'}"
 
 
 def command(root: Path, name: str) -> list[str]:
@@ -54,3 +71,29 @@ def command(root: Path, name: str) -> list[str]:
 
 def socket_uri(root: Path) -> str:
     return f"qemu:///system?socket={root}/run/libvirt-sock"
+
+
+def restart(root: Path, name: str, log: Path) -> None:
+    """Kill this node's libvirtd (by its pid file) and start a new one, detached: what pvcd's libvirtd restart
+    command does in the component tests (`systemctl restart pvc-libvirtd.service` on a node). Its QEMUs live on."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((root / "libvirtd.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (root / "run" / "libvirt-sock").unlink(missing_ok=True)  # left by the killed one: wait for the new one's
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            command(root, name), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 30
+    while not (root / "run" / "libvirt-sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":  # python -m tests.harness.libvirtd restart ROOT NAME LOG
+    if sys.argv[1:2] == ["restart"] and len(sys.argv) == 5:
+        restart(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    else:
+        sys.exit("usage: python -m tests.harness.libvirtd restart ROOT NAME LOG")

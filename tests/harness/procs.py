@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -131,3 +131,37 @@ def wait_until(what: str, check: Callable[[], T], timeout: float, interval: floa
     detail = f" (last error: {last_exc!r})" if last_exc else ""
     log = f"\n{proc.name} log:\n{proc.tail()}" if proc else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{log}")
+
+
+_PTRACE_INTERRUPT, _PTRACE_DETACH, _PTRACE_SEIZE = 0x4207, 17, 0x4206
+
+
+def thread_id(pid: int, name: str) -> int:
+    """The id of the thread of `pid` whose OS-level name (/proc/PID/task/TID/comm) is `name`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().strip() == name[:15]:
+                return int(task.name)
+    raise LookupError(f"process {pid} has no thread named {name!r}")
+
+
+@contextlib.contextmanager
+def frozen_thread(pid: int, name: str) -> Iterator[int]:
+    """Stop one thread of a running process (ptrace: seize, interrupt) while the block runs, as a thread blocked
+    for ever would be; the process's other threads go on. Detaching (or the end of this process) resumes it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    tid = thread_id(pid, name)
+    if libc.ptrace(_PTRACE_SEIZE, tid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"ptrace seize of thread {tid} ({name})")
+    try:
+        if libc.ptrace(_PTRACE_INTERRUPT, tid, None, None) != 0:
+            raise OSError(ctypes.get_errno(), f"ptrace interrupt of thread {tid} ({name})")
+        os.waitpid(tid, 0x40000000)  # __WALL: until it has stopped
+        yield tid
+    finally:
+        libc.ptrace(_PTRACE_DETACH, tid, None, None)  # fails harmlessly when the thread is gone
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(tid, 0x40000000 | os.WNOHANG)

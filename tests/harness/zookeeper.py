@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -37,7 +39,8 @@ class ZooKeeper:
         argv = zkform.command(str(cfg), self.params)
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
-        self.proc = Proc("zookeeper", argv, workdir / "zookeeper.log")
+        self.argv, self.log = argv, workdir / "zookeeper.log"
+        self.proc = Proc("zookeeper", argv, self.log)
 
     @property
     def hosts(self) -> str:
@@ -57,3 +60,12 @@ class ZooKeeper:
 
     def stop(self) -> None:
         self.proc.stop(timeout=5)
+
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the server: a long GC pause, or a hung host. Its clients' sessions run out meanwhile."""
+        os.kill(self.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+    def start(self) -> None:
+        """Start it again after stop(), on the data it had (its sessions, whose clients may reconnect in time)."""
+        if not self.proc.alive():
+            self.proc = Proc("zookeeper", self.argv, self.log)

@@ -386,3 +386,16 @@ def test_the_api_listens_on_the_node_addresses_and_the_floating_ips(p5):
     cfg = load_text(p5, "c.toml").config
     assert cfg is not None
     assert api_addresses(cfg, cfg.nodes[0]) == ["127.0.0.1", "10.100.0.1", "10.0.0.1", "10.100.0.250", "10.0.0.250"]
+
+
+def test_fencing_on_failure_migrate_is_a_warning(p3):
+    result = load_text(edit(p3, 'on_failure = "none"', 'on_failure = "migrate"'), "c.toml")
+    assert result.valid
+    warning = next(w for w in result.warnings if w.key == "fencing.on_failure")
+    assert "runs twice" in warning.message
+
+
+def test_watchdog_must_cover_three_keepalives(p3):
+    assert "[timers]" not in p3, "the example has a [timers] table now: edit it instead"
+    err = only_error(p3 + "\n[timers]\nkeepalive_interval = 5\nwatchdog = 10\n")
+    assert err.key == "timers" and "3 × keepalive_interval (15s)" in err.message, err.message

@@ -110,7 +110,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 
     for name, text in {
         "pvc-api.service": daemons.api_unit("/run/pvc/cluster.toml", "node1", tls=True),
-        "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1"),
+        "pvc-pvcd.service": daemons.pvcd_unit("/run/pvc/cluster.toml", "node1", 30),
     }.items():
         path = tmp_path / name
         path.write_text(text.replace("/opt/pvc/bin/", "/bin/true #"))
@@ -150,6 +150,14 @@ def test_the_api_files_are_its_certificate_and_a_ceph_client_of_its_own():
         "ceph.conf",
         "ceph.client.admin.keyring",
     ]
+
+
+def test_pvcd_runs_under_the_watchdog():
+    from pvc.nodeos.formation import daemons
+
+    text = daemons.pvcd_unit("/run/pvc/cluster.toml", "node1", 45)
+    assert "WatchdogSec=45" in text.splitlines() and "NotifyAccess=main" in text.splitlines()
+    assert "WatchdogSec" not in daemons.api_unit("/run/pvc/cluster.toml", "node1", tls=True)
 
 
 def test_hosts_file_names_every_node():

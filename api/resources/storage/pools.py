@@ -11,6 +11,7 @@ from pvc.api.resources.storage import TAGS
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state.models import PoolRecord
+from pvc.nodeos.state.store import ClusterState
 from pvc.nodeos.storage import pools
 
 
@@ -66,8 +67,21 @@ class PoolResource(Resource):
         response=Removed,
         errors=(404, 409),
         tags=TAGS,
-        description="Refused (409) unless `confirm` repeats the pool's name.",
+        description="Refused (409) unless `confirm` repeats the pool's name, for Ceph's own pools (`.mgr`, any name "
+        "starting with `.`), while a VM names a volume in it, and while a running client holds one of its volumes.",
     )
     def on_delete(self, req: falcon.Request, resp: falcon.Response, pool: str, query: PoolRemoveQuery) -> Removed:
-        self.ctx.ceph.run(lambda c: pools.remove_pool(c, pool, query.confirm))
+        used_by = volumes_in_use(self.ctx.ready_state(), pool)
+        self.ctx.ceph.run(lambda c: pools.remove_pool(c, pool, query.confirm, used_by))
         return Removed(removed=pool)
+
+
+def volumes_in_use(state: ClusterState, pool: str) -> dict[str, list[str]]:
+    """The volumes of `pool` that VMs name as disks: volume -> the VMs' names."""
+    used: dict[str, list[str]] = {}
+    for spec in state.vms():
+        for disk in spec.definition.volumes if spec.definition else []:
+            disk_pool, _, volume = disk.partition("/")
+            if disk_pool == pool:
+                used.setdefault(volume, []).append(spec.name)
+    return used
