@@ -56,7 +56,7 @@ def test_cluster_forms_from_nothing(lab):
     assert [n["node"] for n in status["nodes"]] == list(NODES)
     for node in status["nodes"]:
         assert node["power"] == "on" and node["formed"], node
-        assert node["steps_done"] == node["steps"] == 16
+        assert node["steps_done"] == node["steps"] == 17
     for name in NODES:
         assert node_console.done(name, 15) in lab.console(name)
         assert "creating PVCDATA" in lab.console(name)
