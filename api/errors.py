@@ -10,6 +10,7 @@ import falcon
 from kazoo.exceptions import KazooException
 
 from pvc.api.spec import RequestInvalid
+from pvc.nodeos.provisioner import errors as provisioner
 from pvc.nodeos.state.actions import ActionError
 from pvc.nodeos.state.domxml import DomainXmlError
 from pvc.nodeos.state.placement import NoTarget
@@ -89,3 +90,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ceph.Refused, handler(409, "refused"))
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))
     app.add_error_handler(ceph.Unavailable, handler(503, "storage not ready"))
+    app.add_error_handler(provisioner.Missing, handler(404, "not found"))
+    app.add_error_handler(provisioner.Exists, handler(409, "conflict", "field"))
+    app.add_error_handler(provisioner.InUse, handler(409, "in use"))
+    app.add_error_handler(provisioner.Invalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(provisioner.Unavailable, handler(503, "database not ready"))

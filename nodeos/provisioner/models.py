@@ -49,7 +49,7 @@ RESERVED_METADATA = ("instance-id", "local-hostname", "hostname")  # PVC writes 
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _DISK_ID_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-MAC_PLACEHOLDERS = {"prefix": 3, "vmid": 1, "netid": 1}  # octets each stands for
+MAC_PLACEHOLDERS = {"prefix": 3, "vmid": 2, "netid": 1}  # octets each stands for
 
 
 def _cpu_model(value: str) -> str:
@@ -72,8 +72,9 @@ def _argument_name(value: str) -> str:
 
 def check_mac_template(template: str) -> str:
     """`template` when rendering it gives a MAC address: colon-separated octets, each two hex digits or one of
-    `{prefix}` (the cluster's three-octet VM MAC prefix), `{vmid}` (the VM's number) and `{netid}` (the NIC's
-    index); ValueError saying what is wrong otherwise."""
+    `{prefix}` (the cluster's VM MAC prefix, three octets), `{vmid}` (the VM's number, two octets) and `{netid}`
+    (the NIC's index, one octet); ValueError saying what is wrong otherwise. '{prefix}:{vmid}:{netid}' is the
+    usual one."""
     octets = 0
     for part in template.split(":"):
         match = _PLACEHOLDER_RE.fullmatch(part)
@@ -96,8 +97,13 @@ def check_mac_template(template: str) -> str:
 
 
 def render_mac(template: str, prefix: str, vmid: int, netid: int) -> str:
-    """The MAC of NIC `netid` of VM number `vmid` (each taken modulo 256) from a checked template."""
-    values = {"prefix": prefix.lower(), "vmid": f"{vmid % 256:02x}", "netid": f"{netid % 256:02x}"}
+    """The MAC of NIC `netid` of VM number `vmid` from a checked template (the numbers taken modulo 65536 and
+    256)."""
+    values = {
+        "prefix": prefix.lower(),
+        "vmid": f"{(vmid >> 8) & 0xFF:02x}:{vmid & 0xFF:02x}",
+        "netid": f"{netid & 0xFF:02x}",
+    }
     return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template).lower()
 
 

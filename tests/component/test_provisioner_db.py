@@ -17,6 +17,7 @@ from pvc.nodeos.formation.provisioner import prepare
 from pvc.nodeos.provisioner import db, migrate
 from pvc.nodeos.provisioner.errors import Unavailable
 from tests.harness.cluster import JOIN_KEY
+from tests.harness.procs import wait_until
 
 
 def superuser(patroni) -> db.Dsn:
@@ -33,8 +34,12 @@ def scratch(patroni):
     """A new, empty database owned by the app role (removed afterwards): its Dsn."""
     name = f"scratch_{uuid.uuid4().hex[:8]}"
     as_superuser(patroni, f"CREATE DATABASE {name} OWNER pvc")
+    dsn = app(patroni, name)
+    # libpq tries the members in order and stops at a server's refusal: until a replica listed before the leader
+    # has replayed the CREATE DATABASE, it answers that the database does not exist
+    wait_until(f"database {name} on every member", lambda: dsn.connect().close() is None, 30, interval=0.2)
     try:
-        yield app(patroni, name)
+        yield dsn
     finally:
         as_superuser(patroni, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import shutil
+import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -114,6 +117,7 @@ class Patroni:
         for member in self.members:
             if member.proc is not None:
                 member.proc.stop(timeout=15)
+            end_postmaster(member.dir / "data")
 
     # -- the REST API ------------------------------------------------------------------------------------------
     def rest(self, member: Member, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
@@ -183,3 +187,24 @@ class Patroni:
     def members_string(self) -> str:
         """host:port of every member, as cluster.toml's coordinators give them to the API."""
         return ",".join(m.address for m in self.members)
+
+
+def end_postmaster(data_dir: Path, timeout: float = 15) -> None:
+    """End the PostgreSQL server of `data_dir` if it still runs: Patroni may have (re)started it after it was told
+    to stop (a rewound replica), and then it outlives Patroni. Found by its postmaster.pid, checked against
+    /proc, ended by PID: SIGINT (PostgreSQL's fast shutdown), then SIGKILL."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if str(data_dir).encode() not in cmdline:
+        return  # a stale file: that PID is someone else now
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)

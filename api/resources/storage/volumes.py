@@ -9,6 +9,7 @@ from collections.abc import Generator, Iterator
 import falcon
 import rados
 
+from pvc.api.context import Context
 from pvc.api.models import (
     DownloadQuery,
     Removed,
@@ -169,22 +170,32 @@ class VolumeDataResource(Resource):
     def on_put(
         self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, query: UploadQuery
     ) -> VolumeView:
+        return _located(resp, receive(self.ctx, req, pool, volume, query.format, query.force))
+
+
+def receive(ctx: Context, req: falcon.Request, pool: str, volume: str, fmt: str, force: bool) -> volumes.Volume:
+    """Volume `pool/volume` from the image in the request's body: the one upload path (volume uploads and
+    `pvc image upload` both come here)."""
+    with draining(req):
         length = req.content_length
         if not length:
             raise Invalid("send the image as the body, with its Content-Length", "body")
-        conffile = self.ctx.ceph.conffile
-        try:
-            vol = self.ctx.ceph.run(
-                lambda c: volumes.upload(
-                    c, conffile, pool, volume, req.bounded_stream, length, query.format, force=query.force
-                )
-            )
-        except Exception:
-            # A client sends the whole body before it reads the answer: take it, so it gets the refusal.
-            while req.bounded_stream.read(CHUNK):
-                pass
-            raise
-        return _located(resp, vol)
+        conffile = ctx.ceph.conffile
+        return ctx.ceph.run(
+            lambda c: volumes.upload(c, conffile, pool, volume, req.bounded_stream, length, fmt, force=force)
+        )
+
+
+@contextlib.contextmanager
+def draining(req: falcon.Request) -> Iterator[None]:
+    """A refusal raised in the block reaches an uploading client: a client sends the whole body before it reads
+    the answer, so the body is taken first."""
+    try:
+        yield
+    except Exception:
+        while req.bounded_stream.read(CHUNK):
+            pass
+        raise
 
 
 def _guarded(chunks: Generator[bytes, None, None]) -> Iterator[bytes]:
