@@ -14,21 +14,48 @@ import click
 from pvc.cli.client import from_context, path
 from pvc.cli.output import emit, format_option
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
 
 class Noun:
-    """One kind of provisioner object: its route and how a person reads it."""
+    """One kind of provisioner object: its route, how a person reads it, and how its `add` and `modify` options
+    (`options(adding)`: Click decorators, applied in order) become a body (`body(options)`)."""
 
     def __init__(
-        self, what: str, route: tuple[str, ...], rows: Callable[[list[dict]], str], detail: Callable[[dict], str]
+        self,
+        what: str,
+        route: tuple[str, ...],
+        rows: Callable[[list[dict]], str],
+        detail: Callable[[dict], str],
+        options: Callable[[bool], list[Decorator]],
+        body: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> None:
         self.what, self.route, self.rows, self.detail = what, route, rows, detail
+        self.options, self.body = options, body
 
     def path(self, *rest: str) -> str:
         return path(*self.route, *rest)
 
-    def add_common(self, group: click.Group) -> None:
-        """`list`, `info NAME` and `remove NAME` on `group`."""
+    def commands(self, group: click.Group, add_help: str, modify_help: str) -> None:
+        """`add`, `modify`, `list`, `info` and `remove` on `group`."""
         what = self.what
+
+        @group.command("add", help=add_help)
+        @click.argument("name")
+        @stacked([*self.options(True), format_option])
+        def add(name: str, fmt: str, **options: Any) -> None:
+            data = from_context().post(self.path(), {"name": name, **self.body(options)})
+            emit(data, fmt, lambda d: f"added {what} {d['name']}\n{self.detail(d)}")
+
+        @group.command("modify", help=modify_help)
+        @click.argument("name")
+        @stacked([*self.options(False), format_option])
+        def modify(name: str, fmt: str, **options: Any) -> None:
+            body = self.body(options)
+            if not body:
+                raise click.UsageError("give at least one option to change")
+            data = from_context().patch(self.path(name), body)
+            emit(data, fmt, lambda d: f"changed {what} {d['name']}\n{self.detail(d)}")
 
         @group.command("list", help=f"Every {what}.")
         @format_option
@@ -47,15 +74,16 @@ class Noun:
             from_context().delete(self.path(name))
             click.echo(f"removed {what} {name}")
 
-    def add(self, body: dict, fmt: str) -> None:
-        data = from_context().post(self.path(), body)
-        emit(data, fmt, lambda d: f"added {self.what} {d['name']}\n{self.detail(d)}")
 
-    def modify(self, name: str, body: dict, fmt: str) -> None:
-        if not body:
-            raise click.UsageError("give at least one option to change")
-        data = from_context().patch(self.path(name), body)
-        emit(data, fmt, lambda d: f"changed {self.what} {d['name']}\n{self.detail(d)}")
+def stacked(decorators: list[Decorator]) -> Decorator:
+    """Click decorators applied so that their options show in the order listed."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
 
 
 def given(values: dict[str, Any], clearable: tuple[str, ...] = ()) -> dict[str, Any]:

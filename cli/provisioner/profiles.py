@@ -3,13 +3,12 @@ arguments and extra cloud-init meta-data."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pvc.cli.output import fields, format_option, table
-from pvc.cli.provisioner.common import Noun, given, pairs
+from pvc.cli.output import fields, table
+from pvc.cli.provisioner.common import Decorator, Noun, given, pairs
 
 REFERENCES = ("system_template", "network_template", "storage_template", "userdata", "ova")
 
@@ -39,12 +38,10 @@ def profile_detail(p: dict) -> str:
     )
 
 
-PROFILE = Noun("profile", ("provisioner", "profiles"), profile_rows, profile_detail)
-
-
-def profile_options(adding: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def profile_options(adding: bool) -> list[Decorator]:
     clear = "" if adding else " ('' clears it)"
-    options = [
+    every = "" if adding else "; the given set replaces all"
+    return [
         click.option("--description", help="What it makes."),
         click.option(
             "--kind",
@@ -61,26 +58,18 @@ def profile_options(adding: bool) -> Callable[[Callable[..., Any]], Callable[...
             "args",
             multiple=True,
             metavar="KEY=VALUE",
-            help="A default argument of `pvc vm create` (repeat; on modify the given set replaces all).",
+            help=f"A default of `pvc vm create --arg` (repeat{every}).",
         ),
-        click.option(
-            "--meta",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="An extra cloud-init meta-data key (repeat; on modify the given set replaces all).",
+        click.option("--meta", multiple=True, metavar="KEY=VALUE", help=f"An extra meta-data key (repeat{every})."),
+        *(
+            []
+            if adding
+            else [
+                click.option("--no-args", is_flag=True, help="Remove every default argument."),
+                click.option("--no-meta", is_flag=True, help="Remove every extra meta-data key."),
+            ]
         ),
-        format_option,
     ]
-    if not adding:
-        options.insert(-1, click.option("--no-args", is_flag=True, help="Remove every default argument."))
-        options.insert(-1, click.option("--no-meta", is_flag=True, help="Remove every extra meta-data key."))
-
-    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
 
 
 def profile_body(o: dict[str, Any]) -> dict[str, Any]:
@@ -90,25 +79,14 @@ def profile_body(o: dict[str, Any]) -> dict[str, Any]:
     return given({**values, "arguments": args, "metadata": meta}, clearable=REFERENCES[1:])
 
 
+PROFILE = Noun("profile", ("provisioner", "profiles"), profile_rows, profile_detail, profile_options, profile_body)
+
+
 @click.group()
 def profile() -> None:
     """Profiles: templates, userdata and defaults that `pvc vm create --profile` makes VMs from."""
 
 
-@profile.command("add")
-@click.argument("name")
-@profile_options(adding=True)
-def profile_add(name: str, fmt: str, **options: Any) -> None:
-    """Add profile NAME (--system-template is required)."""
-    PROFILE.add({"name": name, **profile_body(options)}, fmt)
-
-
-@profile.command("modify")
-@click.argument("name")
-@profile_options(adding=False)
-def profile_modify(name: str, fmt: str, **options: Any) -> None:
-    """Change profile NAME: only the options given."""
-    PROFILE.modify(name, profile_body(options), fmt)
-
-
-PROFILE.add_common(profile)
+PROFILE.commands(
+    profile, "Add profile NAME (--system-template is required).", "Change profile NAME: only the options given."
+)

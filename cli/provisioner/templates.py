@@ -3,13 +3,12 @@ consoles and placement; NICs in order; disks, each cloned from an image or empty
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pvc.cli.output import fields, format_option, mib, table
-from pvc.cli.provisioner.common import Noun, given, names
+from pvc.cli.output import fields, mib, table
+from pvc.cli.provisioner.common import Decorator, Noun, given, names
 from pvc.cli.storage.sizes import human, size_value
 from pvc.config.choices import SELECTORS, VM_MIGRATION_METHODS
 
@@ -59,17 +58,9 @@ def system_detail(t: dict) -> str:
     )
 
 
-SYSTEM = Noun("system template", ("provisioner", "templates", "system"), system_rows, system_detail)
-
-
-@template.group()
-def system() -> None:
-    """System templates: vCPUs, memory, firmware, consoles, placement and migration."""
-
-
-def system_options(adding: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def system_options(adding: bool) -> list[Decorator]:
     clear = "" if adding else " ('' clears it)"
-    options = [
+    return [
         click.option("--description", help="What it is for."),
         click.option("--vcpus", type=int, required=adding, help="Virtual CPUs."),
         click.option("--topology", metavar="S,C,T", help=f"Sockets, cores and threads (their product: vcpus){clear}."),
@@ -94,15 +85,7 @@ def system_options(adding: bool) -> Callable[[Callable[..., Any]], Callable[...,
             help=f"Default: the cluster's{clear}.",
         ),
         click.option("--max-downtime", help=f"Live migration's maximum downtime, ms{clear}."),
-        format_option,
     ]
-
-    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
 
 
 def system_body(o: dict[str, Any]) -> dict[str, Any]:
@@ -141,23 +124,26 @@ def system_body(o: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-@system.command("add")
-@click.argument("name")
-@system_options(adding=True)
-def system_add(name: str, fmt: str, **options: Any) -> None:
-    """Add system template NAME (--vcpus and --memory are required)."""
-    SYSTEM.add({"name": name, **system_body(options)}, fmt)
+SYSTEM = Noun(
+    "system template",
+    ("provisioner", "templates", "system"),
+    system_rows,
+    system_detail,
+    system_options,
+    system_body,
+)
 
 
-@system.command("modify")
-@click.argument("name")
-@system_options(adding=False)
-def system_modify(name: str, fmt: str, **options: Any) -> None:
-    """Change system template NAME: only the options given."""
-    SYSTEM.modify(name, system_body(options), fmt)
+@template.group()
+def system() -> None:
+    """System templates: vCPUs, memory, firmware, consoles, placement and migration."""
 
 
-SYSTEM.add_common(system)
+SYSTEM.commands(
+    system,
+    "Add system template NAME (--vcpus and --memory are required).",
+    "Change system template NAME: only the options given.",
+)
 
 
 # -- network ------------------------------------------------------------------------------------------------------
@@ -183,9 +169,6 @@ def network_detail(t: dict) -> str:
     )
 
 
-NETWORK = Noun("network template", ("provisioner", "templates", "network"), network_rows, network_detail)
-
-
 def nic_value(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict] | None:
     if not values:
         return None
@@ -198,11 +181,37 @@ def nic_value(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     return nics
 
 
-nic_option = click.option(
-    "--nic", "nics", multiple=True, callback=nic_value, metavar="VNI[:MODEL]", help="A NIC on network VNI, in order."
-)
-mac_option = click.option(
-    "--mac-template", help="Like '{prefix}:{vmid}:{netid}' (default: PVC makes MACs; on modify '' clears it)."
+def network_options(adding: bool) -> list[Decorator]:
+    return [
+        click.option("--description", help="What it is for."),
+        click.option(
+            "--nic",
+            "nics",
+            multiple=True,
+            callback=nic_value,
+            metavar="VNI[:MODEL]",
+            help="A NIC on network VNI, in order" + ("." if adding else " (replaces the list)."),
+        ),
+        *([] if adding else [click.option("--no-nics", is_flag=True, help="Remove every NIC.")]),
+        click.option(
+            "--mac-template",
+            help="Like '{prefix}:{vmid}:{netid}' (default: PVC makes MACs" + (")." if adding else "; '' clears it)."),
+        ),
+    ]
+
+
+def network_body(o: dict[str, Any]) -> dict[str, Any]:
+    nics = [] if o.get("no_nics") else o["nics"]
+    return given({"description": o["description"], "nics": nics, "mac_template": o["mac_template"]}, ("mac_template",))
+
+
+NETWORK = Noun(
+    "network template",
+    ("provisioner", "templates", "network"),
+    network_rows,
+    network_detail,
+    network_options,
+    network_body,
 )
 
 
@@ -211,38 +220,9 @@ def network() -> None:
     """Network templates: NICs in order (eth0, eth1, ...), each on a network by VNI, and a MAC template."""
 
 
-@network.command("add")
-@click.argument("name")
-@click.option("--description", help="What it is for.")
-@nic_option
-@mac_option
-@format_option
-def network_add(
-    name: str, description: str | None, nics: list[dict] | None, mac_template: str | None, fmt: str
-) -> None:
-    """Add network template NAME."""
-    body = given({"description": description, "nics": nics, "mac_template": mac_template})
-    NETWORK.add({"name": name, **body}, fmt)
-
-
-@network.command("modify")
-@click.argument("name")
-@click.option("--description", help="What it is for.")
-@nic_option
-@click.option("--no-nics", is_flag=True, help="Remove every NIC.")
-@mac_option
-@format_option
-def network_modify(
-    name: str, description: str | None, nics: list[dict] | None, no_nics: bool, mac_template: str | None, fmt: str
-) -> None:
-    """Change network template NAME: --nic replaces the NIC list."""
-    body = given(
-        {"description": description, "nics": [] if no_nics else nics, "mac_template": mac_template}, ("mac_template",)
-    )
-    NETWORK.modify(name, body, fmt)
-
-
-NETWORK.add_common(network)
+NETWORK.commands(
+    network, "Add network template NAME.", "Change network template NAME: only the options given; --nic replaces."
+)
 
 
 # -- storage ------------------------------------------------------------------------------------------------------
@@ -271,7 +251,6 @@ def storage_detail(t: dict) -> str:
     )
 
 
-STORAGE = Noun("storage template", ("provisioner", "templates", "storage"), storage_rows, storage_detail)
 DISK_KEYS = ("pool", "size", "image", "bus")
 
 
@@ -292,13 +271,33 @@ def disk_value(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     return disks
 
 
-disk_option = click.option(
-    "--disk",
-    "disks",
-    multiple=True,
-    callback=disk_value,
-    metavar="ID:pool=P,size=S[,image=I][,bus=B]",
-    help="A disk, in order (the first boots): cloned from image I (grown to S) or empty of size S.",
+def storage_options(adding: bool) -> list[Decorator]:
+    return [
+        click.option("--description", help="What it is for."),
+        click.option(
+            "--disk",
+            "disks",
+            multiple=True,
+            callback=disk_value,
+            metavar="ID:pool=P,size=S[,image=I][,bus=B]",
+            help="A disk, in order (the first boots): cloned from image I (grown to S) or empty of size S"
+            + ("." if adding else " (replaces the list)."),
+        ),
+        *([] if adding else [click.option("--no-disks", is_flag=True, help="Remove every disk.")]),
+    ]
+
+
+def storage_body(o: dict[str, Any]) -> dict[str, Any]:
+    return given({"description": o["description"], "disks": [] if o.get("no_disks") else o["disks"]})
+
+
+STORAGE = Noun(
+    "storage template",
+    ("provisioner", "templates", "storage"),
+    storage_rows,
+    storage_detail,
+    storage_options,
+    storage_body,
 )
 
 
@@ -307,25 +306,6 @@ def storage() -> None:
     """Storage templates: disks, each a new volume <vm>_<id> cloned from an image or empty."""
 
 
-@storage.command("add")
-@click.argument("name")
-@click.option("--description", help="What it is for.")
-@disk_option
-@format_option
-def storage_add(name: str, description: str | None, disks: list[dict] | None, fmt: str) -> None:
-    """Add storage template NAME."""
-    STORAGE.add({"name": name, **given({"description": description, "disks": disks})}, fmt)
-
-
-@storage.command("modify")
-@click.argument("name")
-@click.option("--description", help="What it is for.")
-@disk_option
-@click.option("--no-disks", is_flag=True, help="Remove every disk.")
-@format_option
-def storage_modify(name: str, description: str | None, disks: list[dict] | None, no_disks: bool, fmt: str) -> None:
-    """Change storage template NAME: --disk replaces the disk list."""
-    STORAGE.modify(name, given({"description": description, "disks": [] if no_disks else disks}), fmt)
-
-
-STORAGE.add_common(storage)
+STORAGE.commands(
+    storage, "Add storage template NAME.", "Change storage template NAME: only the options given; --disk replaces."
+)

@@ -4,12 +4,13 @@ message), checked by the API when added or changed."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from pvc.cli.errors import Failure
-from pvc.cli.output import fields, format_option, printable, table
-from pvc.cli.provisioner.common import Noun, given
+from pvc.cli.output import fields, printable, table
+from pvc.cli.provisioner.common import Decorator, Noun, given
 
 
 def userdata_rows(data: list[dict]) -> str:
@@ -30,9 +31,6 @@ def userdata_detail(u: dict) -> str:
     return f"{head}\n---\n{printable(u['body'].splitlines())}" if "body" in u else head
 
 
-USERDATA = Noun("userdata document", ("provisioner", "userdata"), userdata_rows, userdata_detail)
-
-
 def read_document(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """The document in FILE ('-': standard input)."""
     if value is None:
@@ -48,29 +46,34 @@ def read_document(ctx: click.Context, param: click.Parameter, value: str | None)
         raise Failure(f"{value} is not UTF-8 text: user-data is a #cloud-config or MIME multipart document") from None
 
 
+def userdata_options(adding: bool) -> list[Decorator]:
+    return [
+        click.argument("file", required=adding, callback=read_document, metavar="FILE" if adding else "[FILE]"),
+        click.option("--description", help="What it does."),
+    ]
+
+
+def userdata_body(o: dict[str, Any]) -> dict[str, Any]:
+    return given({"body": o["file"], "description": o["description"]})
+
+
+USERDATA = Noun(
+    "userdata document",
+    ("provisioner", "userdata"),
+    userdata_rows,
+    userdata_detail,
+    userdata_options,
+    userdata_body,
+)
+
+
 @click.group()
 def userdata() -> None:
     """cloud-init user-data documents: #cloud-config YAML or MIME multipart."""
 
 
-@userdata.command("add")
-@click.argument("name")
-@click.argument("file", callback=read_document, metavar="FILE")
-@click.option("--description", help="What it does.")
-@format_option
-def userdata_add(name: str, file: str, description: str | None, fmt: str) -> None:
-    """Add userdata document NAME from FILE ('-': standard input)."""
-    USERDATA.add({"name": name, "body": file, **given({"description": description})}, fmt)
-
-
-@userdata.command("modify")
-@click.argument("name")
-@click.argument("file", required=False, callback=read_document, metavar="[FILE]")
-@click.option("--description", help="What it does.")
-@format_option
-def userdata_modify(name: str, file: str | None, description: str | None, fmt: str) -> None:
-    """Change userdata document NAME: its body from FILE ('-': standard input), and/or its description."""
-    USERDATA.modify(name, given({"body": file, "description": description}), fmt)
-
-
-USERDATA.add_common(userdata)
+USERDATA.commands(
+    userdata,
+    "Add userdata document NAME from FILE ('-': standard input).",
+    "Change userdata document NAME: its body from FILE ('-': standard input), and/or its description.",
+)

@@ -1,17 +1,21 @@
 """The provisioner's objects in PostgreSQL. Every function takes the cursor of one transaction
 (`Database.transaction`), so a check and the write it guards commit together.
 
-Objects are found by name. A reference to a missing object is Invalid naming the request field; removing an object
-that others use is InUse naming them (the foreign keys refuse it too, should a check ever miss one).
+Templates, userdata and profiles are each a `Table`: how its rows are read (one SELECT, children as JSON), which
+columns an object writes, and which rows of other tables it owns (NICs, disks). Objects are found by name. A
+reference to a missing object is Invalid naming the request field; removing an object others use is InUse naming
+them (the foreign keys refuse it too, should a check ever miss one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import psycopg2.errors
 from psycopg2.extras import Json
+from pydantic import BaseModel
 
 from pvc.nodeos.provisioner.db import Cursor
 from pvc.nodeos.provisioner.errors import Exists, InUse, Invalid, Missing
@@ -31,9 +35,7 @@ from pvc.nodeos.provisioner.models import (
 )
 from pvc.nodeos.provisioner.userdata import classify
 
-M = TypeVar("M", SystemTemplate, NetworkTemplate, StorageTemplate, Userdata, Profile)
-Change = Callable[[M], M]  # the current object → the changed one (validated)
-
+M = TypeVar("M", bound=BaseModel)
 STAMPS = "extract(epoch FROM t.created_at)::float8 AS created, extract(epoch FROM t.updated_at)::float8 AS updated"
 WHAT = {
     "system_template": "system template",
@@ -44,11 +46,6 @@ WHAT = {
     "image": "image",
     "ova": "OVA",
 }
-
-
-def _users(table: str) -> str:
-    """SQL: the names of the profiles that use row t of `table`."""
-    return f"ARRAY(SELECT p.name FROM profile p WHERE p.{table} = t.id ORDER BY p.name) AS profiles"
 
 
 def _id(cur: Cursor, table: str, name: str, field: str | None = None, lock: bool = False) -> int:
@@ -63,22 +60,24 @@ def _id(cur: Cursor, table: str, name: str, field: str | None = None, lock: bool
     return int(row["id"])
 
 
+def _one(cur: Cursor, name: str, table: str) -> dict[str, Any]:
+    row = cur.fetchone()
+    if row is None:
+        raise Missing(f"no {WHAT[table]} '{name}'")
+    return dict(row)
+
+
 def _insert(cur: Cursor, table: str, values: dict[str, Any]) -> int:
-    columns = ", ".join(values)
-    marks = ", ".join(["%s"] * len(values))
+    """The id of a new row of `table`; Exists (409) when its name is taken."""
     cur.execute(
-        f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (name) DO NOTHING RETURNING id",
+        f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) "
+        "ON CONFLICT (name) DO NOTHING RETURNING id",
         list(values.values()),
     )
     row = cur.fetchone()
     if row is None:
         raise Exists(f"{WHAT[table]} '{values['name']}' already exists", "name")
     return int(row["id"])
-
-
-def _update(cur: Cursor, table: str, row_id: int, values: dict[str, Any]) -> None:
-    sets = ", ".join(f"{c} = %s" for c in values)
-    cur.execute(f"UPDATE {table} SET {sets}, updated_at = now() WHERE id = %s", [*values.values(), row_id])
 
 
 def _remove(cur: Cursor, table: str, name: str, users: Callable[[int], list[str]]) -> None:
@@ -92,87 +91,96 @@ def _remove(cur: Cursor, table: str, name: str, users: Callable[[int], list[str]
         raise InUse(f"{WHAT[table]} '{name}' is in use") from None
 
 
-def _profile_users(cur: Cursor, column: str) -> Callable[[int], list[str]]:
-    def users(row_id: int) -> list[str]:
-        cur.execute(f"SELECT name FROM profile WHERE {column} = %s ORDER BY name", (row_id,))
-        return [f"profile {r['name']}" for r in cur.fetchall()]
+@dataclass(frozen=True)
+class Table(Generic[M]):
+    """One kind of object: `table`'s rows read by `select` (aliased t; adding `body` for one object's info) into
+    `view` (`summary` in lists), written from `model` by `values` (its columns but the name) and `children` (the
+    rows it owns, written again whole)."""
 
-    return users
+    table: str
+    model: type[M]
+    view: type[BaseModel]
+    select: str
+    values: Callable[[Cursor, M], dict[str, Any]]
+    children: Callable[[Cursor, int, M], None] = lambda cur, row_id, obj: None
+    summary: type[BaseModel] | None = None
+    detail: str = ""  # columns only one object's info reads (a userdata document's body)
+    row: Callable[[dict[str, Any]], dict[str, Any]] = dict  # a row as the view's fields
+    used_by_profiles: bool = True
+
+    def _select(self, detail: bool) -> str:
+        return self.select.replace("SELECT ", f"SELECT {self.detail}, ", 1) if detail and self.detail else self.select
+
+    def list(self, cur: Cursor) -> list[Any]:
+        cur.execute(self._select(False) + " ORDER BY t.name")
+        model = self.summary or self.view
+        return [model.model_validate(self.row(dict(r))) for r in cur.fetchall()]
+
+    def get(self, cur: Cursor, name: str) -> Any:
+        cur.execute(self._select(True) + " WHERE t.name = %s", (name,))
+        return self.view.model_validate(self.row(_one(cur, name, self.table)))
+
+    def add(self, cur: Cursor, obj: M) -> Any:
+        name = getattr(obj, "name")  # noqa: B009 - every model has one
+        self.children(cur, _insert(cur, self.table, {"name": name, **self.values(cur, obj)}), obj)
+        return self.get(cur, name)
+
+    def modify(self, cur: Cursor, name: str, change: Callable[[M], M]) -> Any:
+        """`change` (the stored object → the new one, validated) applied, in the transaction that locks the row."""
+        row_id = _id(cur, self.table, name, lock=True)
+        current = self.model.model_validate(self.get(cur, name).model_dump(include=set(self.model.model_fields)))
+        new = change(current)
+        values = self.values(cur, new)
+        sets = ", ".join(f"{c} = %s" for c in values)
+        cur.execute(f"UPDATE {self.table} SET {sets}, updated_at = now() WHERE id = %s", [*values.values(), row_id])
+        self.children(cur, row_id, new)
+        return self.get(cur, name)
+
+    def remove(self, cur: Cursor, name: str) -> None:
+        def users(row_id: int) -> list[str]:
+            if not self.used_by_profiles:
+                return []
+            cur.execute(f"SELECT name FROM profile WHERE {self.table} = %s ORDER BY name", (row_id,))
+            return [f"profile {r['name']}" for r in cur.fetchall()]
+
+        _remove(cur, self.table, name, users)
 
 
-def _one(cur: Cursor, name: str, table: str) -> dict[str, Any]:
-    row = cur.fetchone()
-    if row is None:
-        raise Missing(f"no {WHAT[table]} '{name}'")
-    return dict(row)
+def _select(table: str, columns: str, users: bool = True) -> str:
+    """SELECT `columns` and the stamps of `table` t (and the names of the profiles that use each row)."""
+    profiles = f", ARRAY(SELECT p.name FROM profile p WHERE p.{table} = t.id ORDER BY p.name) AS profiles"
+    return f"SELECT {columns}, {STAMPS}{profiles if users else ''} FROM {table} t"
 
 
 # -- system templates ---------------------------------------------------------------------------------------------
-def _system_values(t: SystemTemplate) -> dict[str, Any]:
-    values = t.model_dump(exclude={"name", "topology"})
+def _system_values(cur: Cursor, t: SystemTemplate) -> dict[str, Any]:
     topo = t.topology
-    values.update(
-        sockets=topo.sockets if topo else None,
-        cores=topo.cores if topo else None,
-        threads=topo.threads if topo else None,
-    )
-    return values
+    return {
+        **t.model_dump(exclude={"name", "topology"}),
+        "sockets": topo.sockets if topo else None,
+        "cores": topo.cores if topo else None,
+        "threads": topo.threads if topo else None,
+    }
 
 
-def _system_fields(row: dict[str, Any]) -> dict[str, Any]:
+def _system_row(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in ("id", "sockets", "cores", "threads", "created_at", "updated_at")}
     if row["sockets"] is not None:
         out["topology"] = {"sockets": row["sockets"], "cores": row["cores"], "threads": row["threads"]}
     return out
 
 
-SYSTEM_SELECT = f"SELECT t.*, {STAMPS}, {_users('system_template')} FROM system_template t"
-
-
-def list_system_templates(cur: Cursor) -> list[SystemTemplateView]:
-    cur.execute(SYSTEM_SELECT + " ORDER BY t.name")
-    return [SystemTemplateView.model_validate(_system_fields(dict(r))) for r in cur.fetchall()]
-
-
-def get_system_template(cur: Cursor, name: str) -> SystemTemplateView:
-    cur.execute(SYSTEM_SELECT + " WHERE t.name = %s", (name,))
-    return SystemTemplateView.model_validate(_system_fields(_one(cur, name, "system_template")))
-
-
-def add_system_template(cur: Cursor, t: SystemTemplate) -> SystemTemplateView:
-    _insert(cur, "system_template", {"name": t.name, **_system_values(t)})
-    return get_system_template(cur, t.name)
-
-
-def modify_system_template(cur: Cursor, name: str, change: Change[SystemTemplate]) -> SystemTemplateView:
-    row_id = _id(cur, "system_template", name, lock=True)
-    current = get_system_template(cur, name)
-    new = change(SystemTemplate.model_validate(current.model_dump(include=set(SystemTemplate.model_fields))))
-    _update(cur, "system_template", row_id, _system_values(new))
-    return get_system_template(cur, name)
-
-
-def remove_system_template(cur: Cursor, name: str) -> None:
-    _remove(cur, "system_template", name, _profile_users(cur, "system_template"))
+SYSTEM: Table[SystemTemplate] = Table(
+    "system_template",
+    SystemTemplate,
+    SystemTemplateView,
+    _select("system_template", "t.*"),
+    _system_values,
+    row=_system_row,
+)
 
 
 # -- network templates --------------------------------------------------------------------------------------------
-NETWORK_SELECT = f"""SELECT t.name, t.description, t.mac_template, {STAMPS}, {_users("network_template")},
-    coalesce((SELECT json_agg(json_build_object('network', n.network, 'model', n.model) ORDER BY n.position)
-              FROM network_template_nic n WHERE n.template = t.id), '[]') AS nics
-    FROM network_template t"""
-
-
-def list_network_templates(cur: Cursor) -> list[NetworkTemplateView]:
-    cur.execute(NETWORK_SELECT + " ORDER BY t.name")
-    return [NetworkTemplateView.model_validate(dict(r)) for r in cur.fetchall()]
-
-
-def get_network_template(cur: Cursor, name: str) -> NetworkTemplateView:
-    cur.execute(NETWORK_SELECT + " WHERE t.name = %s", (name,))
-    return NetworkTemplateView.model_validate(_one(cur, name, "network_template"))
-
-
 def _put_nics(cur: Cursor, row_id: int, t: NetworkTemplate) -> None:
     cur.execute("DELETE FROM network_template_nic WHERE template = %s", (row_id,))
     for position, nic in enumerate(t.nics):
@@ -182,45 +190,22 @@ def _put_nics(cur: Cursor, row_id: int, t: NetworkTemplate) -> None:
         )
 
 
-def add_network_template(cur: Cursor, t: NetworkTemplate) -> NetworkTemplateView:
-    row_id = _insert(
-        cur, "network_template", {"name": t.name, "description": t.description, "mac_template": t.mac_template}
-    )
-    _put_nics(cur, row_id, t)
-    return get_network_template(cur, t.name)
-
-
-def modify_network_template(cur: Cursor, name: str, change: Change[NetworkTemplate]) -> NetworkTemplateView:
-    row_id = _id(cur, "network_template", name, lock=True)
-    current = get_network_template(cur, name)
-    new = change(NetworkTemplate.model_validate(current.model_dump(include=set(NetworkTemplate.model_fields))))
-    _update(cur, "network_template", row_id, {"description": new.description, "mac_template": new.mac_template})
-    _put_nics(cur, row_id, new)
-    return get_network_template(cur, name)
-
-
-def remove_network_template(cur: Cursor, name: str) -> None:
-    _remove(cur, "network_template", name, _profile_users(cur, "network_template"))
+NETWORK: Table[NetworkTemplate] = Table(
+    "network_template",
+    NetworkTemplate,
+    NetworkTemplateView,
+    _select(
+        "network_template",
+        """t.name, t.description, t.mac_template,
+        coalesce((SELECT json_agg(json_build_object('network', n.network, 'model', n.model) ORDER BY n.position)
+                  FROM network_template_nic n WHERE n.template = t.id), '[]') AS nics""",
+    ),
+    lambda cur, t: {"description": t.description, "mac_template": t.mac_template},
+    _put_nics,
+)
 
 
 # -- storage templates --------------------------------------------------------------------------------------------
-STORAGE_SELECT = f"""SELECT t.name, t.description, {STAMPS}, {_users("storage_template")},
-    coalesce((SELECT json_agg(json_build_object('id', d.disk_id, 'pool', d.pool, 'size', d.size_bytes,
-                                                'image', i.name, 'bus', d.bus) ORDER BY d.position)
-              FROM storage_template_disk d LEFT JOIN image i ON i.id = d.image WHERE d.template = t.id), '[]') AS disks
-    FROM storage_template t"""
-
-
-def list_storage_templates(cur: Cursor) -> list[StorageTemplateView]:
-    cur.execute(STORAGE_SELECT + " ORDER BY t.name")
-    return [StorageTemplateView.model_validate(dict(r)) for r in cur.fetchall()]
-
-
-def get_storage_template(cur: Cursor, name: str) -> StorageTemplateView:
-    cur.execute(STORAGE_SELECT + " WHERE t.name = %s", (name,))
-    return StorageTemplateView.model_validate(_one(cur, name, "storage_template"))
-
-
 def _put_disks(cur: Cursor, row_id: int, t: StorageTemplate) -> None:
     cur.execute("DELETE FROM storage_template_disk WHERE template = %s", (row_id,))
     for position, disk in enumerate(t.disks):
@@ -232,75 +217,37 @@ def _put_disks(cur: Cursor, row_id: int, t: StorageTemplate) -> None:
         )
 
 
-def add_storage_template(cur: Cursor, t: StorageTemplate) -> StorageTemplateView:
-    row_id = _insert(cur, "storage_template", {"name": t.name, "description": t.description})
-    _put_disks(cur, row_id, t)
-    return get_storage_template(cur, t.name)
-
-
-def modify_storage_template(cur: Cursor, name: str, change: Change[StorageTemplate]) -> StorageTemplateView:
-    row_id = _id(cur, "storage_template", name, lock=True)
-    current = get_storage_template(cur, name)
-    new = change(StorageTemplate.model_validate(current.model_dump(include=set(StorageTemplate.model_fields))))
-    _update(cur, "storage_template", row_id, {"description": new.description})
-    _put_disks(cur, row_id, new)
-    return get_storage_template(cur, name)
-
-
-def remove_storage_template(cur: Cursor, name: str) -> None:
-    _remove(cur, "storage_template", name, _profile_users(cur, "storage_template"))
+STORAGE: Table[StorageTemplate] = Table(
+    "storage_template",
+    StorageTemplate,
+    StorageTemplateView,
+    _select(
+        "storage_template",
+        """t.name, t.description,
+        coalesce((SELECT json_agg(json_build_object('id', d.disk_id, 'pool', d.pool, 'size', d.size_bytes,
+                                                    'image', i.name, 'bus', d.bus) ORDER BY d.position)
+                  FROM storage_template_disk d LEFT JOIN image i ON i.id = d.image WHERE d.template = t.id),
+                 '[]') AS disks""",
+    ),
+    lambda cur, t: {"description": t.description},
+    _put_disks,
+)
 
 
 # -- userdata -----------------------------------------------------------------------------------------------------
-USERDATA_SELECT = f"""SELECT t.name, t.description, t.kind, octet_length(t.body) AS size, {STAMPS},
-    {_users("userdata")} FROM userdata t"""
-
-
-def list_userdata(cur: Cursor) -> list[UserdataSummary]:
-    cur.execute(USERDATA_SELECT + " ORDER BY t.name")
-    return [UserdataSummary.model_validate(dict(r)) for r in cur.fetchall()]
-
-
-def get_userdata(cur: Cursor, name: str) -> UserdataView:
-    cur.execute(USERDATA_SELECT.replace(" FROM userdata t", ", t.body FROM userdata t") + " WHERE t.name = %s", (name,))
-    return UserdataView.model_validate(_one(cur, name, "userdata"))
-
-
-def add_userdata(cur: Cursor, u: Userdata) -> UserdataView:
-    _insert(cur, "userdata", {"name": u.name, "description": u.description, "kind": classify(u.body), "body": u.body})
-    return get_userdata(cur, u.name)
-
-
-def modify_userdata(cur: Cursor, name: str, change: Change[Userdata]) -> UserdataView:
-    row_id = _id(cur, "userdata", name, lock=True)
-    current = get_userdata(cur, name)
-    new = change(Userdata.model_validate(current.model_dump(include=set(Userdata.model_fields))))
-    _update(cur, "userdata", row_id, {"description": new.description, "kind": classify(new.body), "body": new.body})
-    return get_userdata(cur, name)
-
-
-def remove_userdata(cur: Cursor, name: str) -> None:
-    _remove(cur, "userdata", name, _profile_users(cur, "userdata"))
+USERDATA: Table[Userdata] = Table(
+    "userdata",
+    Userdata,
+    UserdataView,
+    _select("userdata", "t.name, t.description, t.kind, octet_length(t.body) AS size"),
+    lambda cur, u: {"description": u.description, "kind": classify(u.body), "body": u.body},
+    summary=UserdataSummary,
+    detail="t.body",
+)
 
 
 # -- profiles -----------------------------------------------------------------------------------------------------
 REFERENCES = ("system_template", "network_template", "storage_template", "userdata", "ova")
-PROFILE_SELECT = f"""SELECT t.name, t.description, t.kind, t.arguments, t.metadata, {STAMPS},
-    s.name AS system_template, n.name AS network_template, g.name AS storage_template, u.name AS userdata,
-    o.name AS ova
-    FROM profile t JOIN system_template s ON s.id = t.system_template
-    LEFT JOIN network_template n ON n.id = t.network_template LEFT JOIN storage_template g ON g.id = t.storage_template
-    LEFT JOIN userdata u ON u.id = t.userdata LEFT JOIN ova o ON o.id = t.ova"""
-
-
-def list_profiles(cur: Cursor) -> list[ProfileView]:
-    cur.execute(PROFILE_SELECT + " ORDER BY t.name")
-    return [ProfileView.model_validate(dict(r)) for r in cur.fetchall()]
-
-
-def get_profile(cur: Cursor, name: str) -> ProfileView:
-    cur.execute(PROFILE_SELECT + " WHERE t.name = %s", (name,))
-    return ProfileView.model_validate(_one(cur, name, "profile"))
 
 
 def _profile_values(cur: Cursor, p: Profile) -> dict[str, Any]:
@@ -317,21 +264,19 @@ def _profile_values(cur: Cursor, p: Profile) -> dict[str, Any]:
     return values
 
 
-def add_profile(cur: Cursor, p: Profile) -> ProfileView:
-    _insert(cur, "profile", {"name": p.name, **_profile_values(cur, p)})
-    return get_profile(cur, p.name)
-
-
-def modify_profile(cur: Cursor, name: str, change: Change[Profile]) -> ProfileView:
-    row_id = _id(cur, "profile", name, lock=True)
-    current = get_profile(cur, name)
-    new = change(Profile.model_validate(current.model_dump(include=set(Profile.model_fields))))
-    _update(cur, "profile", row_id, _profile_values(cur, new))
-    return get_profile(cur, name)
-
-
-def remove_profile(cur: Cursor, name: str) -> None:
-    _remove(cur, "profile", name, lambda row_id: [])
+PROFILE: Table[Profile] = Table(
+    "profile",
+    Profile,
+    ProfileView,
+    f"""SELECT t.name, t.description, t.kind, t.arguments, t.metadata, {STAMPS},
+    s.name AS system_template, n.name AS network_template, g.name AS storage_template, u.name AS userdata,
+    o.name AS ova
+    FROM profile t JOIN system_template s ON s.id = t.system_template
+    LEFT JOIN network_template n ON n.id = t.network_template LEFT JOIN storage_template g ON g.id = t.storage_template
+    LEFT JOIN userdata u ON u.id = t.userdata LEFT JOIN ova o ON o.id = t.ova""",
+    _profile_values,
+    used_by_profiles=False,
+)
 
 
 # -- images -------------------------------------------------------------------------------------------------------

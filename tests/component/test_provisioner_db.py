@@ -37,11 +37,16 @@ def scratch(patroni):
     dsn = app(patroni, name)
     # libpq tries the members in order and stops at a server's refusal: until a replica listed before the leader
     # has replayed the CREATE DATABASE, it answers that the database does not exist
-    wait_until(f"database {name} on every member", lambda: dsn.connect().close() is None, 30, interval=0.2)
+    wait_until(f"database {name} on every member", lambda: connects(dsn), 30, interval=0.2)
     try:
         yield dsn
     finally:
         as_superuser(patroni, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def connects(dsn: db.Dsn) -> bool:
+    dsn.connect().close()
+    return True
 
 
 def as_superuser(patroni, sql: str) -> None:

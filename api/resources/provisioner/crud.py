@@ -1,6 +1,7 @@
 """The five routes every provisioner object has, made once: list and add on the collection, info, modify (PATCH)
-and remove on the item. A `Kind` names the object's models, its store functions and the check of its references
-to the rest of the cluster (networks, nodes, pools), which runs on what is added and on the result of a change.
+and remove on the item. A `Kind` names the object's table (its models and how it is stored), its PATCH body and
+the check of its references to the rest of the cluster (networks, nodes, pools), which runs on what is added and
+on the result of a change.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pvc.api.resources import Resource
 from pvc.api.resources.provisioner import TAGS, applying, name_param
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
-from pvc.nodeos.provisioner.db import Cursor
+from pvc.nodeos.provisioner import store
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,8 @@ class Kind:
     what: str  # "system template"
     path: str  # "/provisioner/templates/system"
     param: str  # the item's path parameter: "template"
-    model: type[BaseModel]
-    change: type[BaseModel]
-    view: Any  # the model of one object in answers
-    summary: Any  # the model of an object in a list
-    list: Callable[[Cursor], list[Any]]
-    get: Callable[[Cursor, str], Any]
-    add: Callable[[Cursor, Any], Any]
-    modify: Callable[[Cursor, str, Callable[[Any], Any]], Any]
-    remove: Callable[[Cursor, str], None]
+    table: store.Table[Any]
+    change: type[BaseModel]  # the PATCH body
     check: Callable[[Context, Any], None] = lambda ctx, obj: None  # references outside the database
     refs: str = ""  # what `check` and the store check, for the description
 
@@ -43,15 +37,18 @@ class Kind:
 def routes(kind: Kind) -> tuple[type[Resource], type[Resource]]:
     """The collection's and the item's resource classes of `kind`."""
 
+    table = kind.table
+    summary = GenericAlias(list, (table.summary or table.view,))
+
     class Collection(Resource):
-        @operation(summary=f"Every {kind.what}", response=GenericAlias(list, (kind.summary,)), errors=(), tags=TAGS)
+        @operation(summary=f"Every {kind.what}", response=summary, errors=(), tags=TAGS)
         def on_get(self, req: falcon.Request, resp: falcon.Response) -> list[Any]:
-            return self.ctx.provisioner.transaction(kind.list, write=False)
+            return self.ctx.provisioner.transaction(table.list, write=False)
 
         @operation(
             summary=f"Add a {kind.what}",
-            body=kind.model,
-            response=kind.view,
+            body=table.model,
+            response=table.view,
             status=201,
             errors=(409,),
             tags=TAGS,
@@ -59,20 +56,20 @@ def routes(kind: Kind) -> tuple[type[Resource], type[Resource]]:
         )
         def on_post(self, req: falcon.Request, resp: falcon.Response, body: BaseModel) -> Any:
             kind.check(self.ctx, body)
-            made = self.ctx.provisioner.transaction(lambda cur: kind.add(cur, body))
+            made = self.ctx.provisioner.transaction(lambda cur: table.add(cur, body))
             resp.location = f"{API_PREFIX}{kind.path}/{made.name}"
             return made
 
     class Item(Resource):
-        @operation(summary=f"One {kind.what}", response=kind.view, tags=TAGS)
+        @operation(summary=f"One {kind.what}", response=table.view, tags=TAGS)
         def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> Any:
             name = name_param(params[kind.param], kind.what)
-            return self.ctx.provisioner.transaction(lambda cur: kind.get(cur, name), write=False)
+            return self.ctx.provisioner.transaction(lambda cur: table.get(cur, name), write=False)
 
         @operation(
             summary=f"Change a {kind.what}",
             body=kind.change,
-            response=kind.view,
+            response=table.view,
             tags=TAGS,
             description="The fields given replace the stored ones (a list replaces the whole list; null clears an "
             f"optional field); the result is checked as a whole, as when it was added. {kind.refs}".strip(),
@@ -80,7 +77,7 @@ def routes(kind: Kind) -> tuple[type[Resource], type[Resource]]:
         def on_patch(self, req: falcon.Request, resp: falcon.Response, body: BaseModel, **params: str) -> Any:
             name = name_param(params[kind.param], kind.what)
             change = applying(body, lambda new: kind.check(self.ctx, new))
-            return self.ctx.provisioner.transaction(lambda cur: kind.modify(cur, name, change))
+            return self.ctx.provisioner.transaction(lambda cur: table.modify(cur, name, change))
 
         @operation(
             summary=f"Remove a {kind.what}",
@@ -91,7 +88,7 @@ def routes(kind: Kind) -> tuple[type[Resource], type[Resource]]:
         )
         def on_delete(self, req: falcon.Request, resp: falcon.Response, **params: str) -> Removed:
             name = name_param(params[kind.param], kind.what)
-            self.ctx.provisioner.transaction(lambda cur: kind.remove(cur, name))
+            self.ctx.provisioner.transaction(lambda cur: table.remove(cur, name))
             return Removed(removed=name)
 
     for cls, suffix in ((Collection, "s"), (Item, "")):

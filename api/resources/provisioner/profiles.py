@@ -11,15 +11,8 @@ PROFILE = Kind(
     what="profile",
     path="/provisioner/profiles",
     param="profile",
-    model=models.Profile,
+    table=store.PROFILE,
     change=models.ProfileChange,
-    view=models.ProfileView,
-    summary=models.ProfileView,
-    list=store.list_profiles,
-    get=store.get_profile,
-    add=store.add_profile,
-    modify=store.modify_profile,
-    remove=store.remove_profile,
     refs="Every template, userdata document and OVA it names must exist (400 naming the field).",
 )
 

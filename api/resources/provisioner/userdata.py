@@ -10,15 +10,8 @@ USERDATA = Kind(
     what="userdata document",
     path="/provisioner/userdata",
     param="userdata",
-    model=models.Userdata,
+    table=store.USERDATA,
     change=models.UserdataChange,
-    view=models.UserdataView,
-    summary=models.UserdataSummary,
-    list=store.list_userdata,
-    get=store.get_userdata,
-    add=store.add_userdata,
-    modify=store.modify_userdata,
-    remove=store.remove_userdata,
     refs="The body must be a #cloud-config YAML mapping or a MIME multipart message (400 saying what is wrong).",
 )
 
