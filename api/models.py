@@ -315,5 +315,5 @@ class LeaseQuery(Query):
 # -- provisioner ----------------------------------------------------------------------------------------------
 # The templates, userdata, profiles and images themselves are pvc.nodeos.provisioner.models.
 class ImageUploadQuery(UploadQuery):
-    pool: Annotated[Name | None, Field(description="default: the cluster's only pool")] = None
+    pool: Annotated[Name | None, Field(description="one of PVC's RBD pools; default: the only one")] = None
     description: Annotated[str, Field(max_length=1024)] = ""

@@ -76,7 +76,7 @@ def image_info(name: str, fmt: str) -> None:
 @image.command("upload")
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--pool", help="The pool to store it in (default: the cluster's only pool).")
+@click.option("--pool", help="The RBD pool to store it in (default: the cluster's only one).")
 @click.option(
     "--image-format", "image_format", type=click.Choice(IMAGE_FORMATS), help="Default: from the file's contents."
 )

@@ -18,6 +18,7 @@ import pytest
 
 from pvc.nodeos.provisioner import bootstrap, db, migrate
 from pvc.nodeos.state.models import NetworkRecord
+from pvc.nodeos.storage import pools as storage_pools
 from pvc.nodeos.storage import volumes
 from pvc.nodeos.storage.ceph import connect
 from tests.harness.api import ApiServer
@@ -334,9 +335,14 @@ def test_image_upload_clone_and_removal(api, ceph, cli, tmp_path):
     shown = cli.json("image", "info", "debian")
     assert (shown["format"], shown["size"], shown["clones"]) == ("qcow2", len(data), [f"{POOL}/vm1_sda"])
     assert shown["description"] == "the base"
-    # with no pool named, the cluster's only pool (other tests of the session may have made more)
+    # with no pool named, the cluster's only RBD pool (other tests of the session may have made more); never
+    # one of Ceph's own
     with connect(str(ceph.conf)) as c:
-        pools = sorted(p for p in c.list_pools() if not p.startswith("."))
+        pools = sorted(storage_pools.finished_pools(c))
+        internal = next(p for p in c.list_pools() if p not in pools)
+    assert f"pool '{internal}' is not an RBD pool" in refused(
+        api, "PUT", f"/images/x?pool={internal}", None, 400, "pool"
+    )
     code, body = call(api, "PUT", "/images/again", raw=data)
     if pools == [POOL]:
         assert code == 201 and body["pool"] == POOL, body

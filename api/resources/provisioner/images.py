@@ -17,15 +17,22 @@ from pvc.api.spec import RequestInvalid, operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.provisioner import images, store
 from pvc.nodeos.provisioner.models import ImageView
+from pvc.nodeos.storage import pools
 
 
-def only_pool(cluster: rados.Rados) -> str:
-    """The pool an upload goes to when it names none: the cluster's only pool (Ceph's own, like .mgr, aside)."""
-    pools = sorted(p for p in cluster.list_pools() if not p.startswith("."))
-    if len(pools) != 1:
-        choices = ", ".join(pools) or "none yet"
-        raise RequestInvalid(f"name the pool to store the image in (pools: {choices})", "pool")
-    return pools[0]
+def image_pool(cluster: rados.Rados, named: str | None) -> str:
+    """The pool an image goes to: the one named, which must be one of PVC's RBD pools (never Ceph's own, like
+    device_health_metrics), or else the cluster's only RBD pool."""
+    rbd_pools = sorted(pools.finished_pools(cluster))
+    if named is None:
+        if len(rbd_pools) != 1:
+            raise RequestInvalid(
+                f"name the pool to store the image in (pools: {', '.join(rbd_pools) or 'none'})", "pool"
+            )
+        return rbd_pools[0]
+    if named not in rbd_pools and cluster.pool_exists(named):
+        raise RequestInvalid(f"pool '{named}' is not an RBD pool (pools: {', '.join(rbd_pools) or 'none'})", "pool")
+    return named  # a pool that does not exist is the upload's 404
 
 
 class ImagesResource(Resource):
@@ -55,15 +62,15 @@ class ImageResource(Resource):
         tags=TAGS,
         description="The body is the disk image, as for a volume upload (the same checks and limits). It becomes "
         "the volume <pool>/<image> with the protected snapshot 'image', which VM disks are cloned from "
-        "(copy-on-write). A taken image name or volume is refused (409) before the body is read; a failed upload "
-        "leaves no volume.",
+        "(copy-on-write). The pool must be one of PVC's RBD pools (default: the only one). A taken image name or "
+        "volume is refused (409) before the body is read; a failed upload leaves no volume.",
     )
     def on_put(self, req: falcon.Request, resp: falcon.Response, image: str, query: ImageUploadQuery) -> ImageView:
         db = self.ctx.provisioner
         with draining(req):  # refused before the image is stored
             name = name_param(image, "image")
             images.check_free(db, name)
-            pool = query.pool or self.ctx.ceph.run(only_pool)
+            pool = self.ctx.ceph.run(lambda c: image_pool(c, query.pool))
         volume = receive(self.ctx, req, pool, name, query.format, query.force)
         made = self.ctx.ceph.run(lambda c: images.register(db, c, volume, name, query.format, query.description))
         resp.location = f"{API_PREFIX}/provisioner/images/{made.name}"
