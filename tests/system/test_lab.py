@@ -57,8 +57,8 @@ def test_cluster_forms_from_nothing(lab):
     for node in status["nodes"]:
         assert node["power"] == "on" and node["formed"], node
         assert node["steps_done"] == node["steps"] == 17
+        assert node_console.done(node["node"], node["steps"]) in lab.console(node["node"])
     for name in NODES:
-        assert node_console.done(name, 15) in lab.console(name)
         assert "creating PVCDATA" in lab.console(name)
 
 
