@@ -14,6 +14,7 @@ from pvc.api.errors import ClusterNotReady
 from pvc.config.load import load, resolve_file
 from pvc.config.schema import ClusterFile
 from pvc.config.secrets import initial_api_key, read_join_key
+from pvc.nodeos.provisioner import db, migrate
 from pvc.nodeos.state.cache import VmCache
 from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.store import ClusterState, cluster_client
@@ -35,6 +36,7 @@ class Context:
     ceph_conf: str = "/etc/ceph/ceph.conf"
     ceph_name: str = "client.admin"
     upload_spool: Path = DEFAULT_SPOOL  # where qcow2/VMDK uploads are spooled for qemu-img: on PVCDATA
+    postgres: str | None = None  # host:port,... of PostgreSQL's members; None: every coordinator's
 
     def __post_init__(self) -> None:
         # This worker's librados connection (made on first use, after gunicorn forked the worker).
@@ -43,6 +45,7 @@ class Context:
         self._vm_cache: VmCache | None = None
         self._clock: ZkClock | None = None
         self._formed = False
+        self._provisioner: db.Database | None = None
         self._lock = threading.Lock()
 
     @property
@@ -86,6 +89,20 @@ class Context:
                 raise ClusterNotReady(f"lost the connection to ZooKeeper at {self.zk_hosts}")
             return self._state
 
+    @property
+    def provisioner(self) -> db.Database:
+        """The provisioner's database on the Patroni leader. The first transaction of this worker applies the
+        schema's migrations (under the runner's lock); a failover is retried for about Patroni's leader TTL."""
+        with self._lock:
+            if self._provisioner is None:
+                patroni = self.cfg.patroni
+                self._provisioner = db.Database(
+                    db.app_dsn(self.cfg, self.join_key, self.postgres),
+                    retry_for=patroni.ttl + 2 * patroni.loop_wait,
+                    prepare=migrate.apply,
+                )
+            return self._provisioner
+
     def ready_state(self) -> ClusterState:
         """The state layer of a formed cluster (503 before formation has created the layout)."""
         state = self.state
@@ -127,4 +144,5 @@ def from_environment() -> Context:
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
         ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
         upload_spool=Path(os.environ.get("PVC_UPLOAD_SPOOL") or DEFAULT_SPOOL),
+        postgres=os.environ.get("PVC_POSTGRES") or None,
     )

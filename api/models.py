@@ -346,3 +346,10 @@ class LeaseView(BaseModel):
 
 class LeaseQuery(Query):
     static: bool = Field(False, description="only the reservations")
+
+
+# -- provisioner ----------------------------------------------------------------------------------------------
+# The templates, userdata, profiles and images themselves are pvc.nodeos.provisioner.models.
+class ImageUploadQuery(UploadQuery):
+    pool: Annotated[Name | None, Field(description="one of PVC's RBD pools; default: the only one")] = None
+    description: Annotated[str, Field(max_length=1024)] = ""

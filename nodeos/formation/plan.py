@@ -14,7 +14,18 @@ from pathlib import Path
 
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
-from pvc.nodeos.formation import ceph, daemons, firewall, frr, libvirt, network, patroni, system, zookeeper
+from pvc.nodeos.formation import (
+    ceph,
+    daemons,
+    firewall,
+    frr,
+    libvirt,
+    network,
+    patroni,
+    provisioner,
+    system,
+    zookeeper,
+)
 from pvc.nodeos.formation.machinery import Context, Step, StepFailed
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
@@ -46,6 +57,7 @@ STEPS: list[Step] = [
     Step("ceph-osd", ceph.osd_step, runs("ceph-osd")),
     Step("ceph-pools", ceph.pools_step, runs("ceph-mon")),  # created by the monitors' nodes, under a lock
     Step("patroni", patroni.step, runs("patroni")),
+    Step("provisioner-db", provisioner.step, runs("patroni")),  # the API's database on the Patroni leader
     Step("frr", frr.step, runs("frr")),
     Step("libvirt", libvirt.step, runs("libvirtd")),
     Step("pvcd", daemons.pvcd_step, runs("pvcd")),

@@ -158,6 +158,12 @@ def copy_volume(
     return get_volume(cluster, dest_pool, new_name)
 
 
+def snapshot_clones(cluster: rados.Rados, pool: str, volume: str, snapshot: str) -> list[str]:
+    """The volumes cloned from `pool/volume@snapshot` ("pool/volume", sorted), in any pool."""
+    with image(cluster, pool, volume, snapshot=snapshot, read_only=True) as img:
+        return sorted(f"{c['pool']}/{c['image']}" for c in img.list_children2() if not c.get("trash"))
+
+
 def remove_volume(cluster: rados.Rados, pool: str, name: str) -> None:
     """Remove a volume and its snapshots. Refused while a VM holds it open or while clones depend on it."""
     with image(cluster, pool, name) as img:

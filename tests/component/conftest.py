@@ -156,3 +156,24 @@ def ceph(workdir):
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def patroni(workdir, zookeeper):
+    """Two Patroni members (PostgreSQL 15) over the session's ZooKeeper, with the provisioner's role, database and
+    schema made as formation makes them (pvc.nodeos.formation.provisioner.prepare)."""
+    from pvc.config.load import load_text
+    from pvc.nodeos.formation.provisioner import prepare
+    from pvc.nodeos.provisioner import db
+    from tests.harness.cluster import JOIN_KEY, cluster_toml
+    from tests.harness.patroni import Patroni
+    from tests.harness.ports import PATRONI_PG_PORTS, PATRONI_REST_PORTS
+
+    result = load_text(cluster_toml(["n1", "n2", "n3"]))
+    assert result.config is not None
+    cfg = result.config
+    ports = list(zip(PATRONI_PG_PORTS, PATRONI_REST_PORTS, strict=True))
+    with Patroni.running(workdir / "patroni", zookeeper.hosts, JOIN_KEY, cfg, ports) as cluster:
+        members = cluster.members_string()
+        cluster.prepared = prepare(db.superuser_dsn(cfg, JOIN_KEY, members), db.app_dsn(cfg, JOIN_KEY, members), 60)
+        yield cluster
