@@ -191,6 +191,15 @@ class Removed(BaseModel):
     removed: str
 
 
+class VmRemoved(Removed):
+    volumes: Annotated[list[str], Field(description="the disks removed with it (with delete_disks)")] = []
+    kept: Annotated[list[str], Field(description="disks that could not be removed, each with why")] = []
+
+
+class VmRemoveQuery(Query):
+    delete_disks: Annotated[bool, Field(description="remove its volumes too (its cloud-init seed among them)")] = False
+
+
 # -- storage --------------------------------------------------------------------------------------------------
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 

@@ -1,11 +1,15 @@
 """What a user-data document is: a `#cloud-config` YAML mapping, or a MIME multipart message that cloud-init
 splits into parts. Anything else is refused with what is accepted, so a typo never reaches a booting guest.
+
+A document may hold `{{ name }}` placeholders, which `pvc vm create` fills from its --arg values; they are checked
+here as if each were a plain word (`packages: [{{ package }}]` is a list of one package).
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
+import re
 from email.message import Message
 from typing import Literal
 
@@ -13,6 +17,7 @@ import yaml
 
 Kind = Literal["cloud-config", "multipart"]
 CLOUD_CONFIG = "#cloud-config"
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ACCEPTED = (
     "user-data is accepted as a '#cloud-config' YAML document (its first line is #cloud-config, the rest a "
     "mapping) or a MIME multipart message (starting with its headers, Content-Type: multipart/mixed; boundary=...)"
@@ -25,7 +30,7 @@ class NotUserdata(ValueError):
 
 def classify(body: str) -> Kind:
     """The document's kind; NotUserdata saying what is wrong (with the line for YAML) otherwise."""
-    text = body.removeprefix("\ufeff")
+    text = PLACEHOLDER.sub(lambda m: m.group(1), body.removeprefix("\ufeff"))
     first = text.split("\n", 1)[0].rstrip("\r").rstrip()
     if first == CLOUD_CONFIG:
         check_cloud_config(text, "the document")

@@ -177,3 +177,47 @@ def patroni(workdir, zookeeper):
         members = cluster.members_string()
         cluster.prepared = prepare(db.superuser_dsn(cfg, JOIN_KEY, members), db.app_dsn(cfg, JOIN_KEY, members), 60)
         yield cluster
+
+
+PROVISIONER_VNI = 4001  # the network and pool the provisioner's API tests make
+PROVISIONER_POOL = "provpool"
+
+
+def empty_provisioner_database(patroni) -> None:
+    """The provisioner's database, dropped and made again empty (as formation makes it, before migrations)."""
+    from pvc.nodeos.provisioner import bootstrap, db
+    from tests.harness.cluster import JOIN_KEY
+
+    members = patroni.members_string()
+    superuser = db.superuser_dsn(patroni.cfg, JOIN_KEY, members)
+    conn = superuser.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS pvc WITH (FORCE)")
+    bootstrap.ensure(conn, db.app_dsn(patroni.cfg, JOIN_KEY, members).password)
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def provisioner_api(api_cluster, ceph, patroni, zookeeper, workdir):
+    """The API with Patroni, Ceph and ZooKeeper behind it, on an empty provisioner database (it migrates it), with
+    the network PROVISIONER_VNI and the pool PROVISIONER_POOL; `.key` and `.state` as api_cluster's."""
+    from pvc.nodeos.state.models import NetworkRecord
+    from tests.harness.api import ApiServer
+    from tests.harness.ports import PROVISIONER_API_PORT
+
+    empty_provisioner_database(patroni)
+    env = {"PVC_CEPH_CONF": str(ceph.conf), "PVC_POSTGRES": patroni.members_string()}
+    config = workdir / "api" / "cluster.toml"
+    with ApiServer.running(workdir / "provisioner-api", config, zookeeper.hosts, PROVISIONER_API_PORT, env=env) as s:
+        s.key = api_cluster.key
+        s.state = api_cluster.state
+        s.state.create_network(NetworkRecord(vni=PROVISIONER_VNI, name="provnet", type="bridged", mtu=1500))
+        pool = {"name": PROVISIONER_POOL, "pgs": 8, "size": 2, "min_size": 1}
+        code, body = s.call("POST", "/api/v1/storage/pools", pool, s.key)
+        assert code == 201, body
+        try:
+            yield s
+        finally:
+            s.state.remove_network(PROVISIONER_VNI)
+            s.call("DELETE", f"/api/v1/storage/pools/{PROVISIONER_POOL}?confirm={PROVISIONER_POOL}", key=s.key)

@@ -16,20 +16,18 @@ import threading
 
 import pytest
 
-from pvc.nodeos.provisioner import bootstrap, db, migrate
-from pvc.nodeos.state.models import NetworkRecord
+from pvc.nodeos.provisioner import db, migrate
 from pvc.nodeos.storage import pools as storage_pools
 from pvc.nodeos.storage import volumes
 from pvc.nodeos.storage.ceph import connect
-from tests.harness.api import ApiServer
+from tests.component.conftest import PROVISIONER_POOL, PROVISIONER_VNI
 from tests.harness.cli import Cli
 from tests.harness.cluster import JOIN_KEY
-from tests.harness.ports import PROVISIONER_API_PORT
 
 P = "/api/v1/provisioner"
 MiB = 1024**2
-VNI = 4001
-POOL = "provpool"
+VNI = PROVISIONER_VNI
+POOL = PROVISIONER_POOL
 CLOUD_CONFIG = "#cloud-config\npackages: [nginx]\nruncmd:\n  - [touch, /var/tmp/made-by-pvc]\n"
 MULTIPART = """Content-Type: multipart/mixed; boundary="PVC"
 MIME-Version: 1.0
@@ -50,34 +48,9 @@ echo hello > /var/tmp/hello
 """
 
 
-def empty_database(patroni) -> None:
-    """The provisioner's database, dropped and made again empty (as formation makes it, before migrations)."""
-    members = patroni.members_string()
-    superuser = db.superuser_dsn(patroni.cfg, JOIN_KEY, members)
-    conn = superuser.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS pvc WITH (FORCE)")
-    bootstrap.ensure(conn, db.app_dsn(patroni.cfg, JOIN_KEY, members).password)
-    conn.close()
-
-
 @pytest.fixture(scope="module")
-def api(api_cluster, ceph, patroni, zookeeper, workdir):
-    empty_database(patroni)
-    env = {"PVC_CEPH_CONF": str(ceph.conf), "PVC_POSTGRES": patroni.members_string()}
-    config = workdir / "api" / "cluster.toml"
-    with ApiServer.running(workdir / "provisioner-api", config, zookeeper.hosts, PROVISIONER_API_PORT, env=env) as s:
-        s.key = api_cluster.key
-        s.state = api_cluster.state
-        s.state.create_network(NetworkRecord(vni=VNI, name="provnet", type="bridged", mtu=1500))
-        code, body = s.call("POST", "/api/v1/storage/pools", {"name": POOL, "pgs": 8, "size": 2, "min_size": 1}, s.key)
-        assert code == 201, body
-        try:
-            yield s
-        finally:
-            s.state.remove_network(VNI)
-            s.call("DELETE", f"/api/v1/storage/pools/{POOL}?confirm={POOL}", key=s.key)
+def api(provisioner_api):
+    return provisioner_api
 
 
 def call(api, method, path, body=None, **kw):

@@ -47,6 +47,7 @@ SAME_LAYER: dict[tuple[str, str], str] = {
         "Ceph's facts are the state layer's records (PoolRecord, StorageStatus): one type, measured, stored and served"
     ),
     ("pvc.nodeos.provisioner", "pvc.nodeos.storage"): "a base image is an RBD volume with a protected snapshot",
+    ("pvc.nodeos.provisioner", "pvc.nodeos.state"): "a create makes a typed VM (vmdef, actions) and reports to a task",
 }
 
 
