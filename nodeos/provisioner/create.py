@@ -26,7 +26,6 @@ from pvc.nodeos.provisioner import seed, store
 from pvc.nodeos.provisioner.db import Cursor, Database
 from pvc.nodeos.provisioner.errors import Exists, Invalid
 from pvc.nodeos.provisioner.models import (
-    MAX_NICS,
     Arguments,
     ImageView,
     Input,
@@ -41,7 +40,16 @@ from pvc.nodeos.provisioner.models import (
 from pvc.nodeos.state import actions, placement
 from pvc.nodeos.state.models import Task, VmSpec
 from pvc.nodeos.state.store import ClusterState, NotFound
-from pvc.nodeos.state.vmdef import MAX_DISK_BYTES, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, Disk, Nic, VmDefinition
+from pvc.nodeos.state.vmdef import (
+    MAX_DISK_BYTES,
+    MAX_MEMORY_MIB,
+    MAX_NICS,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    Disk,
+    Nic,
+    VmDefinition,
+)
 from pvc.nodeos.storage import pools, volumes
 from pvc.nodeos.storage.ceph import Connection, Missing
 

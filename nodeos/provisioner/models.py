@@ -14,30 +14,24 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from pvc.config.choices import Selector, VmMigrationMethod
+from pvc.config.choices import Firmware, Graphics, Machine, Selector, VmMigrationMethod
 from pvc.config.names import Name
+from pvc.config.networks import MAX_VNI
 from pvc.config.types import Size
 from pvc.nodeos.provisioner.userdata import classify
-
-# -- the VM definition's bounds and choices ----------------------------------------------------------------------
-# Restated from pvc.nodeos.state.vmdef (the vmwire branch), which this branch does not have yet; once both are
-# merged these names are imported from there, so that a template can hold exactly what a definition can.
-MAX_VCPUS = 255
-MIN_MEMORY_MIB = 16
-MAX_MEMORY_MIB = 4 * 1024 * 1024
-MAX_DISKS = 16
-MAX_NICS = 8
-MAX_NODE_LIMIT = 64
-MAX_DISK_BYTES = 1024**5
-MAX_VNI = 16_777_215
-MAX_DOWNTIME_MS = 60_000
-Machine = Literal["pc", "q35"]
-Firmware = Literal["bios", "uefi"]
-Graphics = Literal["none", "vnc", "spice"]
-DiskBus = Literal["virtio", "scsi", "sata"]
-NicModel = Literal["virtio", "e1000e", "rtl8139"]
-_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# ---------------------------------------------------------------------------------------------------------------
+from pvc.nodeos.state.vmdef import (  # a template holds exactly what a definition can
+    MAX_DISK_BYTES,
+    MAX_DISKS,
+    MAX_DOWNTIME_MS,
+    MAX_MEMORY_MIB,
+    MAX_NICS,
+    MAX_NODE_LIMIT,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    CpuModel,
+    DiskBus,
+    NicModel,
+)
 
 MAX_DESCRIPTION = 1024
 MAX_USERDATA_BYTES = 256 * 1024
@@ -50,12 +44,6 @@ _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _DISK_ID_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 MAC_PLACEHOLDERS = {"prefix": 3, "vmid": 2, "netid": 1}  # octets each stands for
-
-
-def _cpu_model(value: str) -> str:
-    if not _CPU_MODEL_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a CPU model name (like 'Skylake-Server'; letters, digits, '_', '.', '-')")
-    return value
 
 
 def _disk_id(value: str) -> str:
@@ -121,7 +109,6 @@ def _userdata(value: str) -> str:
     return value
 
 
-CpuModel = Annotated[str, AfterValidator(_cpu_model)]
 DiskId = Annotated[str, AfterValidator(_disk_id)]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 Vni = Annotated[int, Field(ge=1, le=MAX_VNI, description="the network's VNI (a bridged network's VLAN id)")]

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pvc.config.load import load_text
 from pvc.nodeos.provisioner import db, migrate, models
 from pvc.nodeos.provisioner.userdata import NotUserdata, classify
+from pvc.nodeos.state import vmdef
 from tests.harness.cluster import cluster_toml
 
 
@@ -77,7 +78,7 @@ def test_system_template_bounds_and_fields_of_a_vm_definition():
     }  # fmt: skip
     for change, field in (
         ({"vcpus": "4"}, "vcpus"),  # strict: no coercion from text
-        ({"memory_mib": models.MAX_MEMORY_MIB + 1}, "memory_mib"),
+        ({"memory_mib": vmdef.MAX_MEMORY_MIB + 1}, "memory_mib"),
         ({"node_limit": ["n1", "n1"]}, None),
         ({"migration_max_downtime_ms": 0}, "migration_max_downtime_ms"),
     ):
