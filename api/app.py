@@ -15,6 +15,7 @@ from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
 from pvc.api.paths import EncodedSlashes
 from pvc.api.resources import cluster, health, keys, networks, nodes, tasks, vms
+from pvc.api.resources.provisioner import create, images, profiles, templates, userdata
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
 from pvc.config.schema import API_PREFIX
@@ -70,6 +71,19 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/networks/{{vni}}/reservations/{{mac}}", networks.NetworkReservationResource(ctx)),
         (f"{p}/networks/{{vni}}/acls", networks.NetworkAclsResource(ctx)),
         (f"{p}/networks/{{vni}}/acls/{{description}}", networks.NetworkAclResource(ctx)),
+        (f"{p}/provisioner/images", images.ImagesResource(ctx)),
+        (f"{p}/provisioner/images/{{image}}", images.ImageResource(ctx)),
+        (f"{p}/provisioner/templates/system", templates.SystemTemplatesResource(ctx)),
+        (f"{p}/provisioner/templates/system/{{template}}", templates.SystemTemplateResource(ctx)),
+        (f"{p}/provisioner/templates/network", templates.NetworkTemplatesResource(ctx)),
+        (f"{p}/provisioner/templates/network/{{template}}", templates.NetworkTemplateResource(ctx)),
+        (f"{p}/provisioner/templates/storage", templates.StorageTemplatesResource(ctx)),
+        (f"{p}/provisioner/templates/storage/{{template}}", templates.StorageTemplateResource(ctx)),
+        (f"{p}/provisioner/userdata", userdata.UserdataDocumentsResource(ctx)),
+        (f"{p}/provisioner/userdata/{{userdata}}", userdata.UserdataDocumentResource(ctx)),
+        (f"{p}/provisioner/profiles", profiles.ProfilesResource(ctx)),
+        (f"{p}/provisioner/profiles/{{profile}}", profiles.ProfileResource(ctx)),
+        (f"{p}/provisioner/create", create.CreateResource(ctx)),
         (f"{p}/tasks", tasks.TasksResource(ctx)),
         (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),
     ]

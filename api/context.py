@@ -16,6 +16,7 @@ from pvc.api import keys as api_keys
 from pvc.api.errors import ClusterNotReady
 from pvc.api.startup import StartupError, load
 from pvc.config.schema import ClusterFile
+from pvc.nodeos.provisioner import db, migrate
 from pvc.nodeos.state.cache import ApiKeyCache, VmCache
 from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.models import ApiKeyRecord
@@ -37,10 +38,12 @@ class Context:
     zk_hosts: str
     vm_mac_prefix: str
     ceph_secret_uuid: str
+    provisioner_password: str  # the app role's, on the provisioner's database
     ceph_conf: str = "/etc/ceph/ceph.conf"
     ceph_name: str = "client.admin"
     upload_spool: Path = DEFAULT_SPOOL  # where qcow2/VMDK uploads are spooled for qemu-img: on PVCDATA
     ceph_keyring: str | None = None
+    postgres: str | None = None  # host:port,... of PostgreSQL's members; None: every coordinator's
 
     def __post_init__(self) -> None:
         # This worker's librados connection (made on first use, after gunicorn forked the worker).
@@ -50,6 +53,7 @@ class Context:
         self._key_cache: ApiKeyCache | None = None
         self._clock: ZkClock | None = None
         self._formed = False
+        self._provisioner: db.Database | None = None
         self._lock = threading.Lock()
 
     @property
@@ -92,6 +96,20 @@ class Context:
             if self._state.zk.state != KazooState.CONNECTED:
                 raise ClusterNotReady(f"lost the connection to ZooKeeper at {self.zk_hosts}")
             return self._state
+
+    @property
+    def provisioner(self) -> db.Database:
+        """The provisioner's database on the Patroni leader. The first transaction of this worker applies the
+        schema's migrations (under the runner's lock); a failover is retried for about Patroni's leader TTL."""
+        with self._lock:
+            if self._provisioner is None:
+                patroni = self.cfg.patroni
+                self._provisioner = db.Database(
+                    db.app_dsn_with(self.cfg, self.provisioner_password, self.postgres),
+                    retry_for=patroni.ttl + 2 * patroni.loop_wait,
+                    prepare=migrate.apply,
+                )
+            return self._provisioner
 
     def ready_state(self) -> ClusterState:
         """The state layer of a formed cluster (503 before formation has created the layout)."""
@@ -143,10 +161,12 @@ def from_environment() -> Context:
         zk_password=startup.zk_password,
         vm_mac_prefix=startup.vm_mac_prefix,
         ceph_secret_uuid=startup.ceph_secret_uuid,
+        provisioner_password=startup.provisioner_password,
         zk_hosts=os.environ.get("PVC_ZOOKEEPER") or startup.cfg.zookeeper_hosts(),
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
         ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
         upload_spool=Path(os.environ.get("PVC_UPLOAD_SPOOL") or DEFAULT_SPOOL),
         ceph_keyring=os.environ.get("PVC_CEPH_KEYRING") or None,
+        postgres=os.environ.get("PVC_POSTGRES") or None,
     )
     return _built

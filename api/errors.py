@@ -11,6 +11,7 @@ from kazoo.exceptions import KazooException
 
 from pvc.api.paths import PathInvalid
 from pvc.api.spec import BodyTooLarge, RequestInvalid
+from pvc.nodeos.provisioner import errors as provisioner
 from pvc.nodeos.state.actions import ActionError
 from pvc.nodeos.state.macs import NoFreeMac
 from pvc.nodeos.state.placement import NoTarget
@@ -104,3 +105,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))
     app.add_error_handler(ceph.TooLarge, handler(413, "too large"))
     app.add_error_handler(ceph.Unavailable, handler(503, "storage not ready"))
+    app.add_error_handler(provisioner.Missing, handler(404, "not found"))
+    app.add_error_handler(provisioner.Exists, handler(409, "conflict", "field"))
+    app.add_error_handler(provisioner.InUse, handler(409, "in use"))
+    app.add_error_handler(provisioner.Invalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(provisioner.Unavailable, handler(503, "database not ready"))

@@ -210,6 +210,15 @@ class Removed(BaseModel):
     removed: str
 
 
+class VmRemoved(Removed):
+    volumes: Annotated[list[str], Field(description="the disks removed with it (with delete_disks)")] = []
+    kept: Annotated[list[str], Field(description="disks that could not be removed, each with why")] = []
+
+
+class VmRemoveQuery(Query):
+    delete_disks: Annotated[bool, Field(description="remove its volumes too (its cloud-init seed among them)")] = False
+
+
 # -- storage --------------------------------------------------------------------------------------------------
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
@@ -365,3 +374,10 @@ class LeaseView(BaseModel):
 
 class LeaseQuery(Query):
     static: bool = Field(False, description="only the reservations")
+
+
+# -- provisioner ----------------------------------------------------------------------------------------------
+# The templates, userdata, profiles and images themselves are pvc.nodeos.provisioner.models.
+class ImageUploadQuery(UploadQuery):
+    pool: Annotated[Name | None, Field(description="one of PVC's RBD pools; default: the only one")] = None
+    description: Annotated[str, Field(max_length=1024)] = ""

@@ -103,6 +103,10 @@ PATH_PARAMETERS: dict[str, PathParameter] = {
     "vm": _name("VM name or UUID", "a VM's name or UUID"),
     "node": _name("node name", "a node's name"),
     "key_name": _name("API key name", "an API key's name"),
+    "image": _name("image name", "a base image's name"),
+    "template": _name("template name", "a system, network or storage template's name"),
+    "userdata": _name("userdata name", "a userdata document's name"),
+    "profile": _name("profile name", "a provisioner profile's name"),
     "vni": PathParameter(
         "VNI",
         _vni,

@@ -27,6 +27,7 @@ from pvc.config.secrets import (
     vm_mac_prefix,
     zookeeper_password,
 )
+from pvc.nodeos.provisioner.db import app_password
 
 REDACTED_FILE = "/dev/null"  # what a redacted config names instead of a secret (the schema wants one or the other)
 
@@ -43,6 +44,7 @@ class Startup:
     keys: KeyMaterial
     vm_mac_prefix: str  # the cluster's MAC prefix for VM NICs (derived: the same on every node)
     ceph_secret_uuid: str  # the libvirt secret holding client.libvirt's key (shown in a VM's rendered XML)
+    provisioner_password: str  # the app role's password on the provisioner's database (pvc.nodeos.provisioner.db)
 
 
 def redacted(cfg: ClusterFile) -> ClusterFile:
@@ -77,6 +79,7 @@ def build(path: str) -> Startup:
         keys,
         vm_mac_prefix=vm_mac_prefix(join_key),
         ceph_secret_uuid=libvirt_secret_uuid(join_key),
+        provisioner_password=app_password(join_key),
     )
 
 

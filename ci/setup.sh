@@ -14,6 +14,7 @@ PACKAGES=(
   mmdebstrap squashfs-tools dosfstools mtools gdisk grub-efi-amd64-bin grub-pc-bin grub-common syslinux
   syslinux-common xorriso ovmf systemd-container ipxe-qemu ipxe dnsmasq-base openssh-client
   frr e2fsprogs util-linux libxml2-utils
+  postgresql patroni python3-kazoo
   nftables gnutls-bin
 )
 

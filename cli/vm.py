@@ -7,7 +7,7 @@ from typing import Any, TextIO
 import click
 from click.core import ParameterSource
 
-from pvc.cli import vmdefine
+from pvc.cli import vmcreate, vmdefine
 from pvc.cli.client import from_context, path
 from pvc.cli.errors import Failure
 from pvc.cli.names import node_names, vm_names
@@ -372,10 +372,20 @@ def console(vm: str, lines: int, fmt: str) -> None:
 
 @vm.command()
 @vm_argument
+@click.option("--delete-disks", is_flag=True, help="Remove its volumes too (its cloud-init seed among them).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def remove(vm: str, yes: bool) -> None:
-    """Remove a stopped or disabled VM from the cluster."""
+def remove(vm: str, delete_disks: bool, yes: bool) -> None:
+    """Remove a stopped or disabled VM from the cluster; with --delete-disks, its volumes too."""
     if not yes:
-        click.confirm(f"Remove VM '{vm}'?", abort=True, err=True)
-    data = from_context().delete(path("vms", vm))
+        also = " and its disks" if delete_disks else ""
+        click.confirm(f"Remove VM '{vm}'{also}?", abort=True, err=True)
+    query: dict[str, object] = {"delete_disks": "true"} if delete_disks else {}
+    data = from_context().request("DELETE", path("vms", vm), query=query)
     click.echo(f"removed VM '{data['removed']}'")
+    for volume in data.get("volumes", []):
+        click.echo(f"removed volume {volume}")
+    if data.get("kept"):
+        raise Failure("could not remove: " + "; ".join(data["kept"]))
+
+
+vm.add_command(vmcreate.create)

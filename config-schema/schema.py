@@ -619,6 +619,11 @@ class ClusterFile(Model):
         """The ZooKeeper connection string: every coordinator's cluster IP and the client port."""
         return ",".join(f"{n.ip.cluster}:{self.zookeeper.client_port}" for n in self.coordinators)
 
+    def postgres_hosts(self) -> str:
+        """PostgreSQL's members (every coordinator's cluster IP and the Patroni-managed port), as the provisioner's
+        connections list them for libpq to find the leader."""
+        return ",".join(f"{n.ip.cluster}:{self.patroni.postgres_port}" for n in self.coordinators)
+
     def core_networks(self) -> list[tuple[CoreNetworkName, CoreNetwork]]:
         """The networks every node sits on, by name: upstream, cluster and, when declared, storage."""
         nets: list[tuple[CoreNetworkName, CoreNetwork]] = [

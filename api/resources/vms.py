@@ -16,13 +16,14 @@ from pvc.api.context import Context
 from pvc.api.models import (
     LogLines,
     LogQuery,
-    Removed,
     VmChange,
     VmDefine,
     VmDetail,
     VmListQuery,
     VmMigrate,
     VmModify,
+    VmRemoved,
+    VmRemoveQuery,
     VmStateChange,
     VmSummary,
 )
@@ -30,6 +31,7 @@ from pvc.api.resources import Resource
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.formation.ceph import MON_PORT
+from pvc.nodeos.provisioner import remove
 from pvc.nodeos.state import actions
 from pvc.nodeos.state.models import Task, VmSpec, VmStatus
 from pvc.nodeos.state.store import ClusterState, NotFound
@@ -196,12 +198,21 @@ class VmResource(Resource):
         )
         return detail(self.ctx, state, spec)
 
-    @operation(summary="Remove a stopped VM", response=Removed, errors=(404, 409), tags=["vms"])
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str) -> Removed:
+    @operation(
+        summary="Remove a stopped VM",
+        query=VmRemoveQuery,
+        response=VmRemoved,
+        errors=(404, 409),
+        tags=["vms"],
+        description="With delete_disks, its volumes go too (its cloud-init seed among them): refused (409) while "
+        "it runs, or when one of them is a disk of another VM; a volume that cannot be removed is listed in "
+        "`kept` with why.",
+    )
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str, query: VmRemoveQuery) -> VmRemoved:
         state = self.ctx.ready_state()
-        spec = find(state, vm)
-        actions.remove_vm(state, spec.uuid)
-        return Removed(removed=spec.name)
+        name = find(state, vm).uuid
+        done = remove.remove_vm(state, self.ctx.ceph, name, query.delete_disks)
+        return VmRemoved(removed=done.name, volumes=done.volumes, kept=done.kept)
 
 
 class VmStateResource(Resource):

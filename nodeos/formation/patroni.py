@@ -48,6 +48,9 @@ def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, 
                 "loop_wait": pt.loop_wait,
                 "retry_timeout": pt.retry_timeout,
                 "maximum_lag_on_failover": pt.maximum_lag_on_failover,
+                # a commit waits for one replica (when one runs), so a failover never loses a write the
+                # provisioner was told had committed (docs/provisioner.md)
+                "synchronous_mode": True,
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,

@@ -16,7 +16,18 @@ from typing import Literal
 
 from pvc.config import resolve
 from pvc.nodeos.boot import console, data, disks
-from pvc.nodeos.formation import ceph, daemons, firewall, frr, libvirt, network, patroni, system, zookeeper
+from pvc.nodeos.formation import (
+    ceph,
+    daemons,
+    firewall,
+    frr,
+    libvirt,
+    network,
+    patroni,
+    provisioner,
+    system,
+    zookeeper,
+)
 from pvc.nodeos.formation.machinery import Context, Step, StepFailed, run_step
 from pvc.nodeos.state.models import FormationProgress, FormationStep
 
@@ -53,6 +64,7 @@ STEPS: list[Step] = [
     Step("ceph-osd", ceph.osd_step, runs("ceph-osd"), timeout=1800),  # up to 600 s of mkfs per new disk
     Step("ceph-pools", ceph.pools_step, runs("ceph-mon"), timeout=660),  # created by the monitors' nodes, under a lock
     Step("patroni", patroni.step, runs("patroni"), timeout=1320),
+    Step("provisioner-db", provisioner.step, runs("patroni"), timeout=660),  # the API's database on the Patroni leader
     Step("frr", frr.step, runs("frr"), timeout=240),
     Step("libvirt", libvirt.step, runs("libvirtd"), timeout=libvirt.DEADLINE),
     Step("pvcd", daemons.pvcd_step, runs("pvcd"), timeout=360),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused
+from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused, StorageError
 from pvc.nodeos.storage.pools import check_room, get_pool
 
 FEATURES = (
@@ -128,21 +128,37 @@ def rename_volume(cluster: rados.Rados, pool: str, name: str, new_name: str) -> 
 
 
 def clone_volume(
-    cluster: rados.Rados, pool: str, name: str, snapshot: str, new_name: str, force: bool = False
+    cluster: rados.Rados,
+    pool: str,
+    name: str,
+    snapshot: str,
+    new_name: str,
+    force: bool = False,
+    dest_pool: str | None = None,
 ) -> Volume:
-    """A copy-on-write clone of a snapshot (which gets protected, as Ceph requires)."""
-    check_room(get_pool(cluster, pool), force, f"clone {name}@{snapshot}")
+    """A copy-on-write clone of a snapshot (which gets protected, as Ceph requires), in `dest_pool` (default: the
+    snapshot's pool)."""
+    dest_pool = dest_pool or pool
+    check_room(get_pool(cluster, dest_pool), force, f"clone {name}@{snapshot}")
     with image(cluster, pool, name) as img:
         if snapshot not in [s["name"] for s in img.list_snaps()]:
             raise Missing(f"no snapshot {pool}/{name}@{snapshot}")
         if not img.is_protected_snap(snapshot):
             img.protect_snap(snapshot)
-    with ioctx(cluster, pool) as ctx:
+    with ioctx(cluster, pool) as ctx, ioctx(cluster, dest_pool) as dest:
         try:
-            rbd.RBD().clone(ctx, name, snapshot, ctx, new_name, features=FEATURES)
+            rbd.RBD().clone(ctx, name, snapshot, dest, new_name, features=FEATURES)
         except rbd.ImageExists:
-            raise Exists(f"volume {pool}/{new_name} already exists") from None
-    return get_volume(cluster, pool, new_name)
+            raise Exists(f"volume {dest_pool}/{new_name} already exists") from None
+    return get_volume(cluster, dest_pool, new_name)
+
+
+def write_volume(cluster: rados.Rados, pool: str, name: str, data: bytes) -> None:
+    """Write `data` at the start of a volume (a small one: a cloud-init seed)."""
+    with image(cluster, pool, name) as img:
+        if img.write(data, 0) != len(data):
+            raise StorageError(f"short write to {pool}/{name}")
+        img.flush()
 
 
 def copy_volume(
@@ -156,6 +172,12 @@ def copy_volume(
         except rbd.ImageExists:
             raise Exists(f"volume {dest_pool}/{new_name} already exists") from None
     return get_volume(cluster, dest_pool, new_name)
+
+
+def snapshot_clones(cluster: rados.Rados, pool: str, volume: str, snapshot: str) -> list[str]:
+    """The volumes cloned from `pool/volume@snapshot` ("pool/volume", sorted), in any pool."""
+    with image(cluster, pool, volume, snapshot=snapshot, read_only=True) as img:
+        return sorted(f"{c['pool']}/{c['image']}" for c in img.list_children2() if not c.get("trash"))
 
 
 def remove_volume(cluster: rados.Rados, pool: str, name: str) -> None:

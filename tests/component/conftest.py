@@ -156,3 +156,68 @@ def ceph(workdir):
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def patroni(workdir, zookeeper):
+    """Two Patroni members (PostgreSQL 15) over the session's ZooKeeper, with the provisioner's role, database and
+    schema made as formation makes them (pvc.nodeos.formation.provisioner.prepare)."""
+    from pvc.config.load import load_text
+    from pvc.nodeos.formation.provisioner import prepare
+    from pvc.nodeos.provisioner import db
+    from tests.harness.cluster import JOIN_KEY, cluster_toml
+    from tests.harness.patroni import Patroni
+    from tests.harness.ports import PATRONI_PG_PORTS, PATRONI_REST_PORTS
+
+    result = load_text(cluster_toml(["n1", "n2", "n3"]))
+    assert result.config is not None
+    cfg = result.config
+    ports = list(zip(PATRONI_PG_PORTS, PATRONI_REST_PORTS, strict=True))
+    with Patroni.running(workdir / "patroni", zookeeper.hosts, JOIN_KEY, cfg, ports) as cluster:
+        members = cluster.members_string()
+        cluster.prepared = prepare(db.superuser_dsn(cfg, JOIN_KEY, members), db.app_dsn(cfg, JOIN_KEY, members), 60)
+        yield cluster
+
+
+PROVISIONER_VNI = 4001  # the network and pool the provisioner's API tests make
+PROVISIONER_POOL = "provpool"
+
+
+def empty_provisioner_database(patroni) -> None:
+    """The provisioner's database, dropped and made again empty (as formation makes it, before migrations)."""
+    from pvc.nodeos.provisioner import bootstrap, db
+    from tests.harness.cluster import JOIN_KEY
+
+    members = patroni.members_string()
+    superuser = db.superuser_dsn(patroni.cfg, JOIN_KEY, members)
+    conn = superuser.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS pvc WITH (FORCE)")
+    bootstrap.ensure(conn, db.app_dsn(patroni.cfg, JOIN_KEY, members).password)
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def provisioner_api(api_cluster, ceph, patroni, zookeeper, workdir):
+    """The API with Patroni, Ceph and ZooKeeper behind it, on an empty provisioner database (it migrates it), with
+    the network PROVISIONER_VNI and the pool PROVISIONER_POOL; `.key` and `.state` as api_cluster's."""
+    from pvc.nodeos.state.models import NetworkRecord
+    from tests.harness.api import ApiServer
+    from tests.harness.ports import PROVISIONER_API_PORT
+
+    empty_provisioner_database(patroni)
+    env = {"PVC_CEPH_CONF": str(ceph.conf), "PVC_POSTGRES": patroni.members_string()}
+    config = workdir / "api" / "cluster.toml"
+    with ApiServer.running(workdir / "provisioner-api", config, zookeeper.hosts, PROVISIONER_API_PORT, env=env) as s:
+        s.key = api_cluster.key
+        s.state = api_cluster.state
+        s.state.create_network(NetworkRecord(vni=PROVISIONER_VNI, name="provnet", type="bridged", mtu=1500))
+        pool = {"name": PROVISIONER_POOL, "pgs": 8, "size": 2, "min_size": 1}
+        code, body = s.call("POST", "/api/v1/storage/pools", pool, s.key)
+        assert code == 201, body
+        try:
+            yield s
+        finally:
+            s.state.remove_network(PROVISIONER_VNI)
+            s.call("DELETE", f"/api/v1/storage/pools/{PROVISIONER_POOL}?confirm={PROVISIONER_POOL}", key=s.key)

@@ -10,11 +10,11 @@ from pathlib import Path
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 
-def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
+def test_schemathesis_finds_no_failures(runtime, ceph, patroni, tmp_path):
     """Against real pvcd nodes, so that the tasks fuzzed requests start (flush, ready, migrate) are acted on, and a
     real Ceph for the
     storage routes — as client.libvirt (profile rbd), so fuzzed requests cannot mark OSDs out or change pools
-    that other tests use (those are answered 409: denied).
+    that other tests use (those are answered 409: denied) — and a real Patroni for the provisioner's routes.
 
     positive_data_acceptance is left out: it expects every schema-valid body to be accepted, but a VM's libvirt
     XML is a string whose well-formedness JSON Schema cannot express (it is answered with a documented 400).
@@ -29,7 +29,11 @@ def test_schemathesis_finds_no_failures(runtime, ceph, tmp_path):
         runtime.dir / "cluster.toml",
         f"127.0.0.1:{runtime.zk_host_port}",
         SCHEMATHESIS_API_PORT,
-        env={"PVC_CEPH_CONF": str(ceph.conf), "PVC_CEPH_NAME": "client.libvirt"},
+        env={
+            "PVC_CEPH_CONF": str(ceph.conf),
+            "PVC_CEPH_NAME": "client.libvirt",
+            "PVC_POSTGRES": patroni.members_string(),
+        },
     ) as api:
         ca = tmp_path / "cluster-ca.pem"  # the API serves HTTPS with a certificate of the cluster CA
         ca.write_text(api.ca_pem or "")

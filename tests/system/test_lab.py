@@ -111,7 +111,7 @@ def test_cluster_forms_from_nothing(lab):
     assert [n["node"] for n in status["nodes"]] == list(NODES)
     for node in status["nodes"]:
         assert node["power"] == "on" and node["formed"], node
-        assert node["steps_done"] == node["steps"] == 16
+        assert node["steps_done"] == node["steps"] == 17
         assert node_console.done(node["node"], node["steps"]) in lab.console(node["node"])
     for name in NODES:
         assert "creating PVCDATA" in lab.console(name)
@@ -168,13 +168,26 @@ def test_patroni_one_leader_two_replicas(lab):
     def members():
         data = lab.json("node3", "patronictl -c /etc/patroni/pvc.yml list -f json 2>/dev/null")
         roles = sorted(m["Role"] for m in data)
+        # synchronous mode: one replica is the synchronous standby
         return (
             data
-            if roles == ["Leader", "Replica", "Replica"] and all(m["State"] in ("running", "streaming") for m in data)
+            if roles == ["Leader", "Replica", "Sync Standby"]
+            and all(m["State"] in ("running", "streaming") for m in data)
             else None
         )
 
-    assert lab.wait("1 Patroni leader and 2 running replicas", members, 120)
+    assert lab.wait("1 Patroni leader, a synchronous standby and a replica", members, 120)
+
+
+def test_provisioner_database_formed_and_served(lab):
+    for name in NODES:
+        console = lab.console(name)
+        assert "provisioner-db: done" in console and "schema version 1" in console, name
+    assert "(role and database created)" in "".join(lab.console(n) for n in NODES)  # by one of them
+    assert api_json(lab, "provisioner", "profile", "list") == []
+    added = api_json(lab, "provisioner", "template", "system", "add", "lab-small", "--vcpus", "1", "--memory", "256M")
+    assert added["memory_mib"] == 256
+    assert [t["name"] for t in api_json(lab, "provisioner", "template", "system", "list")] == ["lab-small"]
 
 
 def test_bgp_sessions_established(lab):
@@ -322,6 +335,7 @@ def test_reboot_rejoins_without_reforming(lab):
     assert "reusing PVCDATA" in console and "creating PVCDATA" not in console
     assert "ceph-osd: done" in console and f"osd.{OSD_OF['node2'][0]}" in console  # the same OSD, not a new one
     assert "ceph-pools: done" in console and "all present" in console
+    assert "provisioner-db: done" in console and "database pvc, schema version 1" in console  # nothing made again
     assert lab.sh("node2", "test -e /etc/pvc-systest-marker && echo kept || echo gone").strip() == "gone"
     # the SSH host key clients pinned is the same (kept on PVCDATA), and sshd serves it
     assert "SSH host key restored from PVCDATA" in console

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "pvc.nodeos": 1,  # nodeos/__init__.py only: every other module of nodeos/ is listed below
     "pvc.nodeos.state": 1,
     "pvc.nodeos.storage": 1,
+    "pvc.nodeos.provisioner": 1,
     "pvc.nodeos.boot": 1,
     "pvc.nodeos.ipmi": 1,
     "pvc.nodeos.netif": 1,
@@ -45,6 +46,8 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("pvc.nodeos.storage", "pvc.nodeos.state"): (
         "Ceph's facts are the state layer's records (PoolRecord, StorageStatus): one type, measured, stored and served"
     ),
+    ("pvc.nodeos.provisioner", "pvc.nodeos.storage"): "a base image is an RBD volume with a protected snapshot",
+    ("pvc.nodeos.provisioner", "pvc.nodeos.state"): "a create makes a typed VM (vmdef, actions) and reports to a task",
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Generator, Iterator
 import falcon
 import rados
 
+from pvc.api.context import Context
 from pvc.api.models import (
     DownloadQuery,
     Removed,
@@ -177,22 +178,35 @@ class VolumeDataResource(Resource):
     def on_put(
         self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, query: UploadQuery
     ) -> VolumeView:
+        return _located(resp, receive(self.ctx, req, pool, volume, query.format, query.force))
+
+
+def receive(ctx: Context, req: falcon.Request, pool: str, volume: str, fmt: str, force: bool) -> volumes.Volume:
+    """Volume `pool/volume` from the image in the request's body: the one upload path (volume uploads and
+    `pvc image upload` both come here)."""
+    body = _Counted(body_stream(req))
+    user = CephUser(ctx.ceph.conffile, ctx.ceph.name)
+    spool, upload_max = ctx.upload_spool, ctx.cfg.ceph.upload_max
+    with draining(req, body):
+        return ctx.ceph.run(
+            lambda c: upload(c, user, pool, volume, body, req.content_length, fmt, force, spool, upload_max)
+        )
+
+
+@contextlib.contextmanager
+def draining(req: falcon.Request, body: _Counted | None = None) -> Iterator[None]:
+    """A refusal raised in the block reaches an uploading client: a client that sends the whole body before it
+    reads the answer gets the refusal once the rest is taken; a larger rest is left unread (the connection closes)
+    rather than read for nothing."""
+    try:
+        yield
+    except Exception:
         length = req.content_length  # None: a chunked body
-        body = _Counted(body_stream(req))
-        user = CephUser(self.ctx.ceph.conffile, self.ctx.ceph.name)
-        spool, upload_max = self.ctx.upload_spool, self.ctx.cfg.ceph.upload_max
-        try:
-            vol = self.ctx.ceph.run(
-                lambda c: upload(c, user, pool, volume, body, length, query.format, query.force, spool, upload_max)
-            )
-        except Exception:
-            # A client that sends the whole body before it reads the answer gets the refusal once the rest is
-            # taken; a larger rest is left unread (the connection closes) rather than read for nothing.
-            if length is not None and length - body.count <= DRAIN_MAX:
-                while body.read(CHUNK):
-                    pass
-            raise
-        return _located(resp, vol)
+        stream = body or _Counted(body_stream(req))
+        if length is not None and length - stream.count <= DRAIN_MAX:
+            while stream.read(CHUNK):
+                pass
+        raise
 
 
 class _Counted:
