@@ -44,6 +44,9 @@ BootDevice = Literal["hd", "cdrom", "network"]
 Graphics = Literal["none", "vnc", "spice"]
 """A VM's graphical console, always on 127.0.0.1 (none: the serial console only)."""
 
+NicModel = Literal["virtio", "e1000e", "rtl8139"]
+"""A VM NIC's emulated device."""
+
 SELECTORS: tuple[str, ...] = get_args(Selector)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
 NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
@@ -55,3 +58,4 @@ MACHINES: tuple[str, ...] = get_args(Machine)
 FIRMWARES: tuple[str, ...] = get_args(Firmware)
 BOOT_DEVICES: tuple[str, ...] = get_args(BootDevice)
 GRAPHICS: tuple[str, ...] = get_args(Graphics)
+NIC_MODELS: tuple[str, ...] = get_args(NicModel)

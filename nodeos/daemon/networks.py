@@ -131,6 +131,20 @@ class NetworkController:
             self._dnsmasq(ready)
             self._bgp(ready)
 
+    def bridges_ready(self, vnis: set[int]) -> dict[int, str]:
+        """What keeps the networks `vnis` from carrying a VM on this node (its bridge is missing), after one
+        convergence when a bridge is missing: VNI -> why. Empty when every bridge is there."""
+
+        def missing() -> set[int]:
+            with IPRoute() as ipr:
+                return {vni for vni in vnis if not ipr.link_lookup(ifname=networks.bridge_name(vni))}
+
+        gone = missing()
+        if gone:
+            self.converge()
+            gone = missing()
+        return {vni: self.errors.get(vni, f"{networks.bridge_name(vni)} does not exist") for vni in sorted(gone)}
+
     def _gateways(self, ipr: IPRoute, nets: list[NetworkRecord]) -> None:
         if self.primary and any(n.type == "managed" for n in nets):
             _forwarding(any(n.subnet6 for n in nets))

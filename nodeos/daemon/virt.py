@@ -118,6 +118,32 @@ class Virt:
         self.destroy(vm_uuid)
         return False
 
+    def xml(self, vm_uuid: str) -> str | None:
+        """The running domain's definition as libvirt has it now (hot-plugged devices included), without what only
+        describes the running process (pty paths, device aliases, tap names); None when there is no such domain."""
+        dom = self.domain(vm_uuid)
+        if dom is None:
+            return None
+        try:
+            return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise VirtError(exc.get_error_message()) from None
+
+    def device(self, vm_uuid: str, action: str, xml: str) -> None:
+        """Hot-plug (`attach`), unplug (`detach`) or change (`update`) one device of a running domain, live only:
+        the domain's definition is PVC's, re-rendered at every start. A detach asks the guest to release the device
+        and returns once it has, or after libvirt's wait (the device may then go later, or at the next start)."""
+        dom = self.domain(vm_uuid)
+        if dom is None:
+            raise VirtError("the domain is not running here")
+        call = {"attach": dom.attachDeviceFlags, "detach": dom.detachDeviceFlags, "update": dom.updateDeviceFlags}
+        try:
+            call[action](xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise VirtError(exc.get_error_message()) from None
+
     def migrate(self, vm_uuid: str, dest_uri: str, max_downtime_ms: int) -> None:
         """Live migration, peer to peer (the source libvirtd dials the destination over TLS), with QEMU's migration
         stream over TLS too (formation/libvirt.py: the nodes' migration certificates, migrate_tls_force)."""
