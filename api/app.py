@@ -13,6 +13,7 @@ from pvc.api import errors
 from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
+from pvc.api.paths import EncodedSlashes
 from pvc.api.resources import cluster, health, networks, nodes, tasks, vmnetworks, vms
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
@@ -138,7 +139,7 @@ def create_app(ctx: Context | None = None) -> falcon.App:
     """The WSGI application. Without `ctx`, reads PVC_CONFIG (cluster.toml) and PVC_ZOOKEEPER."""
     ctx = ctx or from_environment()
     pvc_version = version("pvc")
-    app = falcon.App(middleware=[AuthMiddleware(ctx.keys)], cors_enable=False)
+    app = falcon.App(middleware=(EncodedSlashes(), AuthMiddleware(ctx.keys)), cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     table = routes(ctx, pvc_version)

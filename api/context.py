@@ -18,6 +18,7 @@ from pvc.nodeos.state.cache import VmCache
 from pvc.nodeos.state.clock import ZkClock
 from pvc.nodeos.state.store import ClusterState, cluster_client
 from pvc.nodeos.storage.ceph import Connection
+from pvc.nodeos.storage.upload import DEFAULT_SPOOL
 
 
 class ConfigError(Exception):
@@ -33,6 +34,7 @@ class Context:
     zk_hosts: str
     ceph_conf: str = "/etc/ceph/ceph.conf"
     ceph_name: str = "client.admin"
+    upload_spool: Path = DEFAULT_SPOOL  # where qcow2/VMDK uploads are spooled for qemu-img: on PVCDATA
 
     def __post_init__(self) -> None:
         # This worker's librados connection (made on first use, after gunicorn forked the worker).
@@ -124,4 +126,5 @@ def from_environment() -> Context:
         zk_hosts=os.environ.get("PVC_ZOOKEEPER") or cfg.zookeeper_hosts(),
         ceph_conf=os.environ.get("PVC_CEPH_CONF", "/etc/ceph/ceph.conf"),
         ceph_name=os.environ.get("PVC_CEPH_NAME", "client.admin"),
+        upload_spool=Path(os.environ.get("PVC_UPLOAD_SPOOL") or DEFAULT_SPOOL),
     )

@@ -9,7 +9,8 @@ from typing import Any
 import falcon
 from kazoo.exceptions import KazooException
 
-from pvc.api.spec import RequestInvalid
+from pvc.api.paths import PathInvalid
+from pvc.api.spec import BodyTooLarge, RequestInvalid
 from pvc.nodeos.state.actions import ActionError
 from pvc.nodeos.state.macs import NoFreeMac
 from pvc.nodeos.state.placement import NoTarget
@@ -75,6 +76,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, unexpected)
     app.add_error_handler(KazooException, zookeeper)
     app.add_error_handler(RequestInvalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(PathInvalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(BodyTooLarge, handler(413, "too large"))
     app.add_error_handler(ActionError, handler(400, "invalid request", "field"))
 
     def refused_xml(req, resp, exc: VmXmlError, params):  # type: ignore[no-untyped-def]
@@ -99,4 +102,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ceph.Exists, handler(409, "conflict"))
     app.add_error_handler(ceph.Refused, handler(409, "refused"))
     app.add_error_handler(ceph.Invalid, handler(400, "invalid request", "field"))
+    app.add_error_handler(ceph.TooLarge, handler(413, "too large"))
     app.add_error_handler(ceph.Unavailable, handler(503, "storage not ready"))

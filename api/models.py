@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pvc.config import networks, pools
-from pvc.config.choices import AclPolicy, NetworkType, NicModel, Selector, VmMigrationMethod
+from pvc.config.choices import AclPolicy, ImageFormat, NetworkType, NicModel, Selector, VmMigrationMethod
 from pvc.config.names import Name
 from pvc.config.schema import DhcpRange, Dns
 from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mac, Mtu, PoolCopies, PoolPgs
@@ -217,12 +217,11 @@ class Removed(BaseModel):
 
 
 # -- storage --------------------------------------------------------------------------------------------------
-StorageName = Name  # pools, volumes, snapshots: the one object-name pattern (pvc.config.names)
 Bytes = Annotated[int, BeforeValidator(_integral), Field(ge=1, description="bytes")]
 
 
 class PoolCreate(Request):
-    name: StorageName
+    name: Name
     pgs: Annotated[PoolPgs, Field(description="placement groups: a power of two")] = pools.DEFAULT_PGS
     size: Annotated[PoolCopies, Field(description="copies of each object")] = pools.DEFAULT_SIZE
     min_size: Annotated[PoolCopies, Field(description="copies needed to accept writes")] = pools.DEFAULT_MIN_SIZE
@@ -247,36 +246,36 @@ class VolumeView(BaseModel):
 
 
 class VolumeCreate(Request):
-    name: StorageName
+    name: Name
     size: Bytes
     force: bool = Field(False, description="create even when the pool is over 80 % full")
 
 
 class VolumeChange(Request):
     size: Bytes | None = Field(None, description="grow to this many bytes (shrinking is refused)")
-    name: StorageName | None = Field(None, description="rename to this")
+    name: Name | None = Field(None, description="rename to this")
     force: bool = Field(False, description="grow even when the pool is over 80 % full")
 
 
 class VolumeClone(Request):
-    snapshot: StorageName
-    name: StorageName
+    snapshot: Name
+    name: Name
     force: bool = False
 
 
 class VolumeCopy(Request):
-    name: StorageName
-    pool: StorageName | None = Field(None, description="destination pool (default: the same)")
+    name: Name
+    pool: Name | None = Field(None, description="destination pool (default: the same)")
     force: bool = False
 
 
 class UploadQuery(Query):
-    format: Literal["raw", "qcow2"] = "raw"
+    format: ImageFormat = "raw"
     force: bool = False
 
 
 class DownloadQuery(Query):
-    snapshot: Annotated[str | None, Field(max_length=64)] = None
+    snapshot: Name | None = None
 
 
 class SnapshotView(BaseModel):
@@ -288,7 +287,7 @@ class SnapshotView(BaseModel):
 
 
 class SnapshotCreate(Request):
-    name: StorageName
+    name: Name
 
 
 class SnapshotChange(Request):

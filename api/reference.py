@@ -22,6 +22,15 @@ def _type(schema: dict[str, Any]) -> str:
     return str(schema.get("type", "any"))
 
 
+def _accepts(schema: dict[str, Any]) -> str:
+    """What a parameter accepts beyond its type: its pattern, or its range."""
+    if "pattern" in schema:
+        return f" matching `{schema['pattern']}`".replace("|", "\\|")
+    if "minimum" in schema and "maximum" in schema:
+        return f" {schema['minimum']}-{schema['maximum']}"
+    return ""
+
+
 def _fields(schema: dict[str, Any]) -> list[str]:
     rows = []
     required = set(schema.get("required", []))
@@ -43,7 +52,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         'Base path `/api/v1`. Errors are JSON `{"error": ..., "detail": ..., "field": ...}`: 400 for an '
         "invalid request (`field` names what is wrong), 401 without a valid key, 404 for an unknown object, 409 for "
-        "an action the object's state does not allow, 503 while the cluster is not reachable or not formed. The "
+        "an action the object's state does not allow, 413 for a body over its limit (a JSON body: 1 MiB; an upload: "
+        "see its route), 503 while the cluster is not reachable or not formed. Each path parameter shows what it "
+        "accepts (a pattern or a range): another value is refused with 400 naming the parameter. The "
         "machine-readable document is served at `/api/v1/openapi.json`, and a browsable page at `/api/v1/docs`.",
         "",
     ]
@@ -63,7 +74,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if params:
                 out += ["| parameter | in | type | required |", "|---|---|---|---|"]
                 out += [
-                    f"| `{p['name']}` | {p['in']} | {_type(p['schema'])} | {'yes' if p['required'] else ''} |"
+                    f"| `{p['name']}` | {p['in']} | {_type(p['schema'])}{_accepts(p['schema'])} | "
+                    f"{'yes' if p['required'] else ''} |"
                     for p in params
                 ]
                 out.append("")

@@ -8,6 +8,7 @@ returns; `openapi()` walks the same declarations, so the document cannot drift f
 from __future__ import annotations
 
 import functools
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,25 +18,27 @@ import falcon
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from pvc.config.names import NAME_MAX, NAME_PATTERN, check_name
+from pvc.api.paths import check_path, openapi_parameter
 
 ERROR_STATUSES = {
     400: "Invalid request: the body, a query parameter or a path names something wrong",
     401: "Missing or wrong API key (header X-Api-Key)",
     404: "No such object",
     409: "Not possible in the object's current state",
+    413: "The request body is larger than allowed (the detail gives the limit)",
     503: "The cluster is not ready (ZooKeeper unreachable, or not formed yet)",
 }
-
-
-PATH_PARAMETER = {"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": NAME_MAX}
-ANY_PATH = {"type": "string", "minLength": 1}  # a path parameter its resource checks (NAMED_BY_PATH)
+MAX_JSON_BODY = 1024 * 1024  # bytes of a JSON request body; refused (413) above, before it is read
 
 
 class RequestInvalid(Exception):
     def __init__(self, message: str, field: str | None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class BodyTooLarge(Exception):
+    """A request body over its limit (413)."""
 
 
 @dataclass
@@ -71,22 +74,13 @@ def validation_message(exc: ValidationError) -> tuple[str, str]:
     return f"{where}: {msg}", where
 
 
-# Path parameters that name an object (the others are numbers, MACs or ACL descriptions, checked by their resources).
-NAMED_BY_PATH = frozenset({"vm", "node", "pool", "volume", "snapshot", "task_id", "fault_id"})
-
-
 def operation(**kwargs: Any) -> Callable:
     op = Operation(**kwargs)
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def handler(self: object, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
-            for name, value in params.items():  # a path parameter that names an object: the one name pattern
-                if name in NAMED_BY_PATH:
-                    try:
-                        check_name(value, name)
-                    except ValueError as exc:
-                        raise RequestInvalid(str(exc), name) from None
+            params = check_path(params)  # each value as its declaration reads it (pvc.api.paths): a VNI is an int
             call: dict[str, Any] = {}
             if op.query is not None:
                 raw = {k: v for k, v in req.params.items()}
@@ -95,12 +89,7 @@ def operation(**kwargs: Any) -> Callable:
                 except ValidationError as exc:
                     raise RequestInvalid(*validation_message(exc)) from None
             if op.body is not None:
-                try:
-                    media = req.get_media()
-                except falcon.MediaNotFoundError:
-                    raise RequestInvalid("a JSON body is required", "body") from None
-                except falcon.MediaMalformedError:
-                    raise RequestInvalid("the body is not valid JSON", "body") from None
+                media = json_body(req)
                 if not isinstance(media, dict):
                     raise RequestInvalid("the body must be a JSON object", "body")
                 try:
@@ -117,6 +106,30 @@ def operation(**kwargs: Any) -> Callable:
         return handler
 
     return wrap
+
+
+def body_stream(req: falcon.Request) -> Any:
+    """The request body to read: bounded by its Content-Length, or a chunked body up to its end (gunicorn ends it:
+    `wsgi.input_terminated`; Falcon's bounded_stream would read nothing)."""
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        return req.stream
+    return req.bounded_stream
+
+
+def json_body(req: falcon.Request, limit: int = MAX_JSON_BODY) -> Any:
+    """The request's JSON body, refused (BodyTooLarge) over `limit` bytes: by its Content-Length before a byte is
+    read, or as soon as a chunked body passes it."""
+    if req.content_length is not None and req.content_length > limit:
+        raise BodyTooLarge(f"the body is {req.content_length} bytes; a JSON body may be at most {limit} bytes")
+    data = body_stream(req).read(limit + 1)
+    if len(data) > limit:
+        raise BodyTooLarge(f"the body is over the limit of {limit} bytes for a JSON body")
+    if not data.strip():
+        raise RequestInvalid("a JSON body is required", "body")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        raise RequestInvalid("the body is not valid JSON", "body") from None
 
 
 def _dump(value: Any) -> Any:
@@ -171,15 +184,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
             }
             if op.description:
                 entry["description"] = op.description
-            params = [
-                {
-                    "name": p,
-                    "in": "path",
-                    "required": True,
-                    "schema": PATH_PARAMETER if p in NAMED_BY_PATH else ANY_PATH,
-                }
-                for p in _path_params(path)
-            ]
+            params = [openapi_parameter(p) for p in _path_params(path)]
             if op.query is not None:
                 qschema = op.query.model_json_schema()
                 for name, prop in qschema.get("properties", {}).items():
@@ -219,7 +224,7 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
                     "content": {"application/json": {"schema": _schema_ref(model, defs)}},
                 }
             has_input = op.body or op.query or op.request_media_type or _path_params(path)
-            statuses = set(op.errors) | {503} | ({400} if has_input else set())
+            statuses = set(op.errors) | {503} | ({400} if has_input else set()) | _body_statuses(op)
             if op.auth:
                 statuses.add(401)
             else:
@@ -248,6 +253,11 @@ def openapi(routes: list[tuple[str, object]], error_model: type[BaseModel], titl
         },
         "security": [{"apiKey": []}],
     }
+
+
+def _body_statuses(op: Operation) -> set[int]:
+    """413 for an operation that reads a body (JSON, capped; or raw, an upload with its own limit)."""
+    return {413} if op.body is not None or op.request_media_type is not None else set()
 
 
 def _path_params(path: str) -> list[str]:

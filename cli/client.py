@@ -7,14 +7,16 @@ TLS failed, or the API refused the request (`error: detail (field: x)`, from its
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from select import select as select_sockets
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import click
 
@@ -24,6 +26,7 @@ from pvc.cli.profiles import Connection, select
 API_PREFIX = "/api/v1"  # pvc.config.schema.API_PREFIX, restated: that module would load pydantic at start-up
 KEY_HEADER = "X-Api-Key"
 TIMEOUT = 30.0
+UPLOAD_CHUNK = 64 * 1024
 T = TypeVar("T")
 
 
@@ -51,6 +54,70 @@ def _read_all(resp: http.client.HTTPResponse) -> bytes:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def _send_body(conn: http.client.HTTPConnection, source: Any, timeout: float) -> bytes:
+    """Send `source` as the body until it ends or the API answers first; the start of an early answer (b"": none)."""
+    while chunk := source.read(UPLOAD_CHUNK):
+        early = _early_answer(conn.sock, timeout)
+        if early is not None:
+            return early
+        try:
+            conn.send(chunk)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return b""  # the API answered and closed the connection: its answer waits to be read
+    return b""
+
+
+def _early_answer(sock: socket.socket, timeout: float) -> bytes | None:
+    """Bytes the API sent while the body was still going out (the start of its answer), or None."""
+    if not select_sockets([sock], [], [], 0)[0]:
+        return None
+    sock.settimeout(0)
+    try:
+        return sock.recv(65536)  # b"": the API closed the connection
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return None  # TLS housekeeping (a session ticket), not an answer
+    finally:
+        sock.settimeout(timeout)
+
+
+def _response(conn: http.client.HTTPConnection, early: bytes) -> http.client.HTTPResponse:
+    """The answer on `conn`, whose first bytes `early` may have been read already."""
+    if not early:
+        return conn.getresponse()
+    # (ignored: HTTPResponse only calls the socket's makefile(), which _Prefixed provides)
+    resp = http.client.HTTPResponse(_Prefixed(early, conn.sock), method="PUT")  # type: ignore[arg-type]
+    resp.begin()
+    return resp
+
+
+class _Prefixed:
+    """A socket as http.client reads it (makefile), with bytes already received in front."""
+
+    def __init__(self, prefix: bytes, sock: socket.socket) -> None:
+        self.prefix, self.sock = prefix, sock
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        rest = self.sock.makefile("rb")
+        return io.BufferedReader(_Chain(self.prefix, rest))
+
+
+class _Chain(io.RawIOBase):
+    def __init__(self, prefix: bytes, rest: Any) -> None:
+        self.prefix, self.rest = prefix, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.prefix:
+            n = min(len(buf), len(self.prefix))
+            buf[:n], self.prefix = self.prefix[:n], self.prefix[n:]
+            return n
+        data = self.rest.read1(len(buf))
+        buf[: len(data)] = data
+        return len(data)
 
 
 class Client:
@@ -88,9 +155,40 @@ class Client:
     def upload(
         self, route: str, source: Any, length: int, query: dict[str, object] | None = None, timeout: float = 3600
     ) -> Any:
-        """PUT `length` bytes read from the file object `source` (raw body); the decoded JSON answer."""
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
-        return self._json(self._send("PUT", route, query, source, headers, timeout, _read_all))
+        """PUT `length` bytes read from the file object `source` (raw body); the decoded JSON answer.
+
+        The body goes out in pieces, and an answer the API gives before it has them all (a refusal: 413 over the
+        upload limit) is read at once instead of sending the rest, which the API would not read."""
+        url = self._url(route, query)
+        parts = urlsplit(url)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=timeout, context=self.tls_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+        headers = {
+            **self._headers(),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+            "Accept": "application/json",
+        }  # no "Connection: close": gunicorn then reads what was sent after an early answer, so it reaches us
+        try:
+            conn.putrequest("PUT", urlunsplit(("", "", parts.path, parts.query, "")), skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            early = _send_body(conn, source, timeout)
+            resp = _response(conn, early)
+            payload = resp.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise self.unreachable(exc) from None
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            raise self.refused(urllib.error.HTTPError(url, resp.status, resp.reason, resp.headers, io.BytesIO(payload)))
+        return self._json(payload)
 
     def download(self, route: str, sink: Any, query: dict[str, object] | None = None, timeout: float = 3600) -> int:
         """GET a raw body into `sink` (a callable taking each chunk, after a first call with the total size as
@@ -118,13 +216,8 @@ class Client:
         read: Callable[[http.client.HTTPResponse], T],
     ) -> T:
         """Send one request to `{url}/api/v1{route}` and `read` the answer; every failure becomes an ApiError."""
-        url = self.base + API_PREFIX + route
-        params = {k: v for k, v in (query or {}).items() if v is not None}
-        if params:
-            url += "?" + urlencode(params)
-        headers = {**headers, "User-Agent": "pvc-cli"}
-        if self.conn.key:
-            headers[KEY_HEADER] = self.conn.key
+        url = self._url(route, query)
+        headers = {**headers, **self._headers()}
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with self.opener().open(req, timeout=timeout) as resp:
@@ -136,6 +229,14 @@ class Client:
             raise self.unreachable(reason if isinstance(reason, BaseException) else OSError(str(reason))) from None
         except (http.client.HTTPException, OSError) as exc:
             raise self.unreachable(exc) from None
+
+    def _url(self, route: str, query: dict[str, object] | None) -> str:
+        url = self.base + API_PREFIX + route
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        return url + ("?" + urlencode(params) if params else "")
+
+    def _headers(self) -> dict[str, str]:
+        return {"User-Agent": "pvc-cli", **({KEY_HEADER: self.conn.key} if self.conn.key else {})}
 
     def _json(self, payload: bytes) -> Any:
         if not payload:

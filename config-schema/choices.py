@@ -47,6 +47,9 @@ Graphics = Literal["none", "vnc", "spice"]
 NicModel = Literal["virtio", "e1000e", "rtl8139"]
 """A VM NIC's emulated device."""
 
+ImageFormat = Literal["raw", "qcow2", "vmdk"]
+"""A disk image's format, as an upload declares it: raw bytes, or a single-file qcow2 or VMDK that qemu-img converts."""
+
 SELECTORS: tuple[str, ...] = get_args(Selector)
 VM_MIGRATION_METHODS: tuple[str, ...] = get_args(VmMigrationMethod)
 NETWORK_TYPES: tuple[str, ...] = get_args(NetworkType)
@@ -59,3 +62,4 @@ FIRMWARES: tuple[str, ...] = get_args(Firmware)
 BOOT_DEVICES: tuple[str, ...] = get_args(BootDevice)
 GRAPHICS: tuple[str, ...] = get_args(Graphics)
 NIC_MODELS: tuple[str, ...] = get_args(NicModel)
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)

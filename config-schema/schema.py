@@ -270,6 +270,9 @@ class Ceph(Model):
     )
     pool_defaults: PoolDefaults = PoolDefaults()
     pools: list[Pool] = []
+    upload_max: (
+        Annotated[Size, Field(ge=1, description="the largest image a volume upload may send or expand to")] | None
+    ) = None
 
     @field_validator("pools")
     @classmethod

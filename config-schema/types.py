@@ -18,7 +18,8 @@ from pvc.config import pools, sizes
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DOMAIN_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+MAC_PATTERN = r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$"  # six hex pairs, one separator throughout
+_MAC_RE = re.compile(MAC_PATTERN)
 _SSH_KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -213,7 +214,7 @@ IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(parse_ipv4), _str_schema
 IPv4Net = Annotated[ipaddress.IPv4Network, BeforeValidator(parse_ipv4_network), _str_schema(description="CIDR")]
 IPv6 = Annotated[ipaddress.IPv6Address, BeforeValidator(parse_ipv6), _str_schema(format="ipv6")]
 IPv6Net = Annotated[ipaddress.IPv6Network, BeforeValidator(parse_ipv6_network), _str_schema(description="CIDR")]
-Mac = Annotated[str, BeforeValidator(parse_mac), _str_schema(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")]
+Mac = Annotated[str, BeforeValidator(parse_mac), _str_schema(MAC_PATTERN)]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),

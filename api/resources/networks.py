@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import falcon
-from pydantic import TypeAdapter, ValidationError
 
 from pvc.api.models import LeaseQuery, LeaseView, NetworkChange, NetworkCreate, NetworkView, Removed
 from pvc.api.resources import Resource
 from pvc.api.spec import RequestInvalid, operation
 from pvc.config import networks
-from pvc.config.schema import API_PREFIX, AclDescription, AclFields, ClusterFile, Reservation
-from pvc.config.types import Mac
+from pvc.config.schema import API_PREFIX, AclFields, ClusterFile, Reservation
 from pvc.nodeos.clientnet import netfilter
 from pvc.nodeos.state import networks as state_networks
 from pvc.nodeos.state.models import NetworkRecord
@@ -92,7 +90,7 @@ def owned_by_api(record: NetworkRecord) -> NetworkRecord:
     return record
 
 
-def remove_item(state: ClusterState, vni: str, key: str, match: Callable[[Any], bool], what: str) -> None:
+def remove_item(state: ClusterState, vni: int, key: str, match: Callable[[Any], bool], what: str) -> None:
     """Remove the item `match` picks from a network's list `key` (reservations, acls); 404 if there is none."""
 
     def remove(record: NetworkRecord) -> NetworkRecord:
@@ -103,35 +101,11 @@ def remove_item(state: ClusterState, vni: str, key: str, match: Callable[[Any], 
             raise NotFound(f"no {what} on network {record.name}")
         return record.model_copy(update={key: kept})
 
-    state.update_network(number(vni), remove)
+    state.update_network(vni, remove)
 
 
 def view(state: ClusterState, record: NetworkRecord) -> NetworkView:
     return NetworkView(**record.model_dump(), vms=state_networks.users(record.vni, state.vms()))
-
-
-def number(vni: str) -> int:
-    """The VNI of a path (400 naming `vni` for anything that is not one)."""
-    if not (vni.isascii() and vni.isdigit() and len(vni) <= 8) or not 1 <= int(vni) <= networks.MAX_VNI:
-        raise RequestInvalid(f"vni: {vni!r} is not a VNI (a number 1-{networks.MAX_VNI})", "vni")
-    return int(vni)
-
-
-def path_value(adapter: TypeAdapter[str], value: str, name: str) -> str:
-    """A path parameter checked by the type its body field has (400 naming the parameter)."""
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise RequestInvalid(f"{name}: {message}", name) from None
-
-
-MAC = TypeAdapter(Mac)
-ACL_DESCRIPTION = TypeAdapter(AclDescription)
-
-
-def find(state: ClusterState, vni: str) -> NetworkRecord:
-    return state.network(number(vni))
 
 
 class NetworksResource(Resource):
@@ -192,9 +166,9 @@ class NetworksResource(Resource):
 
 class NetworkResource(Resource):
     @operation(summary="One network", response=NetworkView, tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: str) -> NetworkView:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: int) -> NetworkView:
         state = self.ctx.ready_state()
-        return view(state, find(state, vni))
+        return view(state, state.network(vni))
 
     @operation(
         summary="Change a network (not its VNI, name or type)",
@@ -204,7 +178,7 @@ class NetworkResource(Resource):
         tags=TAGS,
         description="409 for a network declared in cluster.toml. A field given as null is cleared.",
     )
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, vni: str, body: NetworkChange) -> NetworkView:
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, vni: int, body: NetworkChange) -> NetworkView:
         state = self.ctx.ready_state()
         cfg = self.ctx.cfg
         given = body.model_fields_set
@@ -232,7 +206,7 @@ class NetworkResource(Resource):
             check(cfg, new, others)
             return new
 
-        return view(state, state.update_network(number(vni), change))
+        return view(state, state.update_network(vni, change))
 
     @operation(
         summary="Remove a network",
@@ -241,9 +215,9 @@ class NetworkResource(Resource):
         tags=TAGS,
         description="409 for a network declared in cluster.toml, or one that VMs use (named).",
     )
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str) -> Removed:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: int) -> Removed:
         state = self.ctx.ready_state()
-        record = owned_by_api(find(state, vni))
+        record = owned_by_api(state.network(vni))
         holders = state_networks.users(record.vni, state.vms())
         if holders:
             raise Conflict(f"network {record.name} (VNI {vni}) is in use by VMs: {', '.join(holders)}")
@@ -258,9 +232,9 @@ class NetworkLeasesResource(Resource):
         response=list[LeaseView],
         tags=TAGS,
     )
-    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: str, query: LeaseQuery) -> list[LeaseView]:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: int, query: LeaseQuery) -> list[LeaseView]:
         state = self.ctx.ready_state()
-        record = find(state, vni)
+        record = state.network(vni)
         out = [
             LeaseView(mac=r.mac, ip=str(r.ip), hostname=r.hostname, expires=0, static=True) for r in record.reservations
         ]
@@ -276,8 +250,8 @@ class NetworkLeasesResource(Resource):
 
 class NetworkReservationsResource(Resource):
     @operation(summary="Static DHCP reservations of a managed network", response=list[Reservation], tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: str) -> list[Reservation]:
-        return list(find(self.ctx.ready_state(), vni).reservations)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: int) -> list[Reservation]:
+        return list(self.ctx.ready_state().network(vni).reservations)
 
     @operation(
         summary="Reserve an address for a MAC",
@@ -288,7 +262,7 @@ class NetworkReservationsResource(Resource):
         tags=TAGS,
         description="409 if the MAC already has one, or for a network declared in cluster.toml.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, vni: str, body: Reservation) -> Reservation:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, vni: int, body: Reservation) -> Reservation:
         state = self.ctx.ready_state()
         cfg = self.ctx.cfg
         others = state.networks()
@@ -303,23 +277,22 @@ class NetworkReservationsResource(Resource):
             check(cfg, new, others)
             return new
 
-        state.update_network(number(vni), add)
+        state.update_network(vni, add)
         resp.location = f"{API_PREFIX}/networks/{vni}/reservations/{body.mac}"
         return body
 
 
 class NetworkReservationResource(Resource):
     @operation(summary="Remove a reservation", response=Removed, errors=(404, 409), tags=TAGS)
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, mac: str) -> Removed:
-        wanted = path_value(MAC, mac, "mac")
-        remove_item(self.ctx.ready_state(), vni, "reservations", lambda r: r.mac == wanted, f"reservation for {mac}")
-        return Removed(removed=wanted)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: int, mac: str) -> Removed:
+        remove_item(self.ctx.ready_state(), vni, "reservations", lambda r: r.mac == mac, f"reservation for {mac}")
+        return Removed(removed=mac)
 
 
 class NetworkAclsResource(Resource):
     @operation(summary="ACL rules of a managed network, in the order they run", response=list[AclFields], tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: str) -> list[AclFields]:
-        return netfilter.ordered(find(self.ctx.ready_state(), vni).acls)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, vni: int) -> list[AclFields]:
+        return netfilter.ordered(self.ctx.ready_state().network(vni).acls)
 
     @operation(
         summary="Add an ACL rule",
@@ -331,7 +304,7 @@ class NetworkAclsResource(Resource):
         description="Without an order the rule runs after the others. The rule must render (checked with nft -c): "
         "400 names the field. 409 if the description is taken, or for a network declared in cluster.toml.",
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, vni: str, body: AclFields) -> AclFields:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, vni: int, body: AclFields) -> AclFields:
         stored: list[AclFields] = []
 
         def add(record: NetworkRecord) -> NetworkRecord:
@@ -349,14 +322,13 @@ class NetworkAclsResource(Resource):
             stored[:] = [rule]
             return new
 
-        self.ctx.ready_state().update_network(number(vni), add)
+        self.ctx.ready_state().update_network(vni, add)
         resp.location = f"{API_PREFIX}/networks/{vni}/acls/{body.description}"
         return stored[0]
 
 
 class NetworkAclResource(Resource):
     @operation(summary="Remove an ACL rule", response=Removed, errors=(404, 409), tags=TAGS)
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: str, description: str) -> Removed:
-        path_value(ACL_DESCRIPTION, description, "description")
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vni: int, description: str) -> Removed:
         remove_item(self.ctx.ready_state(), vni, "acls", lambda r: r.description == description, f"ACL '{description}'")
         return Removed(removed=description)

@@ -9,7 +9,6 @@ import falcon
 
 from pvc.api.models import VmDetail, VmNicAdd, VmNicQuery
 from pvc.api.resources import Resource
-from pvc.api.resources.networks import number
 from pvc.api.resources.vms import detail, find
 from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
@@ -50,7 +49,7 @@ class VmNetworkResource(Resource):
         description="404 if the VM has no NIC on the network; 400 (field `mac`) if it has several and no `mac` "
         "says which. A running guest must release the device: until it has, `pending` says so.",
     )
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str, vni: str, query: VmNicQuery) -> VmDetail:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, vm: str, vni: int, query: VmNicQuery) -> VmDetail:
         state = self.ctx.ready_state()
-        spec, _ = actions.remove_nic(state, find(state, vm).uuid, number(vni), mac=query.mac)
+        spec, _ = actions.remove_nic(state, find(state, vm).uuid, vni, mac=query.mac)
         return detail(self.ctx, state, spec)

@@ -13,6 +13,7 @@ from pvc.cli.errors import Failure
 from pvc.cli.output import emit, format_option, table
 from pvc.cli.storage.pools import pool_path
 from pvc.cli.storage.sizes import human, size_value
+from pvc.config.choices import IMAGE_FORMATS
 
 
 @click.group()
@@ -152,12 +153,24 @@ class Counting:
         return data
 
 
+DESCRIPTOR = b"# Disk DescriptorFile"  # a VMDK descriptor (its data lives in other files: the API refuses it)
+
+
+def image_format_of(head: bytes) -> str:
+    """An image's format from its first bytes: qcow2 and VMDK by their magic, anything else is raw."""
+    if head.startswith(b"QFI\xfb"):
+        return "qcow2"
+    if head.startswith((b"KDMV", b"COWD", DESCRIPTOR)):
+        return "vmdk"
+    return "raw"
+
+
 @volume.command("upload")
 @click.argument("pool")
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option(
-    "--image-format", "image_format", type=click.Choice(["raw", "qcow2"]), help="Default: from the file's contents."
+    "--image-format", "image_format", type=click.Choice(IMAGE_FORMATS), help="Default: from the file's contents."
 )
 @click.option("--quiet", is_flag=True, help="No progress on standard error.")
 @force_option
@@ -165,7 +178,8 @@ class Counting:
 def volume_upload(
     pool: str, name: str, file: str, image_format: str | None, quiet: bool, force: bool, fmt: str
 ) -> None:
-    """Create volume NAME in POOL from FILE, a raw or qcow2 disk image (progress on standard error)."""
+    """Create volume NAME in POOL from FILE, a raw, qcow2 or single-file VMDK disk image (progress on standard
+    error). The API refuses an image that names other files (a backing file, a data file, VMDK extents)."""
     size = os.path.getsize(file)
     c = from_context()
     try:  # refuse before sending the whole file
@@ -176,7 +190,7 @@ def volume_upload(
             raise
     with open(file, "rb") as fh:
         if image_format is None:
-            image_format = "qcow2" if fh.read(4) == b"QFI\xfb" else "raw"
+            image_format = image_format_of(fh.read(len(DESCRIPTOR)))
             fh.seek(0)
         progress = ByteProgress(f"upload {os.path.basename(file)}", size, quiet)
         data = c.upload(

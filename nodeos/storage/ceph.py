@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import rados
@@ -48,6 +49,10 @@ class Refused(StorageError):
 
 class Unavailable(StorageError):
     """Ceph did not answer."""
+
+
+class TooLarge(StorageError):
+    """More bytes than allowed (an upload over its limit); the message gives the figures."""
 
 
 class Connection:
@@ -129,6 +134,26 @@ def connect(
         yield conn.cluster()
     finally:
         conn.close()
+
+
+def own_key(cluster: rados.Rados, name: str) -> str:
+    """The cephx key `cluster` authenticates `name` (e.g. client.admin) with: its `key` setting, or the entry for
+    `name` in the first of its keyring files that has one. For a child process (qemu-img) that cannot read them."""
+    if key := cluster.conf_get("key"):
+        return str(key)
+    for path in str(cluster.conf_get("keyring") or "").split(","):
+        try:
+            text = Path(path.strip()).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # missing, unreadable or keyring.bin
+        section = None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip()
+            elif section == name and line.partition("=")[0].strip() == "key":
+                return line.partition("=")[2].strip()
+    raise StorageError(f"no cephx key for {name} in its keyring ({cluster.conf_get('keyring')})")
 
 
 def storage_error(exc: rados.Error | rbd.Error, user: str = "client.admin") -> StorageError:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import rados
 import rbd
 
-from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused, StorageError
+from pvc.nodeos.storage.ceph import Exists, Invalid, Missing, Refused
 from pvc.nodeos.storage.pools import check_room, get_pool
 
 FEATURES = (
@@ -24,12 +20,6 @@ FEATURES = (
     | rbd.RBD_FEATURE_DEEP_FLATTEN
 )
 CHUNK = 4 * 1024 * 1024
-
-
-class Readable(Protocol):
-    """What an upload reads from: an HTTP request body (Falcon's bounded stream) or a file."""
-
-    def read(self, size: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -184,82 +174,6 @@ def remove_volume(cluster: rados.Rados, pool: str, name: str) -> None:
             rbd.RBD().remove(ctx, name)
         except rbd.ImageBusy:
             raise Refused(f"volume {pool}/{name} is in use") from None
-
-
-def upload(
-    cluster: rados.Rados,
-    conffile: str,
-    pool: str,
-    name: str,
-    stream: Readable,
-    length: int,
-    fmt: str = "raw",
-    force: bool = False,
-    keyring: str | None = None,
-) -> Volume:
-    """Create volume `name` from `length` bytes of a raw or qcow2 image read from `stream` (an HTTP body, a file).
-
-    raw goes straight into the new volume, skipping zero chunks (the volume stays sparse); qcow2 needs random
-    access, so it is spooled to a temporary file and converted by qemu-img. A failed upload leaves no volume."""
-    if fmt not in ("raw", "qcow2"):
-        raise Invalid(f"unsupported image format '{fmt}' (raw or qcow2)", "format")
-    if length <= 0:
-        raise Invalid("the upload is empty", "body")
-    if fmt == "qcow2":
-        with tempfile.TemporaryDirectory(prefix="pvc-upload-") as tmp:
-            path = os.path.join(tmp, "image.qcow2")
-            with open(path, "wb") as out:
-                _copy(stream, out.write, length)
-            return _convert_qcow2(cluster, conffile, pool, name, path, force, keyring)
-    create_volume(cluster, pool, name, length, force=force)
-    try:
-        with image(cluster, pool, name) as img:
-            offset = 0
-
-            def write(chunk: bytes) -> None:
-                nonlocal offset
-                if chunk.count(0) != len(chunk):
-                    img.write(chunk, offset)
-                offset += len(chunk)
-
-            _copy(stream, write, length)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            remove_volume(cluster, pool, name)
-        raise
-    return get_volume(cluster, pool, name)
-
-
-def _convert_qcow2(
-    cluster: rados.Rados, conffile: str, pool: str, name: str, path: str, force: bool, keyring: str | None
-) -> Volume:
-    """Volume `name` from the qcow2 file `path`: qemu-img creates and writes it (as large as the virtual size)."""
-    check_room(get_pool(cluster, pool), force, f"upload {name}")
-    with ioctx(cluster, pool) as ctx:
-        if name in rbd.RBD().list(ctx):
-            raise Exists(f"volume {pool}/{name} already exists")
-    target = f"rbd:{pool}/{name}:conf={conffile}" + (f":keyring={keyring}" if keyring else "")
-    out = subprocess.run(
-        ["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, target], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        raise StorageError(f"qemu-img could not convert {path}: {out.stderr.strip()}")
-    return get_volume(cluster, pool, name)
-
-
-def _copy(stream: Readable, write: Callable[[bytes], object], length: int) -> None:
-    """Exactly `length` bytes from `stream` to `write`, in CHUNK pieces."""
-    left = length
-    buf = bytearray()
-    while left > 0:
-        piece = stream.read(min(CHUNK - len(buf), left))
-        if not piece:
-            raise Invalid(f"the upload ended after {length - left} of {length} bytes", "body")
-        buf += piece
-        left -= len(piece)
-        if len(buf) >= CHUNK or left == 0:
-            write(bytes(buf))
-            buf.clear()
 
 
 def read_stream(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
+from urllib.parse import unquote
 
 import pytest
 
@@ -12,6 +14,7 @@ from pvc.config.choices import Accelerator
 from pvc.config.secrets import libvirt_secret_uuid, vm_mac_prefix
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Keepalive
+from pvc.nodeos.state.vmdef import MAX_NODE_LIMIT, MAX_TAGS
 from tests.harness.api import ApiServer, networks
 from tests.harness.cluster import JOIN_KEY, tiny_vm_json
 
@@ -155,6 +158,62 @@ def test_not_found(api_cluster):
         assert status == 404 and err["error"] == "not found", (path, err)
     status, err = api_cluster.call("PUT", f"{V1}/vms", {}, key=api_cluster.key)
     assert status == 405 and err["error"] == "method not allowed" and "PUT is not allowed" in err["detail"]
+
+
+GOOD_PATH_VALUES = {"osd": "1", "vni": "1", "mac": "52:54:00:00:00:01"}  # every other parameter accepts "x"
+BAD_PATH_VALUES = ["a:b", "a%2Fb", "a%0Ab", "%1B%5B31m", "a%00b", "-x", ".hidden", "x" * 200, "0", "16777216"]
+
+
+def _outside(schema: dict, value: str) -> bool:
+    """Whether the path value (percent-encoded as sent) is outside what the schema shows."""
+    text = unquote(value)
+    if "pattern" in schema:
+        return re.fullmatch(schema["pattern"], text) is None
+    return not (text.isdigit() and schema["minimum"] <= int(text) <= schema["maximum"])
+
+
+def test_every_path_parameter_refuses_a_bad_value(api_cluster):
+    """H1: each path parameter of each operation in the OpenAPI document shows what it accepts (a pattern, or an
+    integer's range) and refuses a value outside it with 400 naming the parameter: never 404 (another route) or
+    500, whatever the backend."""
+    checked = 0
+    for method, path, op in operations(api_cluster):
+        declared = [p for p in op.get("parameters", []) if p["in"] == "path"]
+        for param in declared:
+            name, schema = param["name"], param["schema"]
+            bounded = schema.get("type") == "integer" and {"minimum", "maximum"} <= schema.keys()
+            assert schema.get("pattern") or bounded, f"{method} {path}: {name} shows no pattern or range"
+            bad_values = [bad for bad in BAD_PATH_VALUES if _outside(schema, bad)]
+            assert len(bad_values) >= 6, (name, bad_values)
+            for bad in bad_values:
+                url = path.replace("{" + name + "}", bad)
+                for other in declared:
+                    url = url.replace("{" + other["name"] + "}", GOOD_PATH_VALUES.get(other["name"], "x"))
+                status, err = api_cluster.call(method, url, key=api_cluster.key)
+                assert status == 400, f"{method} {url} gave {status}: {err}"
+                assert err["field"] == name and f"path parameter '{name}'" in err["detail"], (url, err)
+            checked += 1
+    assert checked >= 30
+
+
+def test_a_json_body_over_the_cap_is_refused_before_it_is_read(api_cluster):
+    """L11/M6: 413 on the Content-Length alone (the body is never sent), and a chunked body once it passes 1 MiB."""
+    headers = {"X-Api-Key": api_cluster.key, "Content-Type": "application/json", "Content-Length": str(2 * 1024**2)}
+    status, err = api_cluster.headers_only("POST", f"{V1}/vms", headers)
+    assert status == 413 and err["error"] == "too large" and "at most 1048576 bytes" in err["detail"], err
+    filler = (b'{"xml": "' + b"x" * 65536 for _ in range(1)), (b"x" * 65536 for _ in range(40))
+    status, err = api_cluster.chunked("POST", f"{V1}/vms", (c for part in filler for c in part), key=api_cluster.key)
+    assert status == 413 and "over the limit of 1048576 bytes" in err["detail"], err
+    status, err = api_cluster.call("POST", f"{V1}/vms", raw=b"[" * 100000 + b"]" * 100000, key=api_cluster.key)
+    assert status == 400 and "not valid JSON" in err["detail"], err
+    for field, limit in (("tags", MAX_TAGS), ("placement.node_limit", MAX_NODE_LIMIT)):
+        vm = tiny_vm_json("toomany")
+        top, _, sub = field.partition(".")
+        items = [f"n{i}" for i in range(limit + 1)]
+        vm[top] = {sub: items} if sub else items
+        status, err = api_cluster.call("POST", f"{V1}/vms", {"definition": vm}, key=api_cluster.key)
+        assert status == 400 and err["field"] == f"definition.{field}", err
+        assert f"at most {limit} items" in err["detail"], err
 
 
 def test_vm_flow_without_a_running_daemon(api_cluster):

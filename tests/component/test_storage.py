@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import subprocess
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 import rbd
 
 from pvc.nodeos.state.models import PoolRecord
-from pvc.nodeos.storage import pools, volumes
-from pvc.nodeos.storage.ceph import Connection, Missing, Refused, StorageError, Unavailable, connect, mon_command
+from pvc.nodeos.storage import pools, upload, volumes
+from pvc.nodeos.storage.ceph import (
+    Connection,
+    Invalid,
+    Missing,
+    Refused,
+    StorageError,
+    TooLarge,
+    Unavailable,
+    connect,
+    mon_command,
+)
+from tests.harness import images
 
 MiB = 1024**2
 
@@ -136,10 +148,11 @@ def test_snapshots_rollback_protect_clone(cluster, pool):
     volumes.remove_volume(cluster, pool, "base")
 
 
-def _upload(cluster, ceph, pool, name, path, fmt):
+def _upload(cluster, ceph, pool, name, path, fmt, spool, length="file", upload_max=None):
     with open(path, "rb") as fh:
-        conf, keyring = str(ceph.conf), str(ceph.admin_keyring)
-        return volumes.upload(cluster, conf, pool, name, fh, path.stat().st_size, fmt, keyring=keyring)
+        size = path.stat().st_size if length == "file" else length
+        user = upload.CephUser(str(ceph.conf))
+        return upload.upload(cluster, user, pool, name, fh, size, fmt, spool=spool, upload_max=upload_max)
 
 
 def _download(cluster, pool, name) -> bytes:
@@ -149,22 +162,119 @@ def _download(cluster, pool, name) -> bytes:
     return data
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def test_upload_download_round_trips(cluster, pool, ceph, tmp_path):
+    spool = tmp_path / "spool"
     raw = tmp_path / "disk.raw"
-    data = os.urandom(3 * MiB) + b"\0" * (2 * MiB) + os.urandom(MiB // 2)
-    raw.write_bytes(data)
-    assert _upload(cluster, ceph, pool, "upraw", raw, "raw").size == len(data)
-    assert hashlib.sha256(_download(cluster, pool, "upraw")).hexdigest() == hashlib.sha256(data).hexdigest()
-    qcow = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)], check=True)
-    _upload(cluster, ceph, pool, "upqcow", qcow, "qcow2")
-    assert hashlib.sha256(_download(cluster, pool, "upqcow")).hexdigest() == hashlib.sha256(data).hexdigest()
+    data = images.raw_disk(raw, data_mib=2, hole_mib=8)  # RBD objects are 4 MiB: the second one is all zeros
+    assert _upload(cluster, ceph, pool, "upraw", raw, "raw", spool).size == len(data)
+    assert _sha(_download(cluster, pool, "upraw")) == _sha(data)
+    assert _upload(cluster, ceph, pool, "upchunked", raw, "raw", spool, length=None).size == len(data)
+    assert _sha(_download(cluster, pool, "upchunked")) == _sha(data)
+    for name, fmt, subformat in (
+        ("upqcow", "qcow2", None),
+        ("upvmdk", "vmdk", "monolithicSparse"),
+        ("upstream", "vmdk", "streamOptimized"),
+    ):
+        image_file = images.converted(raw, tmp_path / f"{name}.{fmt}", fmt, subformat)
+        assert _upload(cluster, ceph, pool, name, image_file, fmt, spool).size == len(data)
+        assert _sha(_download(cluster, pool, name)) == _sha(data), name
+    for name in ("upraw", "upchunked", "upqcow", "upvmdk", "upstream"):  # the zeros were never written: sparse
+        with volumes.image(cluster, pool, name, read_only=True) as img:
+            assert _written(img, 4 * MiB, 4 * MiB) == [], name
+            assert _written(img, 0, 4 * MiB) != [], name
+    assert list(spool.iterdir()) == []
     with pytest.raises(StorageError, match="unsupported image format"):
-        _upload(cluster, ceph, pool, "x", raw, "vmdk")
+        _upload(cluster, ceph, pool, "x", raw, "vhdx", spool)
     with pytest.raises(StorageError, match="the upload ended after 0 of 10 bytes"):
-        volumes.upload(cluster, str(ceph.conf), pool, "short", io.BytesIO(b""), 10)
+        upload.upload(cluster, upload.CephUser(str(ceph.conf)), pool, "short", io.BytesIO(b""), 10, spool=spool)
     with pytest.raises(Missing):
         volumes.get_volume(cluster, pool, "short")  # a failed upload leaves no volume
+    for name in ("upraw", "upchunked", "upqcow", "upvmdk", "upstream"):
+        volumes.remove_volume(cluster, pool, name)
+
+
+def _written(img, offset, length):
+    """The RBD objects of `img` holding data in [offset, offset + length)."""
+    found = []
+
+    def seen(off, length, exists):
+        if exists:
+            found.append(off)
+
+    img.diff_iterate(offset, length, None, seen, whole_object=True)
+    return found
+
+
+@pytest.fixture
+def public_dir():
+    """A folder anyone may read (tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="pvc-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _refused(cluster, ceph, pool, tmp_path, name, path, fmt, match, **kw):
+    """The upload is refused with `match`, and leaves no volume and nothing in the spool."""
+    spool = tmp_path / "spool"
+    with pytest.raises(StorageError, match=match) as refusal:
+        _upload(cluster, ceph, pool, name, path, fmt, spool, **kw)
+    with pytest.raises(Missing):
+        volumes.get_volume(cluster, pool, name)
+    assert not spool.exists() or list(spool.iterdir()) == []
+    return refusal.value
+
+
+def test_uploads_that_name_host_files_are_refused(cluster, pool, ceph, tmp_path, public_dir):
+    """C3: an image whose header names a file of the host never reads it into a volume."""
+    secret = images.host_file(tmp_path / "secret")
+    public = images.host_file(public_dir / "public", mode=0o644)  # readable even by the sandbox's nobody
+    backing = images.with_backing_file(tmp_path / "backing.qcow2", secret)
+    exc = _refused(cluster, ceph, pool, tmp_path, "hb", backing, "qcow2", "names a backing file")
+    assert isinstance(exc, Invalid) and str(secret) in str(exc)
+    datafile = images.with_data_file(tmp_path / "datafile.qcow2", tmp_path / "scratch")
+    _refused(cluster, ceph, pool, tmp_path, "hd", datafile, "qcow2", "names an external data file")
+    extent = images.vmdk_with_extent(tmp_path / "extent.vmdk", public)
+    _refused(cluster, ceph, pool, tmp_path, "he", extent, "vmdk", "extent files outside itself")
+    hidden = images.vmdk_with_extent(tmp_path / "hidden.vmdk", secret)  # unreadable to nobody: qemu-img fails
+    _refused(cluster, ceph, pool, tmp_path, "hh", hidden, "vmdk", "qemu-img could not inspect the image")
+
+
+def test_uploads_of_the_wrong_format_size_or_name_are_refused(cluster, pool, ceph, tmp_path):
+    raw = tmp_path / "disk.raw"
+    images.raw_disk(raw)
+    qcow = images.converted(raw, tmp_path / "disk.qcow2", "qcow2")
+    _refused(cluster, ceph, pool, tmp_path, "wf1", raw, "qcow2", "Image is not in qcow2 format")
+    _refused(cluster, ceph, pool, tmp_path, "wf2", qcow, "vmdk", "could not inspect the image")
+    huge = images.sparse_qcow2(tmp_path / "huge.qcow2", "64T")
+    exc = _refused(cluster, ceph, pool, tmp_path, "huge", huge, "qcow2", r"virtual size is 70368744177664 bytes")
+    assert f"the room left in pool '{pool}' under the 80% guard" in str(exc)
+    small = images.sparse_qcow2(tmp_path / "small.qcow2", "8M")  # a small file, over the limit once converted
+    exc = _refused(cluster, ceph, pool, tmp_path, "cap", small, "qcow2", "virtual size is 8388608", upload_max=4 * MiB)
+    assert "[ceph] upload_max" in str(exc)
+    exc = _refused(cluster, ceph, pool, tmp_path, "big", raw, "raw", "over the limit of 1048576 bytes", upload_max=MiB)
+    assert isinstance(exc, TooLarge)
+    for length, fmt in ((None, "raw"), (None, "qcow2")):  # a chunked body: refused once it passes the limit
+        exc = _refused(
+            cluster,
+            ceph,
+            pool,
+            tmp_path,
+            "chunk",
+            qcow if fmt == "qcow2" else raw,
+            fmt,
+            "passed the limit of 1048576 bytes",
+            length=length,
+            upload_max=MiB,
+        )
+        assert isinstance(exc, TooLarge)
+    for bad in ("a:b", "a/b", "-x", "a\nb", "a@b"):
+        exc = _refused(cluster, ceph, pool, tmp_path, bad, raw, "raw", "the volume name")
+        assert isinstance(exc, Invalid) and exc.field == "volume"
 
 
 def test_a_snapshot_downloads_at_its_own_size(cluster, pool):

@@ -17,9 +17,10 @@ from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import OsdRequest
 from pvc.nodeos.storage import status, volumes
 from pvc.nodeos.storage.ceph import connect
+from tests.harness import images
 from tests.harness.api import ApiServer
 from tests.harness.cli import PVC, Cli
-from tests.harness.ports import STORAGE_API_PORT
+from tests.harness.ports import CAPPED_API_PORT, STORAGE_API_PORT
 from tests.harness.procs import wait_until
 
 S = "/api/v1/storage"
@@ -184,26 +185,114 @@ def test_upload_download_round_trips(api, pool, cli, tmp_path):
     res = cli.run("storage", "volume", "download", pool, "upraw", str(back))
     assert res.returncode == 0 and f"download {pool}/upraw: 100%" in res.stderr
     assert hashlib.sha256(back.read_bytes()).hexdigest() == digest
-    qcow = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)], check=True)
-    assert qcow.stat().st_size < len(data)
-    res = cli.run("storage", "volume", "upload", pool, "upqcow", str(qcow))  # format from the file's magic
-    assert res.returncode == 0 and "(qcow2)" in res.stdout, res.stderr
-    code, body = api.call("GET", f"{S}/pools/{pool}/volumes/upqcow/data", key=api.key)
-    assert code == 200 and len(body) > 0
+    for name, fmt, subformat in (("upqcow", "qcow2", None), ("upvmdk", "vmdk", "streamOptimized")):
+        image_file = images.converted(raw, tmp_path / f"disk.{fmt}", fmt, subformat)
+        assert image_file.stat().st_size < len(data)
+        res = cli.run("storage", "volume", "upload", pool, name, str(image_file))  # format from the file's magic
+        assert res.returncode == 0 and f"({fmt})" in res.stdout, res.stderr
+        res = subprocess.run(
+            [str(PVC), "storage", "volume", "download", pool, name, "-", "--quiet"], capture_output=True, env=cli.env
+        )
+        assert res.returncode == 0 and hashlib.sha256(res.stdout).hexdigest() == digest, name
+    code, body = api.chunked("PUT", f"{S}/pools/{pool}/volumes/upchunked/data", _pieces(raw), key=api.key)
+    assert code == 201 and body["size"] == len(data), body
     res = subprocess.run(
-        [str(PVC), "storage", "volume", "download", pool, "upqcow", "-", "--quiet"],
-        capture_output=True,
-        env=cli.env,
+        [str(PVC), "storage", "volume", "download", pool, "upchunked", "-", "--quiet"], capture_output=True, env=cli.env
     )
     assert res.returncode == 0 and hashlib.sha256(res.stdout).hexdigest() == digest
     assert "already exists" in cli.fails("storage", "volume", "upload", pool, "upraw", str(raw))
-    code, err = api.call("PUT", f"{S}/pools/{pool}/volumes/x/data?format=vmdk", key=api.key, raw=b"abc")
+    code, err = api.call("PUT", f"{S}/pools/{pool}/volumes/x/data?format=vhdx", key=api.key, raw=b"abc")
     assert code == 400 and err["field"] == "format"
     code, err = api.call("GET", f"{S}/pools/{pool}/volumes/nosuch/data", key=api.key)
     assert code == 404
-    for name in ("upraw", "upqcow"):
+    assert list(api.spool.glob("*")) == []
+    for name in ("upraw", "upqcow", "upvmdk", "upchunked"):
         call(api, "DELETE", f"/pools/{pool}/volumes/{name}")
+
+
+def _pieces(path, size=MiB):
+    with open(path, "rb") as fh:
+        while piece := fh.read(size):
+            yield piece
+
+
+def _nothing_left(api, pool, name):
+    assert call(api, "GET", f"/pools/{pool}/volumes/{name}")[0] == 404, f"volume {name} was created"
+    assert list(api.spool.glob("*")) == [], "the spool kept a file"
+
+
+def test_uploads_that_name_host_files_are_refused(api, pool, tmp_path):
+    """C3/H1 through the API: 400, no volume, nothing in the spool."""
+    secret = images.host_file(tmp_path / "secret")
+    hostile = {
+        "backing": (images.with_backing_file(tmp_path / "b.qcow2", secret), "qcow2", "names a backing file"),
+        "datafile": (images.with_data_file(tmp_path / "d.qcow2", tmp_path / "scratch"), "qcow2", "external data"),
+        "extent": (images.vmdk_with_extent(tmp_path / "e.vmdk", secret), "vmdk", "could not inspect the image"),
+    }
+    for name, (path, fmt, needle) in hostile.items():
+        code, err = api.call(
+            "PUT", f"{S}/pools/{pool}/volumes/{name}/data?format={fmt}", key=api.key, raw=path.read_bytes()
+        )
+        assert code == 400 and err["field"] == "body" and needle in err["detail"], (name, err)
+        _nothing_left(api, pool, name)
+    raw = tmp_path / "disk.raw"
+    images.raw_disk(raw)
+    code, err = api.call("PUT", f"{S}/pools/{pool}/volumes/notq/data?format=qcow2", key=api.key, raw=raw.read_bytes())
+    assert code == 400 and "Image is not in qcow2 format" in err["detail"], err
+    _nothing_left(api, pool, "notq")
+    huge = images.sparse_qcow2(tmp_path / "huge.qcow2", "64T")
+    code, err = api.call("PUT", f"{S}/pools/{pool}/volumes/huge/data?format=qcow2", key=api.key, raw=huge.read_bytes())
+    assert code == 400 and "virtual size is 70368744177664 bytes, over the limit" in err["detail"], err
+    _nothing_left(api, pool, "huge")
+    for bad in ("x:log_file=%2Ftmp%2Fpwned", "a%2Fb", "a%0Ab", "-x"):
+        code, err = api.call("PUT", f"{S}/pools/{pool}/volumes/{bad}/data?format=qcow2", key=api.key, raw=b"QFI")
+        assert code == 400 and err["field"] == "volume", (bad, err)
+    assert [v["name"] for v in call(api, "GET", f"/pools/{pool}/volumes")[1] if "x" in v["name"]] == []
+
+
+def test_a_content_length_over_the_limit_is_refused_before_the_body(api, pool):
+    headers = {"X-Api-Key": api.key, "Content-Type": "application/octet-stream", "Content-Length": str(2**50)}
+    code, err = api.headers_only("PUT", f"{S}/pools/{pool}/volumes/toobig/data?format=raw", headers)
+    assert code == 413 and err["error"] == "too large", err
+    assert f"the upload is {2**50} bytes, over the limit of " in err["detail"]
+    assert f"the room left in pool '{pool}' under the 80% guard" in err["detail"]
+    _nothing_left(api, pool, "toobig")
+
+
+@pytest.fixture(scope="module")
+def capped(api_cluster, ceph, zookeeper, workdir):
+    """The API with `[ceph] upload_max = "4M"` in its cluster.toml."""
+    d = workdir / "capped-api"
+    d.mkdir(exist_ok=True)
+    config = d / "cluster.toml"
+    config.write_text((workdir / "api" / "cluster.toml").read_text() + '[ceph]\nupload_max = "4M"\n')
+    env = {"PVC_CEPH_CONF": str(ceph.conf)}
+    with ApiServer.running(d, config, zookeeper.hosts, CAPPED_API_PORT, env=env) as server:
+        server.key = api_cluster.key
+        yield server
+
+
+def test_the_configured_upload_limit(capped, pool, cli, tmp_path):
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as fh:
+        fh.truncate(64 * MiB)  # sparse: quick to make, and long enough to be refused while it is being sent
+    c = Cli(tmp_path / "capped-client")
+    c.ok("connection", "add", "capped", "--address", "127.0.0.1", "--port", str(capped.port), "--key", capped.key)
+    line = c.fails("storage", "volume", "upload", pool, "big", str(big), "--quiet")
+    assert line == (
+        f"pvc: too large: the upload is {64 * MiB} bytes, over the limit of {4 * MiB} bytes "
+        "([ceph] upload_max in cluster.toml)"
+    ), line
+    _nothing_left(capped, pool, "big")
+    code, err = capped.chunked("PUT", f"{S}/pools/{pool}/volumes/big/data", _pieces(big), key=capped.key)
+    assert code == 413 and f"passed the limit of {4 * MiB} bytes" in err["detail"], err
+    _nothing_left(capped, pool, "big")
+    small = images.sparse_qcow2(tmp_path / "small.qcow2", "8M")
+    code, err = capped.call(
+        "PUT", f"{S}/pools/{pool}/volumes/big/data?format=qcow2", key=capped.key, raw=small.read_bytes()
+    )
+    assert code == 400 and "virtual size is 8388608 bytes, over the limit of 4194304 bytes" in err["detail"], err
+    _nothing_left(capped, pool, "big")
 
 
 def test_osds_out_in_and_safe_removal(api, ceph, cli, pool):

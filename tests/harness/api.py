@@ -10,6 +10,7 @@ nodes with keepalives), for an API with no node daemons behind it.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import ssl
@@ -54,12 +55,14 @@ class ApiServer:
         if tls:
             self._context = ssl.create_default_context()
             self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+        self.spool = workdir / "upload-spool"  # where qcow2/VMDK uploads are spooled (PVCDATA's on a node)
         env = {
             **os.environ,
             "PVC_CONFIG": str(config),
             "PVC_ZOOKEEPER": zk_hosts,
             "PVC_API_BIND": f"127.0.0.1:{port}",
             "PVC_API_WORKERS": str(workers),
+            "PVC_UPLOAD_SPOOL": str(self.spool),
             **(env or {}),
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -116,8 +119,42 @@ class ApiServer:
             return status, json.loads(payload or b"null")
         return status, payload.decode(errors="replace")
 
+    def headers_only(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, object]:
+        """Send a request's headers and none of the body they announce; the answer, which must come without the
+        body (http.client raises TimeoutError after 10 s otherwise)."""
+        conn = self._connection(10)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            return _answer(conn.getresponse())
+        finally:
+            conn.close()
+
+    def chunked(self, method: str, path: str, chunks: Iterator[bytes], key: str | None = None) -> tuple[int, object]:
+        """A request whose body is sent chunked (no Content-Length): `chunks`, as they come."""
+        conn = self._connection(330)
+        try:
+            conn.request(method, path, body=chunks, headers={"X-Api-Key": key or ""}, encode_chunked=True)
+            return _answer(conn.getresponse())
+        finally:
+            conn.close()
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._context is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self._context)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def stop(self) -> None:
         self.proc.stop(timeout=10)
+
+
+def _answer(resp: http.client.HTTPResponse) -> tuple[int, object]:
+    payload = resp.read()
+    if "json" in resp.headers.get("Content-Type", ""):
+        return resp.status, json.loads(payload or b"null")
+    return resp.status, payload.decode(errors="replace")
 
 
 def seed_formed_cluster(

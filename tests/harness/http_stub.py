@@ -128,3 +128,50 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@dataclass
+class EarlyRefusal:
+    """A server that answers an upload with 413 as soon as it has the request's headers, then either reads and drops
+    the body (`keeps_reading`, as gunicorn does on a kept-alive connection) or closes at once (unread bytes: a
+    reset). `received` counts the body bytes it read before it stopped."""
+
+    url: str
+    received: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def early_refusal(tls: ssl.SSLContext | None, keeps_reading: bool) -> EarlyRefusal:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    refusal = EarlyRefusal(f"{'https' if tls else 'http'}://127.0.0.1:{port}")
+    body = json.dumps({"error": "too large", "detail": "the upload is over the limit", "field": None}).encode()
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        if tls is not None:
+            conn = tls.wrap_socket(conn, server_side=True)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        refusal.received = len(head.split(b"\r\n\r\n", 1)[1])
+        conn.sendall(
+            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        if keeps_reading:
+            conn.settimeout(5)
+            try:
+                while data := conn.recv(65536):
+                    refusal.received += len(data)
+            except OSError:
+                pass
+        conn.close()
+        refusal.done.set()
+
+    threading.Thread(target=serve_one, name="early-refusal", daemon=True).start()
+    return refusal

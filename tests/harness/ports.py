@@ -14,6 +14,7 @@ API_PORT = PORT_BASE + 3  # the session's API (api_cluster)
 SCHEMATHESIS_API_PORT = PORT_BASE + 4
 STORAGE_API_PORT = PORT_BASE + 6  # the API with Ceph behind it
 STATE_ZK_PORT = PORT_BASE + 7  # the ZooKeeper that test_state stops and starts
+CAPPED_API_PORT = PORT_BASE + 8  # the API with Ceph behind it and a small [ceph] upload_max
 BENCH_PORT = PORT_BASE + 20  # benches: from here up
 CEPH_PORT = PORT_BASE + 4859  # the session's Ceph mon
 BENCH_CEPH_PORT = PORT_BASE + 4869

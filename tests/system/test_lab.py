@@ -19,6 +19,7 @@ import pytest
 
 from pvc.nodeos.boot import console as node_console
 from pvc.nodeos.daemon import hostinfo
+from tests.harness import images
 from tests.harness.labctl import Lab
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
@@ -350,6 +351,31 @@ def test_uploaded_volume_vm_starts_and_live_migrates(lab, tmp_path):
     assert running_on(lab) == [target]
     log = lab.sh(target, "grep -h -i migrat /var/log/libvirt/qemu/labvm.log | tail -3 || true", check=False)
     print(log)
+
+
+def test_uploads_that_name_a_nodes_files_are_refused(lab, tmp_path):
+    """C3/H1 on a node: the API's qemu-img refuses a qcow2 whose backing file is the node's cluster.toml (the join
+    key) and a VMDK whose extent is a node file, leaves nothing, and still converts a good qcow2 and VMDK."""
+    raw = tmp_path / "good.raw"
+    data = images.raw_disk(raw, data_mib=1, hole_mib=4)
+    for fmt, subformat in (("qcow2", None), ("vmdk", "streamOptimized")):
+        good = images.converted(raw, tmp_path / f"good.{fmt}", fmt, subformat)
+        up = lab.pvc("storage", "volume", "upload", "vms", f"good-{fmt}", str(good), "--quiet", timeout=300)
+        assert up.returncode == 0 and f"({fmt})" in up.stdout, up.stdout + up.stderr
+        back = tmp_path / f"back-{fmt}.raw"
+        down = lab.pvc("storage", "volume", "download", "vms", f"good-{fmt}", str(back), "--quiet", timeout=300)
+        assert down.returncode == 0 and back.read_bytes() == data, down.stderr
+        assert lab.pvc("storage", "volume", "remove", "vms", f"good-{fmt}").returncode == 0
+    backing = images.with_backing_file(tmp_path / "backing.qcow2", Path("/run/pvc/cluster.toml"))
+    extent = images.vmdk_with_extent(tmp_path / "extent.vmdk", Path("/usr/bin/qemu-img"))
+    for name, path, needle in (("hb", backing, "names a backing file"), ("he", extent, "extent files outside")):
+        out = lab.pvc("storage", "volume", "upload", "vms", name, str(path), "--quiet", timeout=300)
+        assert out.returncode == 1 and needle in out.stderr, out.stdout + out.stderr
+        assert "no volume" in lab.pvc("storage", "volume", "info", "vms", name).stderr
+    bad = lab.pvc("storage", "volume", "upload", "vms", "x:conf=/etc/passwd", str(raw), "--quiet")
+    assert bad.returncode == 1 and "path parameter 'volume'" in bad.stderr, bad.stderr
+    spools = [lab.sh(n, "ls -A /var/lib/pvc/upload 2>/dev/null || true", check=False).strip() for n in NODES]
+    assert spools == ["", "", ""], spools
 
 
 def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):

@@ -21,7 +21,15 @@ import pytest
 from pvc.cli.client import API_PREFIX, ApiError, Client, Unreachable, path
 from pvc.cli.profiles import Connection
 from pvc.config import schema
-from tests.harness.http_stub import Stub, closed_port, self_signed, serve, silent_server, tls_context
+from tests.harness.http_stub import (
+    Stub,
+    closed_port,
+    early_refusal,
+    self_signed,
+    serve,
+    silent_server,
+    tls_context,
+)
 
 PVC = Path(sys.executable).parent / "pvc"
 
@@ -113,6 +121,45 @@ def test_upload_and_download_send_the_key_and_map_refusals(stub):
     with pytest.raises(ApiError, match="did not answer with JSON"):
         stub.routes[("PUT", "/api/v1/storage/pools/p/volumes/v/data")] = (201, b"<html>")
         client.upload("/storage/pools/p/volumes/v/data", io.BytesIO(b"disk"), 4)
+
+
+@pytest.mark.parametrize(
+    "tls,keeps_reading", [(False, True), (True, True), (False, False)], ids=["http", "https", "http-closes"]
+)
+def test_an_upload_refused_early_is_not_sent_on(certs, tls, keeps_reading):
+    """The API answers 413 on the headers alone: the client stops sending and shows the refusal. gunicorn keeps
+    reading what the client sends after such an answer (the request did not ask to close), and the client sees the
+    answer while it sends; a server that closes at once resets the connection, and over plain TCP the answer is
+    still read after the failed write (over TLS that is not reliable: the answer may be lost to the reset)."""
+    refusal = early_refusal(tls_context(*certs["ip"]) if tls else None, keeps_reading)
+    client = Client(conn(refusal.url, ca_file=str(certs["ip"][0]) if tls else None))
+    size = 512 * 1024**2  # never sent whole: it would take seconds, and the server stops reading
+    with pytest.raises(ApiError, match=r"^too large: the upload is over the limit$") as err:
+        client.upload("/storage/pools/p/volumes/v/data", io.BufferedReader(Zeros(size)), size)
+    assert err.value.status == 413
+    assert refusal.done.wait(10) and refusal.received < 64 * 1024**2
+
+
+class Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_an_upload_over_tls_sends_everything(tls_stub, certs):
+    tls_stub.routes[("PUT", "/api/v1/storage/pools/p/volumes/v/data")] = (201, {"name": "v"})
+    data = os.urandom(3 * 1024**2 + 5)
+    client = Client(conn(tls_stub.url, ca_file=str(certs["ip"][0])))
+    assert client.upload("/storage/pools/p/volumes/v/data", io.BytesIO(data), len(data)) == {"name": "v"}
+    assert tls_stub.seen[-1].body == data
 
 
 def test_the_client_and_the_api_share_the_prefix():

@@ -11,7 +11,7 @@ import falcon
 from pvc.api.models import OsdAdd, OsdRemoveQuery, OsdStateChange, OsdView, Removed
 from pvc.api.resources import Resource
 from pvc.api.resources.storage import TAGS
-from pvc.api.spec import RequestInvalid, operation
+from pvc.api.spec import operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.state import actions
 from pvc.nodeos.state.models import OsdRequest, Task
@@ -31,13 +31,6 @@ def osd_view(o: osds.Osd) -> OsdView:
         used_percent=round(100.0 * o.used_ratio, 2),
         pgs=o.pgs,
     )
-
-
-def osd_id(text: str) -> int:
-    try:
-        return int(text.removeprefix("osd."))
-    except ValueError:
-        raise RequestInvalid(f"'{text}' is not an OSD id (a number, or osd.N)", "osd") from None
 
 
 class OsdsResource(Resource):
@@ -74,9 +67,8 @@ class OsdRequestsResource(Resource):
 
 class OsdResource(Resource):
     @operation(summary="One OSD", response=OsdView, tags=TAGS)
-    def on_get(self, req: falcon.Request, resp: falcon.Response, osd: str) -> OsdView:
-        number = osd_id(osd)
-        return osd_view(self.ctx.ceph.run(lambda c: osds.get_osd(c, number)))
+    def on_get(self, req: falcon.Request, resp: falcon.Response, osd: int) -> OsdView:
+        return osd_view(self.ctx.ceph.run(lambda c: osds.get_osd(c, osd)))
 
     @operation(
         summary="Remove an OSD from the cluster",
@@ -88,10 +80,9 @@ class OsdResource(Resource):
         "the OSD is not safe to destroy (data still on it) or not ok to stop, unless forced; and while its "
         "daemon still runs.",
     )
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, osd: str, query: OsdRemoveQuery) -> Removed:
-        number = osd_id(osd)
-        self.ctx.ceph.run(lambda c: osds.remove_osd(c, number, force=query.force))
-        return Removed(removed=f"osd.{number}")
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, osd: int, query: OsdRemoveQuery) -> Removed:
+        self.ctx.ceph.run(lambda c: osds.remove_osd(c, osd, force=query.force))
+        return Removed(removed=f"osd.{osd}")
 
 
 class OsdStateResource(Resource):
@@ -102,6 +93,5 @@ class OsdStateResource(Resource):
         errors=(404, 409),
         tags=TAGS,
     )
-    def on_post(self, req: falcon.Request, resp: falcon.Response, osd: str, body: OsdStateChange) -> OsdView:
-        number = osd_id(osd)
-        return osd_view(self.ctx.ceph.run(lambda c: osds.set_in(c, number, body.action == "in")))
+    def on_post(self, req: falcon.Request, resp: falcon.Response, osd: int, body: OsdStateChange) -> OsdView:
+        return osd_view(self.ctx.ceph.run(lambda c: osds.set_in(c, osd, body.action == "in")))

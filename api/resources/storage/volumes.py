@@ -1,5 +1,5 @@
 """/storage/pools/{pool}/volumes: RBD images: create, grow, rename, clone, copy, remove; upload and download their
-contents as a raw (or, uploading, qcow2) image."""
+contents as a raw (or, uploading, qcow2 or VMDK) image."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from pvc.api.models import (
 )
 from pvc.api.resources import Resource
 from pvc.api.resources.storage import TAGS
-from pvc.api.spec import RequestInvalid, operation
+from pvc.api.spec import RequestInvalid, body_stream, operation
 from pvc.config.schema import API_PREFIX
 from pvc.nodeos.storage import volumes
-from pvc.nodeos.storage.ceph import Invalid
+from pvc.nodeos.storage.upload import Body, CephUser, upload
 
 CHUNK = 1024 * 1024
+DRAIN_MAX = 16 * CHUNK  # the most of a refused upload's body read only to deliver the refusal
 
 
 def volume_view(v: volumes.Volume) -> VolumeView:
@@ -154,37 +155,55 @@ class VolumeDataResource(Resource):
         resp.stream = _guarded(chunks)
 
     @operation(
-        summary="Create a volume from an uploaded raw or qcow2 image",
+        summary="Create a volume from an uploaded raw, qcow2 or VMDK image",
         query=UploadQuery,
         request_media_type="application/octet-stream",
         response=VolumeView,
         status=201,
         errors=(404, 409),
         tags=TAGS,
-        description="The body is the image (Content-Length required). raw is written as it arrives (zero "
-        "blocks skipped, so the volume stays sparse); qcow2 is converted by qemu-img. The volume is as large as "
-        "the image (raw) or its virtual size (qcow2). Refused over 80 % pool use unless forced. A failed upload "
-        "leaves no volume.",
+        description="The body is the image, with a Content-Length or chunked. raw is written into the new volume as "
+        "it arrives (zero blocks skipped, so the volume stays sparse). qcow2 and VMDK (a single file: "
+        "monolithicSparse or streamOptimized) are spooled to the API node's data disk, inspected by qemu-img in a "
+        "sandbox and converted; an image that names a backing file, an external data file or other extent files, "
+        "is encrypted, or is not of the declared format is refused (400). The volume is as large as the image "
+        "(raw) or its virtual size. Each upload is limited to the pool's room under the 80 % guard (its free "
+        "space when forced), cluster.toml's [ceph] upload_max, and the spool's free space: a Content-Length over "
+        "the limit is refused (413, with the figure) before the body is read, a chunked body when it passes it, a "
+        "virtual size over it with 400. Refused (409) over 80 % pool use unless forced. A failed upload leaves no "
+        "volume and no spool file.",
     )
     def on_put(
         self, req: falcon.Request, resp: falcon.Response, pool: str, volume: str, query: UploadQuery
     ) -> VolumeView:
-        length = req.content_length
-        if not length:
-            raise Invalid("send the image as the body, with its Content-Length", "body")
-        conffile = self.ctx.ceph.conffile
+        length = req.content_length  # None: a chunked body
+        body = _Counted(body_stream(req))
+        user = CephUser(self.ctx.ceph.conffile, self.ctx.ceph.name)
+        spool, upload_max = self.ctx.upload_spool, self.ctx.cfg.ceph.upload_max
         try:
             vol = self.ctx.ceph.run(
-                lambda c: volumes.upload(
-                    c, conffile, pool, volume, req.bounded_stream, length, query.format, force=query.force
-                )
+                lambda c: upload(c, user, pool, volume, body, length, query.format, query.force, spool, upload_max)
             )
         except Exception:
-            # A client sends the whole body before it reads the answer: take it, so it gets the refusal.
-            while req.bounded_stream.read(CHUNK):
-                pass
+            # A client that sends the whole body before it reads the answer gets the refusal once the rest is
+            # taken; a larger rest is left unread (the connection closes) rather than read for nothing.
+            if length is not None and length - body.count <= DRAIN_MAX:
+                while body.read(CHUNK):
+                    pass
             raise
         return _located(resp, vol)
+
+
+class _Counted:
+    """A body stream that counts what was read from it."""
+
+    def __init__(self, stream: Body) -> None:
+        self.stream, self.count = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
 
 
 def _guarded(chunks: Generator[bytes, None, None]) -> Iterator[bytes]:
