@@ -152,6 +152,12 @@ class NetworkController:
             if net.type != "managed":
                 continue
             bridge = networks.bridge_name(net.vni)
+            gateway = self.primary and bool((net.subnet and net.gateway) or (net.subnet6 and net.gateway6))
+            _set_mac(
+                ipr,
+                bridge,
+                networks.gateway_mac(net.vni) if gateway else networks.bridge_mac(net.vni, self.underlay.cluster_ip),
+            )
             wanted: set[tuple[str, int]] = set()
             if self.primary and net.subnet and net.gateway:
                 wanted.add((net.gateway, ipaddress.ip_network(net.subnet).prefixlen))
@@ -228,6 +234,14 @@ class NetworkController:
             self.d.state.remove_lease(vni, msg["mac"])
             return "ok"
         return f"error: unknown action {action!r}"
+
+
+def _set_mac(ipr: IPRoute, device: str, mac: str) -> None:
+    """The bridge's own MAC (before its gateway address goes on, so the gratuitous ARP carries it)."""
+    found = ipr.link_lookup(ifname=device)
+    if found and ipr.link("get", index=found[0])[0].get_attr("IFLA_ADDRESS") != mac:
+        ipr.link("set", index=found[0], address=mac)
+        log.info("networks: %s has the MAC %s", device, mac)
 
 
 def _addresses(ipr: IPRoute, device: str) -> set[tuple[str, int]]:

@@ -104,9 +104,7 @@ def test_router_learns_the_managed_subnet_and_the_world_is_reachable(lab_network
     status = wait(
         "the router's BGP session with node1 and its learned subnet",
         lambda: (
-            (s := upstream.status(record)).sessions.get("192.0.2.11") == "Established"
-            and SUBNET in s.learned
-            and s
+            (s := upstream.status(record)).sessions.get("192.0.2.11") == "Established" and SUBNET in s.learned and s
         ),
     )
     assert status.learned[SUBNET] == ["192.0.2.11"] and not status.problem, status
