@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from tests.component.test_networks import CONNECT, NETWORK, SERVE, VNI
+from tests.component.test_networks import CONNECT, NETWORK, SERVE, guest
 from tests.harness.cluster import UPSTREAM, RuntimeCluster
 from tests.harness.netlab import kill_all_in
 from tests.harness.ports import BENCH_PORT, NS_PREFIX
@@ -68,34 +68,6 @@ def ns_run(ns: str, *argv: str, timeout: float = 120) -> str:
 
 def ip(*argv: str) -> None:
     subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=30)
-
-
-def guest(c: RuntimeCluster, node: str, name: str, mac: str, made: list[str]) -> str:
-    """A namespace with eth0 on the node's vmbr<VNI>: a stand-in VM (its MTU the network's, 1450)."""
-    ns = f"{PREFIX}{name}"
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    ip("netns", "add", ns)
-    made.append(ns)
-    ip("-n", ns, "link", "set", "lo", "up")
-    ip(
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        ns,
-        "address",
-        mac,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        f"tap{name}",
-        "netns",
-        c.lab.ns(node),
-    )
-    ip("-n", ns, "link", "set", "eth0", "mtu", "1450", "up")
-    ip("-n", c.lab.ns(node), "link", "set", f"tap{name}", "master", f"vmbr{VNI}", "up")
-    return ns
 
 
 def lease(ns: str, hostname: str) -> tuple[dict, float]:
@@ -160,11 +132,11 @@ def main() -> None:
         wait_until("the config's network", lambda: state.networks(), 30)
         primary = state.primary()
         others = [n for n in c.nodes if n != primary]
-        g1 = guest(c, others[0], "g1", "52:54:00:00:02:01", made)
-        g2 = guest(c, others[1], "g2", "52:54:00:00:02:02", made)
+        g1 = guest(c, made, others[0], "g1", "52:54:00:00:02:01", PREFIX)
+        g2 = guest(c, made, others[1], "g2", "52:54:00:00:02:02", PREFIX)
         dhcp_s = []
         for i in range(args.repeat):  # each a new client (a new MAC): dnsmasq offers, the client requests
-            d = guest(c, others[0], f"d{i}", f"52:54:00:00:03:{i:02x}", made)
+            d = guest(c, made, others[0], f"d{i}", f"52:54:00:00:03:{i:02x}", PREFIX)
             dhcp_s.append(lease(d, f"dhcp{i}")[1])
         lease(g1, "bench1")
         lease2, _ = lease(g2, "bench2")

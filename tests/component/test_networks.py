@@ -87,9 +87,10 @@ def netcluster(workdir, libvirt_cache):
         cluster.down()
 
 
-def guest(cluster: RuntimeCluster, guests: list[str], node: str, name: str, mac: str) -> str:
-    """A namespace with eth0 plugged into the node's vmbr100: a stand-in VM."""
-    ns = f"{NS_PREFIX}{name}"
+def guest(cluster: RuntimeCluster, guests: list[str], node: str, name: str, mac: str, prefix: str = NS_PREFIX) -> str:
+    """A namespace `<prefix><name>` with eth0 plugged into the node's vmbr100: a stand-in VM."""
+    ns = f"{prefix}{name}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # one left by an interrupted run
     ip("netns", "add", ns)
     guests.append(ns)
     ip("-n", ns, "link", "set", "lo", "up")

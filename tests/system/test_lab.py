@@ -13,14 +13,13 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pvc.nodeos.boot import console as node_console
 from pvc.nodeos.daemon import hostinfo
 from tests.harness import images
-from tests.harness.labctl import Lab
+from tests.harness.labctl import Lab, running
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
 NODES = ("node1", "node2", "node3")
@@ -32,25 +31,9 @@ ALLOWED_WARNINGS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def lab(image, tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lab") / "l", NS, 17371, tmp_path_factory.mktemp("client"))
-    lab.run("down", check=False)  # a lab left by an interrupted run
-    try:
-        out = lab.run(
-            "up",
-            "--nodes",
-            "3",
-            "--squashfs",
-            str(image.squashfs),
-            "--api-port",
-            "17371",
-            "--timeout",
-            "600",
-            timeout=700,
-        )
-        print(out.stdout)
+    labdir, client = tmp_path_factory.mktemp("lab") / "l", tmp_path_factory.mktemp("client")
+    with running(image.squashfs, labdir, NS, 17371, client) as lab:
         yield lab
-    finally:
-        print(lab.run("down", check=False).stdout)
 
 
 def test_cluster_forms_from_nothing(lab):
@@ -300,19 +283,8 @@ def test_osd_add_on_a_spare_disk(lab):
 SCENARIO: dict = {}
 
 
-def api_json(lab: Lab, *args: str) -> Any:
-    """A `pvc -c lab ... --format json` answer; retried while the API moves to a new primary (seconds)."""
-
-    def answer() -> Any:
-        out = lab.pvc(*args, "--format", "json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    return lab.wait(f"pvc {' '.join(args)}", answer, 60, interval=1.0)
-
-
 def vm(lab: Lab) -> dict:
-    return api_json(lab, "vm", "info", "labvm")
+    return lab.api_json("vm", "info", "labvm")
 
 
 def running_on(lab: Lab) -> list[str]:
@@ -335,7 +307,7 @@ def test_uploaded_volume_vm_starts_and_live_migrates(lab, tmp_path):
     # a firmware-only VM on the uploaded volume, through the typed model (the CLI's options)
     defined = lab.pvc("vm", "define", "--name", "labvm", "--memory", "64", "--machine", "pc", "--disk", "vms/labdisk")
     assert defined.returncode == 0, defined.stderr
-    shown = api_json(lab, "vm", "info", "labvm")
+    shown = lab.api_json("vm", "info", "labvm")
     assert shown["definition"]["disks"][0]["volume"] == "vms/labdisk" and 'protocol="rbd"' in shown["xml"]
     if hostinfo.accelerator() == "tcg":  # this host (a nested PVM one, or no /dev/kvm): nodes run guests under TCG
         assert 'type="qemu"' in shown["xml"].splitlines()[0], shown["xml"][:80]
@@ -393,7 +365,7 @@ def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):
 
     new_home = lab.wait("labvm running on another node", recovered, 180, interval=1.0)
     assert new_home != victim
-    nodes = api_json(lab, "node", "list")
+    nodes = lab.api_json("node", "list")
     dead = next(n for n in nodes if n["name"] == victim)
     assert dead["daemon_state"] in ("dead", "fenced") and dead["fence"] is not None, dead
     assert (

@@ -20,16 +20,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pvc.image.guest import DEFAULT_OUT, GuestArtifacts, build_guest
-from pvc.image.run import BuildError
 from pvc.installer.lab import upstream
 from tests.harness import peer
-from tests.harness.labctl import Lab
+from tests.harness.labctl import Lab, running
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")
 API_PORT = 17372
@@ -49,22 +46,13 @@ def pvc_ok(lab: Lab, *args: str, timeout: float = 300) -> str:
     return out.stdout
 
 
-def api_json(lab: Lab, *args: str) -> Any:
-    def answer() -> Any:
-        out = lab.pvc(*args, "--format", "json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    return lab.wait(f"pvc {' '.join(args)}", answer, 90, interval=1.0)
-
-
 @dataclass
 class Guests:
     lab: Lab
     world: str  # the world namespace, where the TCP peer listens
 
     def node_of(self, vm: str) -> str:
-        return str(api_json(self.lab, "vm", "info", vm)["running_on"])
+        return str(self.lab.api_json("vm", "info", vm)["running_on"])
 
     def agent(self, vm: str, command: dict, node: str | None = None) -> Any:
         """A guest agent command, through libvirt on the VM's node."""
@@ -115,35 +103,10 @@ ASK = "import socket,sys; s=socket.create_connection((sys.argv[1],int(sys.argv[2
 
 
 @pytest.fixture(scope="module")
-def guest_image() -> GuestArtifacts:
-    out = Path(os.environ.get("PVC_GUEST_OUT") or DEFAULT_OUT)
-    try:
-        return build_guest(out, progress=lambda line: print(f"pvc-image guest: {line}", flush=True))
-    except BuildError as exc:
-        pytest.fail(f"guest build failed: {exc.stage}: {exc.message}\n{exc.log_tail}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
 def lab(image, tmp_path_factory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("lab") / "l", NS, API_PORT, tmp_path_factory.mktemp("client"))
-    lab.run("down", check=False)  # a lab left by an interrupted run
-    try:
-        out = lab.run(
-            "up",
-            "--nodes",
-            "3",
-            "--squashfs",
-            str(image.squashfs),
-            "--api-port",
-            str(API_PORT),
-            "--timeout",
-            "600",
-            timeout=700,
-        )
-        print(out.stdout)
+    labdir, client = tmp_path_factory.mktemp("lab") / "l", tmp_path_factory.mktemp("client")
+    with running(image.squashfs, labdir, NS, API_PORT, client) as lab:
         yield lab
-    finally:
-        print(lab.run("down", check=False).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +180,7 @@ def guests(lab, guest_image) -> Iterator[Guests]:
 
 
 def leases(lab: Lab) -> dict[str, dict]:
-    return {lease["mac"]: lease for lease in api_json(lab, "network", "dhcp", "list", str(VNI))}
+    return {lease["mac"]: lease for lease in lab.api_json("network", "dhcp", "list", str(VNI))}
 
 
 def test_vms_on_different_nodes_get_leases_in_the_range(guests):
@@ -225,7 +188,7 @@ def test_vms_on_different_nodes_get_leases_in_the_range(guests):
     assert {vm: guests.node_of(vm) for vm in HOME} == HOME
     low, high = (ipaddress.IPv4Address(a) for a in RANGE)
     for vm in HOME:
-        mac = api_json(lab, "vm", "info", vm)["definition"]["nics"][0]["mac"]
+        mac = lab.api_json("vm", "info", vm)["definition"]["nics"][0]["mac"]
         lease = lab.wait(
             f"{vm}'s lease named {vm}",
             lambda mac=mac, vm=vm: (x := leases(lab).get(mac)) and x["hostname"] == vm and x,
@@ -250,7 +213,7 @@ def test_vms_resolve_each_other_by_name_and_ping(guests):
 
 
 def primary(lab: Lab) -> str:
-    return next(str(n["name"]) for n in api_json(lab, "node", "list") if n["primary"])
+    return next(str(n["name"]) for n in lab.api_json("node", "list") if n["primary"])
 
 
 UPSTREAM_IP = {"node1": "192.0.2.11", "node2": "192.0.2.12", "node3": "192.0.2.13"}  # lab-3node.toml
