@@ -11,12 +11,19 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pvc.config import networks, pools
-from pvc.config.choices import AclPolicy, ApiRole, ImageFormat, NetworkType, Selector, VmMigrationMethod
+from pvc.config.choices import AclPolicy, ApiRole, ImageFormat, NetworkType, NicModel, Selector, VmMigrationMethod
 from pvc.config.names import Name
 from pvc.config.schema import DhcpRange, Dns
-from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mtu, PoolCopies, PoolPgs
+from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mac, Mtu, PoolCopies, PoolPgs
 from pvc.nodeos.state.models import FenceInfo, Keepalive, KeyOwner, NetworkRecord, Refusal
-from pvc.nodeos.state.vmdef import MAX_DOWNTIME_MS, MAX_MIGRATION_TIMEOUT_S, MAX_NODE_LIMIT, MAX_TAGS, VmDefinition
+from pvc.nodeos.state.vmdef import (
+    MAX_DOWNTIME_MS,
+    MAX_MIGRATION_TIMEOUT_S,
+    MAX_NODE_LIMIT,
+    MAX_TAGS,
+    VmDefinition,
+    Vni,
+)
 from pvc.nodeos.state.vmimport import MAX_XML
 
 
@@ -152,6 +159,24 @@ class VmDetail(VmSummary):
     ]
     refused: Annotated[list[Refusal], Field(description="why the VM has no definition (it cannot start)")]
     reason: str
+    live_nics: Annotated[
+        list[str], Field(description="running: the MACs of the NICs plugged into it (hot-plugged ones included)")
+    ] = []
+    pending: Annotated[
+        list[str], Field(description="running: changes of its definition that apply only at its next start")
+    ] = []
+
+
+class VmNicAdd(Request):
+    """A NIC to add to a VM: it is stored in the definition and plugged into the VM if it runs."""
+
+    network: Annotated[Vni, Field(description="the network's VNI (a bridged network's VLAN id)")]
+    mac: Annotated[Mac | None, Field(description="unicast MAC; one in the cluster's prefix when not given")] = None
+    model: NicModel = "virtio"
+
+
+class VmNicQuery(Query):
+    mac: Annotated[Mac | None, Field(description="which NIC, when the VM has several on the network")] = None
 
 
 class VmListQuery(Query):

@@ -13,6 +13,7 @@ from pvc.cli.errors import Failure
 from pvc.cli.names import node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, printable, table
 from pvc.cli.vmdefine import node_list
+from pvc.cli.vmnetwork import network as network_group
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
 from pvc.config.choices import BOOT_DEVICES, FIRMWARES, GRAPHICS, MACHINES, SELECTORS, VM_MIGRATION_METHODS
 from pvc.nodeos.state.vmstate import Action
@@ -33,7 +34,10 @@ DEFINITION_OPTIONS = (
 
 @click.group()
 def vm() -> None:
-    """Virtual machines: define, start and stop, migrate, tune, console, remove."""
+    """Virtual machines: define, start and stop, migrate, tune, networks, console, remove."""
+
+
+vm.add_command(network_group)
 
 
 @vm.command("list")
@@ -167,7 +171,13 @@ def _describe(v: dict) -> str:
         + ")"
         for x in d["disks"]
     ]
-    nics = [f"network {n['network']} {n['mac']} ({n['model']})" for n in d["nics"]]
+    live = v.get("live_nics", [])
+    running = v["running"] == "running"
+    nics = [
+        f"network {n['network']} {n['mac']} ({n['model']})"
+        + ("" if not running else ", plugged in" if n["mac"] in live else ", not plugged in yet")
+        for n in d["nics"]
+    ]
     placement, migration = d["placement"], d["migration"]
     rows = [
         *head,
@@ -184,6 +194,7 @@ def _describe(v: dict) -> str:
                                                      ("guest agent", d["guest_agent"])) if on) or "none"),
         ("tags", d["tags"]),
         *_placement_rows(placement, migration),
+        *[("pending" if i == 0 else "", line) for i, line in enumerate(v.get("pending", []))],
     ]  # fmt: skip
     return fields(rows)
 

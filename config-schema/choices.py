@@ -44,6 +44,9 @@ BootDevice = Literal["hd", "cdrom", "network"]
 Graphics = Literal["none", "vnc", "spice"]
 """A VM's graphical console, always on 127.0.0.1 (none: the serial console only)."""
 
+NicModel = Literal["virtio", "e1000e", "rtl8139"]
+"""A VM NIC's emulated device."""
+
 ImageFormat = Literal["raw", "qcow2", "vmdk"]
 """A disk image's format, as an upload declares it: raw bytes, or a single-file qcow2 or VMDK that qemu-img converts."""
 ApiRole = Literal["read-only", "operator", "admin"]
@@ -65,4 +68,5 @@ MACHINES: tuple[str, ...] = get_args(Machine)
 FIRMWARES: tuple[str, ...] = get_args(Firmware)
 BOOT_DEVICES: tuple[str, ...] = get_args(BootDevice)
 GRAPHICS: tuple[str, ...] = get_args(Graphics)
+NIC_MODELS: tuple[str, ...] = get_args(NicModel)
 IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)

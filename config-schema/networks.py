@@ -7,6 +7,7 @@ whichever way it comes in. Every rule yields (key path below the network, messag
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,19 @@ Problem = tuple[Path, str]
 
 
 BRIDGE_PREFIX = "vmbr"
+
+
+def gateway_mac(vni: int) -> str:
+    """The MAC of a managed network's gateway: the primary's vmbr<N> takes it, whichever node that is, so a VM's ARP
+    entry for the gateway stays right when the primary moves (a gratuitous ARP does not cross a VXLAN port with
+    neigh_suppress on; EVPN carries the MAC's new place). Locally administered, "pv", then the VNI."""
+    return "02:70:76:" + ":".join(f"{b:02x}" for b in vni.to_bytes(3, "big"))
+
+
+def bridge_mac(vni: int, cluster_ip: str) -> str:
+    """The MAC of vmbr<N> on a node that does not hold the gateway: its own, stable, never the gateway's."""
+    digest = hashlib.sha256(f"{cluster_ip}/{vni}".encode()).digest()
+    return "06:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
 def bridge_name(vni: int) -> str:

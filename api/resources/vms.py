@@ -67,6 +67,8 @@ def detail(ctx: Context, state: ClusterState, spec: VmSpec) -> VmDetail:
         original_xml=spec.original_xml,
         refused=spec.refused,
         reason=status.reason,
+        live_nics=status.nics if status.state == "running" else [],
+        pending=status.pending if status.state == "running" else [],
     )
 
 

@@ -119,12 +119,29 @@ def status_cmd(fmt: str) -> None:
         lab = state.read()
     except LabError as exc:
         _fail(exc)
+    import dataclasses
+
+    from pvc.installer.lab import upstream
+
     rows = status_rows(lab)
-    doc = {"backend": lab.backend, "api": f"https://127.0.0.1:{lab.api_port}", "nodes": rows}
+    up = upstream.status(lab.upstream) if lab.upstream is not None else None
+    doc = {
+        "backend": lab.backend,
+        "api": f"https://127.0.0.1:{lab.api_port}",
+        "nodes": rows,
+        "upstream": dataclasses.asdict(up) if up else None,
+    }
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"backend {doc['backend']}, API {doc['api']} (connection 'lab')")
+    if up is not None:
+        established = sum(1 for s in up.sessions.values() if s == "Established")
+        click.echo(
+            f"upstream router {up.router} (AS {up.asn}, namespace {up.namespace}): BGP {established}/"
+            f"{len(up.sessions)} established, learned {', '.join(up.learned) or 'nothing'}; world {up.world}"
+            + (f"; {up.problem}" if up.problem else "")
+        )
     click.echo(f"{'NODE':8} {'POWER':6} {'FORMED':6} {'STEPS':6} {'CURRENT':16} PROBLEM")
     for r in rows:
         click.echo(

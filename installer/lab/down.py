@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pvc.installer.lab import network, pxe, state
+from pvc.installer.lab import network, pxe, state, upstream
 from pvc.installer.lab.observe import Say
 from pvc.installer.lab.state import LAB_DIR
 
@@ -47,8 +47,13 @@ def down(say: Say = print) -> None:
                 kill_group(pid, signal.SIGKILL, group=False)
     if lab.pxe is not None:
         pxe.stop(lab.pxe.pids)
+    if lab.upstream is not None:
+        for pid in lab.upstream.pids:
+            kill_group(pid, signal.SIGTERM)
     time.sleep(0.5)
     names = [n.name for n in lab.nodes]
+    if lab.upstream is not None:
+        upstream.destroy(lab.upstream)
     network.destroy(lab.lab_ns, names)
     if lab.mounted:
         for _ in range(20):

@@ -108,6 +108,17 @@ class Pxe(BaseModel):
     url: str
 
 
+class Upstream(BaseModel):
+    """The lab's upstream router and world (upstream.py)."""
+
+    router_ns: str
+    world_ns: str
+    address: str  # the router's upstream address
+    asn: int
+    world_address: str
+    pids: list[int] = []  # the router's zebra and bgpd
+
+
 class Lab(BaseModel):
     backend: Backend
     boot: str
@@ -122,6 +133,7 @@ class Lab(BaseModel):
     bridges: dict[str, str] = {}  # network role -> bridge name
     forward_pid: int | None = None
     pxe: Pxe | None = None
+    upstream: Upstream | None = None
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:

@@ -19,7 +19,7 @@ from pvc.cli.profiles import Connection
 from pvc.config import lab_hardware as hw
 from pvc.config.load import load
 from pvc.config.schema import ClusterFile, Node
-from pvc.installer.lab import disks, network, observe, state
+from pvc.installer.lab import disks, network, observe, state, upstream
 from pvc.installer.lab.command import LabError, sh, spawn
 from pvc.installer.lab.observe import Say
 from pvc.installer.lab.state import LAB_DIR, LAB_NS, Backend, Bmc, Lab, LabNode
@@ -111,6 +111,19 @@ def create_network(lab: Lab, cfg: ClusterFile) -> network.NetworkPlan:
     state.save(lab)
     network.create(net, cfg.nodes, taps=lab.backend == "vm")
     return net
+
+
+def create_upstream(lab: Lab, cfg: ClusterFile, net: network.NetworkPlan, log: Path) -> None:
+    """The upstream router and world of the config's first [bgp] router, if it names one (upstream.py)."""
+    router = upstream.plan(cfg, lab.lab_ns, net.bridges["upstream"])
+    if router is None:
+        return
+    lab.upstream = upstream.record(router)
+    state.save(lab)  # before anything exists: down removes whatever part was made
+    try:
+        upstream.create(router, lab.lab_ns, log, lab.upstream)
+    finally:
+        state.save(lab)  # the router's daemons started so far
 
 
 def add_node(
@@ -211,9 +224,10 @@ def up(
     if backend == "container":
         mount_root(lab, squashfs)
     net = create_network(lab, cfg)
+    log = LAB_DIR / "supervisor.log"
+    create_upstream(lab, cfg, net, log)
     for node in cfg.nodes:
         add_node(lab, node, net, config, cfg, artifacts)
-    log = LAB_DIR / "supervisor.log"
     power_on(lab, log)
     forward_api(lab, cfg, log)
     connection = lab_connection(cfg, config, api_port)

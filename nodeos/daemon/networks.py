@@ -131,6 +131,20 @@ class NetworkController:
             self._dnsmasq(ready)
             self._bgp(ready)
 
+    def bridges_ready(self, vnis: set[int]) -> dict[int, str]:
+        """What keeps the networks `vnis` from carrying a VM on this node (its bridge is missing), after one
+        convergence when a bridge is missing: VNI -> why. Empty when every bridge is there."""
+
+        def missing() -> set[int]:
+            with IPRoute() as ipr:
+                return {vni for vni in vnis if not ipr.link_lookup(ifname=networks.bridge_name(vni))}
+
+        gone = missing()
+        if gone:
+            self.converge()
+            gone = missing()
+        return {vni: self.errors.get(vni, f"{networks.bridge_name(vni)} does not exist") for vni in sorted(gone)}
+
     def _gateways(self, ipr: IPRoute, nets: list[NetworkRecord]) -> None:
         if self.primary and any(n.type == "managed" for n in nets):
             _forwarding(any(n.subnet6 for n in nets))
@@ -138,6 +152,12 @@ class NetworkController:
             if net.type != "managed":
                 continue
             bridge = networks.bridge_name(net.vni)
+            gateway = self.primary and bool((net.subnet and net.gateway) or (net.subnet6 and net.gateway6))
+            _set_mac(
+                ipr,
+                bridge,
+                networks.gateway_mac(net.vni) if gateway else networks.bridge_mac(net.vni, self.underlay.cluster_ip),
+            )
             wanted: set[tuple[str, int]] = set()
             if self.primary and net.subnet and net.gateway:
                 wanted.add((net.gateway, ipaddress.ip_network(net.subnet).prefixlen))
@@ -214,6 +234,14 @@ class NetworkController:
             self.d.state.remove_lease(vni, msg["mac"])
             return "ok"
         return f"error: unknown action {action!r}"
+
+
+def _set_mac(ipr: IPRoute, device: str, mac: str) -> None:
+    """The bridge's own MAC (before its gateway address goes on, so the gratuitous ARP carries it)."""
+    found = ipr.link_lookup(ifname=device)
+    if found and ipr.link("get", index=found[0])[0].get_attr("IFLA_ADDRESS") != mac:
+        ipr.link("set", index=found[0], address=mac)
+        log.info("networks: %s has the MAC %s", device, mac)
 
 
 def _addresses(ipr: IPRoute, device: str) -> set[tuple[str, int]]:

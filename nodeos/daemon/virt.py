@@ -267,6 +267,37 @@ class Virt:
         self.destroy(vm_uuid)
         return False
 
+    def xml(self, vm_uuid: str) -> str | None:
+        """The running domain's definition as libvirt has it now (hot-plugged devices included), without what only
+        describes the running process (pty paths, device aliases, tap names); None when there is no such domain."""
+
+        def describe(conn: libvirt.virConnect) -> str | None:
+            try:
+                return conn.lookupByUUIDString(vm_uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+
+        return self.run("describe", describe)
+
+    def device(self, vm_uuid: str, action: str, xml: str) -> None:
+        """Hot-plug (`attach`), unplug (`detach`) or change (`update`) one device of a running domain, live only:
+        the domain's definition is PVC's, re-rendered at every start. A detach asks the guest to release the device
+        and returns once it has, or after libvirt's wait (the device may then go later, or at the next start)."""
+
+        def change(conn: libvirt.virConnect) -> None:
+            try:
+                dom = conn.lookupByUUIDString(vm_uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise VirtError("the domain is not running here") from None
+                raise
+            call = {"attach": dom.attachDeviceFlags, "detach": dom.detachDeviceFlags, "update": dom.updateDeviceFlags}
+            call[action](xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+        self.run(f"device {action}", change)
+
     def migrate(
         self,
         vm_uuid: str,

@@ -26,20 +26,22 @@ from typing import TYPE_CHECKING
 
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
-from pvc.nodeos.daemon import migration
+from pvc.nodeos.daemon import hotplug, migration
 from pvc.nodeos.daemon.ceph_agent import DiskCheckFailed, DiskLocked
 from pvc.nodeos.daemon.virt import MigrationTimeout, VirtError, VirtTimeout
 from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmimport import VmXmlError, import_xml
-from pvc.nodeos.state.vmrender import Host, render
+from pvc.nodeos.state.vmrender import Host, interface_xml, render
 from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
 if TYPE_CHECKING:
     from pvc.nodeos.daemon.service import Daemon
 
 log = logging.getLogger(__name__)
+_DONE = {"attach": "plugged in", "update": "moved", "detach": "unplugged"}
+LIVE_RETRY_SECONDS = 30.0  # a hot-plug that failed is tried again after this long
 
 
 class Unstartable(Exception):
@@ -80,6 +82,9 @@ class VmController:
         self.workers = [controller_thread(f"vm-worker-{i}", functools.partial(self._work, i)) for i in range(workers)]
         self.periodic = controller_thread("vm-periodic", self._periodic)
         self.console_dir = Path(daemon.opts.state_dir) / "console"
+        # VM -> ((definition, live XML), plugged-in MACs, pending changes, when to look again): the last live
+        # comparison (_apply_live)
+        self._live: dict[str, tuple[tuple[str, str], list[str], list[str], float]] = {}
         self.console_dir.mkdir(parents=True, exist_ok=True)
 
     # -- scheduling -----------------------------------------------------------------------------------------
@@ -169,6 +174,8 @@ class VmController:
                 current = self.d.state.vm_status(vm_uuid)
                 self._set_status(spec, current.state, f"waiting for libvirt: {exc}", node=current.node)
             raise
+        if not here:
+            self._live.pop(vm_uuid, None)
         if spec is None:
             # Not (or no longer) a PVC VM: a domain someone started by hand is theirs, not ours to stop.
             # (A PVC VM can only be removed once it is stopped.)
@@ -186,7 +193,8 @@ class VmController:
         state = spec.state
         if state == "start":
             if here:
-                self._set_status(spec, "running")
+                nics, pending = self._apply_live(spec)
+                self._set_status(spec, "running", nics=nics, pending=pending)
             else:
                 self._start(spec)
         elif state == "restart":
@@ -222,6 +230,7 @@ class VmController:
                 return
         try:
             xml = domain_xml(spec, self.host(spec))
+            self._check_networks(spec)
         except Unstartable as exc:
             log.error("VM %s cannot start: %s", spec.name, exc)
             self._set_status(spec, "failed", f"refused: {exc}")
@@ -246,6 +255,80 @@ class VmController:
             self._hand_off(spec, "start_failed")
             return
         self._set_status(spec, "running")
+
+    def _check_networks(self, spec: VmSpec) -> None:
+        """Every NIC's network exists in the cluster and its bridge on this node (Unstartable: which and why)."""
+        nics = spec.definition.nics if spec.definition else []
+        if not nics:
+            return
+        known = set(self.d.state.network_vnis())
+        for nic in nics:
+            if nic.network not in known:
+                raise Unstartable(
+                    f"its NIC {nic.mac} is on network {nic.network}, which does not exist: create the network "
+                    f"(pvc network add) or remove the NIC (pvc vm network remove {spec.name} {nic.network})"
+                )
+        for vni, why in self.d.networks.bridges_ready({n.network for n in nics}).items():
+            raise Unstartable(f"network {vni} is not ready on {self.me}: {why}")
+
+    def _apply_live(self, spec: VmSpec) -> tuple[list[str], list[str]]:
+        """Bring a running domain's NICs to its definition (hot-plug, unplug, or a new bridge), and say what else
+        waits for the next start. Returns (the MACs plugged in, the pending changes). Worked out again only when
+        the definition or the live domain changed."""
+        d = spec.definition
+        try:
+            xml = self.d.virt.xml(spec.uuid)
+        except VirtError as exc:
+            log.warning("VM %s: cannot read its live domain: %s", spec.name, exc)
+            return [], []
+        if d is None or xml is None:
+            return [], []
+        key = (d.model_dump_json(), xml)
+        cached = self._live.get(spec.uuid)
+        if cached is not None and cached[0] == key and time.monotonic() < cached[3]:
+            return cached[1], cached[2]
+        plan = hotplug.nic_plan(hotplug.live_nics(xml), d.nics)
+        failed: list[str] = []
+        if not plan.empty:
+            failed = self._hotplug(spec, plan)
+            xml = self.d.virt.xml(spec.uuid) or xml
+        live = hotplug.live_nics(xml)
+        wanted = {n.mac for n in d.nics}
+        pending = [*plan.pending, *failed]
+        pending += [
+            f"NIC {n.mac}: removed from the definition; waiting for the guest to release it (or the next start)"
+            for n in live
+            if n.mac not in wanted and not any(n.mac in line for line in failed)
+        ]
+        try:
+            pending += hotplug.pending_fields(hotplug.running_definition(xml), d)
+        except VmXmlError as exc:
+            log.warning("VM %s: its live domain XML does not import (%s)", spec.name, exc)
+        nics = [n.mac for n in live]
+        retry = time.monotonic() + (LIVE_RETRY_SECONDS if failed else float("inf"))  # a failed hot-plug is retried
+        self._live[spec.uuid] = ((d.model_dump_json(), xml), nics, pending, retry)
+        return nics, pending
+
+    def _hotplug(self, spec: VmSpec, plan: hotplug.Plan) -> list[str]:
+        """Apply a NIC plan to the running domain; what failed, one line per NIC (it waits for the next start)."""
+        failed = []
+        steps: list[tuple[str, str, int | None, str]]
+        steps = [("attach", nic.mac or "", nic.network, interface_xml(nic)) for nic in plan.attach]
+        steps += [("update", nic.mac or "", nic.network, interface_xml(nic)) for nic in plan.move]
+        steps += [("detach", n.mac, n.network, hotplug.detach_xml(n)) for n in plan.detach]
+        for action, mac, network, xml in steps:
+            if action != "detach" and network is not None:
+                problems = self.d.networks.bridges_ready({network})
+                if problems:
+                    failed.append(f"NIC {mac}: not plugged in: network {network}: {problems[network]}")
+                    continue
+            try:
+                self.d.virt.device(spec.uuid, action, xml)
+                log.info("VM %s: %s NIC %s (network %s)", spec.name, _DONE[action], mac, network)
+            except VirtError as exc:
+                log.error("VM %s: %s of NIC %s failed: %s", spec.name, action, mac, exc)
+                failed.append(f"NIC {mac}: {action} failed ({exc}); it applies at the next start")
+        return failed
 
     def host(self, spec: VmSpec) -> Host:
         """What this node puts into a VM's domain XML: its accelerator, Ceph's monitors and the client.libvirt
@@ -339,9 +422,23 @@ class VmController:
         with contextlib.suppress(NotFound):
             self.d.state.update_vm(spec.uuid, step)
 
-    def _set_status(self, spec: VmSpec, state: ObservedState, reason: str = "", node: str | None = None) -> None:
+    def _set_status(
+        self,
+        spec: VmSpec,
+        state: ObservedState,
+        reason: str = "",
+        node: str | None = None,
+        nics: list[str] | None = None,
+        pending: list[str] | None = None,
+    ) -> None:
         current = self.d.state.vm_status(spec.uuid)
-        node = node or self.me
-        if current.state == state and current.node == node and current.reason == reason:
+        new = VmStatus(state=state, node=node or self.me, reason=reason, nics=nics or [], pending=pending or [])
+        if (current.state, current.node, current.reason, current.nics, current.pending) == (
+            new.state,
+            new.node,
+            new.reason,
+            new.nics,
+            new.pending,
+        ):
             return
-        self.d.state.set_vm_status(spec.uuid, VmStatus(state=state, node=node, reason=reason))
+        self.d.state.set_vm_status(spec.uuid, new)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from pvc.config.choices import Firmware, Graphics, Machine, Selector, VmMigrationMethod
+from pvc.config.choices import Firmware, Graphics, Machine, NicModel, Selector, VmMigrationMethod
 from pvc.config.names import Name
 from pvc.config.networks import MAX_VNI
 from pvc.config.types import Size
@@ -30,7 +30,6 @@ from pvc.nodeos.state.vmdef import (  # a template holds exactly what a definiti
     MIN_MEMORY_MIB,
     CpuModel,
     DiskBus,
-    NicModel,
 )
 
 MAX_DESCRIPTION = 1024

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pvc.nodeos.state import macs, placement
 from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmSpec
 from pvc.nodeos.state.store import ClusterState, Conflict, MacTaken, NotFound
-from pvc.nodeos.state.vmdef import VmDefinition
+from pvc.nodeos.state.vmdef import Nic, VmDefinition
 from pvc.nodeos.state.vmstate import Action, TransitionError, next_state
 
 MAC_RETRIES = 5  # defines repeated when a MAC made for it was taken meanwhile by a concurrent define
@@ -56,6 +56,7 @@ def define_vm(
     vm_uuid = definition.uuid or str(uuidlib.uuid4())
     definition = definition.changed(uuid=vm_uuid)
     _check_nodes(state, definition)
+    _check_networks(state, definition)
     _check_macs(state, definition, None)
     probe = VmSpec(uuid=vm_uuid, name=definition.name, definition=definition, node="")
     candidates = placement.candidates(state)
@@ -88,6 +89,7 @@ def modify_vm(state: ClusterState, name_or_uuid: str, definition: VmDefinition, 
         raise ActionError(f"the definition's UUID {definition.uuid} is not the VM's ({spec.uuid})", "uuid")
     definition = definition.changed(uuid=spec.uuid)
     _check_nodes(state, definition)
+    _check_networks(state, definition)
     _check_macs(state, definition, spec.uuid)
     for attempt in range(MAC_RETRIES):
         filled, made = _fill_macs(state, definition, mac_prefix, keep=spec)
@@ -136,6 +138,73 @@ def change_vm(
     return state.update_vm(spec.uuid, apply)
 
 
+def add_nic(state: ClusterState, name_or_uuid: str, nic: Nic, *, mac_prefix: str) -> tuple[VmSpec, Nic]:
+    """Add a NIC to a VM's definition (a MAC in the cluster's prefix when it has none); the VM's node plugs it into
+    a running VM. Returns the VM and the NIC as stored."""
+    spec = state.find_vm(name_or_uuid)
+    d = _definition_of(spec)
+    index = len(d.nics)
+    if nic.mac is not None and nic.mac in {n.mac for n in d.nics}:
+        raise Conflict(f"VM '{spec.name}' already has a NIC with MAC {nic.mac}")
+    probe = _with_nic(d, nic)
+    _check_networks(state, probe, first=index)
+    if nic.mac is not None:
+        _check_macs(state, probe, spec.uuid)
+    for attempt in range(MAC_RETRIES):
+        filled, made = _fill_macs(state, probe, mac_prefix, keep=spec)
+        added = filled.nics[index]
+
+        def apply(s: VmSpec, added: Nic = added) -> VmSpec:
+            current = _definition_of(s)
+            if added.mac in {n.mac for n in current.nics}:
+                raise Conflict(f"VM '{s.name}' already has a NIC with MAC {added.mac}")
+            return s.with_definition(_with_nic(current, added))
+
+        try:
+            return state.update_vm(spec.uuid, apply), added
+        except MacTaken as exc:
+            if exc.mac not in made or attempt == MAC_RETRIES - 1:
+                raise _mac_error(exc, filled) from None
+    raise AssertionError("unreachable")
+
+
+def remove_nic(state: ClusterState, name_or_uuid: str, network: int, *, mac: str | None = None) -> tuple[VmSpec, Nic]:
+    """Remove a VM's NIC on `network` (the one with `mac`, which must be given when it has several there); the VM's
+    node unplugs it from a running VM. Returns the VM and the NIC removed."""
+    spec = state.find_vm(name_or_uuid)
+    removed = _nic_on(spec, _definition_of(spec), network, mac)
+
+    def apply(s: VmSpec) -> VmSpec:
+        d = _definition_of(s)
+        gone = _nic_on(s, d, network, removed.mac)
+        return s.with_definition(d.without_nic(gone.mac or ""))
+
+    return state.update_vm(spec.uuid, apply), removed
+
+
+def _with_nic(d: VmDefinition, nic: Nic) -> VmDefinition:
+    try:
+        return d.with_nic(nic)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "nics"
+        raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+
+
+def _nic_on(spec: VmSpec, d: VmDefinition, network: int, mac: str | None) -> Nic:
+    on = [n for n in d.nics if n.network == network and (mac is None or n.mac == mac)]
+    if not on:
+        which = f" with MAC {mac}" if mac else ""
+        raise NotFound(f"NIC of VM '{spec.name}' on network {network}{which}")
+    if len(on) > 1:
+        raise ActionError(
+            f"VM '{spec.name}' has {len(on)} NICs on network {network} ({', '.join(n.mac or '?' for n in on)}): "
+            "say which with its MAC",
+            "mac",
+        )
+    return on[0]
+
+
 def _definition_of(spec: VmSpec) -> VmDefinition:
     if spec.definition is None:
         raise TransitionError(
@@ -176,6 +245,24 @@ def _check_nodes(state: ClusterState, definition: VmDefinition) -> None:
         if limited not in known:
             raise ActionError(
                 f"node_limit names '{limited}', which is not a node ({', '.join(known)})", "placement.node_limit"
+            )
+
+
+def _check_networks(state: ClusterState, definition: VmDefinition, first: int = 0) -> None:
+    """Refuse a NIC on a network that does not exist (400 naming the NIC and its VNI). `first`: check only the NICs
+    from this index on (the ones being added)."""
+    missing = [(i, nic) for i, nic in enumerate(definition.nics) if i >= first]
+    if not missing:
+        return
+    known = set(state.network_vnis())
+    for i, nic in missing:
+        if nic.network not in known:
+            which = f"NIC {i}" + (f" ({nic.mac})" if nic.mac else "")
+            have = ", ".join(str(v) for v in sorted(known)) or "none"
+            raise ActionError(
+                f"nics.{i}.network: {which} is on network {nic.network}, which does not exist (networks: {have}); "
+                "create it first (pvc network add)",
+                f"nics.{i}.network",
             )
 
 

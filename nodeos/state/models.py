@@ -217,6 +217,8 @@ class VmStatus(Record):
     state: ObservedState = "stopped"
     node: str | None = None
     reason: str = ""
+    nics: list[str] = []  # running: the MACs of the NICs plugged into the domain (hot-plug shows here)
+    pending: list[str] = []  # running: changes of the definition that wait for the next start, one line each
     updated: float = Field(default_factory=now)
 
 

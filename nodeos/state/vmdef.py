@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pvc.config.choices import BootDevice, Firmware, Graphics, Machine, Selector, VmMigrationMethod
+from pvc.config.choices import BootDevice, Firmware, Graphics, Machine, NicModel, Selector, VmMigrationMethod
 from pvc.config.names import Name, check_name
 from pvc.config.networks import MAX_VNI  # a VXLAN id; a bridged network's VLAN id (1-4094) fits too
 from pvc.config.types import Mac, Size
@@ -38,7 +38,6 @@ DiskBus = Literal["virtio", "scsi", "sata"]
 DiskCache = Literal["none", "writeback", "writethrough", "directsync"]
 Discard = Literal["unmap", "ignore"]
 DiskDevice = Literal["disk", "cdrom"]
-NicModel = Literal["virtio", "e1000e", "rtl8139"]
 ClockOffset = Literal["utc", "localtime"]
 
 _NOT_TEXT = {"Cc", "Cf", "Cs", "Co", "Cn"}

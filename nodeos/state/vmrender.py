@@ -16,7 +16,7 @@ from typing import Any
 from pvc.config.choices import Accelerator
 from pvc.config.networks import bridge_name
 from pvc.config.secrets import LIBVIRT_CEPH_USER as CEPH_USER
-from pvc.nodeos.state.vmdef import VmDefinition
+from pvc.nodeos.state.vmdef import Nic, VmDefinition
 
 PVC_NS = "urn:x-pvc:vm:1"  # PVC's own <metadata>: tags, placement, migration, disk sizes
 ET.register_namespace("pvc", PVC_NS)
@@ -152,6 +152,22 @@ def _disk(parent: ET.Element, disk: Any, target: str, host: Host) -> None:
         _sub(el, "readonly")
 
 
+def _interface(nic: Nic) -> ET.Element:
+    el = ET.Element("interface", type="bridge")
+    if nic.mac is not None:
+        _sub(el, "mac", address=nic.mac)
+    _sub(el, "source", bridge=bridge_name(nic.network))
+    _sub(el, "model", type=nic.model)
+    return el
+
+
+def interface_xml(nic: Nic) -> str:
+    """One NIC's `<interface>` as `render` writes it into a domain: what pvcd hot-plugs into a running VM."""
+    el = _interface(nic)
+    ET.indent(el, "  ")
+    return ET.tostring(el, encoding="unicode") + "\n"
+
+
 def _devices(d: VmDefinition, host: Host) -> ET.Element:
     devices = ET.Element("devices")
     _sub(devices, "emulator", host.emulator)
@@ -165,11 +181,7 @@ def _devices(d: VmDefinition, host: Host) -> ET.Element:
         for index in range(1, 1 + _pcie_devices(d) + Q35_SPARE_PORTS):
             _sub(devices, "controller", type="pci", index=str(index), model="pcie-root-port")
     for nic in d.nics:
-        el = _sub(devices, "interface", type="bridge")
-        if nic.mac is not None:
-            _sub(el, "mac", address=nic.mac)
-        _sub(el, "source", bridge=bridge_name(nic.network))
-        _sub(el, "model", type=nic.model)
+        devices.append(_interface(nic))
     if d.serial_console:
         serial = _sub(devices, "serial", type="pty")
         _sub(serial, "target", port="0")

@@ -19,7 +19,7 @@ from pvc.config.secrets import libvirt_secret_uuid, vm_mac_prefix
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import Keepalive
 from pvc.nodeos.state.vmdef import MAX_NODE_LIMIT, MAX_TAGS
-from tests.harness.api import ApiServer
+from tests.harness.api import ApiServer, networks
 from tests.harness.cluster import JOIN_KEY, tiny_vm_json
 
 V1 = "/api/v1"
@@ -240,6 +240,16 @@ def test_a_json_body_over_the_cap_is_refused_before_it_is_read(api_cluster):
 
 def test_vm_flow_without_a_running_daemon(api_cluster):
     vm = tiny_vm_json("apiflow", tags=["web"], placement={"node_limit": ["n1", "n2"]}, nics=[{"network": 100}])
+    if 100 in api_cluster.state.network_vnis():
+        api_cluster.state.remove_network(100)
+    status, err = api_cluster.call("POST", f"{V1}/vms", {"definition": vm}, key=api_cluster.key)
+    assert status == 400 and err["field"] == "nics.0.network", err  # a NIC on a network that does not exist
+    assert "NIC 0 is on network 100, which does not exist" in err["detail"], err
+    with networks(api_cluster.state, 100):
+        vm_flow(api_cluster, vm)
+
+
+def vm_flow(api_cluster, vm: dict) -> None:
     status, body = api_cluster.call("POST", f"{V1}/vms", {"definition": vm}, key=api_cluster.key)
     assert status == 201, body
     assert body["state"] == "stop" and body["node"] == "n1" and body["tags"] == ["web"]  # n1: the most free memory

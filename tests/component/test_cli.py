@@ -23,7 +23,7 @@ from pvc.cli.client import fingerprint
 from pvc.cli.output import printable
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.models import FormationProgress, FormationStep, LogRing
-from tests.harness.api import ApiServer
+from tests.harness.api import ApiServer, networks
 from tests.harness.cli import PVC, Cli
 from tests.harness.cluster import cluster_toml, tiny_vm_json
 from tests.harness.http_stub import self_signed
@@ -121,7 +121,14 @@ def test_formation_faults_and_maintenance(cli, api_cluster):
 # -- VMs -------------------------------------------------------------------------------------------------------------
 
 
-def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
+@pytest.fixture
+def lan(api_cluster):
+    """Networks 100 and 101 for the VMs' NICs, removed after the test."""
+    with networks(api_cluster.state, 100, 101):
+        yield
+
+
+def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path, lan):
     name = unique("cli-web")
     out = cli.ok(
         "vm", "define", "--name", name, "--memory", "64", "--vcpus", "2", "--machine", "pc", "--node", "n2",
@@ -201,6 +208,41 @@ def test_define_list_info_meta_and_remove(cli, api_cluster, tmp_path):
     res = cli.run("vm", "remove", name, stdin="y\n")
     assert res.returncode == 0 and res.stdout.strip() == f"removed VM '{name}'"
     assert cli.fails("vm", "info", name) == f"pvc: not found: VM '{name}'"
+
+
+def test_vm_network_add_and_remove(cli, api_cluster, lan):
+    name = unique("cli-nic")
+    cli.ok("vm", "define", "--name", name, "--memory", "64", "--nic", "100")
+    out = cli.ok("vm", "network", "add", name, "101", "--model", "e1000e").strip()
+    d = api_cluster.state.find_vm(name).definition
+    added = d.nics[1]
+    assert [(n.network, n.model) for n in d.nics] == [(100, "virtio"), (101, "e1000e")] and added.mac
+    assert out == (
+        f"added NIC {added.mac} (e1000e) on network 101 to VM '{name}'; VM '{name}' is stopped, so it applies when "
+        "it starts"
+    ), out
+    assert cli.fails("vm", "network", "add", name, "4321") == (
+        f"pvc: invalid request: nics.2.network: NIC 2 is on network 4321, which does not exist (networks: "
+        f"{', '.join(str(v) for v in sorted(api_cluster.state.network_vnis()))}); create it first (pvc network add) "
+        "(field: nics.2.network)"
+    )
+    assert cli.fails("vm", "network", "add", name, "100", "--mac", added.mac) == (
+        f"pvc: conflict: VM '{name}' already has a NIC with MAC {added.mac}"
+    )
+    second = cli.json("vm", "network", "add", name, "101", "--mac", "52:54:00:ab:cd:01")
+    assert [n["mac"] for n in second["definition"]["nics"]][-1] == "52:54:00:ab:cd:01"
+    assert cli.fails("vm", "network", "remove", name, "101").startswith(
+        f"pvc: invalid request: VM '{name}' has 2 NICs on network 101"
+    )
+    out = cli.ok("vm", "network", "remove", name, "101", "--mac", "52:54:00:ab:cd:01").strip()
+    assert out.startswith(f"removed NIC 52:54:00:ab:cd:01 on network 101 from VM '{name}'"), out
+    cli.ok("vm", "network", "remove", name, "101")
+    assert [n.network for n in api_cluster.state.find_vm(name).definition.nics] == [100]
+    assert cli.fails("vm", "network", "remove", name, "101") == f"pvc: not found: NIC of VM '{name}' on network 101"
+    assert cli.run("vm", "network", "remove", name, "0").returncode == 2  # not a VNI: a usage error
+    status, err = api_cluster.call("DELETE", "/api/v1/networks/100", key=api_cluster.key)
+    assert status == 409 and name in err["detail"], err  # a network with VMs on it stays
+    cli.ok("vm", "remove", name, "--yes")
 
 
 def test_define_from_files_and_modify(cli, api_cluster, tmp_path):

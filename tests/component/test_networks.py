@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pvc.config import networks
 from pvc.config.schema import AclFields
 from pvc.nodeos.state.models import NetworkRecord
 from tests.harness.cluster import CLUSTER, ROOT, UPSTREAM, RuntimeCluster
@@ -86,9 +87,10 @@ def netcluster(workdir, libvirt_cache):
         cluster.down()
 
 
-def guest(cluster: RuntimeCluster, guests: list[str], node: str, name: str, mac: str) -> str:
-    """A namespace with eth0 plugged into the node's vmbr100: a stand-in VM."""
-    ns = f"{NS_PREFIX}{name}"
+def guest(cluster: RuntimeCluster, guests: list[str], node: str, name: str, mac: str, prefix: str = NS_PREFIX) -> str:
+    """A namespace `<prefix><name>` with eth0 plugged into the node's vmbr100: a stand-in VM."""
+    ns = f"{prefix}{name}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # one left by an interrupted run
     ip("netns", "add", ns)
     guests.append(ns)
     ip("-n", ns, "link", "set", "lo", "up")
@@ -188,6 +190,7 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         world = f"{UPSTREAM.prefix}.254"
         primary_ip = f"{UPSTREAM.prefix}.{cluster.host_id(primary)}"
         assert wait_until("g1 reaches the upstream through NAT", lambda: connect(g1, world, 7100) == primary_ip, 30)
+        assert wait_until("g2 reaches the upstream through NAT", lambda: connect(g2, world, 7100) == primary_ip, 30)
 
         # the primary moves: the gateway, NAT and dnsmasq follow, and the leases survive
         new = others[0]
@@ -195,6 +198,14 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         wait_until(f"{new} to be the primary", lambda: state.primary() == new, 60)
         new_ip = f"{UPSTREAM.prefix}.{cluster.host_id(new)}"
         assert wait_until("NAT from the new primary", lambda: connect(g1, world, 7100) == new_ip, 30)
+        # g2 is on a third node: its ARP entry for the gateway stays right, as the gateway's MAC moved with it (a
+        # gratuitous ARP does not cross the VXLAN; a stale entry would take about a minute to expire)
+        assert wait_until("NAT from the new primary for g2", lambda: connect(g2, world, 7100) == new_ip, 30)
+        gateway_mac = networks.gateway_mac(VNI)
+        assert cluster.lab.link_address(new, f"vmbr{VNI}") == gateway_mac
+        assert cluster.lab.link_address(primary, f"vmbr{VNI}") == networks.bridge_mac(
+            VNI, str(cluster.cfg.node(primary).ip.cluster)
+        )
         again = dhcp(g2, "guest2")
         assert again["ip"] == lease2["ip"], (again, lease2)
     finally:

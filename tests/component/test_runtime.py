@@ -9,10 +9,15 @@ import time
 
 import pytest
 
+from pvc.config.secrets import vm_mac_prefix
+from pvc.nodeos.daemon import hotplug
 from pvc.nodeos.state import actions, layout
 from pvc.nodeos.state.models import Refusal
+from pvc.nodeos.state.store import NotFound
+from pvc.nodeos.state.vmdef import Nic
 from pvc.nodeos.state.vmstate import TransitionError
-from tests.harness.cluster import tiny_vm
+from tests.harness.api import ensure_network
+from tests.harness.cluster import JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
 
@@ -119,6 +124,86 @@ def test_live_migrate_move_unmigrate(runtime):
     assert spec2.state == "stop" and spec2.node == "n1" and task.state == "succeeded"
 
 
+def bridges_of(cluster, node: str, vm_uuid: str) -> dict[str, str]:
+    """MAC -> bridge of the domain's interfaces, as libvirt on `node` has them live."""
+    return {n.mac: n.bridge for n in hotplug.live_nics(cluster.domain_xml(node, vm_uuid))}
+
+
+def test_nics_are_hot_plugged_and_a_vm_on_a_missing_network_does_not_start(runtime):
+    state = runtime.state
+    for vni in (100, 101):
+        ensure_network(state, vni)
+    spec = runtime.define("nicky", nics=[{"network": 100}])
+    first = spec.definition.nics[0].mac
+    # a network removed behind the API's back (the API refuses while a VM uses it): pvcd refuses the start
+    state.remove_network(100)
+    actions.change_state(state, "nicky", "start")
+
+    def refused() -> str | None:
+        status = state.vm_status(spec.uuid)
+        return status.reason if status.state == "failed" else None
+
+    reason = wait_until("pvcd to refuse the start", refused, 30, interval=0.2)
+    assert reason == (
+        f"refused: its NIC {first} is on network 100, which does not exist: create the network (pvc network add) "
+        "or remove the NIC (pvc vm network remove nicky 100)"
+    )
+    assert runtime.where(spec.uuid) == []
+    ensure_network(state, 100)
+    actions.change_state(state, "nicky", "start")
+    runtime.wait_running(spec, "n1")
+    assert bridges_of(runtime, "n1", spec.uuid) == {first: "vmbr100"}
+
+    # a NIC added to the running VM is plugged in, and the VM's status shows it
+    _, added = actions.add_nic(state, "nicky", Nic(network=101), mac_prefix=vm_mac_prefix(JOIN_KEY))
+    wait_until("the new NIC plugged in", lambda: added.mac in state.vm_status(spec.uuid).nics, 30, interval=0.2)
+    assert bridges_of(runtime, "n1", spec.uuid) == {first: "vmbr100", added.mac: "vmbr101"}
+    assert state.vm_status(spec.uuid).pending == []
+
+    # a NIC moved to another network gets its new bridge live; a new model and more memory wait for the next start
+    d = state.find_vm("nicky").definition
+    moved = d.changed(memory_mib=96, nics=[{**d.nics[0].model_dump(), "network": 101}, d.nics[1].model_dump()])
+    actions.modify_vm(state, "nicky", moved, mac_prefix=vm_mac_prefix(JOIN_KEY))
+    wait_until("the NIC on its new bridge", lambda: bridges_of(runtime, "n1", spec.uuid)[first] == "vmbr101", 30, 0.2)
+    pending = wait_until("the pending change", lambda: state.vm_status(spec.uuid).pending, 30, interval=0.2)
+    assert pending == ["memory_mib: 64 -> 96 (at the next start)"], pending
+    d = state.find_vm("nicky").definition
+    remodel = d.changed(nics=[d.nics[0].model_dump(), {**d.nics[1].model_dump(), "model": "e1000e"}])
+    actions.modify_vm(state, "nicky", remodel, mac_prefix=vm_mac_prefix(JOIN_KEY))
+    wait_until(
+        "the model change pending",
+        lambda: f"NIC {added.mac}: model virtio -> e1000e (at the next start)" in state.vm_status(spec.uuid).pending,
+        30,
+        interval=0.2,
+    )
+
+    # a NIC removed from the definition is unplugged; a guest that never releases it (no OS here) keeps it until the
+    # next start, and the status says so
+    actions.remove_nic(state, "nicky", 101, mac=added.mac)
+
+    def unplugged_or_waiting() -> bool:
+        status = state.vm_status(spec.uuid)
+        if added.mac in status.nics:
+            return any(added.mac in line and "waiting for the guest" in line for line in status.pending)
+        return added.mac not in bridges_of(runtime, "n1", spec.uuid)
+
+    wait_until("the NIC unplugged, or its release awaited", unplugged_or_waiting, 30, interval=0.2)
+    assert [n.mac for n in state.find_vm("nicky").definition.nics] == [first]
+    with pytest.raises(NotFound):
+        actions.remove_nic(state, "nicky", 101, mac=added.mac)
+
+    # the next start applies everything: one NIC on vmbr101, 96 MiB, nothing pending
+    actions.change_state(state, "nicky", "stop")
+    runtime.wait_stopped(spec)
+    actions.change_state(state, "nicky", "start")
+    runtime.wait_running(spec, "n1")
+    assert bridges_of(runtime, "n1", spec.uuid) == {first: "vmbr101"}
+    assert "<memory unit='KiB'>98304</memory>" in runtime.domain_xml("n1", spec.uuid)
+    wait_until("nothing pending", lambda: state.vm_status(spec.uuid).nics == [first], 30, interval=0.2)
+    assert state.vm_status(spec.uuid).pending == []
+
+
+@pytest.mark.parametrize("runtime", [{"fencing": False}], indirect=True)  # the frozen source must not be fenced
 def test_target_finishes_a_migration_whose_source_cannot(runtime):
     """The source's pvcd freezes (SIGSTOP) while its libvirtd carries the migration out: the target, where the VM
     arrived, sees the source's keepalive stop, asks the source's libvirtd, which no longer runs it, and writes

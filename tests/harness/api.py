@@ -27,7 +27,7 @@ from pvc.config.schema import API_PREFIX
 from pvc.config.secrets import ZK_USER, read_join_key, zookeeper_password
 from pvc.nodeos.state import layout
 from pvc.nodeos.state.migrations import ensure_schema
-from pvc.nodeos.state.models import Keepalive, NodeRecord
+from pvc.nodeos.state.models import Keepalive, NetworkRecord, NodeRecord
 from pvc.nodeos.state.store import ClusterState, make_client
 from tests.harness.procs import Proc, port_free, wait_until
 
@@ -199,3 +199,39 @@ def seed_formed_cluster(
         state.put(layout.node(name), NodeRecord(name=name, coordinator=True, daemon_state="run"))
         state.write_keepalive(name, Keepalive(mem_total=mem_total, mem_free=free, cpus=4))
     return zk, state
+
+
+def ensure_network(state: ClusterState, vni: int = 100) -> NetworkRecord:
+    """A managed network with this VNI in ZooKeeper (created if missing): what a VM's NIC on it needs."""
+    from pvc.nodeos.state.store import Conflict, NotFound
+
+    try:
+        return state.network(vni)
+    except NotFound:
+        pass
+    record = NetworkRecord(
+        vni=vni,
+        name=f"net{vni}",
+        type="managed",
+        owner="api",
+        mtu=1450,
+        subnet=f"10.{vni % 250}.{vni // 250 % 250}.0/24",
+        gateway=f"10.{vni % 250}.{vni // 250 % 250}.1",
+    )
+    with contextlib.suppress(Conflict):  # made meanwhile
+        state.create_network(record)
+    return state.network(vni)
+
+
+@contextlib.contextmanager
+def networks(state: ClusterState, *vnis: int) -> Iterator[None]:
+    """Managed networks with these VNIs for the block (`ensure_network`); the ones it made are removed after it."""
+    made = [vni for vni in vnis if vni not in state.network_vnis()]
+    for vni in vnis:
+        ensure_network(state, vni)
+    try:
+        yield
+    finally:
+        for vni in made:
+            with contextlib.suppress(Exception):
+                state.remove_network(vni)

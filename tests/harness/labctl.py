@@ -3,13 +3,14 @@ namespace prefix and API port, and testinfra hosts whose commands go through `pv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +60,16 @@ class Lab:
         """`pvc ARGS` with the lab's connection folder."""
         return subprocess.run([str(BIN / "pvc"), *args], capture_output=True, text=True, timeout=timeout, env=self.env)
 
+    def api_json(self, *args: str, timeout: float = 90) -> Any:
+        """A `pvc -c lab ... --format json` answer; retried while the API moves to a new primary (seconds)."""
+
+        def answer() -> Any:
+            out = self.pvc(*args, "--format", "json")
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)
+
+        return self.wait(f"pvc {' '.join(args)}", answer, timeout, interval=1.0)
+
     def status(self) -> dict:
         return json.loads(self.run("status", "--format", "json").stdout)
 
@@ -83,6 +94,31 @@ class Lab:
 
     def host(self, node: str) -> Host:
         return Host(LabBackend(self, node))
+
+
+@contextlib.contextmanager
+def running(squashfs: Path, labdir: Path, ns: str, api_port: int, client_dir: Path) -> Iterator[Lab]:
+    """A 3-node container lab of the image for a test module: up (after removing one an interrupted run left), then
+    down, whatever happened."""
+    lab = Lab(labdir, ns, api_port, client_dir)
+    lab.run("down", check=False)
+    try:
+        out = lab.run(
+            "up",
+            "--nodes",
+            "3",
+            "--squashfs",
+            str(squashfs),
+            "--api-port",
+            str(api_port),
+            "--timeout",
+            "600",
+            timeout=700,
+        )
+        print(out.stdout)
+        yield lab
+    finally:
+        print(lab.run("down", check=False).stdout)
 
 
 class LabBackend(LocalBackend):  # type: ignore[misc]  # testinfra has no types: LocalBackend is Any to mypy

@@ -81,6 +81,10 @@ class NetLab:
         out = ip("-n", self.ns(node), "-o", "-4", "addr", "show", "dev", device).stdout
         return [line.split()[3].split("/")[0] for line in out.splitlines()]
 
+    def link_address(self, node: str, device: str) -> str:
+        """A device's MAC address in a node's namespace."""
+        return ip("-n", self.ns(node), "-o", "link", "show", "dev", device).stdout.split("link/ether ")[1].split()[0]
+
     def pids(self, node: str) -> list[int]:
         return netns_pids(self.ns(node))
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from pvc.image.build import DEFAULT_OUT, Artifacts, build
+from pvc.image.guest import DEFAULT_OUT as GUEST_OUT
+from pvc.image.guest import GuestArtifacts, build_guest
 from pvc.image.run import BuildError
 
 
@@ -29,3 +31,13 @@ def image() -> Artifacts:
         return build(out, "zstd", progress=lambda line: print(f"pvc-image: {line}", flush=True))
     except BuildError as exc:
         pytest.fail(f"image build failed: {exc.stage}: {exc.message}\n{exc.log_tail}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestArtifacts:
+    """The test guest disk (`pvc-image guest`), built or reused from the cache into build/guest ($PVC_GUEST_OUT)."""
+    out = Path(os.environ.get("PVC_GUEST_OUT") or GUEST_OUT)
+    try:
+        return build_guest(out, progress=lambda line: print(f"pvc-image guest: {line}", flush=True))
+    except BuildError as exc:
+        pytest.fail(f"guest build failed: {exc.stage}: {exc.message}\n{exc.log_tail}", pytrace=False)

@@ -8,7 +8,6 @@ Run it under the heavy lock: `flock /tmp/pvc-heavy.lock .venv/bin/python -m pyte
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pvc.image.guest import DEFAULT_OUT, GuestArtifacts, build_guest
+from pvc.image.guest import GuestArtifacts, build_guest
 from pvc.image.recipe import GuestRecipe
-from pvc.image.run import BuildError
 from pvc.installer.lab.vm import OVMF_CODE
 from tests.harness.guest import (
     CLOUD_INIT_DONE,
@@ -38,15 +36,6 @@ pytestmark = pytest.mark.system
 
 BOOT_TIMEOUT = 600  # TCG on a shared 2-core machine: about 40-90 s, more when the machine is busy
 HOSTNAME = "guest-bios"
-
-
-@pytest.fixture(scope="module")
-def guest_image() -> GuestArtifacts:
-    out = Path(os.environ.get("PVC_GUEST_OUT") or DEFAULT_OUT)
-    try:
-        return build_guest(out, progress=lambda line: print(f"pvc-image guest: {line}", flush=True))
-    except BuildError as exc:
-        pytest.fail(f"guest build failed: {exc.stage}: {exc.message}\n{exc.log_tail}", pytrace=False)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from pvc.nodeos.boot import console as node_console
 from pvc.nodeos.daemon import hostinfo
 from tests.harness import images
 from tests.harness.examples import example
-from tests.harness.labctl import Lab
+from tests.harness.labctl import Lab, running
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")  # the lab's namespace prefix: another run on this machine sets its own
 NODES = ("node1", "node2", "node3")
@@ -85,25 +84,9 @@ ALLOWED_WARNINGS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def lab(image, tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lab") / "l", NS, 17371, tmp_path_factory.mktemp("client"))
-    lab.run("down", check=False)  # a lab left by an interrupted run
-    try:
-        out = lab.run(
-            "up",
-            "--nodes",
-            "3",
-            "--squashfs",
-            str(image.squashfs),
-            "--api-port",
-            "17371",
-            "--timeout",
-            "600",
-            timeout=700,
-        )
-        print(out.stdout)
+    labdir, client = tmp_path_factory.mktemp("lab") / "l", tmp_path_factory.mktemp("client")
+    with running(image.squashfs, labdir, NS, 17371, client) as lab:
         yield lab
-    finally:
-        print(lab.run("down", check=False).stdout)
 
 
 def test_cluster_forms_from_nothing(lab):
@@ -184,10 +167,10 @@ def test_provisioner_database_formed_and_served(lab):
         console = lab.console(name)
         assert "provisioner-db: done" in console and "schema version 1" in console, name
     assert "(role and database created)" in "".join(lab.console(n) for n in NODES)  # by one of them
-    assert api_json(lab, "provisioner", "profile", "list") == []
-    added = api_json(lab, "provisioner", "template", "system", "add", "lab-small", "--vcpus", "1", "--memory", "256M")
+    assert lab.api_json("provisioner", "profile", "list") == []
+    added = lab.api_json("provisioner", "template", "system", "add", "lab-small", "--vcpus", "1", "--memory", "256M")
     assert added["memory_mib"] == 256
-    assert [t["name"] for t in api_json(lab, "provisioner", "template", "system", "list")] == ["lab-small"]
+    assert [t["name"] for t in lab.api_json("provisioner", "template", "system", "list")] == ["lab-small"]
 
 
 def test_bgp_sessions_established(lab):
@@ -465,19 +448,8 @@ def test_root_cannot_log_in_and_the_join_key_is_in_no_log(lab, node):
 SCENARIO: dict = {}
 
 
-def api_json(lab: Lab, *args: str) -> Any:
-    """A `pvc -c lab ... --format json` answer; retried while the API moves to a new primary (seconds)."""
-
-    def answer() -> Any:
-        out = lab.pvc(*args, "--format", "json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    return lab.wait(f"pvc {' '.join(args)}", answer, 60, interval=1.0)
-
-
 def vm(lab: Lab) -> dict:
-    return api_json(lab, "vm", "info", "labvm")
+    return lab.api_json("vm", "info", "labvm")
 
 
 def running_on(lab: Lab) -> list[str]:
@@ -500,7 +472,7 @@ def test_uploaded_volume_vm_starts_and_live_migrates(lab, tmp_path):
     # a firmware-only VM on the uploaded volume, through the typed model (the CLI's options)
     defined = lab.pvc("vm", "define", "--name", "labvm", "--memory", "64", "--machine", "pc", "--disk", "vms/labdisk")
     assert defined.returncode == 0, defined.stderr
-    shown = api_json(lab, "vm", "info", "labvm")
+    shown = lab.api_json("vm", "info", "labvm")
     assert shown["definition"]["disks"][0]["volume"] == "vms/labdisk" and 'protocol="rbd"' in shown["xml"]
     if hostinfo.accelerator() == "tcg":  # this host (a nested PVM one, or no /dev/kvm): nodes run guests under TCG
         assert 'type="qemu"' in shown["xml"].splitlines()[0], shown["xml"][:80]
@@ -546,14 +518,14 @@ def test_uploads_that_name_a_nodes_files_are_refused(lab, tmp_path):
 def test_hostile_domain_xml_is_refused_by_the_cli_and_leaves_nothing(lab, tmp_path):
     """C1 on a node, as the review tried it: each of its eight domain XMLs through `pvc vm define --file` is refused
     (exit 1) with the XML path and the reason, and no VM is left behind."""
-    before = {v["name"] for v in api_json(lab, "vm", "list")}
+    before = {v["name"] for v in lab.api_json("vm", "list")}
     for name, (xml, path) in C1.items():
         f = tmp_path / f"{name}.xml"
         f.write_text(xml)
         out = lab.pvc("vm", "define", "--file", str(f))
         assert out.returncode == 1 and f"{path}" in out.stderr, (name, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
-    after = {v["name"] for v in api_json(lab, "vm", "list")}
+    after = {v["name"] for v in lab.api_json("vm", "list")}
     assert after == before and not any(n.startswith("c1-") for n in after)
 
 
@@ -572,7 +544,7 @@ def test_node_power_loss_fences_and_restarts_the_vm_elsewhere(lab):
 
     new_home = lab.wait("labvm running on another node", recovered, 180, interval=1.0)
     assert new_home != victim
-    nodes = api_json(lab, "node", "list")
+    nodes = lab.api_json("node", "list")
     dead = next(n for n in nodes if n["name"] == victim)
     assert dead["daemon_state"] in ("dead", "fenced") and dead["fence"] is not None, dead
     assert (

@@ -88,10 +88,13 @@ def test_cluster_services_only_from_exact_node_addresses(example_text):
         "libvirt-tls": f'iifname "eth1" ip saddr {nodes_cluster} tcp dport 16514',
         "migration": f'iifname "eth1" ip saddr {nodes_cluster} tcp dport 49152-49215',
         "vxlan": f'iifname "eth1" ip saddr {nodes_cluster} udp dport 4789',
-        "bgp": f'iifname "eth1" ip saddr {nodes_cluster} tcp dport 179',
     }
     for name, start in expected.items():
         assert rule(text, name) == [f'{start} accept comment "{name}"'], name
+    assert rule(text, "bgp") == [  # the fabric over the cluster network, the [bgp] router (the lab's) upstream
+        f'iifname "eth1" ip saddr {nodes_cluster} tcp dport 179 accept comment "bgp"',
+        'iifname "eth0" ip saddr { 192.0.2.253 } tcp dport 179 accept comment "bgp"',
+    ]
     assert "16509" not in text  # libvirt's plain TCP port is never opened
     body = text.split("table inet pvc {", 1)[1]
     for line in body.splitlines():
@@ -143,7 +146,7 @@ def test_ports_come_from_the_config(example_text):
 
 
 def test_firewall_table_adds_sources_and_sets_the_admin_networks(example_text):
-    base = example_text("lab-3node").replace("routers = []", 'routers = [{ address = "192.0.2.1", asn = 65000 }]')
+    base = example_text("lab-3node")  # its [bgp] names the lab's router, 192.0.2.253
     cfg = cfg_of(
         base
         + '\n[firewall]\nssh = ["10.9.0.0/16", "192.0.2.7/32"]\napi = ["203.0.113.0/24"]\nceph = ["10.20.0.0/24"]\n'
@@ -154,7 +157,7 @@ def test_firewall_table_adds_sources_and_sets_the_admin_networks(example_text):
         'ip saddr { 203.0.113.0/24 } tcp dport 7370 accept comment "api (firewall.api)"'
     ]
     assert len(rule(text, "ceph-osd-mgr (firewall.ceph)")) == 1 and len(rule(text, "ceph-mon (firewall.ceph)")) == 1
-    assert rule(text, "bgp")[1] == 'iifname "eth0" ip saddr { 192.0.2.1 } tcp dport 179 accept comment "bgp"'
+    assert rule(text, "bgp")[1] == 'iifname "eth0" ip saddr { 192.0.2.253 } tcp dport 179 accept comment "bgp"'
     closed = cfg_of(example_text("lab-3node") + "\n[firewall]\nssh = []\n")
     assert rule(firewall.render(closed, closed.nodes[0]), "ssh") == []  # SSH from nowhere: console only
 

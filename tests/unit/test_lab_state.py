@@ -3,10 +3,12 @@ only root can read, the BMC a config gives each node, and formation progress rea
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 import pytest
 
 from pvc.config import lab_hardware as hw
-from pvc.installer.lab import observe, state, up
+from pvc.installer.lab import observe, state, up, upstream
 from pvc.installer.lab.command import LabError
 from pvc.installer.lab.machine import mark
 from pvc.installer.lab.state import Bmc, Disks, Lab, LabNode, Nic
@@ -134,3 +136,21 @@ def test_ssh_to_a_vm_node_pins_its_host_key_in_the_labs_known_hosts(tmp_path):
     argv = labvm.ssh_argv(lab, lab.nodes[0], ["true"], None, "admin")
     assert "StrictHostKeyChecking=accept-new" in argv and f"UserKnownHostsFile={state.LAB_DIR}/known_hosts" in argv
     assert "StrictHostKeyChecking=no" not in argv and "UserKnownHostsFile=/dev/null" not in argv
+
+
+def test_the_lab_upstream_is_the_configs_first_bgp_router():
+    """upstream.plan: the router of lab-1node.toml peering with every node; none without [bgp] routers; a router
+    outside the upstream subnet is refused naming the key."""
+    cfg = up.load_config(state.CONFIG_DIR / "lab-1node.toml")
+    router = upstream.plan(cfg, "lab", "up0")
+    assert router is not None and (router.address, router.asn, router.cluster_asn) == ("192.0.2.253", 65501, 65500)
+    assert (router.router_ns, router.world_ns, router.peers) == ("lab-router", "lab-world", ["192.0.2.11"])
+    conf = upstream.render_bgpd(router)
+    assert "router bgp 65501" in conf and " neighbor pvc remote-as 65500" in conf
+    assert " neighbor 192.0.2.11 peer-group pvc" in conf
+    none = cfg.model_copy(update={"bgp": cfg.bgp.model_copy(update={"routers": []})})
+    assert upstream.plan(none, "lab", "up0") is None
+    far = cfg.bgp.routers[0].model_copy(update={"address": IPv4Address("203.0.113.9")})
+    off = cfg.model_copy(update={"bgp": cfg.bgp.model_copy(update={"routers": [far]})})
+    with pytest.raises(LabError, match=r"bgp.routers\[0\].address: 203.0.113.9 is not in the upstream subnet"):
+        upstream.plan(off, "lab", "up0")

@@ -334,3 +334,13 @@ def test_docs_describe_networks():
     text = (Path(__file__).resolve().parents[2] / "docs" / "networks.md").read_text()
     for word in ("vmbr", "EVPN", "dnsmasq", "pvc-lease-hook", "masquerade", "acl_policy", "neighbor"):
         assert word in text, word
+
+
+def test_the_gateway_mac_is_the_networks_and_a_bridge_mac_the_nodes():
+    """The primary's vmbr<N> takes the network's gateway MAC wherever the primary is; other nodes' are their own."""
+    from pvc.config import networks as facts
+
+    assert facts.gateway_mac(100) == "02:70:76:00:00:64" and facts.gateway_mac(16777215) == "02:70:76:ff:ff:ff"
+    mine, other = facts.bridge_mac(100, "192.0.2.11"), facts.bridge_mac(100, "192.0.2.12")
+    assert mine != other and mine == facts.bridge_mac(100, "192.0.2.11") and mine != facts.gateway_mac(100)
+    assert int(mine.split(":")[0], 16) & 0b11 == 0b10  # locally administered, unicast
