@@ -15,12 +15,13 @@ import time
 import pytest
 import yaml
 
-from pvc.nodeos.provisioner import seed
+from pvc.nodeos.provisioner import db, seed
 from pvc.nodeos.storage import volumes
 from pvc.nodeos.storage.ceph import connect
 from tests.component.conftest import PROVISIONER_POOL as POOL
 from tests.component.conftest import PROVISIONER_VNI as VNI
 from tests.harness.cli import Cli
+from tests.harness.cluster import JOIN_KEY
 
 P = "/api/v1/provisioner"
 MiB = 1024**2
@@ -86,7 +87,7 @@ def vm_definition(api, name: str) -> dict:
     return ok(api, "GET", f"/api/v1/vms/{name}")["definition"]
 
 
-def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, cli):
+def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, cli, patroni):
     out = cli.run("vm", "create", "web1", "--profile", "web", "--arg", "package=nginx", "--wait")
     assert out.returncode == 0, out.stderr
     assert "create web1: succeeded: created VM web1" in out.stdout and "from profile web" in out.stdout
@@ -115,6 +116,22 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert network["ethernets"]["eth0"]["match"]["macaddress"] == nic["mac"].lower()
     xml = ok(api, "GET", "/api/v1/vms/web1")["xml"]
     assert f'name="{POOL}/web1_cidata"' in xml and 'device="cdrom"' in xml and "<readonly />" in xml
+    # what it was made from is recorded
+    conn = db.app_dsn(patroni.cfg, JOIN_KEY, patroni.members_string()).connect()
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT vm_name, profile, arguments, meta_data, user_data FROM instance WHERE vm_uuid = %s",
+            (meta["instance-id"],),
+        )
+        row = dict(cur.fetchone())
+    assert row == {
+        "vm_name": "web1",
+        "profile": "web",
+        "arguments": {"package": "nginx"},
+        "meta_data": meta,
+        "user_data": files["user-data"],
+    }
+    conn.close()
     [task] = [t for t in ok(api, "GET", "/api/v1/tasks") if t["kind"] == "create" and t["target"] == "web1"]
     assert task["state"] == "succeeded" and task["progress"] == task["total"] == 4
 
