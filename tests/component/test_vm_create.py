@@ -123,8 +123,9 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
             "SELECT vm_name, profile, arguments, meta_data, user_data FROM instance WHERE vm_uuid = %s",
             (meta["instance-id"],),
         )
-        row = dict(cur.fetchone())
-    assert row == {
+        row = cur.fetchone()
+    assert row is not None
+    assert dict(row) == {
         "vm_name": "web1",
         "profile": "web",
         "arguments": {"package": "nginx"},
