@@ -87,7 +87,7 @@ class CreateRequest(Input):
     def _one_way(self) -> CreateRequest:
         if (self.profile is None) == (self.image is None):
             raise ValueError("give a profile, or an image (with memory_mib) to create without templates")
-        quick = ("memory_mib", "disk_size", "pool", "networks", "ssh_keys", "userdata")
+        quick = ("memory_mib", "vcpus", "disk_size", "pool", "networks", "ssh_keys", "userdata")
         if self.profile is not None:
             given = [f for f in quick if f in self.model_fields_set]
             if given:

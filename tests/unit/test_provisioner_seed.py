@@ -134,6 +134,7 @@ def test_plan_refusals_name_the_field(request_, disks, field, words):
         ({"name": "a", "profile": "p", "image": "i"}, "give a profile, or an image"),
         ({"name": "a", "image": "i"}, "memory_mib: give the VM's memory"),
         ({"name": "a", "profile": "p", "memory_mib": 512}, "memory_mib is for a create without a profile"),
+        ({"name": "a", "profile": "p", "vcpus": 2}, "vcpus is for a create without a profile"),
     ],
 )
 def test_a_create_request_is_a_profile_or_an_image(body, words):
