@@ -87,7 +87,7 @@ class CreateRequest(Input):
     def _one_way(self) -> CreateRequest:
         if (self.profile is None) == (self.image is None):
             raise ValueError("give a profile, or an image (with memory_mib) to create without templates")
-        quick = ("memory_mib", "disk_size", "pool", "networks", "ssh_keys", "userdata")
+        quick = ("memory_mib", "vcpus", "disk_size", "pool", "networks", "ssh_keys", "userdata")
         if self.profile is not None:
             given = [f for f in quick if f in self.model_fields_set]
             if given:
@@ -133,6 +133,8 @@ class Plan:
     node: str | None
     start: bool
     source: str  # "profile web" / "image debian": what the task's messages say it was made from
+    profile: str | None
+    arguments: dict[str, str]  # the --arg values and the profile's defaults (vm_name aside)
 
     @property
     def seed_volume(self) -> str:
@@ -189,6 +191,7 @@ def plan(request: CreateRequest, src: Sources) -> Plan:
         values, meta_extra, source = dict(request.arguments), {}, f"image {image.name}"
     if not disks:
         raise Invalid(f"{source} makes no disks: its storage template needs at least one", "storage_template")
+    arguments = dict(values)
     values.update(vm_name=name)
     user_data = _user_data(request, src.userdata, values)
     seed_pool, seed_name = disks[0].pool, f"{name}_{SEED_ID}"
@@ -207,7 +210,19 @@ def plan(request: CreateRequest, src: Sources) -> Plan:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         raise Invalid(f"the VM it makes is not valid: {where}: {error['msg']}", "name") from None
-    return Plan(definition, disks, seed_pool, seed_name, user_data, meta_extra, request.node, request.start, source)
+    return Plan(
+        definition,
+        disks,
+        seed_pool,
+        seed_name,
+        user_data,
+        meta_extra,
+        request.node,
+        request.start,
+        source,
+        request.profile,
+        arguments,
+    )
 
 
 def _disk(vm: str, d: TemplateDisk, images: dict[str, ImageView]) -> NewDisk:
@@ -278,6 +293,7 @@ class Made:
 def run(
     state: ClusterState,
     ceph: Connection,
+    db: Database,
     p: Plan,
     task: Task,
     node: str,
@@ -311,7 +327,7 @@ def run(
         made.vm = spec.uuid
         done += 1
         begin("write the cloud-init seed")
-        _write_seed(ceph, p, spec, made)
+        _write_seed(ceph, db, p, spec, made)
         done += 1
         if p.start:
             begin(f"start VM {p.definition.name}")
@@ -340,15 +356,21 @@ def _clone(ceph: Connection, d: NewDisk, made: Made) -> None:
     ceph.run(clone)
 
 
-def _write_seed(ceph: Connection, p: Plan, spec: VmSpec, made: Made) -> None:
+def _write_seed(ceph: Connection, db: Database, p: Plan, spec: VmSpec, made: Made) -> None:
+    """The seed volume, and the instance record of what went into it."""
     definition = spec.definition
     assert definition is not None
+    meta = seed.meta(spec.uuid, definition.name, p.meta_extra)
     files = {
-        "meta-data": seed.meta_data(spec.uuid, definition.name, p.meta_extra),
+        "meta-data": seed.yaml_text(meta),
         "user-data": p.user_data,
         "network-config": seed.network_config([n.mac for n in definition.nics if n.mac]),
     }
     data = seed.iso(files)
+    name, profile, args = definition.name, p.profile, p.arguments
+    db.transaction(
+        lambda cur: store.add_instance(cur, spec.uuid, name, profile, args, meta, p.user_data, files["network-config"])
+    )
 
     def write(c: rados.Rados) -> None:
         volumes.create_volume(c, p.seed_pool, p.seed_name, seed.volume_size(data))

@@ -66,11 +66,14 @@ def with_ssh_keys(userdata: str | None, keys: Sequence[str]) -> str:
     return f"{CLOUD_CONFIG}\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
-def meta_data(instance_id: str, hostname: str, extra: Mapping[str, Any]) -> str:
+def meta(instance_id: str, hostname: str, extra: Mapping[str, Any]) -> dict[str, Any]:
     """The NoCloud meta-data: the instance id (the VM's UUID: a new VM is a new instance) and its hostname, then
     the profile's extra keys (which cannot set those)."""
-    doc = {"instance-id": instance_id, "local-hostname": hostname, **extra}
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return {"instance-id": instance_id, "local-hostname": hostname, **extra}
+
+
+def yaml_text(doc: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
 
 
 def network_config(macs: Sequence[str]) -> str:
@@ -80,7 +83,7 @@ def network_config(macs: Sequence[str]) -> str:
         f"eth{i}": {"match": {"macaddress": mac.lower()}, "set-name": f"eth{i}", "dhcp4": True}
         for i, mac in enumerate(macs)
     }
-    return yaml.safe_dump({"version": 2, "ethernets": ethernets}, sort_keys=False, default_flow_style=False)
+    return yaml_text({"version": 2, "ethernets": ethernets})
 
 
 def iso(files: Mapping[str, str]) -> bytes:

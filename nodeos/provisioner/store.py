@@ -319,3 +319,23 @@ def image_users(cur: Cursor, name: str) -> list[str]:
 
 def remove_image(cur: Cursor, name: str) -> None:
     _remove(cur, "image", name, lambda row_id: image_users(cur, name))
+
+
+# -- instances: what each created VM was made from ----------------------------------------------------------------
+def add_instance(
+    cur: Cursor,
+    uuid: str,
+    name: str,
+    profile: str | None,
+    arguments: dict[str, str],
+    meta_data: dict[str, Any],
+    user_data: str,
+    network_config: str,
+) -> None:
+    """Record what `pvc vm create` made VM `uuid` from: its profile (None: from an image), the --arg values and the
+    seed's documents as rendered."""
+    cur.execute(
+        "INSERT INTO instance (vm_uuid, vm_name, profile, arguments, user_data, meta_data, network_config)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (uuid, name, profile, Json(arguments), user_data, Json(meta_data), network_config),
+    )

@@ -10,17 +10,19 @@ and its task names the step. --delete-disks leaves no volume of the VM.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 import yaml
 
-from pvc.nodeos.provisioner import seed
+from pvc.nodeos.provisioner import db, seed
 from pvc.nodeos.storage import volumes
 from pvc.nodeos.storage.ceph import connect
 from tests.component.conftest import PROVISIONER_POOL as POOL
 from tests.component.conftest import PROVISIONER_VNI as VNI
 from tests.harness.cli import Cli
+from tests.harness.cluster import JOIN_KEY
 
 P = "/api/v1/provisioner"
 MiB = 1024**2
@@ -86,7 +88,7 @@ def vm_definition(api, name: str) -> dict:
     return ok(api, "GET", f"/api/v1/vms/{name}")["definition"]
 
 
-def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, cli):
+def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, cli, patroni):
     out = cli.run("vm", "create", "web1", "--profile", "web", "--arg", "package=nginx", "--wait")
     assert out.returncode == 0, out.stderr
     assert "create web1: succeeded: created VM web1" in out.stdout and "from profile web" in out.stdout
@@ -115,6 +117,23 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert network["ethernets"]["eth0"]["match"]["macaddress"] == nic["mac"].lower()
     xml = ok(api, "GET", "/api/v1/vms/web1")["xml"]
     assert f'name="{POOL}/web1_cidata"' in xml and 'device="cdrom"' in xml and "<readonly />" in xml
+    # what it was made from is recorded
+    conn = db.app_dsn(patroni.cfg, JOIN_KEY, patroni.members_string()).connect()
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT vm_name, profile, arguments, meta_data, user_data FROM instance WHERE vm_uuid = %s",
+            (meta["instance-id"],),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    assert dict(row) == {
+        "vm_name": "web1",
+        "profile": "web",
+        "arguments": {"package": "nginx"},
+        "meta_data": meta,
+        "user_data": files["user-data"],
+    }
+    conn.close()
     [task] = [t for t in ok(api, "GET", "/api/v1/tasks") if t["kind"] == "create" and t["target"] == "web1"]
     assert task["state"] == "succeeded" and task["progress"] == task["total"] == 4
 
@@ -175,10 +194,7 @@ def test_a_failed_step_removes_what_was_made_and_names_the_step(api, ceph, cli):
     ok(api, "POST", "/profiles", {"name": "bad", "system_template": "small", "storage_template": "broken"})
     task = ok(api, "POST", "/create", {"name": "bad1", "profile": "bad"})
     assert task["total"] == 4 and task["kind"] == "create"
-    deadline = time.monotonic() + 60
-    while task["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.2)
-        task = ok(api, "GET", f"/api/v1/tasks/{task['id']}")
+    task = wait_task(api, task)
     assert task["state"] == "failed", task
     assert "step 'clone disk sdb from image broken' failed: no snapshot" in task["message"], task
     assert f"removed volume {POOL}/bad1_sda" in task["message"]
@@ -188,6 +204,47 @@ def test_a_failed_step_removes_what_was_made_and_names_the_step(api, ceph, cli):
     res = cli.run("vm", "create", "bad2", "--profile", "bad", "--wait")
     assert res.returncode == 1 and "step 'clone disk sdb from image broken' failed" in res.stderr, res.stderr
     assert call(api, "DELETE", "/profiles/bad")[0] == 200
+
+
+def wait_task(api, task: dict, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while task["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        task = ok(api, "GET", f"/api/v1/tasks/{task['id']}")
+    return task
+
+
+def test_creates_complete_across_a_patroni_switchover(api, ceph, patroni):
+    """The create reads the profile and records the instance in PostgreSQL: both ride out a switchover."""
+    ended: list[dict] = []
+    refused: list[tuple[int, object]] = []
+    stop = threading.Event()
+
+    def creator() -> None:
+        n = 0
+        while not stop.is_set() or n < 3:
+            n += 1
+            code, task = call(
+                api, "POST", "/create", {"name": f"sw{n}", "profile": "noarg", "arguments": {"package": "x"}}
+            )
+            if code == 202:
+                ended.append(wait_task(api, task))
+            else:
+                refused.append((code, task))
+
+    thread = threading.Thread(target=creator)
+    thread.start()
+    try:
+        patroni.switchover()
+    finally:
+        stop.set()
+        thread.join(300)
+    assert refused == [] and ended
+    assert [t for t in ended if t["state"] != "succeeded"] == []
+    for t in ended:
+        code, gone = call(api, "DELETE", f"/api/v1/vms/{t['target']}?delete_disks=true")
+        assert code == 200 and len(gone["volumes"]) == 3 and gone["kept"] == [], gone
+    assert not {n for n in volume_names(ceph) if n.startswith("sw")}
 
 
 def test_remove_with_its_disks_leaves_no_volume(api, ceph, cli):

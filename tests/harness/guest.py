@@ -13,13 +13,13 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from pvc.installer.lab.vm import OVMF_CODE, OVMF_VARS, accel_args, accelerator
+from pvc.nodeos.provisioner import seed
 
 # What the guest prints on its serial console: agetty's prompt, and cloud-init's final message.
 LOGIN_PROMPT = re.compile(r"\S+ login: ")
@@ -32,23 +32,14 @@ class GuestError(Exception):
 
 
 def meta_data(instance_id: str, hostname: str) -> str:
-    """NoCloud meta-data (YAML)."""
-    return f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
+    """NoCloud meta-data (YAML), as `pvc vm create` writes it."""
+    return seed.yaml_text(seed.meta(instance_id, hostname, {}))
 
 
 def seed_iso(dest: Path, files: dict[str, str]) -> Path:
-    """A NoCloud seed: an ISO 9660 volume labelled `cidata` holding `files` (meta-data, user-data, network-config),
-    made with xorriso (Joliet and Rock Ridge names, as cloud-init's own tooling does)."""
-    if shutil.which("xorriso") is None:
-        raise GuestError("xorriso is missing: install the host packages (ci/setup.sh)")
-    with tempfile.TemporaryDirectory(prefix="pvc-seed-") as tmp:
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
-        argv = ["xorriso", "-as", "mkisofs", "-quiet", "-volid", "cidata", "-joliet", "-rock"]
-        argv += ["-output", str(dest), tmp]
-        res = subprocess.run(argv, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise GuestError(f"xorriso could not make {dest}: {res.stderr.strip()}")
+    """A NoCloud seed: the `cidata` ISO `pvc vm create` writes (pvc.nodeos.provisioner.seed), holding `files`
+    (meta-data, user-data, network-config)."""
+    dest.write_bytes(seed.iso(files))
     return dest
 
 

@@ -50,7 +50,7 @@ def test_ssh_keys_join_a_cloud_config_or_make_one():
 
 def test_the_seed_iso_holds_the_three_documents_under_the_names_cloud_init_reads():
     files = {
-        "meta-data": seed.meta_data("0b5d", "web1", {"region": "lab"}),
+        "meta-data": seed.yaml_text(seed.meta("0b5d", "web1", {"region": "lab"})),
         "user-data": "#cloud-config\n{}\n",
         "network-config": seed.network_config(["52:54:00:AA:00:01", "52:54:00:aa:00:02"]),
     }
@@ -134,6 +134,7 @@ def test_plan_refusals_name_the_field(request_, disks, field, words):
         ({"name": "a", "profile": "p", "image": "i"}, "give a profile, or an image"),
         ({"name": "a", "image": "i"}, "memory_mib: give the VM's memory"),
         ({"name": "a", "profile": "p", "memory_mib": 512}, "memory_mib is for a create without a profile"),
+        ({"name": "a", "profile": "p", "vcpus": 2}, "vcpus is for a create without a profile"),
     ],
 )
 def test_a_create_request_is_a_profile_or_an_image(body, words):

@@ -47,7 +47,7 @@ class CreateResource(Resource):
 
         def work() -> None:
             try:
-                create.run(state, self.ctx.ceph, plan, task, node, prefix, selector)
+                create.run(state, self.ctx.ceph, self.ctx.provisioner, plan, task, node, prefix, selector)
             except Exception:  # run ends the task itself; this is a lost ZooKeeper session while it did
                 log.exception("create %s: task %s", body.name, task.id)
 
