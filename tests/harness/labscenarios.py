@@ -279,7 +279,7 @@ def migration_target_frozen(world: World) -> dict[str, Any]:
     return {"recover_s": took, "output": output}
 
 
-def osd_killed(world: World, writes: int = 8) -> dict[str, float]:
+def osd_killed(world: World, writes: int = 24) -> dict[str, float]:
     """An OSD (not on the VM's node) SIGKILLed while the VM's QEMU writes its disk: every write acknowledged,
     the checksum that of every write, then and after the OSD is back. Returns the seconds the writes took and
     the seconds until every OSD was up again."""
@@ -291,8 +291,8 @@ def osd_killed(world: World, writes: int = 8) -> dict[str, float]:
 
     def write_loop() -> None:
         try:
-            for i in range(writes):
-                world.disk.write(vm_home, 4 + i, 0xC0 + i)
+            for i in range(writes):  # about 3 s of writes (8 MiB, three times over): the kill comes amid them
+                world.disk.write(vm_home, 4 + i % 8, 0xC0 + i)
         except BaseException as exc:
             errors.append(exc)
 
