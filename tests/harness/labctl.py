@@ -25,6 +25,22 @@ T = TypeVar("T")
 BIN = Path(sys.executable).parent
 
 
+def wait(what: str, check: Callable[[], T | None], timeout: float, interval: float = 2.0) -> T:
+    """Poll `check` until it returns something truthy; AssertionError naming `what` (and the last answer) else. A
+    check that fails (an assertion, a node or command that does not answer) is asked again."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, ValueError, KeyError, OSError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
 class Lab:
     def __init__(self, labdir: Path, ns: str, api_port: int, client_dir: Path) -> None:
         self.labdir, self.ns, self.api_port = labdir, ns, api_port
@@ -79,18 +95,8 @@ class Lab:
     def since_power_on(self, node: str) -> str:
         return since_power_on(self.console(node))
 
-    def wait(self, what: str, check: Callable[[], T], timeout: float, interval: float = 2.0) -> T:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = check()
-                if last:
-                    return last
-            except (AssertionError, ValueError, KeyError, OSError) as exc:
-                last = exc
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    def wait(self, what: str, check: Callable[[], T | None], timeout: float, interval: float = 2.0) -> T:
+        return wait(what, check, timeout, interval)
 
     def host(self, node: str) -> Host:
         return Host(LabBackend(self, node))
