@@ -131,13 +131,3 @@ def test_the_lab_upstream_is_the_configs_first_bgp_router():
     off = cfg.model_copy(update={"bgp": cfg.bgp.model_copy(update={"routers": [far]})})
     with pytest.raises(LabError, match=r"bgp.routers\[0\].address: 203.0.113.9 is not in the upstream subnet"):
         upstream.plan(off, "lab", "up0")
-
-
-def test_a_container_node_may_write_its_own_proc_sys_net(tmp_path):
-    """nspawn mounts /proc/sys read-only unless told: a node's pvcd writes /proc/sys/net (IP forwarding on the
-    primary), so the container backend starts nspawn with /proc/sys/net writable, and only that."""
-    from pvc.installer.lab.container import NSPAWN_WRITABLE, Container, ContainerSpec
-
-    node = Container(ContainerSpec(name="n1", netns="lab-n1", root=str(tmp_path), console_log=str(tmp_path / "c")))
-    assert node.env()[NSPAWN_WRITABLE] == "network" and NSPAWN_WRITABLE == "SYSTEMD_NSPAWN_API_VFS_WRITABLE"
-    assert "--network-namespace-path=/run/netns/lab-n1" in node.argv()
