@@ -23,9 +23,6 @@ class ContainerSpec:
     binds: list[tuple[str, str]] = field(default_factory=list)  # (host path, path in the node)
 
 
-NSPAWN_WRITABLE = "SYSTEMD_NSPAWN_API_VFS_WRITABLE"  # "network": /proc/sys/net writable (systemd-nspawn(1))
-
-
 def nspawn_argv(spec: ContainerSpec) -> list[str]:
     argv = [
         "systemd-nspawn",
@@ -67,11 +64,6 @@ class Container(Machine):
 
     def argv(self) -> list[str]:
         return nspawn_argv(self.spec)
-
-    def env(self) -> dict[str, str]:
-        """nspawn mounts /proc/sys read-only; a node must write /proc/sys/net (its own namespace's: the primary's IP
-        forwarding, the client bridges' settings), as a real server does."""
-        return {**os.environ, NSPAWN_WRITABLE: "network"}
 
     def init_pid(self) -> int | None:
         """PID (on the host) of the node's systemd."""

@@ -45,10 +45,6 @@ class Machine:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def env(self) -> dict[str, str] | None:
-        """The machine process's environment (None: this process's)."""
-        return None
-
     def start(self) -> int:
         if (proc := self.live()) is not None:
             return proc.pid
@@ -61,7 +57,6 @@ class Machine:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=lambda: enter_netns(self.netns),
-                env=self.env(),
             )
         return self.proc.pid
 

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from pvc.config.schema import ClusterFile, Node
-from pvc.installer.lab.command import LabError, ip
+from pvc.installer.lab.command import LabError, ip, sh
 from pvc.installer.lab.state import Nic
 
 
@@ -60,6 +60,11 @@ def plan(cfg: ClusterFile, lab_ns: str) -> NetworkPlan:
     return NetworkPlan(lab_ns=lab_ns, bridges=bridges, host_addresses=host, nics=nics)
 
 
+def forward(ns: str) -> None:
+    """IPv4 forwarding on in a namespace the lab made."""
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+
 def tap_name(node_id: int, index: int) -> str:
     return f"t{node_id}e{index}"
 
@@ -90,6 +95,9 @@ def create(p: NetworkPlan, nodes: list[Node], taps: bool = False) -> None:
         nns = p.node_ns(node.name)
         ip("netns", "add", nns)
         ip("-n", nns, "link", "set", "lo", "up")
+        # nspawn mounts the node's /proc/sys read-only, so pvcd cannot turn on the primary's forwarding for the
+        # client networks: every container node forwards from the start (a real server's pvcd does it itself)
+        forward(nns)
         for i, nic in enumerate(p.nics[node.name]):
             port = f"n{node.id}e{i}"
             ip(*ns, "link", "add", port, "type", "veth", "peer", "name", nic.name, "netns", nns)

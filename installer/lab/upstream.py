@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvc.config.schema import ClusterFile
-from pvc.installer.lab.command import LabError, ip, sh, spawn
+from pvc.installer.lab.command import LabError, ip, spawn
 from pvc.installer.lab.machine import enter_netns
+from pvc.installer.lab.network import forward
 from pvc.installer.lab.state import Upstream
 
 WORLD_SUBNET = "198.18.0.0/24"  # RFC 2544's benchmark range: never a real destination
@@ -95,10 +96,6 @@ def render_bgpd(p: RouterPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sysctl_forward(ns: str) -> None:
-    sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-
-
 def record(p: RouterPlan) -> Upstream:
     return Upstream(
         router_ns=p.router_ns, world_ns=p.world_ns, address=p.address, asn=p.asn, world_address=WORLD_ADDRESS
@@ -130,8 +127,8 @@ def create(p: RouterPlan, lab_ns: str, log: Path, up: Upstream) -> None:
     ip("-n", p.world_ns, "route", "add", "default", "via", WORLD_GATEWAY)
     # the nodes' default gateway (the lab namespace) sends the world's traffic to the router
     ip("-n", lab_ns, "route", "add", WORLD_SUBNET, "via", p.address)
-    _sysctl_forward(lab_ns)
-    _sysctl_forward(p.router_ns)
+    forward(lab_ns)
+    forward(p.router_ns)
     start_frr(p, log, up)
 
 

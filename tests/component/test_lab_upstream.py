@@ -92,6 +92,8 @@ def test_router_learns_the_managed_subnet_and_the_world_is_reachable(lab_network
     assert "neighbor 192.0.2.11 peer-group pvc" in upstream.render_bgpd(router)
 
     node = cfg.nodes[0]
+    # a container node cannot write its /proc/sys (nspawn): the lab turned its forwarding on for the primary's role
+    assert ns_run(node_ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
     up_prefix = net.host_addresses[net.bridges["upstream"]][0].split("/")[1]
     ns_run(node_ns, "ip", "link", "set", "eth0", "up")
     ns_run(node_ns, "ip", "addr", "add", f"{node.ip.upstream}/{up_prefix}", "dev", "eth0")

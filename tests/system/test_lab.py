@@ -174,14 +174,21 @@ def test_provisioner_database_formed_and_served(lab):
 
 
 def test_bgp_sessions_established(lab):
+    """Each node with the two others (iBGP) and with the lab's upstream router (lab-3node.toml's [bgp] router)."""
+
     def established():
         for node in NODES:
             peers = lab.json(node, "vtysh -c 'show bgp summary json'")["ipv4Unicast"]["peers"]
-            if len(peers) != 2 or any(p["state"] != "Established" for p in peers.values()):
+            if len(peers) != 3 or "192.0.2.253" not in peers:
+                return None
+            if any(p["state"] != "Established" for p in peers.values()):
                 return None
         return True
 
-    assert lab.wait("every iBGP session Established", established, 60)
+    assert lab.wait("every BGP session Established", established, 60)
+    router = lab.status()["upstream"]
+    assert sorted(router["sessions"]) == ["192.0.2.11", "192.0.2.12", "192.0.2.13"], router
+    assert set(router["sessions"].values()) == {"Established"} and not router["problem"], router
 
 
 @pytest.mark.parametrize("node", NODES)
