@@ -60,7 +60,8 @@ def call(api, method, path, body=None, **kw):
 @pytest.fixture
 def cli(api, tmp_path) -> Cli:
     c = Cli(tmp_path / "client")
-    c.ok("connection", "add", "prov", "--address", "127.0.0.1", "--port", str(api.port), "--key", api.key)
+    c.ok("connection", "add", "prov", "--from-config", str(api.config), "--address", "127.0.0.1", "--port",
+         str(api.port))  # fmt: skip
     return c
 
 

@@ -69,7 +69,8 @@ def api(provisioner_api):
 @pytest.fixture
 def cli(api, tmp_path) -> Cli:
     c = Cli(tmp_path / "client")
-    c.ok("connection", "add", "prov", "--address", "127.0.0.1", "--port", str(api.port), "--key", api.key)
+    c.ok("connection", "add", "prov", "--from-config", str(api.config), "--address", "127.0.0.1", "--port",
+         str(api.port))  # fmt: skip
     return c
 
 

@@ -46,7 +46,11 @@ def prepare(root: Path, cfg: ClusterFile, node: Node, join_key: str, cache_from:
         shutil.copytree(cache_from, root / "cache", dirs_exist_ok=True)
     host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.pvc-component"))
     params = dataclasses.replace(lvform.params_for(cfg, node, host_uuid), run_as_root=True)
-    (root / "etc" / "libvirtd.conf").write_text(lvform.render_libvirtd_conf(params))
+    conf = lvform.render_libvirtd_conf(params)  # a node logs to the journal; here there is none: a file of the root's
+    assert 'log_outputs = "3:journald"' in conf
+    (root / "etc" / "libvirtd.conf").write_text(
+        conf.replace('log_outputs = "3:journald"', f'log_outputs = "3:file:{root / "log" / "libvirtd.log"}"')
+    )
     (root / "etc" / "qemu.conf").write_text(lvform.render_qemu_conf(params))
     lvform.write_pki(lvform.render_pki(node_pki(join_key, cfg, node), qemu_group="root"), root / "pki")
     client = root / "pki-client"  # what pvcd's own TLS connections use (it does not run in this mount namespace)
