@@ -227,11 +227,9 @@ class GuestRecipe(Debian):
     grub_timeout: int = 0
     disk_mib: int = 2048  # the disk's virtual size; cloud-init grows the root when the volume is larger
     esp_mib: int = 64
-    # Files of the node's overlay (image/rootfs) the guest gets too: sshd with one ed25519 host key, keys only.
-    shared_files: tuple[str, ...] = (
-        "etc/ssh/sshd_config.d/pvc.conf",
-        "usr/lib/systemd/system/ssh.service.d/pvc-hostkey.conf",
-    )
+    # Files of the node's overlay (image/rootfs) the guest gets too: sshd's start with one ed25519 host key. Its
+    # sshd drop-in is its own (image/guest-rootfs): a node refuses root, the guest lets root in by key.
+    shared_files: tuple[str, ...] = ("usr/lib/systemd/system/ssh.service.d/pvc-hostkey.conf",)
 
     @property
     def kernel_args(self) -> str:

@@ -141,6 +141,7 @@ def test_no_password_login_and_no_default_user(booted):
     assert shadow.split(":")[1].startswith("!"), "root's password is not locked"
     sshd = booted.ssh("sshd -T")
     assert "passwordauthentication no" in sshd and "kbdinteractiveauthentication no" in sshd
+    assert "permitrootlogin without-password" in sshd  # root by key only (prohibit-password)
     res = booted.guest.ssh(booted.key, "getent passwd debian")
     assert res.returncode == 2, "Debian's default cloud user exists"
     assert booted.ssh("ls /etc/ssh/ | grep ssh_host_ | sort").split() == [

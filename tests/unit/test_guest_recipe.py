@@ -158,6 +158,15 @@ def _overlay(rel: str) -> str:
     return (GUEST_ROOTFS_OVERLAY / rel).read_text()
 
 
+def test_root_logs_in_by_key_only():
+    """The seed's keys go to root (no default user), so the guest's sshd lets root in by key, where a node's refuses
+    root: the guest has its own drop-in, not the node's."""
+    conf = _overlay("etc/ssh/sshd_config.d/pvc.conf").splitlines()
+    assert "PermitRootLogin prohibit-password" in conf and "PasswordAuthentication no" in conf
+    assert "etc/ssh/sshd_config.d/pvc.conf" not in RECIPE.shared_files
+    assert "PermitRootLogin no" in (HERE / "rootfs/etc/ssh/sshd_config.d/pvc.conf").read_text().splitlines()
+
+
 def test_cloud_init_settings():
     cfg = yaml.safe_load(_overlay("etc/cloud/cloud.cfg.d/99-pvc-guest.cfg"))
     assert cfg["datasource_list"] == ["NoCloud", "Ec2", "None"]
