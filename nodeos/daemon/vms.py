@@ -245,9 +245,9 @@ class VmController:
             log.warning("VM %s: %s; trying again", spec.name, exc)
             self._set_status(spec, "starting", f"{exc}; trying again")
             return
-        except DiskCheckFailed as exc:  # fail closed, and try again on the next pass
+        except DiskCheckFailed as exc:  # fail closed, and try again on the next pass: still starting, not failed
             log.warning("VM %s not started: %s", spec.name, exc)
-            self._set_status(spec, "failed", f"{exc}; trying again")
+            self._set_status(spec, "starting", f"{exc}; trying again")
             return
         except (VirtError, DiskLocked) as exc:
             log.error("VM %s failed to start: %s", spec.name, exc)

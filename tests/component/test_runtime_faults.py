@@ -19,7 +19,7 @@ from pvc.nodeos.daemon.console import MAX_FILE_BYTES
 from pvc.nodeos.state import actions, layout
 from pvc.nodeos.state.store import CONSOLE_BYTES
 from tests.harness.cluster import console_flood_kernel, flood_domain_xml
-from tests.harness.procs import frozen_thread, wait_until
+from tests.harness.procs import frozen_thread, thread_names, wait_until
 
 FLOATING = "192.0.2.250"
 
@@ -326,14 +326,19 @@ def test_a_flooding_console_is_bounded(runtime):
     kernel = console_flood_kernel(runtime.dir / "flood.bin")
     vm_uuid = str(uuid.uuid4())
     path = runtime.dir / "n2" / "state" / "console" / f"{vm_uuid}.log"
-    # started first, under the VM's UUID: pvcd then finds its VM running at home and tails its console
-    conn = libvirt.open(runtime.libvirt_uri("n2"))
-    try:
-        conn.createXML(flood_domain_xml("flood", vm_uuid, kernel, path), 0)
-    finally:
-        conn.close()
-    spec = runtime.define("flood", node="n2", vm_uuid=vm_uuid)
-    actions.change_state(runtime.state, "flood", "start")
+    # started first, under the VM's UUID: pvcd then finds its VM running at home and tails its console. Its VM
+    # workers wait meanwhile: one that saw the new VM while still `stop` would destroy the domain (rightly).
+    pid = runtime.pvcd_pid("n2")
+    with contextlib.ExitStack() as frozen:
+        for name in thread_names(pid, "vm-worker-"):
+            frozen.enter_context(frozen_thread(pid, name))
+        conn = libvirt.open(runtime.libvirt_uri("n2"))
+        try:
+            conn.createXML(flood_domain_xml("flood", vm_uuid, kernel, path), 0)
+        finally:
+            conn.close()
+        spec = runtime.define("flood", node="n2", vm_uuid=vm_uuid)
+        actions.change_state(runtime.state, "flood", "start")
     runtime.wait_running(spec, "n2")
     wait_until("console lines in ZooKeeper", lambda: len(runtime.state.console(spec.uuid)) > 10, 30)
     znode = layout.vm_console(spec.uuid)

@@ -79,12 +79,12 @@ class Lab:
     def api_json(self, *args: str, timeout: float = 90) -> Any:
         """A `pvc -c lab ... --format json` answer; retried while the API moves to a new primary (seconds)."""
 
-        def answer() -> Any:
+        def answer() -> tuple[Any]:
             out = self.pvc(*args, "--format", "json")
             assert out.returncode == 0, out.stderr
-            return json.loads(out.stdout)
+            return (json.loads(out.stdout),)  # a one-tuple: an empty answer ([] or {}) is an answer too
 
-        return self.wait(f"pvc {' '.join(args)}", answer, timeout, interval=1.0)
+        return self.wait(f"pvc {' '.join(args)}", answer, timeout, interval=1.0)[0]
 
     def status(self) -> dict:
         return json.loads(self.run("status", "--format", "json").stdout)

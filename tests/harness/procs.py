@@ -145,6 +145,17 @@ def thread_id(pid: int, name: str) -> int:
     raise LookupError(f"process {pid} has no thread named {name!r}")
 
 
+def thread_names(pid: int, prefix: str) -> list[str]:
+    """The OS-level names of the threads of `pid` that start with `prefix`."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = (task / "comm").read_text().strip()
+            if name.startswith(prefix):
+                names.append(name)
+    return sorted(names)
+
+
 @contextlib.contextmanager
 def frozen_thread(pid: int, name: str) -> Iterator[int]:
     """Stop one thread of a running process (ptrace: seize, interrupt) while the block runs, as a thread blocked

@@ -9,17 +9,14 @@ container-lab tests can run in the same session.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pvc.config.schema import API_PREFIX
 from pvc.nodeos.boot import console as node_console
 from pvc.nodeos.formation.plan import STEPS
 from tests.harness.examples import example
@@ -97,9 +94,9 @@ def test_usb_uefi_forms_a_one_node_cluster(vmlab, tmp_path):
     data_done(lab)
     status = lab.status()
     assert status["backend"] == "vm" and status["nodes"][0]["formed"], status
-    with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{API_PREFIX}/health", timeout=30) as resp:
-        health = json.loads(resp.read())
-    assert resp.status == 200, health
+    # the API over HTTPS, the cluster's CA pinned (the `lab` connection pvc-lab up registered --from-config)
+    nodes = lab.api_json("node", "list")
+    assert [(n["name"], n["daemon_state"]) for n in nodes] == [("node1", "run")], nodes
     out = lab.run("ssh", "--identity", str(key), "node1", "--", "findmnt", "-no", "FSTYPE,OPTIONS", "/")
     assert out.stdout.startswith("overlay"), out.stdout
     whoami = lab.run("ssh", "--identity", str(key), "node1", "--", "id", "-un").stdout.strip()
