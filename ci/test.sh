@@ -11,7 +11,7 @@ echo "== mypy"
 .venv/bin/python ci/typecheck.py
 echo "== pytest"
 set +e
-.venv/bin/python -m pytest -ra "${@:-tests}"
+.venv/bin/python -m pytest -ra --durations=30 "${@:-tests}"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
