@@ -71,6 +71,9 @@ def render(cfg: ClusterFile, node: Node, join_key: str, bin_dir: str = BIN_DIR, 
             "data_dir": f"{data_dir}/data",
             "bin_dir": bin_dir,
             "pgpass": f"{data_dir}/pgpass",
+            # a new replica copies the leader with pg_basebackup, which waits for a checkpoint first: a spread one
+            # (the default) kept every replica's formation waiting about 100 s; a fast one takes moments
+            "basebackup": [{"checkpoint": "fast"}],
             "authentication": {
                 "superuser": {"username": "postgres", "password": pw["superuser"]},
                 "replication": {"username": "replicator", "password": pw["replication"]},

@@ -87,6 +87,7 @@ def test_patroni_config(tmp_path):
     assert doc["bootstrap"]["dcs"]["ttl"] == cfg.patroni.ttl
     assert doc["restapi"]["listen"] == "198.51.100.11:8008"
     assert "host replication replicator 198.51.100.0/24 scram-sha-256" in doc["postgresql"]["pg_hba"]
+    assert doc["postgresql"]["basebackup"] == [{"checkpoint": "fast"}]  # a replica does not wait for a spread one
     passwords = {v["password"] for v in doc["postgresql"]["authentication"].values()}
     assert len(passwords) == 3 and all(len(p) >= 20 for p in passwords)
     rest = doc["restapi"]["authentication"]  # basic auth on Patroni's unsafe endpoints, derived from the join key
