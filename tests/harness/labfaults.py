@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pvc.installer.lab import network, state
 from pvc.installer.lab.cli import nsenter_argv
+from tests.harness.labctl import wait
 
 MiB = 1024 * 1024
 QEMU_DISK = "/machine/peripheral/virtio-disk0/virtio-backend"  # vmrender's first virtio disk, in QEMU's QOM tree
@@ -131,6 +132,12 @@ class Watch:
             with contextlib.suppress(Exception):  # a round that fails is a round missed, never the test's end
                 self.sample()
             self._halt.wait(self.interval)
+
+    def powered_on_again(self, node: str) -> None:
+        """`node`, powered off on purpose (expect_off), is on again: from now on, its power-off would be a false
+        fence."""
+        self.expect_off.discard(node)
+        self.powered_off.pop(node, None)
 
     def false_fences(self) -> list[str]:
         return sorted(set(self.powered_off) - self.expect_off)
@@ -288,5 +295,17 @@ class Disk:
         return hashlib.sha256(self.content).hexdigest()
 
     def actual(self, node: str) -> str:
-        out = self.shell.run(node, f"rbd export --no-progress {self.volume} - 2>/dev/null | sha256sum", timeout=120)
-        return out.split()[0]
+        """The volume's SHA-256 as read on `node`. An export that fails is read again (a placement group whose
+        primary OSD just died answers once that OSD is marked down), never hashed: a pipe into sha256sum would
+        hash what a failed export left and report a changed disk."""
+        # (mktemp -p: the node's /tmp, not the $TMPDIR of the test's environment, which nsenter passes on)
+        read = (
+            f"f=$(mktemp -p /tmp) && rbd export --no-progress {self.volume} - >$f && sha256sum <$f; rc=$?; "
+            "rm -f $f; exit $rc"
+        )
+
+        def checksum() -> str | None:
+            out = self.shell.run(node, read, timeout=130, check=False).split()
+            return out[0] if out else None
+
+        return wait(f"{self.volume} read on {node}", checksum, 300, interval=2.0)

@@ -3,7 +3,8 @@ cluster to recover, checks the invariants (AssertionError naming what broke) and
 tests/system/test_faults.py asserts them; bench/faults.py times them. The lab, a VM on an RBD disk and the watch
 (labfaults.Watch) come from `world()`.
 
-The lab runs cluster.toml's default timers (keepalive 2 s, dead after 5). Its migrations are capped at 1 MiB/s
+The lab runs the lab configs' timers (keepalive 2 s, dead after 5: looser than the defaults, as a lab shares one
+machine's cores among its nodes). Its migrations are capped at 1 MiB/s
 (`[migration] bandwidth_mib`) so that a migration is still copying when its target is frozen; the VM's own
 migration deadline is 8 s (live-only: no fallback).
 """
@@ -28,6 +29,7 @@ from pvc.installer.lab.state import example_config
 from tests.harness.labctl import Lab, wait
 from tests.harness.labfaults import (
     Disk,
+    MiB,
     NodeShell,
     Watch,
     ZkKeys,
@@ -71,13 +73,7 @@ def lab_config(path: Path) -> Path:
 
 def api(lab: Lab, *args: str, timeout: float = 90) -> Any:
     """A `pvc -c lab ... --format json` answer, retried while the API moves to a new primary."""
-
-    def answer() -> Any:
-        out = lab.pvc(*args, "--format", "json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
-    return wait(f"pvc {' '.join(args)}", answer, timeout, interval=1.0)
+    return lab.api_json(*args, timeout=timeout)
 
 
 def primary(lab: Lab) -> str:
@@ -279,7 +275,7 @@ def migration_target_frozen(world: World) -> dict[str, Any]:
     return {"recover_s": took, "output": output}
 
 
-def osd_killed(world: World, writes: int = 24) -> dict[str, float]:
+def osd_killed(world: World, writes: int = 8) -> dict[str, float]:
     """An OSD (not on the VM's node) SIGKILLed while the VM's QEMU writes its disk: every write acknowledged,
     the checksum that of every write, then and after the OSD is back. Returns the seconds the writes took and
     the seconds until every OSD was up again."""
@@ -288,19 +284,27 @@ def osd_killed(world: World, writes: int = 24) -> dict[str, float]:
     host = next(h for h in tree["nodes"] if h["type"] == "host" and h["name"] != vm_home)
     osd = host["children"][0]
     errors: list[BaseException] = []
+    done: list[float] = []  # when each write was acknowledged
+    stop = threading.Event()
 
     def write_loop() -> None:
-        try:
-            for i in range(writes):  # about 3 s of writes (8 MiB, three times over): the kill comes amid them
-                world.disk.write(vm_home, 4 + i % 8, 0xC0 + i)
+        try:  # 1 MiB at a time over 8 MiB, until told to stop
+            while not stop.is_set():
+                i = len(done)
+                world.disk.write(vm_home, 4 + i % 8, (0xC0 + i) % 256)
+                done.append(time.monotonic())
         except BaseException as exc:
             errors.append(exc)
 
     writer = threading.Thread(target=write_loop)
     t0 = time.monotonic()
     writer.start()
-    time.sleep(1)
+    wait("the first writes", lambda: len(done) >= 2 or errors, 60, interval=0.1)
     signal_unit(world.shell, host["name"], f"pvc-ceph-osd@{osd}.service", "KILL")
+    killed = time.monotonic()
+    # the kill comes amid the writes, and `writes` more are acknowledged after it
+    wait(f"{writes} writes after the kill", lambda: sum(t > killed for t in done) >= writes or errors, 600, 0.2)
+    stop.set()
     writer.join(600)
     written = time.monotonic() - t0
     assert not writer.is_alive() and errors == [], errors
@@ -316,6 +320,100 @@ def osd_killed(world: World, writes: int = 24) -> dict[str, float]:
     back = time.monotonic() - t0
     assert_invariants(world, vm_home)
     return {"writes_s": written, "recover_s": back}
+
+
+FLOOD_VM, FLOOD_VOLUME = "floodvm", "vms/flooddisk"
+FLOOD_SECONDS = 60
+# On a node: the VM's console ring in ZooKeeper (its znode's version counts the writes) through PVC's own client,
+# with the credentials the node derives from its join key.
+ZK_CONSOLE = """
+import json
+from pathlib import Path
+from pvc.config.load import load
+from pvc.config.secrets import read_join_key
+from pvc.nodeos.state import layout
+from pvc.nodeos.state.store import ClusterState, cluster_client
+path = "/run/pvc/cluster.toml"
+cfg = load(path).config
+z = cluster_client(cfg, read_join_key(cfg, Path(path).parent))
+z.start(timeout=30)
+stat = z.exists(layout.vm_console(%(uuid)r))
+ring = ClusterState(z).console(%(uuid)r)
+print(json.dumps({"version": stat.version if stat else -1, "lines": len(ring),
+                  "bytes": sum(len(line.encode()) + 1 for line in ring)}))
+z.stop()
+"""
+
+
+def flood_disk() -> bytes:
+    """A 1 MiB disk whose boot sector (16-bit, loaded by SeaBIOS at 0x7c00) prints lines of 63 'x' to COM1 for
+    ever, as fast as the CPU goes: a guest flooding its serial console."""
+    code = bytes.fromhex(
+        "baf803"  # mov dx, 0x3f8 (COM1)
+        "b93f00"  # line: mov cx, 63
+        "b078ee"  # char: mov al, 'x'; out dx, al
+        "e2fb"  # loop char
+        "b00aee"  # mov al, 10; out dx, al
+        "ebf3"  # jmp line
+    )
+    return (code.ljust(510, b"\0") + b"\x55\xaa").ljust(MiB, b"\0")
+
+
+def console_flood(world: World, workdir: Path, seconds: float = FLOOD_SECONDS) -> dict[str, Any]:
+    """A second VM floods its serial console for `seconds`: its node writes the console ring to ZooKeeper at most
+    once a second and within CONSOLE_BYTES, the console folder on PVCDATA stays near its cap (MAX_FILE_BYTES) and
+    PVCDATA stays below the 80 % at which a fault is raised (no such fault). The file system's own growth is
+    reported, not asserted: ZooKeeper preallocates its transaction logs 64 MiB at a time and Ceph's monitor store
+    compacts, whatever the console does. The flood VM is removed after; the fault VM was never touched. Returns the
+    write rate, the largest console folder seen and PVCDATA's growth."""
+    from pvc.nodeos.daemon.console import MAX_FILE_BYTES
+    from pvc.nodeos.state.store import CONSOLE_BYTES
+
+    vm_home = home(world)
+    raw = workdir / "flood.raw"
+    raw.write_bytes(flood_disk())
+    up = world.lab.pvc("storage", "volume", "upload", *FLOOD_VOLUME.split("/"), str(raw), "--quiet", timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    defined = world.lab.pvc(
+        "vm", "define", "--name", FLOOD_VM, "--memory", "64", "--machine", "pc", "--disk", FLOOD_VOLUME
+    )
+    assert defined.returncode == 0, defined.stdout + defined.stderr
+    try:
+        started = world.lab.pvc("vm", "start", FLOOD_VM, "--wait", timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        info = api(world.lab, "vm", "info", FLOOD_VM)
+        node, vm_uuid = info["running_on"], info["uuid"]
+        log = f"/var/lib/pvc/console/{vm_uuid}.log"
+
+        def ring() -> dict[str, int]:
+            return json.loads(world.shell.python(node, ZK_CONSOLE % {"uuid": vm_uuid}, timeout=90))
+
+        wait("the flood in the console ring", lambda: ring()["lines"] > 10, 120, interval=1.0)
+        used = "df --output=used,pcent -B1 /var/lib/pvc | tail -1"
+        used_before = int(world.shell.run(node, used).split()[0])
+        first, t0, largest, pct = ring(), time.monotonic(), 0, 0
+        while time.monotonic() - t0 < seconds:
+            size = world.shell.run(node, "du -sb /var/lib/pvc/console | cut -f1", check=False).strip()
+            largest = max(largest, int(size or 0))
+            pct = max(pct, int(world.shell.run(node, used).split()[1].rstrip("%")))
+            time.sleep(1)
+        last = ring()
+        elapsed = time.monotonic() - t0
+        growth = int(world.shell.run(node, used).split()[0]) - used_before
+        writes = last["version"] - first["version"]
+        assert 0 < writes <= elapsed + 2, f"{writes} console writes to ZooKeeper in {elapsed:.0f} s"
+        assert last["bytes"] <= CONSOLE_BYTES, last
+        # QEMU appends between two of the tailer's passes (0.5 s) at most what it prints meanwhile
+        assert largest < 4 * MAX_FILE_BYTES, f"the console folder ({log}) reached {largest} bytes"
+        assert pct < 80, f"PVCDATA reached {pct} % during the flood"
+        faults = [f for f in api(world.lab, "cluster", "faults") if "disk-full" in f.get("id", "")]
+        assert faults == [], faults
+    finally:
+        world.lab.pvc("vm", "stop", FLOOD_VM, "--wait", timeout=120)
+        world.lab.pvc("vm", "remove", FLOOD_VM, "--delete-disks", "--yes", timeout=120)
+    wait(f"{FLOOD_VM} gone", lambda: not world.watch.where.get(FLOOD_VM), 60, interval=1.0)
+    assert_invariants(world, vm_home)
+    return {"writes_per_s": writes / elapsed, "console_max_bytes": largest, "pvcdata_growth_bytes": growth}
 
 
 def node_partitioned(world: World) -> dict[str, Any]:
@@ -343,6 +441,34 @@ def node_partitioned(world: World) -> dict[str, Any]:
     assert record["daemon_state"] in ("dead", "fenced") and record["fence"] is not None, record
     assert assert_invariants(world) == moved
     return {"victim": victim, "fence_s": fenced, "recover_s": took}
+
+
+def partitioned_node_rejoins(world: World, victim: str) -> dict[str, Any]:
+    """The partition healed, the fenced node is powered on again through its BMC: it forms again and rejoins
+    `flushed` — running, but not taking back the VM it lost, which stays where it runs now — until `pvc node
+    ready`. Returns the seconds from power-on to the node's daemon running."""
+    vm_home = home(world)
+    assert vm_home != victim
+    t0 = time.monotonic()
+    world.lab.run("start", victim)
+    wait(f"{victim} powered on", lambda: victim in world.shell.powered(), 60, interval=0.5)
+    world.watch.powered_on_again(victim)
+
+    def rejoined() -> dict | None:
+        record = next(n for n in api(world.lab, "node", "list") if n["name"] == victim)
+        return record if record["daemon_state"] == "run" else None
+
+    record = wait(f"{victim} running again", rejoined, 600, interval=2.0)
+    took = time.monotonic() - t0
+    assert record["domain_state"] == "flushed", record
+    time.sleep(world.judge_s * 2)  # long enough for a wrong start of the lost VM to show
+    assert_invariants(world, vm_home)
+    ready = world.lab.pvc("node", "ready", victim, "--wait", timeout=300)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    state = next(n for n in api(world.lab, "node", "list") if n["name"] == victim)["domain_state"]
+    assert state == "ready", state
+    assert_invariants(world)
+    return {"victim": victim, "rejoin_s": took}
 
 
 def labdir_for(workdir: Path) -> Path:

@@ -5,7 +5,7 @@ Each test injects one fault into the running cluster (tests/harness/labscenarios
 the VM never ran on two nodes at once; no node was powered off that the test did not mean to lose; a VM whose node
 died runs again exactly once; every ZooKeeper key whose create was acknowledged is still there; the VM's disk has
 the checksum of every write its QEMU acknowledged. The tests run in file order; the partition, which costs the lab
-a node, comes last.
+a node until it is powered on again, comes last.
 """
 
 from __future__ import annotations
@@ -68,7 +68,25 @@ def test_an_osd_killed_during_writes_loses_nothing(world):
     print(s.osd_killed(world))
 
 
+def test_a_flooding_console_stays_within_its_caps(world, tmp_path):
+    """A second VM prints to its serial console as fast as it can for 60 s: at most one ZooKeeper write of its
+    console a second, the ring within its bytes, the console file on PVCDATA near its cap, PVCDATA not filling."""
+    print(s.console_flood(world, tmp_path))
+
+
+PARTITIONED: dict[str, str] = {}
+
+
 def test_a_partitioned_node_is_fenced_and_its_vm_runs_again_once(world):
     """The VM's node loses the cluster network (nftables drops everything on its NIC, in its namespace): the
     primary fences it through its BMC, and the VM runs again on another node, exactly once, its disk intact."""
-    print(s.node_partitioned(world))
+    result = s.node_partitioned(world)
+    PARTITIONED["victim"] = result["victim"]
+    print(result)
+
+
+def test_the_healed_node_rejoins_flushed(world):
+    """The partition healed and the fenced node powered on again: it rejoins flushed and does not take back the
+    VM it lost until `pvc node ready`."""
+    assert "victim" in PARTITIONED, "test_a_partitioned_node_is_fenced_and_its_vm_runs_again_once must run first"
+    print(s.partitioned_node_rejoins(world, PARTITIONED["victim"]))
