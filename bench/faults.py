@@ -2,12 +2,13 @@
 
 1. lab: the faults of tests/system/test_faults.py on a 3-node container lab of the real image (labscenarios.py):
    ZooKeeper frozen on every node and on two of three, the ZooKeeper leader killed, the primary's pvcd frozen, a
-   migration whose target freezes, an OSD killed during writes, a node cut from the cluster network. Each row: the
-   seconds to recovery, and whether every invariant held (no double run, no false fence, acknowledged ZooKeeper
-   keys and disk writes intact; a VM of a dead node running again exactly once).
+   migration whose target freezes, an OSD killed during writes, a flooding console, a node cut from the cluster
+   network and its return (rejoining flushed). Each row: the seconds to recovery, and whether every invariant held
+   (no double run, no false fence, acknowledged ZooKeeper keys and disk writes intact; a VM of a dead node running
+   again exactly once).
 2. failover: node power loss → its VMs running elsewhere, on three simulated servers (bench/runtime.py's), with
-   cluster.toml's defaults (keepalive 2 s, dead after 5) and with tighter timers (--tight KEEPALIVE,DEAD_AFTER);
-   with --burners, both under that load.
+   the defaults before issue 12 (keepalive 2 s, dead after 5), cluster.toml's defaults (keepalive 1 s, dead after
+   4) and, if it differs, --tight KEEPALIVE,DEAD_AFTER; with --burners, all under that load.
 3. soak: false fences over --soak seconds with --burners processes keeping every core busy, at the tighter timers
    (bench/runtime.py's soak): a node marked dead, stalled or fenced when nothing failed is a false alarm.
 
@@ -30,22 +31,38 @@ from typing import Any
 
 from bench import report
 from bench import runtime as rt
+from pvc.config.schema import Timers
 from pvc.image.build import DEFAULT_OUT, build
 from tests.harness import labscenarios as s
 from tests.harness.procs import end_on_signals
 
 GOAL_FAILOVER_S = 8.0
+DEFAULT_TIMERS = Timers()
 LAB_NS = "pvcbf"
 LAB_API_PORT = 17378
 
-FAULTS: list[tuple[str, Callable[[s.World], dict[str, Any]]]] = [
-    ("ZooKeeper frozen on every node 20 s → all nodes healthy", lambda w: s.zookeeper_frozen(w, list(s.NODES))),
-    ("primary's pvcd frozen → new primary", s.primary_frozen),
-    ("ZooKeeper frozen on 2 of 3 for 20 s → all nodes healthy", lambda w: s.zookeeper_frozen(w, ["node2", "node3"])),
-    ("ZooKeeper leader killed → new leader", s.zookeeper_leader_killed),
-    ("migration target frozen → aborted", s.migration_target_frozen),
-    ("OSD killed during writes → all OSDs up", s.osd_killed),
-    ("node partitioned → its VM running elsewhere", s.node_partitioned),
+
+def remember(run: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """`found`, kept in `run` too (the partitioned node, for the fault that heals it)."""
+    run.update(found)
+    return found
+
+
+# Each fault takes the world and what the run knows (its work folder, the partitioned node) and returns its figures.
+Fault = Callable[[s.World, dict[str, Any]], dict[str, Any]]
+FAULTS: list[tuple[str, Fault]] = [
+    ("ZooKeeper frozen on every node 20 s → all nodes healthy", lambda w, _: s.zookeeper_frozen(w, list(s.NODES))),
+    ("primary's pvcd frozen → new primary", lambda w, _: s.primary_frozen(w)),
+    (
+        "ZooKeeper frozen on 2 of 3 for 20 s → all nodes healthy",
+        lambda w, _: s.zookeeper_frozen(w, ["node2", "node3"]),
+    ),
+    ("ZooKeeper leader killed → new leader", lambda w, _: s.zookeeper_leader_killed(w)),
+    ("migration target frozen → aborted", lambda w, _: s.migration_target_frozen(w)),
+    ("OSD killed during writes → all OSDs up", lambda w, _: s.osd_killed(w)),
+    ("a console flooding 60 s → within its caps", lambda w, run: s.console_flood(w, run["workdir"])),
+    ("node partitioned → its VM running elsewhere", lambda w, run: remember(run, s.node_partitioned(w))),
+    ("partition healed → node rejoins flushed", lambda w, run: s.partitioned_node_rejoins(w, run["victim"])),
 ]
 
 
@@ -55,10 +72,11 @@ def lab_faults(workdir: Path) -> list[dict[str, Any]]:
     labdir = s.labdir_for(workdir)
     results = []
     with s.world(workdir, labdir, os.environ.get("PVC_LAB_NS", LAB_NS) + "b", LAB_API_PORT, squashfs) as world:
+        run: dict[str, Any] = {"workdir": workdir}
         for name, fault in FAULTS:
             t0 = time.monotonic()
             try:
-                found = fault(world)
+                found = fault(world, run)
                 results.append({"fault": name, "invariants": "held", **found})
             except AssertionError as exc:
                 results.append({"fault": name, "invariants": f"broken: {str(exc)[:300]}"})
@@ -69,8 +87,12 @@ def lab_faults(workdir: Path) -> list[dict[str, Any]]:
 
 def failovers(workdir: Path, cache: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     keepalive, dead_after = (int(x) for x in args.tight.split(","))
+    defaults = (DEFAULT_TIMERS.keepalive_interval, DEFAULT_TIMERS.dead_after)
+    settings = [("previous defaults", 2, 5), ("defaults", *defaults)]
+    if (keepalive, dead_after) != defaults:
+        settings.append(("tight", keepalive, dead_after))
     out = []
-    for label, ka, da in (("defaults", 2, 5), ("tight", keepalive, dead_after)):
+    for label, ka, da in settings:
         run = argparse.Namespace(**{**vars(args), "keepalive": ka, "dead_after": da})
         with rt.burning(args.burners):
             times = [rt.failover(workdir, cache, run) for _ in range(args.repeat)]
@@ -81,7 +103,11 @@ def failovers(workdir: Path, cache: Path, args: argparse.Namespace) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="lab,failover,soak", help="which parts to run")
-    parser.add_argument("--tight", default="1,4", help="KEEPALIVE,DEAD_AFTER of the tighter timers")
+    parser.add_argument(
+        "--tight",
+        default=f"{DEFAULT_TIMERS.keepalive_interval},{DEFAULT_TIMERS.dead_after}",
+        help="KEEPALIVE,DEAD_AFTER of the timers the soak runs (and the failover too, if not the defaults)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="failovers per setting")
     parser.add_argument("--vms", type=int, default=2, help="VMs on the node that loses power")
     parser.add_argument("--session-ms", type=int, default=3000)

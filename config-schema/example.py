@@ -76,8 +76,12 @@ def render(plan: Plan, join_key: str, name: str | None = None) -> str:
     w('name = "vms"')
     w("")
     w("[timers]")
-    w("keepalive_interval = 2  # seconds")
-    w("dead_after = 5          # missed keepalives before a node is declared dead and fenced")
+    if plan.lab:  # a lab shares one machine's cores among its nodes and their TCG guests: looser than the defaults
+        w("keepalive_interval = 2  # seconds")
+        w("dead_after = 5          # missed keepalives before a node is declared dead and fenced")
+    else:
+        w("keepalive_interval = 1  # seconds")
+        w("dead_after = 4          # missed keepalives before a node is declared dead and fenced")
     w("vm_shutdown_timeout = 180")
     w("")
     w("[fencing]")

@@ -396,8 +396,8 @@ class Firewall(Model):
 
 
 class Timers(Model):
-    keepalive_interval: Annotated[int, Field(ge=1, le=60, description="seconds between keepalives")] = 2
-    dead_after: Annotated[int, Field(ge=2, le=100, description="missed keepalives before a node is dead")] = 5
+    keepalive_interval: Annotated[int, Field(ge=1, le=60, description="seconds between keepalives")] = 1
+    dead_after: Annotated[int, Field(ge=2, le=100, description="missed keepalives before a node is dead")] = 4
     vm_shutdown_timeout: Annotated[int, Field(ge=1, le=3600, description="seconds before shutdown → destroy")] = 180
     watchdog: Annotated[
         int,

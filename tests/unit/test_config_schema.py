@@ -194,3 +194,18 @@ def test_a_vm_may_choose_every_cluster_migration_method():
     from pvc.config.choices import VM_MIGRATION_METHODS, MigrationMethod
 
     assert set(get_args(MigrationMethod)) < set(VM_MIGRATION_METHODS)
+
+
+def test_default_timers_are_the_soaked_ones(example_text):
+    """keepalive 1 s, dead after 4: what issue 12's 10-minute soak under two CPU burners found safe (docs/runtime.md).
+    `pvc config init` writes them for a production cluster; a lab, all of whose nodes share one machine, keeps 2/5."""
+    from pvc.config.example import Plan, render
+    from pvc.config.schema import Timers
+
+    assert (Timers().keepalive_interval, Timers().dead_after) == (1, 4)
+    for plan, expected in ((Plan(3, lab=False), (1, 4)), (Plan(3, lab=True), (2, 5))):
+        cfg = load_text(render(plan, "ab" * 32), "c.toml").config
+        assert cfg is not None
+        assert (cfg.timers.keepalive_interval, cfg.timers.dead_after) == expected, plan
+    lab = load_text(example_text("lab-3node"), "lab-3node.toml").config
+    assert lab is not None and (lab.timers.keepalive_interval, lab.timers.dead_after) == (2, 5)
