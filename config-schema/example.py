@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pvc.config import lab_hardware as hw
+from pvc.config.schema import Timers
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,10 @@ def render(plan: Plan, join_key: str, name: str | None = None) -> str:
     w('name = "vms"')
     w("")
     w("[timers]")
-    if plan.lab:  # a lab shares one machine's cores among its nodes and their TCG guests: looser than the defaults
-        w("keepalive_interval = 2  # seconds")
-        w("dead_after = 5          # missed keepalives before a node is declared dead and fenced")
-    else:
-        w("keepalive_interval = 1  # seconds")
-        w("dead_after = 4          # missed keepalives before a node is declared dead and fenced")
+    # a lab shares one machine's cores among its nodes and their TCG guests: looser than the defaults
+    keepalive, dead_after = (2, 5) if plan.lab else (Timers().keepalive_interval, Timers().dead_after)
+    w(f"keepalive_interval = {keepalive}  # seconds")
+    w(f"dead_after = {dead_after}          # missed keepalives before a node is declared dead and fenced")
     w("vm_shutdown_timeout = 180")
     w("")
     w("[fencing]")
