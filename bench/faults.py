@@ -31,13 +31,12 @@ from typing import Any
 
 from bench import report
 from bench import runtime as rt
-from pvc.config.schema import Timers
 from pvc.image.build import DEFAULT_OUT, build
 from tests.harness import labscenarios as s
 from tests.harness.procs import end_on_signals
 
 GOAL_FAILOVER_S = 8.0
-DEFAULT_TIMERS = Timers()
+DEFAULT_TIMERS = rt.DEFAULT_TIMERS  # cluster.toml's defaults, as bench/runtime.py runs them
 LAB_NS = "pvcbf"
 LAB_API_PORT = 17378
 
