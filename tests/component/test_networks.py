@@ -2,7 +2,9 @@
 VXLAN and ZooKeeper, and one managed network from cluster.toml. Guest namespaces plugged into the nodes' vmbr100
 get DHCP leases from the primary's dnsmasq, reach each other across nodes through the VXLAN that EVPN programmed,
 are blocked by an ACL drop rule and released when it goes, reach the "upstream" (the switch namespace) masqueraded
-to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node.
+to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node. A guest
+with a static address reads its VM's documents from the metadata service at 169.254.169.254, before and after the
+primary moves; a MAC that is no VM's gets 404, and the upstream cannot reach the service.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 
 from pvc.config import networks
 from pvc.config.schema import AclFields
-from pvc.nodeos.state.models import NetworkRecord
+from pvc.nodeos.state.models import NetworkRecord, VmSeed
 from tests.harness.cluster import CLUSTER, ROOT, UPSTREAM, RuntimeCluster
 from tests.harness.netlab import kill_all_in
 from tests.harness.ports import NS_PREFIX, RUNTIME_ZK_PORT
@@ -53,6 +55,21 @@ try:
 except OSError as exc:
     print(f"failed: {type(exc).__name__}")
 """
+
+
+FETCH = """
+import json, sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    with opener.open(sys.argv[1], timeout=float(sys.argv[2])) as r:
+        print(json.dumps([r.status, r.read().decode()]))
+except urllib.error.HTTPError as exc:
+    print(json.dumps([exc.code, exc.read().decode()]))
+except OSError as exc:
+    print(json.dumps([0, type(exc).__name__]))
+"""
+METADATA = "http://169.254.169.254"
+USERDATA = "#cloud-config\nruncmd: [touch /var/tmp/meta1]\n"
 
 
 def ns_run(ns: str, *argv: str, timeout: float = 60) -> str:
@@ -120,6 +137,12 @@ def dhcp(ns: str, hostname: str) -> dict:
     return json.loads(ns_run(ns, sys.executable, "-m", "tests.harness.dhcp", "eth0", hostname, timeout=90))
 
 
+def fetch(ns: str, url: str, timeout: float = 3) -> tuple[int, str]:
+    """GET `url` from a namespace: (status, body); (0, the error's name) when no HTTP answer came."""
+    status, body = json.loads(ns_run(ns, sys.executable, "-c", FETCH, url, str(timeout)))
+    return status, body
+
+
 def connect(ns: str, host: str, port: int, timeout: float = 3) -> str:
     return ns_run(ns, sys.executable, "-c", CONNECT, host, str(port), str(timeout)).strip()
 
@@ -179,6 +202,24 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
     finally:
         server.stop()
 
+    # the metadata service: a stand-in VM with a static address (no lease) gets its own VM's documents, found by its
+    # MAC; a MAC no VM holds gets 404; the upstream cannot reach the service at all
+    g3 = guest(cluster, guests, others[1], "g3", "52:54:00:00:01:03")
+    ns_run(g3, "ip", "addr", "add", "10.100.0.50/24", "dev", "eth0")
+    ns_run(g3, "ip", "route", "add", "default", "via", "10.100.0.1")
+    meta1 = cluster.define("meta1", node=others[1], nics=[{"network": VNI, "mac": "52:54:00:00:01:03"}])
+    state.put_vm_seed(meta1.uuid, VmSeed(meta_data={"instance-id": meta1.uuid, "local-hostname": "meta1"},
+                                         user_data=USERDATA, profile="web"))  # fmt: skip
+    assert wait_until("meta1's hostname", lambda: fetch(g3, f"{METADATA}/latest/meta-data/hostname")[0] == 200, 30)
+    assert fetch(g3, f"{METADATA}/latest/meta-data/hostname") == (200, "meta1")
+    assert fetch(g3, f"{METADATA}/latest/meta-data/local-ipv4") == (200, "10.100.0.50")
+    assert fetch(g3, f"{METADATA}/latest/user-data") == (200, USERDATA)
+    assert f"instance-id: {meta1.uuid}" in fetch(g3, f"{METADATA}/nocloud/meta-data")[1]
+    assert fetch(g1, f"{METADATA}/latest/meta-data/hostname")[0] == 404  # its MAC is no VM's
+    ip("-n", cluster.lab.switch, "route", "replace", "169.254.169.254/32", "via",
+       f"{UPSTREAM.prefix}.{cluster.host_id(primary)}")  # fmt: skip
+    assert fetch(cluster.lab.switch, f"{METADATA}/latest/meta-data/hostname", 2)[0] == 0  # bound to the bridges
+
     # NAT: the upstream (the switch namespace) sees the primary's upstream address
     upstream = Proc(
         "upstream-listener",
@@ -208,6 +249,11 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         )
         again = dhcp(g2, "guest2")
         assert again["ip"] == lease2["ip"], (again, lease2)
+        # the metadata service moved with the primary
+        assert "169.254.169.254" in cluster.lab.addresses(new, f"vmbr{VNI}")
+        gone = lambda: "169.254.169.254" not in cluster.lab.addresses(primary, f"vmbr{VNI}")  # noqa: E731
+        assert wait_until("the old primary to drop the metadata address", gone, 10)
+        assert fetch(g3, f"{METADATA}/latest/meta-data/hostname") == (200, "meta1")
     finally:
         upstream.stop()
     assert CLUSTER.prefix  # the cluster network carried the VXLAN (192.0.2.0/24)
