@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # bind before the address is on the bridge (linux/in.h)
 REQUEST_SECONDS = 10.0  # a client that sends nothing for this long is dropped
+MAX_REQUESTS = 32  # requests handled at once per bridge; more connections are closed at once (no thread each)
 POLL_SECONDS = 0.1  # how soon a listener ends once stopped (a step-down waits for it)
 
 
@@ -104,11 +106,31 @@ class Listener(ThreadingHTTPServer):
     """169.254.169.254:`port` on one bridge only."""
 
     daemon_threads = True
+    block_on_close = False  # a stop (a step-down) never waits for a slow client
+    request_queue_size = 2 * MAX_REQUESTS  # the accept backlog: VMs booting together are not made to retry a SYN
     allow_reuse_address = True
 
     def __init__(self, state: ClusterState, bridge: str, vni: int, port: int) -> None:
         self.state, self.bridge, self.vni = state, bridge, vni
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
         super().__init__((metadata.ADDRESS, port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per request, up to MAX_REQUESTS: a VM opening connections cannot exhaust pvcd's threads."""
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

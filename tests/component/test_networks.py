@@ -321,3 +321,64 @@ def test_links_converge_bridged_and_managed_and_remove_only_their_own():
             assert ipr.link_lookup(ifname="mine") and not ipr.link_lookup(ifname="vmbr42")
     finally:
         netns.remove(name)
+
+
+FLOOD = """
+import socket, sys, time
+address, count = "169.254.169.254", int(sys.argv[1])
+idle = [socket.create_connection((address, 80), timeout=5) for _ in range(count)]
+time.sleep(0.3)
+extra = socket.create_connection((address, 80), timeout=5)
+extra.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
+refused = extra.recv(100) == b""  # closed unanswered: every slot is taken
+idle.pop().close()
+time.sleep(0.3)
+again = socket.create_connection((address, 80), timeout=5)
+again.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
+print(refused, again.recv(100).split(b"\\r\\n")[0].decode())
+"""
+
+
+def test_metadata_listener_serves_its_bridge_only_and_bounds_its_requests(state):
+    """The listener on a bridge in a namespace: a caller whose MAC is no VM's gets 404; with every request slot held
+    by idle connections, one more is closed unanswered, and served again once a slot is free."""
+    from pyroute2 import netns as pynetns
+
+    from pvc.nodeos.daemon import metadata as service
+
+    node, vm = f"{NS_PREFIX}md", f"{NS_PREFIX}mdg"
+    for name in (node, vm):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        ip("netns", "add", name)
+        ip("-n", name, "link", "set", "lo", "up")
+    svc = None
+    try:
+        ip("-n", node, "link", "add", "vmbr9", "type", "bridge")
+        ip("-n", node, "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", vm)
+        ip("-n", node, "link", "set", "p0", "master", "vmbr9", "up")
+        ip("-n", node, "link", "set", "vmbr9", "up")
+        ip("-n", node, "addr", "add", "10.9.0.1/24", "dev", "vmbr9")
+        ip("-n", node, "addr", "add", "169.254.169.254/32", "dev", "vmbr9")
+        ip("-n", vm, "addr", "add", "10.9.0.2/24", "dev", "eth0")
+        ip("-n", vm, "link", "set", "eth0", "up")
+        ip("-n", vm, "route", "add", "default", "via", "10.9.0.1")
+        pynetns.pushns(node)  # the listener's socket and threads are made in the node's namespace
+        try:
+            svc = service.MetadataService(state)
+            assert svc.converge({"vmbr9": 9}) == ["metadata service on vmbr9 (169.254.169.254:80)"]
+        finally:
+            pynetns.popns()
+        assert wait_until("the listener", lambda: fetch(vm, f"{METADATA}/latest/meta-data/hostname")[0] == 404, 10)
+        assert ns_run(vm, sys.executable, "-c", FLOOD, str(service.MAX_REQUESTS)).split()[:3] == [
+            "True",
+            "HTTP/1.0",
+            "404",
+        ]
+        assert svc.converge({}) == ["stopped the metadata service on vmbr9"]
+        assert fetch(vm, f"{METADATA}/latest/meta-data/hostname", 2)[0] == 0
+    finally:
+        if svc is not None:
+            svc.stop()
+        for name in (vm, node):
+            kill_all_in(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
