@@ -7,9 +7,9 @@ loaded with `nft -f`. Two tables of PVC's own, beside the node firewall `inet pv
   and traffic routed through the gateway (on the primary). Traffic from a network's subnet out of its bridge jumps
   to `net<VNI>-out`, traffic to its subnet into its bridge to `net<VNI>-in`; in those chains the ACL rules run in
   order, then the network's default policy (accept, or drop after what the VMs need from the gateway).
-- chain `admit` (hook input, before `filter`): what VMs may send to the node itself (DHCP, DNS, DHCPv6) is marked
-  with the node firewall's ACCEPT_MARK, which `inet pvc` accepts; anything else from a client bridge is dropped, so
-  VMs never reach the node's own services.
+- chain `admit` (hook input, before `filter`): what VMs may send to the node itself (DHCP, DNS, DHCPv6, HTTP to the
+  metadata service at 169.254.169.254:80) is marked with the node firewall's ACCEPT_MARK, which `inet pvc` accepts;
+  anything else from a client bridge is dropped, so VMs never reach the node's own services.
 
 `ip pvc_nat`, on the primary: masquerade of the subnets with NAT on, out of the upstream device.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pvc.config import networks
 from pvc.config.schema import AclFields
+from pvc.nodeos.clientnet import metadata
 from pvc.nodeos.formation.firewall import ACCEPT_MARK
 from pvc.nodeos.state.models import NetworkRecord
 
@@ -139,6 +140,7 @@ def _admit(nets: Sequence[NetworkRecord]) -> list[str]:
             f'iifname "{bridge}" ct state established,related accept',
             f'iifname "{bridge}" udp dport {{ {DNS_PORT}, {DHCP_SERVER_PORT}, {DHCPV6_SERVER_PORT} }} {mark}',
             f'iifname "{bridge}" tcp dport {DNS_PORT} {mark}',
+            f'iifname "{bridge}" ip daddr {metadata.ADDRESS} tcp dport {metadata.PORT} {mark}',
             f'iifname "{bridge}" meta mark & {ACCEPT_MARK:#010x} != {ACCEPT_MARK:#010x} counter drop',
         ]
     return out

@@ -24,9 +24,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pvc.config import networks
 from pvc.nodeos import netif
-from pvc.nodeos.clientnet import dnsmasq, links, netfilter
+from pvc.nodeos.clientnet import dnsmasq, links, metadata, netfilter
 from pvc.nodeos.clientnet.bgp import Bgp
 from pvc.nodeos.clientnet.leases import LeaseServer
+from pvc.nodeos.daemon.metadata import MetadataService
 from pvc.nodeos.state.models import Lease, NetworkRecord
 from pvc.nodeos.state.networks import reconcile_config
 
@@ -55,6 +56,7 @@ class NetworkController:
         self.run_dir = Path(daemon.opts.run_dir) / "networks"
         self.bgp = Bgp(daemon.opts.frr_pathspace)
         self.leases = LeaseServer(self.run_dir / "lease.sock", self.lease_event)
+        self.metadata = MetadataService(daemon.state)
         self.primary = False
         self.dnsmasqs: dict[int, dnsmasq.Dnsmasq] = {}
         self.errors: dict[int, str] = {}
@@ -76,6 +78,7 @@ class NetworkController:
             for server in self.dnsmasqs.values():
                 server.stop()
             self.dnsmasqs.clear()
+            self.metadata.stop()
         self.leases.stop()
 
     def _loop(self) -> None:
@@ -112,6 +115,7 @@ class NetworkController:
                 for server in self.dnsmasqs.values():
                     server.stop()
                 self.dnsmasqs.clear()
+                self.metadata.stop()
 
     # -- convergence -------------------------------------------------------------------------------------------
     def converge(self) -> None:
@@ -129,6 +133,7 @@ class NetworkController:
                 self._gateways(ipr, ready)
             self._netfilter(ready)
             self._dnsmasq(ready)
+            self._metadata(ready)
             self._bgp(ready)
 
     def bridges_ready(self, vnis: set[int]) -> dict[int, str]:
@@ -161,6 +166,7 @@ class NetworkController:
             wanted: set[tuple[str, int]] = set()
             if self.primary and net.subnet and net.gateway:
                 wanted.add((net.gateway, ipaddress.ip_network(net.subnet).prefixlen))
+                wanted.add((metadata.ADDRESS, 32))  # the metadata service, on every managed bridge
             if self.primary and net.subnet6 and net.gateway6:
                 wanted.add((str(ipaddress.ip_address(net.gateway6)), ipaddress.ip_network(net.subnet6).prefixlen))
             have = _addresses(ipr, bridge)
@@ -204,6 +210,16 @@ class NetworkController:
             if done:
                 log.info("networks: dnsmasq of network %s (%d) %s", net.name, vni, done)
 
+    def _metadata(self, nets: list[NetworkRecord]) -> None:
+        """On the primary, the metadata service on each managed network with an IPv4 gateway (its VMs' route)."""
+        wanted = {
+            networks.bridge_name(n.vni): n.vni
+            for n in nets
+            if self.primary and n.type == "managed" and n.subnet and n.gateway
+        }
+        for line in self.metadata.converge(wanted):
+            log.info("networks: %s", line)
+
     def _bgp(self, nets: list[NetworkRecord]) -> None:
         try:
             for command in self.bgp.sync(nets):
@@ -245,14 +261,15 @@ def _set_mac(ipr: IPRoute, device: str, mac: str) -> None:
 
 
 def _addresses(ipr: IPRoute, device: str) -> set[tuple[str, int]]:
-    """The global addresses on a device (IPv6 link-local ones are the kernel's own)."""
+    """The addresses on a device but IPv6 link-local ones (the kernel's own); 169.254.169.254 is PVC's."""
     found = ipr.link_lookup(ifname=device)
     if not found:
         return set()
     out = set()
     for addr in ipr.get_addr(index=found[0]):
         address = addr.get_attr("IFA_ADDRESS")
-        if address and not ipaddress.ip_address(address).is_link_local:
+        ip = ipaddress.ip_address(address) if address else None
+        if ip is not None and not (ip.version == 6 and ip.is_link_local):
             out.add((address, addr["prefixlen"]))
     return out
 

@@ -38,7 +38,7 @@ from pvc.nodeos.provisioner.models import (
     vm_fields,
 )
 from pvc.nodeos.state import actions, placement
-from pvc.nodeos.state.models import Task, VmSpec
+from pvc.nodeos.state.models import Task, VmSeed, VmSpec
 from pvc.nodeos.state.store import ClusterState, NotFound
 from pvc.nodeos.state.vmdef import (
     MAX_DISK_BYTES,
@@ -327,7 +327,7 @@ def run(
         made.vm = spec.uuid
         done += 1
         begin("write the cloud-init seed")
-        _write_seed(ceph, db, p, spec, made)
+        _write_seed(state, ceph, db, p, spec, made)
         done += 1
         if p.start:
             begin(f"start VM {p.definition.name}")
@@ -356,8 +356,9 @@ def _clone(ceph: Connection, d: NewDisk, made: Made) -> None:
     ceph.run(clone)
 
 
-def _write_seed(ceph: Connection, db: Database, p: Plan, spec: VmSpec, made: Made) -> None:
-    """The seed volume, and the instance record of what went into it."""
+def _write_seed(state: ClusterState, ceph: Connection, db: Database, p: Plan, spec: VmSpec, made: Made) -> None:
+    """The seed volume, the instance record of what went into it, and the same documents beside the VM in
+    ZooKeeper for the primary's metadata service (removed with the VM)."""
     definition = spec.definition
     assert definition is not None
     meta = seed.meta(spec.uuid, definition.name, p.meta_extra)
@@ -370,6 +371,10 @@ def _write_seed(ceph: Connection, db: Database, p: Plan, spec: VmSpec, made: Mad
     name, profile, args = definition.name, p.profile, p.arguments
     db.transaction(
         lambda cur: store.add_instance(cur, spec.uuid, name, profile, args, meta, p.user_data, files["network-config"])
+    )
+    state.put_vm_seed(
+        spec.uuid,
+        VmSeed(meta_data=meta, user_data=p.user_data, network_config=files["network-config"], profile=profile),
     )
 
     def write(c: rados.Rados) -> None:

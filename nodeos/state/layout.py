@@ -90,6 +90,10 @@ def vm_console(uuid: str) -> str:
     return f"{VMS}/{uuid}/console"  # LogRing of the serial console
 
 
+def vm_seed(uuid: str) -> str:
+    return f"{VMS}/{uuid}/seed"  # VmSeed: the cloud-init documents of a created VM, for the metadata service
+
+
 def lock(name: str) -> str:
     return f"{LOCKS}/{name}"  # kazoo Lock recipes: "fence", "pools", ...
 

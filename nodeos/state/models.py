@@ -211,6 +211,16 @@ class VmMac(Record):
     uuid: str
 
 
+class VmSeed(Record):
+    """The cloud-init documents the provisioner put into a created VM's seed, kept beside the VM (and removed with
+    it) so that the primary's metadata service serves the same (docs/provisioner.md)."""
+
+    meta_data: dict[str, Any] = {}
+    user_data: str = ""
+    network_config: str = ""
+    profile: str | None = None
+
+
 class VmStatus(Record):
     """What the node that runs (or last ran) the VM observes."""
 

@@ -53,6 +53,7 @@ from pvc.nodeos.state.models import (
     Task,
     VmMac,
     VmName,
+    VmSeed,
     VmSpec,
     VmStatus,
     now,
@@ -607,6 +608,18 @@ class ClusterState:
     def set_vm_status(self, uuid: str, status: VmStatus) -> None:
         if self.zk.retry(self.zk.exists, layout.vm(uuid)):
             self.put(layout.vm_status(uuid), status)
+
+    def vm_seed(self, uuid: str) -> VmSeed | None:
+        return self.get_or_none(layout.vm_seed(uuid), VmSeed)
+
+    def put_vm_seed(self, uuid: str, seed: VmSeed) -> None:
+        """Write a VM's seed documents beside it; NotFound when the VM is gone (never a VM znode without a VM)."""
+        try:
+            self.zk.retry(self.zk.create, layout.vm_seed(uuid), encode(seed))
+        except NodeExistsError:
+            self.zk.retry(self.zk.set, layout.vm_seed(uuid), encode(seed))
+        except NoNodeError:
+            raise NotFound(layout.vm(uuid)) from None
 
     def console(self, uuid: str) -> list[str]:
         record = self.get_or_none(layout.vm_console(uuid), LogRing)

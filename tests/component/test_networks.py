@@ -2,7 +2,9 @@
 VXLAN and ZooKeeper, and one managed network from cluster.toml. Guest namespaces plugged into the nodes' vmbr100
 get DHCP leases from the primary's dnsmasq, reach each other across nodes through the VXLAN that EVPN programmed,
 are blocked by an ACL drop rule and released when it goes, reach the "upstream" (the switch namespace) masqueraded
-to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node.
+to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node. A guest
+with a static address reads its VM's documents from the metadata service at 169.254.169.254, before and after the
+primary moves; a MAC that is no VM's gets 404, and the upstream cannot reach the service.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 
 from pvc.config import networks
 from pvc.config.schema import AclFields
-from pvc.nodeos.state.models import NetworkRecord
+from pvc.nodeos.state.models import NetworkRecord, VmSeed
 from tests.harness.cluster import CLUSTER, ROOT, UPSTREAM, RuntimeCluster
 from tests.harness.netlab import kill_all_in
 from tests.harness.ports import NS_PREFIX, RUNTIME_ZK_PORT
@@ -53,6 +55,21 @@ try:
 except OSError as exc:
     print(f"failed: {type(exc).__name__}")
 """
+
+
+FETCH = """
+import json, sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    with opener.open(sys.argv[1], timeout=float(sys.argv[2])) as r:
+        print(json.dumps([r.status, r.read().decode()]))
+except urllib.error.HTTPError as exc:
+    print(json.dumps([exc.code, exc.read().decode()]))
+except OSError as exc:
+    print(json.dumps([0, type(exc).__name__]))
+"""
+METADATA = "http://169.254.169.254"
+USERDATA = "#cloud-config\nruncmd: [touch /var/tmp/meta1]\n"
 
 
 def ns_run(ns: str, *argv: str, timeout: float = 60) -> str:
@@ -120,6 +137,12 @@ def dhcp(ns: str, hostname: str) -> dict:
     return json.loads(ns_run(ns, sys.executable, "-m", "tests.harness.dhcp", "eth0", hostname, timeout=90))
 
 
+def fetch(ns: str, url: str, timeout: float = 3) -> tuple[int, str]:
+    """GET `url` from a namespace: (status, body); (0, the error's name) when no HTTP answer came."""
+    status, body = json.loads(ns_run(ns, sys.executable, "-c", FETCH, url, str(timeout)))
+    return status, body
+
+
 def connect(ns: str, host: str, port: int, timeout: float = 3) -> str:
     return ns_run(ns, sys.executable, "-c", CONNECT, host, str(port), str(timeout)).strip()
 
@@ -179,6 +202,24 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
     finally:
         server.stop()
 
+    # the metadata service: a stand-in VM with a static address (no lease) gets its own VM's documents, found by its
+    # MAC; a MAC no VM holds gets 404; the upstream cannot reach the service at all
+    g3 = guest(cluster, guests, others[1], "g3", "52:54:00:00:01:03")
+    ns_run(g3, "ip", "addr", "add", "10.100.0.50/24", "dev", "eth0")
+    ns_run(g3, "ip", "route", "add", "default", "via", "10.100.0.1")
+    meta1 = cluster.define("meta1", node=others[1], nics=[{"network": VNI, "mac": "52:54:00:00:01:03"}])
+    state.put_vm_seed(meta1.uuid, VmSeed(meta_data={"instance-id": meta1.uuid, "local-hostname": "meta1"},
+                                         user_data=USERDATA, profile="web"))  # fmt: skip
+    assert wait_until("meta1's hostname", lambda: fetch(g3, f"{METADATA}/latest/meta-data/hostname")[0] == 200, 30)
+    assert fetch(g3, f"{METADATA}/latest/meta-data/hostname") == (200, "meta1")
+    assert fetch(g3, f"{METADATA}/latest/meta-data/local-ipv4") == (200, "10.100.0.50")
+    assert fetch(g3, f"{METADATA}/latest/user-data") == (200, USERDATA)
+    assert f"instance-id: {meta1.uuid}" in fetch(g3, f"{METADATA}/nocloud/meta-data")[1]
+    assert fetch(g1, f"{METADATA}/latest/meta-data/hostname")[0] == 404  # its MAC is no VM's
+    ip("-n", cluster.lab.switch, "route", "replace", "169.254.169.254/32", "via",
+       f"{UPSTREAM.prefix}.{cluster.host_id(primary)}")  # fmt: skip
+    assert fetch(cluster.lab.switch, f"{METADATA}/latest/meta-data/hostname", 2)[0] == 0  # bound to the bridges
+
     # NAT: the upstream (the switch namespace) sees the primary's upstream address
     upstream = Proc(
         "upstream-listener",
@@ -208,6 +249,11 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         )
         again = dhcp(g2, "guest2")
         assert again["ip"] == lease2["ip"], (again, lease2)
+        # the metadata service moved with the primary
+        assert "169.254.169.254" in cluster.lab.addresses(new, f"vmbr{VNI}")
+        gone = lambda: "169.254.169.254" not in cluster.lab.addresses(primary, f"vmbr{VNI}")  # noqa: E731
+        assert wait_until("the old primary to drop the metadata address", gone, 10)
+        assert fetch(g3, f"{METADATA}/latest/meta-data/hostname") == (200, "meta1")
     finally:
         upstream.stop()
     assert CLUSTER.prefix  # the cluster network carried the VXLAN (192.0.2.0/24)
@@ -275,3 +321,64 @@ def test_links_converge_bridged_and_managed_and_remove_only_their_own():
             assert ipr.link_lookup(ifname="mine") and not ipr.link_lookup(ifname="vmbr42")
     finally:
         netns.remove(name)
+
+
+FLOOD = """
+import socket, sys, time
+address, count = "169.254.169.254", int(sys.argv[1])
+idle = [socket.create_connection((address, 80), timeout=5) for _ in range(count)]
+time.sleep(0.3)
+extra = socket.create_connection((address, 80), timeout=5)
+extra.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
+refused = extra.recv(100) == b""  # closed unanswered: every slot is taken
+idle.pop().close()
+time.sleep(0.3)
+again = socket.create_connection((address, 80), timeout=5)
+again.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
+print(refused, again.recv(100).split(b"\\r\\n")[0].decode())
+"""
+
+
+def test_metadata_listener_serves_its_bridge_only_and_bounds_its_requests(state):
+    """The listener on a bridge in a namespace: a caller whose MAC is no VM's gets 404; with every request slot held
+    by idle connections, one more is closed unanswered, and served again once a slot is free."""
+    from pyroute2 import netns as pynetns
+
+    from pvc.nodeos.daemon import metadata as service
+
+    node, vm = f"{NS_PREFIX}md", f"{NS_PREFIX}mdg"
+    for name in (node, vm):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        ip("netns", "add", name)
+        ip("-n", name, "link", "set", "lo", "up")
+    svc = None
+    try:
+        ip("-n", node, "link", "add", "vmbr9", "type", "bridge")
+        ip("-n", node, "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", vm)
+        ip("-n", node, "link", "set", "p0", "master", "vmbr9", "up")
+        ip("-n", node, "link", "set", "vmbr9", "up")
+        ip("-n", node, "addr", "add", "10.9.0.1/24", "dev", "vmbr9")
+        ip("-n", node, "addr", "add", "169.254.169.254/32", "dev", "vmbr9")
+        ip("-n", vm, "addr", "add", "10.9.0.2/24", "dev", "eth0")
+        ip("-n", vm, "link", "set", "eth0", "up")
+        ip("-n", vm, "route", "add", "default", "via", "10.9.0.1")
+        pynetns.pushns(node)  # the listener's socket and threads are made in the node's namespace
+        try:
+            svc = service.MetadataService(state)
+            assert svc.converge({"vmbr9": 9}) == ["metadata service on vmbr9 (169.254.169.254:80)"]
+        finally:
+            pynetns.popns()
+        assert wait_until("the listener", lambda: fetch(vm, f"{METADATA}/latest/meta-data/hostname")[0] == 404, 10)
+        assert ns_run(vm, sys.executable, "-c", FLOOD, str(service.MAX_REQUESTS)).split()[:3] == [
+            "True",
+            "HTTP/1.0",
+            "404",
+        ]
+        assert svc.converge({}) == ["stopped the metadata service on vmbr9"]
+        assert fetch(vm, f"{METADATA}/latest/meta-data/hostname", 2)[0] == 0
+    finally:
+        if svc is not None:
+            svc.stop()
+        for name in (vm, node):
+            kill_all_in(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)

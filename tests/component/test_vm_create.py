@@ -4,8 +4,9 @@ behind it (no node daemons: a VM told to start stays stopped).
 A create from a profile gives a VM whose definition has the disks cloned (copy-on-write) from the image's protected
 snapshot and the cloud-init seed as a read-only cdrom; the seed, read back from its RBD volume with pycdlib, has
 the meta-data (instance-id = the VM's UUID, hostname), the user-data with --arg values put in and the network-config
-matching the VM's MAC. A create refused by its checks makes nothing; one that fails in a step undoes what it made
-and its task names the step. --delete-disks leaves no volume of the VM.
+matching the VM's MAC, and the same documents are kept beside the VM in ZooKeeper (the metadata service's). A
+create refused by its checks makes nothing; one that fails in a step undoes what it made and its task names the
+step. --delete-disks leaves no volume of the VM (and its seed record goes with it).
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert files["user-data"] == USERDATA.replace("{{ package }}", "nginx").replace("{{ vm_name }}", "web1")
     network = yaml.safe_load(files["network-config"])
     assert network["ethernets"]["eth0"]["match"]["macaddress"] == nic["mac"].lower()
+    # the same documents beside the VM in ZooKeeper, for the primary's metadata service
+    record = api.state.vm_seed(definition["uuid"])
+    assert record is not None and record.profile == "web" and record.meta_data == meta
+    assert (record.user_data, record.network_config) == (files["user-data"], files["network-config"])
     xml = ok(api, "GET", "/api/v1/vms/web1")["xml"]
     assert f'name="{POOL}/web1_cidata"' in xml and 'device="cdrom"' in xml and "<readonly />" in xml
     # what it was made from is recorded
@@ -252,8 +257,11 @@ def test_remove_with_its_disks_leaves_no_volume(api, ceph, cli):
     if call(api, "GET", "/api/v1/vms/web1")[0] == 404:
         cli.ok("vm", "create", "web1", "--profile", "web", "--wait")
     assert "already exists" in cli.fails("vm", "create", "web1", "--profile", "web")
+    uuid = ok(api, "GET", "/api/v1/vms/web1")["uuid"]
+    assert api.state.vm_seed(uuid) is not None
     out = cli.ok("vm", "remove", "web1", "--delete-disks", "--yes")
     assert out.count("removed volume") == 3
+    assert api.state.vm_seed(uuid) is None  # removed with the VM
     names = volume_names(ceph)
     assert not {n for n in names if n.startswith("web1")} and "tiny" in names
     # the image has no clones left: only the templates and profiles hold it
