@@ -48,6 +48,8 @@ def request_body(name: str, o: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "start": o["start"], "arguments": pairs(o["args"], "--arg")}
     if o["node"]:
         body["node"] = o["node"]
+    if not o["seed_volume"]:
+        body["seed_volume"] = False
     if o["profile"]:
         return {**body, "profile": o["profile"]}
     if o["memory"] is None:
@@ -69,6 +71,12 @@ def request_body(name: str, o: dict[str, Any]) -> dict[str, Any]:
 @click.option("--profile", help="Make it from this provisioner profile.")
 @click.option("--node", help="Its home node (default: the one the selector picks).", shell_complete=node_names)
 @click.option("--start", is_flag=True, help="Start it once it is made.")
+@click.option(
+    "--seed-volume/--no-seed-volume",
+    default=True,
+    show_default=True,
+    help="Its cloud-init seed as a volume; without it, cloud-init reads the metadata service (managed networks).",
+)
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A value for {{ KEY }} in the user-data.")
 @click.option("--image", help="Without a profile: clone this image as its one disk.")
 @click.option("--memory", type=memory_mib, metavar="SIZE", help="With --image: memory, MiB or like 2G.")

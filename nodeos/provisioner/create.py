@@ -82,6 +82,13 @@ class CreateRequest(Input):
         list[SshKey], Field(default_factory=list, max_length=MAX_SSH_KEYS, description="added to the user-data")
     ]
     userdata: Annotated[str | None, Field(max_length=256 * 1024, description="a user-data document")] = None
+    seed_volume: Annotated[
+        bool,
+        Field(
+            description="give the VM its cloud-init seed as a volume (a cdrom); false: no volume, cloud-init reads "
+            "the same documents from the metadata service at 169.254.169.254 (a NIC on a managed network needed)"
+        ),
+    ] = True
 
     @model_validator(mode="after")
     def _one_way(self) -> CreateRequest:
@@ -128,6 +135,7 @@ class Plan:
     disks: list[NewDisk]
     seed_pool: str
     seed_name: str
+    with_seed_volume: bool
     user_data: str
     meta_extra: dict[str, Any]
     node: str | None
@@ -196,7 +204,10 @@ def plan(request: CreateRequest, src: Sources) -> Plan:
     user_data = _user_data(request, src.userdata, values)
     seed_pool, seed_name = disks[0].pool, f"{name}_{SEED_ID}"
     attached = [{"volume": d.volume, "bus": bus, "size": d.size} for d, bus in zip(disks, buses, strict=True)]
-    attached.append({"volume": f"{seed_pool}/{seed_name}", "device": "cdrom", "bus": "sata"})
+    if request.seed_volume:
+        # virtio-scsi, not SATA: Debian's cloud kernel (linux-image-cloud-amd64, in its genericcloud images) has no
+        # AHCI driver, so a seed on SATA is never seen and cloud-init falls back to no datasource
+        attached.append({"volume": f"{seed_pool}/{seed_name}", "device": "cdrom", "bus": "scsi"})
     try:
         definition = VmDefinition.model_validate(
             {
@@ -215,6 +226,7 @@ def plan(request: CreateRequest, src: Sources) -> Plan:
         disks,
         seed_pool,
         seed_name,
+        request.seed_volume,
         user_data,
         meta_extra,
         request.node,
@@ -252,11 +264,19 @@ def check(state: ClusterState, ceph: Connection, p: Plan, default_selector: str)
     with contextlib.suppress(NotFound):
         state.find_vm(name)
         raise Exists(f"a VM named '{name}' already exists", "name")
+    served = False  # by the metadata service: a managed network with an IPv4 gateway
     for nic in p.definition.nics:
         try:
-            state.network(nic.network)
+            net = state.network(nic.network)
         except NotFound:
             raise Invalid(f"there is no network {nic.network} (`pvc network list`)", "network") from None
+        served = served or (net.type == "managed" and net.gateway is not None)
+    if not p.with_seed_volume and not served:
+        raise Invalid(
+            "without a seed volume, cloud-init reads the metadata service, which only managed networks with an "
+            "IPv4 gateway serve: give the VM a NIC on one, or keep the seed volume",
+            "seed_volume",
+        )
     probe_uuid = "00000000-0000-0000-0000-000000000000"  # placement reads the memory and the node limit only
     probe = VmSpec(uuid=probe_uuid, name=name, definition=p.definition.changed(uuid=probe_uuid), node="")
     candidates = placement.candidates(state)
@@ -274,7 +294,7 @@ def _check_storage(cluster: rados.Rados, p: Plan) -> None:
         if not cluster.pool_exists(pool):
             raise Invalid(f"there is no pool '{pool}'", "pool")
         pools.check_room(pools.get_pool(cluster, pool), False, f"create the disks of VM {p.definition.name}")
-    for volume in [*(d.volume for d in p.disks), p.seed_volume]:
+    for volume in [*(d.volume for d in p.disks), *([p.seed_volume] if p.with_seed_volume else [])]:
         pool, _, image = volume.partition("/")
         with contextlib.suppress(Missing):
             volumes.get_volume(cluster, pool, image)
@@ -358,7 +378,7 @@ def _clone(ceph: Connection, d: NewDisk, made: Made) -> None:
 
 def _write_seed(state: ClusterState, ceph: Connection, db: Database, p: Plan, spec: VmSpec, made: Made) -> None:
     """The seed volume, the instance record of what went into it, and the same documents beside the VM in
-    ZooKeeper for the primary's metadata service (removed with the VM)."""
+    ZooKeeper for the primary's metadata service (removed with the VM). Without a seed volume, only the last two."""
     definition = spec.definition
     assert definition is not None
     meta = seed.meta(spec.uuid, definition.name, p.meta_extra)
@@ -376,6 +396,9 @@ def _write_seed(state: ClusterState, ceph: Connection, db: Database, p: Plan, sp
         spec.uuid,
         VmSeed(meta_data=meta, user_data=p.user_data, network_config=files["network-config"], profile=profile),
     )
+
+    if not p.with_seed_volume:
+        return
 
     def write(c: rados.Rados) -> None:
         volumes.create_volume(c, p.seed_pool, p.seed_name, seed.volume_size(data))

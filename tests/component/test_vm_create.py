@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pvc.nodeos.provisioner import db, seed
+from pvc.nodeos.state.models import NetworkRecord
 from pvc.nodeos.storage import volumes
 from pvc.nodeos.storage.ceph import connect
 from tests.component.conftest import PROVISIONER_POOL as POOL
@@ -96,11 +97,11 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert "create web1: succeeded: created VM web1" in out.stdout and "from profile web" in out.stdout
     assert "create web1: succeeded 4/4" in out.stderr  # (its steps pass too fast to be all seen polling)
     definition = vm_definition(api, "web1")
-    disks = [(d["volume"], d["device"], d["read_only"]) for d in definition["disks"]]
+    disks = [(d["volume"], d["device"], d["read_only"], d["bus"]) for d in definition["disks"]]
     assert disks == [
-        (f"{POOL}/web1_sda", "disk", False),
-        (f"{POOL}/web1_sdb", "disk", False),
-        (f"{POOL}/web1_cidata", "cdrom", True),
+        (f"{POOL}/web1_sda", "disk", False, "virtio"),
+        (f"{POOL}/web1_sdb", "disk", False, "virtio"),
+        (f"{POOL}/web1_cidata", "cdrom", True, "scsi"),  # Debian's cloud kernel has no AHCI (SATA) driver
     ]
     assert (definition["vcpus"], definition["memory_mib"]) == (1, 256)
     [nic] = definition["nics"]
@@ -266,3 +267,30 @@ def test_remove_with_its_disks_leaves_no_volume(api, ceph, cli):
     assert not {n for n in names if n.startswith("web1")} and "tiny" in names
     # the image has no clones left: only the templates and profiles hold it
     assert "cloned from it" not in cli.fails("image", "remove", "tiny")
+
+
+def test_without_a_seed_volume_the_metadata_service_has_the_documents(api, ceph, cli):
+    """--no-seed-volume: no cdrom and no seed volume, the documents only in the record the primary's metadata
+    service serves; refused (before anything is made) when no NIC is on a managed network with a gateway."""
+    before = volume_names(ceph)
+    args = ("--image", "tiny", "--memory", "256M", "--no-seed-volume")
+    assert "only managed networks with an IPv4 gateway" in cli.fails(
+        "vm", "create", "meta1", *args, "--network", str(VNI)
+    )
+    assert volume_names(ceph) == before and call(api, "GET", "/api/v1/vms/meta1")[0] == 404
+    managed = 4002
+    api.state.create_network(
+        NetworkRecord(vni=managed, name="mdnet", type="managed", mtu=1500, subnet="10.42.0.0/24", gateway="10.42.0.1")
+    )
+    try:
+        out = cli.run("vm", "create", "meta1", *args, "--network", str(managed), "--wait")
+        assert out.returncode == 0, out.stderr
+        definition = vm_definition(api, "meta1")
+        assert [d["volume"] for d in definition["disks"]] == [f"{POOL}/meta1_sda"]
+        assert "meta1_cidata" not in volume_names(ceph)
+        record = api.state.vm_seed(definition["uuid"])
+        assert record is not None and record.meta_data["local-hostname"] == "meta1"
+        cli.ok("vm", "remove", "meta1", "--delete-disks", "--yes")
+        assert not {n for n in volume_names(ceph) if n.startswith("meta1")}
+    finally:
+        api.state.remove_network(managed)

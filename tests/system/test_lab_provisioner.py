@@ -28,6 +28,7 @@ from tests.harness.labscenarios import primary
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")
 API_PORT = 17372
 VM = "web1"
+FROM_SERVICE = "web2"  # made with --no-seed-volume: cloud-init reads the primary's metadata service
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,9 @@ def web1(lab, guest_image, tmp_path_factory) -> Guest:
     args = ("vm", "create", VM, "--profile", PROFILE, "--start", "--wait", "--arg", "greeting=hi")
     print(pvc_ok(lab, *args, timeout=900))
     print(f"vm create --start --wait: {time.monotonic() - started:.1f} s")
+    # the second boots beside the first (one wait for both)
+    args = ("vm", "create", FROM_SERVICE, "--profile", PROFILE, "--no-seed-volume", "--start", "--wait")
+    print(pvc_ok(lab, *args, timeout=900))
     guest = Guest(lab, VM)
     assert guest.wait_ssh() == VM
     print(f"{VM} answers SSH {time.monotonic() - started:.0f} s after the create began")
@@ -64,8 +68,23 @@ def test_the_created_vm_logs_in_with_the_profiles_key_and_runs_its_userdata(web1
         120,
     )
     assert page == f"<h1>{VM} says hi</h1>"
-    disks = sorted(d["source"] for d in lab.api_json("vm", "info", VM)["definition"]["disks"])
+    disks = sorted(d["volume"] for d in lab.api_json("vm", "info", VM)["definition"]["disks"])
     assert disks == [f"vms/{VM}_cidata", f"vms/{VM}_sda"], disks
+
+
+def test_a_vm_without_a_seed_volume_takes_the_same_from_the_metadata_service(web1):
+    """No cdrom at all: its name, the profile's key and the userdata (with the profile's default --arg) come from
+    http://169.254.169.254, which the primary serves on the managed network."""
+    guest = Guest(web1.lab, FROM_SERVICE)
+    assert guest.wait_ssh() == FROM_SERVICE
+    disks = [d["volume"] for d in web1.lab.api_json("vm", "info", FROM_SERVICE)["definition"]["disks"]]
+    assert disks == [f"vms/{FROM_SERVICE}_sda"], disks
+    status = guest.ssh("cloud-init status --wait >/dev/null; cloud-init status --long")
+    assert "DataSourceEc2" in status and "status: done" in status, status
+    page = guest.ssh("curl -fsS --retry 10 --retry-connrefused http://127.0.0.1:8080/", timeout=120)
+    assert page.strip() == f"<h1>{FROM_SERVICE} says hello</h1>"
+    pvc_ok(web1.lab, "vm", "stop", FROM_SERVICE, "--wait")
+    pvc_ok(web1.lab, "vm", "remove", FROM_SERVICE, "--delete-disks", "--yes")
 
 
 def test_a_volume_added_to_the_running_vm_is_seen_by_the_guest(web1):
