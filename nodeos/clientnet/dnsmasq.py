@@ -1,6 +1,7 @@
 """One dnsmasq per managed network, on the primary: DHCPv4 on the network's range, its static reservations, DNS for
-its domain (VMs resolve each other by the names they send with DHCP) forwarding other names to the network's name
-servers, and router advertisements when it has IPv6.
+its domain forwarding other names to the network's name servers, and router advertisements when it has IPv6. A VM
+is known in DNS by its VM name (a dhcp-host entry per NIC MAC, which wins over the name the guest sends, so a fresh
+cloud image named "debian" is still "web1"); a VM whose name is not a valid host name keeps the name it sends.
 
 dnsmasq keeps no lease file (`--leasefile-ro`): it hands every lease event to `pvc-lease-hook` (`--dhcp-script`),
 which passes it to pvcd, which stores it in ZooKeeper; at start dnsmasq asks the hook (`init`) for the leases it
@@ -13,8 +14,10 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 LEASE_TIME = "1h"
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one DNS label (RFC 1123)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Paths:
 
     @property
     def hostsdir(self) -> Path:
-        return self.root / "hosts"  # one file per static reservation, read by dnsmasq as they change
+        return self.root / "hosts"  # one file per reservation or VM NIC, read by dnsmasq as they change
 
     @property
     def log(self) -> Path:
@@ -91,12 +95,17 @@ def argv(net: NetworkRecord, paths: Paths, hook: str) -> list[str]:
     return args
 
 
-def host_files(net: NetworkRecord) -> dict[str, str]:
-    """File name -> content of the reservations in dnsmasq's --dhcp-hostsdir."""
+def host_files(net: NetworkRecord, vm_names: Mapping[str, str] | None = None) -> dict[str, str]:
+    """File name -> content of dnsmasq's --dhcp-hostsdir (pure): each static reservation (its address, and its host
+    name, else the VM's), and each other VM NIC on the network (`vm_names`: MAC -> VM name) with its VM's name."""
+    names = {mac.lower(): name for mac, name in (vm_names or {}).items() if HOSTNAME.fullmatch(name)}
     files = {}
     for res in net.reservations:
-        parts = [res.mac, str(res.ip)] + ([res.hostname] if res.hostname else [])
+        hostname = res.hostname or names.get(res.mac.lower())
+        parts = [res.mac, str(res.ip)] + ([hostname] if hostname else [])
         files[res.mac.replace(":", "-")] = ",".join(parts) + "\n"
+    for mac, name in sorted(names.items()):
+        files.setdefault(mac.replace(":", "-"), f"{mac},{name}\n")
     return files
 
 
@@ -121,14 +130,14 @@ class Dnsmasq:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def converge(self, net: NetworkRecord) -> str | None:
-        """Start, restart or refresh to serve `net`; returns what it did (None: nothing)."""
+    def converge(self, net: NetworkRecord, vm_names: Mapping[str, str] | None = None) -> str | None:
+        """Start, restart or refresh to serve `net` (and the VM names on it); returns what it did (None: nothing)."""
         wanted = argv(net, self.paths, self.hook)
-        hosts_changed = self._write_hosts(host_files(net))
+        hosts_changed = self._write_hosts(host_files(net, vm_names))
         if self.running() and wanted == self.argv:
             if hosts_changed:
                 self._signal(signal.SIGHUP)
-                return "reservations reloaded"
+                return "reservations and VM names reloaded"
             return None
         restarted = self.running()
         self.stop()

@@ -6,7 +6,8 @@ gratuitous ARP), one dnsmasq, NAT; and at take-over, the reconcile of cluster.to
 `take_over()` after the floating IPs and `step_down()` before it drops them, so all of it moves with the primary.
 
 It converges when a network changes (ZooKeeper watches), when the role changes, and every RESYNC_SECONDS (a
-device someone deleted by hand comes back).
+device someone deleted by hand comes back). When only the VMs change (the VM cache's generation), the primary
+refreshes just its dnsmasqs' host entries (a VM is known in DNS by its VM name), within NAMES_SECONDS.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ipaddress
 import logging
 import sysconfig
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 15.0
+NAMES_SECONDS = 1.0
 HOOK = "pvc-lease-hook"
 
 
@@ -55,7 +58,7 @@ class NetworkController:
         self.vlan_maker = vlan_maker
         self.run_dir = Path(daemon.opts.run_dir) / "networks"
         self.bgp = Bgp(daemon.opts.frr_pathspace)
-        self.leases = LeaseServer(self.run_dir / "lease.sock", self.lease_event)
+        self.leases = LeaseServer(self.run_dir / "lease" / "lease.sock", self.lease_event)  # its folder is 0700
         self.metadata = MetadataService(daemon.state)
         self.primary = False
         self.dnsmasqs: dict[int, dnsmasq.Dnsmasq] = {}
@@ -63,6 +66,8 @@ class NetworkController:
         self.lock = threading.RLock()
         self.dirty = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="networks", daemon=True)
+        self.ready: list[NetworkRecord] = []  # the networks of the last convergence that have their devices
+        self.names_generation = -1  # the VM cache's generation the dnsmasqs' VM names were taken from
         self._warned: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -82,13 +87,19 @@ class NetworkController:
         self.leases.stop()
 
     def _loop(self) -> None:
+        resync_at = time.monotonic() + RESYNC_SECONDS
         while not self.d.stopping.is_set():
-            self.dirty.wait(RESYNC_SECONDS)
-            self.dirty.clear()
+            dirty = self.dirty.wait(NAMES_SECONDS)
             if self.d.stopping.is_set():
                 return
             try:
-                self.converge()
+                if dirty or time.monotonic() >= resync_at:
+                    self.dirty.clear()
+                    resync_at = time.monotonic() + RESYNC_SECONDS
+                    self.converge()
+                elif self.primary and self.d.vm_cache.generation != self.names_generation:
+                    with self.lock:
+                        self._dnsmasq(self.ready)
             except Exception:
                 log.exception("network convergence failed")
 
@@ -129,7 +140,7 @@ class NetworkController:
                     if self.errors.get(vni) != error:
                         log.error("network %d: %s", vni, error)
                 self.errors = errors
-                ready = [n for n in nets if n.vni not in errors]
+                ready = self.ready = [n for n in nets if n.vni not in errors]
                 self._gateways(ipr, ready)
             self._netfilter(ready)
             self._dnsmasq(ready)
@@ -201,14 +212,25 @@ class NetworkController:
         for vni in sorted(set(self.dnsmasqs) - set(wanted)):
             self.dnsmasqs.pop(vni).stop()
             log.info("networks: stopped dnsmasq of network %d", vni)
+        self.names_generation = self.d.vm_cache.generation
+        names = self._vm_names() if wanted else {}
         for vni, net in wanted.items():
             server = self.dnsmasqs.get(vni)
             if server is None:
                 paths = dnsmasq.Paths(self.run_dir / "dnsmasq" / str(vni))
                 server = self.dnsmasqs[vni] = dnsmasq.Dnsmasq(net, paths, hook_path(), str(self.leases.path))
-            done = server.converge(net)
+            done = server.converge(net, names.get(vni, {}))
             if done:
                 log.info("networks: dnsmasq of network %s (%d) %s", net.name, vni, done)
+
+    def _vm_names(self) -> dict[int, dict[str, str]]:
+        """VNI -> {MAC: VM name} of every VM NIC, from the VM cache."""
+        names: dict[int, dict[str, str]] = {}
+        for spec in list(self.d.vm_cache.specs.values()):
+            for nic in spec.definition.nics if spec.definition else []:
+                if nic.mac:
+                    names.setdefault(nic.network, {})[nic.mac] = spec.name
+        return names
 
     def _metadata(self, nets: list[NetworkRecord]) -> None:
         """On the primary, the metadata service on each managed network with an IPv4 gateway (its VMs' route)."""

@@ -25,6 +25,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="pvc-component-"))
+    path.chmod(0o711)  # daemons that drop root (dnsmasq as nobody) reach their files below, as under /run
     yield path
     if os.environ.get("PVC_KEEP_WORKDIR") != "1":
         shutil.rmtree(path, ignore_errors=True)

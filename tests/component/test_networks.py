@@ -84,8 +84,10 @@ def ip(*argv: str) -> None:
 
 @pytest.fixture
 def netcluster(workdir, libvirt_cache):
+    root = Path(tempfile.mkdtemp(prefix="nw", dir=workdir))
+    root.chmod(0o711)  # dnsmasq, as nobody, reads its hosts folder below
     cluster = RuntimeCluster(
-        Path(tempfile.mkdtemp(prefix="nw", dir=workdir)),
+        root,
         ["n1", "n2", "n3"],
         prefix=NS_PREFIX,
         zk_host_port=RUNTIME_ZK_PORT,
@@ -254,6 +256,15 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         gone = lambda: "169.254.169.254" not in cluster.lab.addresses(primary, f"vmbr{VNI}")  # noqa: E731
         assert wait_until("the old primary to drop the metadata address", gone, 10)
         assert fetch(g3, f"{METADATA}/latest/meta-data/hostname") == (200, "meta1")
+
+        # a VM's NIC is named after its VM in DHCP (and so in DNS), whatever name the guest sends
+        cluster.define("vmtwo", node=others[1], nics=[{"network": VNI, "mac": "52:54:00:00:01:02"}])
+
+        def named_after_its_vm() -> bool:
+            dhcp(g2, "guest2")
+            return any(ls.mac == "52:54:00:00:01:02" and ls.hostname == "vmtwo" for ls in state.leases(VNI))
+
+        assert wait_until("g2's lease named after its VM", named_after_its_vm, 30)
     finally:
         upstream.stop()
     assert CLUSTER.prefix  # the cluster network carried the VXLAN (192.0.2.0/24)

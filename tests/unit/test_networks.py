@@ -144,6 +144,15 @@ def test_dnsmasq_argv(lan, tmp_path):
     ):
         assert arg in argv, arg
     assert dnsmasq.host_files(lan) == {"52-54-00-aa-bb-cc": "52:54:00:aa:bb:cc,10.100.0.10,web\n"}
+    # every VM NIC on the network by its VM's name; a reservation keeps its own name (or takes the VM's); a VM
+    # name that is no host name is left out
+    names = {"52:54:00:AA:BB:CC": "vm0", "52:54:00:00:00:01": "web1", "52:54:00:00:00:02": "not_a_hostname"}
+    assert dnsmasq.host_files(lan, names) == {
+        "52-54-00-aa-bb-cc": "52:54:00:aa:bb:cc,10.100.0.10,web\n",
+        "52-54-00-00-00-01": "52:54:00:00:00:01,web1\n",
+    }
+    unnamed = lan.model_copy(update={"reservations": [lan.reservations[0].model_copy(update={"hostname": None})]})
+    assert dnsmasq.host_files(unnamed, names)["52-54-00-aa-bb-cc"] == "52:54:00:aa:bb:cc,10.100.0.10,vm0\n"
     no_dhcp = lan.model_copy(update={"dhcp": None})
     assert not any(a.startswith(("--dhcp-range=10.", "--dhcp-script")) for a in dnsmasq.argv(no_dhcp, paths, "h"))
 
