@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from pvc.cli.client import ApiError, from_context, path
-from pvc.cli.errors import Failure
+from pvc.cli.client import from_context, path
+from pvc.cli.image import upload_new
 from pvc.cli.output import ago, emit, fields, format_option, table
 from pvc.cli.storage.sizes import human
-from pvc.cli.storage.volumes import ByteProgress, Counting
 
 
 def ova_path(*rest: str) -> str:
@@ -88,22 +85,12 @@ def ova_upload(
     for pair in networks:
         if "=" not in pair:
             raise click.UsageError(f"--network takes OVFNET=VNI, not '{pair}'")
-    size = os.path.getsize(file)
-    c = from_context()
-    try:  # refuse before sending the whole file
-        c.get(ova_path(name))
-        raise Failure(f"OVA '{name}' already exists")
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-    with open(file, "rb") as fh:
-        progress = ByteProgress(f"upload {os.path.basename(file)}", size, quiet)
-        query: dict[str, object] = {
-            "pool": pool,
-            "description": description or None,
-            "networks": ",".join(networks) or None,
-        }
-        data = c.upload(ova_path(name), Counting(fh, progress), size, query)
+    query: dict[str, object] = {
+        "pool": pool,
+        "description": description or None,
+        "networks": ",".join(networks) or None,
+    }
+    data = upload_new(ova_path(name), f"OVA '{name}'", file, query, quiet)
     emit(
         data,
         fmt,
