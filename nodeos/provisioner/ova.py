@@ -110,11 +110,12 @@ def read_archive(f: BinaryIO) -> Archive:
                     raise Invalid(f"the OVA has more than {MAX_MEMBERS} members", "body")
                 if not info.isfile() or info.issparse():
                     continue
-                if info.name in members:
-                    raise Invalid(f"the OVA holds '{info.name}' twice", "body")
-                members[info.name] = qemuimg.Member(info.offset_data, info.size)
-                if info.name.lower().endswith(".ovf"):
-                    descriptors.append((info.name, info))
+                name = info.name.removeprefix("./")  # as `tar -cf x.ova ./*` stores them
+                if name in members:
+                    raise Invalid(f"the OVA holds '{name}' twice", "body")
+                members[name] = qemuimg.Member(info.offset_data, info.size)
+                if name.lower().endswith(".ovf"):
+                    descriptors.append((name, info))
     except tarfile.TarError as exc:
         raise Invalid(f"the OVA is not a tar archive ({exc})", "body") from None
     if len(descriptors) != 1:

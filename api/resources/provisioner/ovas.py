@@ -5,6 +5,8 @@ nothing left behind."""
 
 from __future__ import annotations
 
+import re
+
 import falcon
 
 from pvc.api.models import OvaUploadQuery, Removed
@@ -27,7 +29,7 @@ def network_map(text: str | None) -> dict[str, int]:
         if not pair.strip():
             continue
         network, sep, vni = pair.rpartition("=")
-        if not sep or not network.strip() or not vni.strip().isdigit():
+        if not sep or not network.strip() or not re.fullmatch(r"[0-9]{1,8}", vni.strip()):
             raise RequestInvalid(f"networks: '{pair}' is not 'OVF network=VNI'", "networks")
         out[network.strip()] = int(vni)
     return out
