@@ -409,7 +409,7 @@ class OvaUploadQuery(Query):
     networks: Annotated[
         str | None,
         Field(
-            max_length=4096,
+            max_length=1024,  # the request line stays under gunicorn's 4094 bytes
             description="'OVF network=VNI' pairs, comma-separated: the PVC network each OVF network's NICs go on "
             "(default: the PVC network of the same name)",
         ),
