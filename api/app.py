@@ -15,7 +15,7 @@ from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
 from pvc.api.paths import EncodedSlashes
 from pvc.api.resources import cluster, health, keys, networks, nodes, tasks, vmnetworks, vms
-from pvc.api.resources.provisioner import create, images, profiles, templates, userdata
+from pvc.api.resources.provisioner import create, images, ovas, profiles, templates, userdata
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
 from pvc.config.schema import API_PREFIX
@@ -85,6 +85,8 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/provisioner/userdata/{{userdata}}", userdata.UserdataDocumentResource(ctx)),
         (f"{p}/provisioner/profiles", profiles.ProfilesResource(ctx)),
         (f"{p}/provisioner/profiles/{{profile}}", profiles.ProfileResource(ctx)),
+        (f"{p}/provisioner/ovas", ovas.OvasResource(ctx)),
+        (f"{p}/provisioner/ovas/{{ova}}", ovas.OvaResource(ctx)),
         (f"{p}/provisioner/create", create.CreateResource(ctx)),
         (f"{p}/tasks", tasks.TasksResource(ctx)),
         (f"{p}/tasks/{{task_id}}", tasks.TaskResource(ctx)),

@@ -403,6 +403,19 @@ class LeaseQuery(Query):
 
 # -- provisioner ----------------------------------------------------------------------------------------------
 # The templates, userdata, profiles and images themselves are pvc.nodeos.provisioner.models.
+class OvaUploadQuery(Query):
+    pool: Annotated[Name | None, Field(description="one of PVC's RBD pools; default: the only one")] = None
+    description: Annotated[str, Field(max_length=1024)] = ""
+    networks: Annotated[
+        str | None,
+        Field(
+            max_length=1024,  # the request line stays under gunicorn's 4094 bytes
+            description="'OVF network=VNI' pairs, comma-separated: the PVC network each OVF network's NICs go on "
+            "(default: the PVC network of the same name)",
+        ),
+    ] = None
+
+
 class ImageUploadQuery(UploadQuery):
     pool: Annotated[Name | None, Field(description="one of PVC's RBD pools; default: the only one")] = None
     description: Annotated[str, Field(max_length=1024)] = ""

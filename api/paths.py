@@ -107,6 +107,7 @@ PATH_PARAMETERS: dict[str, PathParameter] = {
     "template": _name("template name", "a system, network or storage template's name"),
     "userdata": _name("userdata name", "a userdata document's name"),
     "profile": _name("profile name", "a provisioner profile's name"),
+    "ova": _name("OVA name", "an imported OVA's name"),
     "vni": PathParameter(
         "VNI",
         _vni,

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   python3 python3-venv python3-pip python3-dev gcc pkg-config
-  python3-rados python3-rbd python3-libvirt python3-psycopg2 python3-cryptography
+  python3-rados python3-rbd python3-libvirt python3-psycopg2 python3-cryptography python3-defusedxml
   ceph-common ceph-mon ceph-mgr ceph-osd qemu-block-extra uuid-runtime
   zookeeper default-jre-headless libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   ipmitool socat iproute2 procps wrk

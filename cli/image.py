@@ -4,6 +4,7 @@ info, remove."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -96,21 +97,11 @@ def image_upload(
 ) -> None:
     """Upload FILE (a raw, qcow2 or VMDK disk image) as base image NAME: the volume POOL/NAME and its protected
     snapshot, which VM disks are cloned from. Progress on standard error."""
-    size = os.path.getsize(file)
-    c = from_context()
-    try:  # refuse before sending the whole file
-        c.get(image_path(name))
-        raise Failure(f"image '{name}' already exists")
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-    with open(file, "rb") as fh:
-        if image_format is None:
+    if image_format is None:
+        with open(file, "rb") as fh:
             image_format = format_of(fh.read(4))
-            fh.seek(0)
-        progress = ByteProgress(f"upload {os.path.basename(file)}", size, quiet)
-        query = {"pool": pool, "format": image_format, "description": description or None}
-        data = c.upload(image_path(name), Counting(fh, progress), size, {**query, "force": "true" if force else None})
+    query = {"pool": pool, "format": image_format, "description": description or None}
+    data = upload_new(image_path(name), f"image '{name}'", file, {**query, "force": "true" if force else None}, quiet)
     emit(
         data,
         fmt,
@@ -119,6 +110,22 @@ def image_upload(
             f"({human(i['size'])})"
         ),
     )
+
+
+def upload_new(route: str, what: str, file: str, query: dict[str, object], quiet: bool) -> Any:
+    """PUT FILE to `route` (a new object: refused at once when `route` exists, before the file is sent), with
+    progress on standard error; the API's answer."""
+    c = from_context()
+    try:
+        c.get(route)
+        raise Failure(f"{what} already exists")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    size = os.path.getsize(file)
+    with open(file, "rb") as fh:
+        progress = ByteProgress(f"upload {os.path.basename(file)}", size, quiet)
+        return c.upload(route, Counting(fh, progress), size, query)
 
 
 @image.command("remove")

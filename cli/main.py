@@ -18,7 +18,7 @@ GROUPS = {
     "network": ("pvc.cli.network", "network", "Client networks: bridged and managed, DHCP, ACLs."),
     "storage": ("pvc.cli.storage", "storage", "Ceph storage: status, pools, volumes, snapshots, OSDs."),
     "image": ("pvc.cli.image", "image", "Base images VM disks are cloned from: upload, list, remove."),
-    "provisioner": ("pvc.cli.provisioner", "provisioner", "Templates, cloud-init userdata and profiles."),
+    "provisioner": ("pvc.cli.provisioner", "provisioner", "Templates, cloud-init userdata, profiles and OVAs."),
     "task": ("pvc.cli.task", "task", "Long operations and their progress."),
     "connection": ("pvc.cli.connection", "connection", "Connection profiles: API address, key, TLS."),
     "completion": ("pvc.cli.completion", "completion", "Print the shell completion script (bash, zsh, fish)."),

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from pvc.config.names import Name
 from pvc.config.types import Size
-from pvc.nodeos.provisioner import seed, store
+from pvc.nodeos.provisioner import ova, seed, store
 from pvc.nodeos.provisioner.db import Cursor, Database
 from pvc.nodeos.provisioner.errors import Exists, Invalid
 from pvc.nodeos.provisioner.models import (
@@ -163,8 +163,11 @@ def load(db: Database, request: CreateRequest) -> Sources:
         profile: ProfileView = store.PROFILE.get(cur, request.profile)
         system = store.SYSTEM.get(cur, profile.system_template)
         network = store.NETWORK.get(cur, profile.network_template) if profile.network_template else None
-        storage = store.STORAGE.get(cur, profile.storage_template) if profile.storage_template else None
         body = store.USERDATA.get(cur, profile.userdata).body if profile.userdata else None
+        if profile.kind == "ova" and profile.ova is not None:  # disks cloned from the OVA's
+            disks, images = ova.storage(cur, profile.ova)
+            return Sources(profile, system, network, disks, body, images)
+        storage = store.STORAGE.get(cur, profile.storage_template) if profile.storage_template else None
         names = sorted({d.image for d in storage.disks if d.image} if storage else set())
         return Sources(profile, system, network, storage, body, {n: _image(cur, n) for n in names})
 

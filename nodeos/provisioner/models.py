@@ -350,3 +350,32 @@ class ImageView(BaseModel):
     clones: Annotated[
         list[str] | None, Field(description="volumes cloned from its snapshot (pool/volume); one image's info only")
     ] = None
+
+
+class OvaDisk(BaseModel):
+    id: Annotated[str, Field(description="the disk's id in the VMs made from it (sda, sdb, ...: OVF order)")]
+    pool: str
+    volume: Annotated[str, Field(description="the converted disk, with the protected snapshot 'ova'")]
+    format: Annotated[str, Field(description="its format inside the OVA")]
+    size: int
+    bus: str
+
+
+class OvaNic(BaseModel):
+    network: Annotated[str, Field(description="the OVF's network name")]
+    model: str
+
+
+class OvaView(BaseModel):
+    name: str
+    description: str
+    vcpus: int
+    memory_mib: int
+    firmware: Firmware
+    disks: list[OvaDisk]
+    nics: list[OvaNic]
+    created: float
+    profiles: Annotated[list[str], Field(description="the profiles that make VMs from it")] = []
+    clones: Annotated[
+        list[str] | None, Field(description="volumes cloned from its disks (pool/volume); one OVA's info only")
+    ] = None

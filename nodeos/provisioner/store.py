@@ -339,3 +339,49 @@ def add_instance(
         " VALUES (%s, %s, %s, %s, %s, %s, %s)",
         (uuid, name, profile, Json(arguments), user_data, Json(meta_data), network_config),
     )
+
+
+# -- OVAs: the descriptor as uploaded and each disk's converted volume ---------------------------------------------
+OVA_SELECT = """SELECT t.name, t.description, t.ovf, extract(epoch FROM t.created_at)::float8 AS created,
+    coalesce((SELECT json_agg(json_build_object('id', d.disk_id, 'pool', d.pool, 'volume', d.volume,
+                                                'format', d.source_format, 'size', d.capacity_bytes)
+                              ORDER BY d.position)
+              FROM ova_disk d WHERE d.ova = t.id), '[]') AS disks,
+    ARRAY(SELECT p.name FROM profile p WHERE p.ova = t.id ORDER BY p.name) AS profiles
+    FROM ova t"""
+
+
+def list_ovas(cur: Cursor) -> list[dict[str, Any]]:
+    """Every OVA's row: name, description, ovf (the descriptor's text), created, disks, profiles."""
+    cur.execute(OVA_SELECT + " ORDER BY t.name")
+    return [dict(r) for r in cur.fetchall()]
+
+
+def get_ova(cur: Cursor, name: str) -> dict[str, Any]:
+    cur.execute(OVA_SELECT + " WHERE t.name = %s", (name,))
+    return _one(cur, name, "ova")
+
+
+def add_ova(cur: Cursor, name: str, description: str, ovf: str, disks: list[dict[str, Any]]) -> None:
+    """Record OVA `name`; `disks` in order, each {id, pool, volume, format, size}."""
+    row_id = _insert(cur, "ova", {"name": name, "description": description, "ovf": ovf})
+    for position, d in enumerate(disks):
+        cur.execute(
+            "INSERT INTO ova_disk (ova, position, disk_id, pool, volume, source_format, capacity_bytes) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (row_id, position, d["id"], d["pool"], d["volume"], d["format"], d["size"]),
+        )
+
+
+def remove_ova(cur: Cursor, name: str) -> None:
+    def users(row_id: int) -> list[str]:
+        cur.execute("SELECT name FROM profile WHERE ova = %s ORDER BY name", (row_id,))
+        return [f"profile {r['name']}" for r in cur.fetchall()]
+
+    _remove(cur, "ova", name, users)
+
+
+def taken(cur: Cursor, table: str, name: str) -> bool:
+    """Whether `table` has an object named `name`."""
+    cur.execute(f"SELECT 1 FROM {table} WHERE name = %s", (name,))
+    return cur.fetchone() is not None

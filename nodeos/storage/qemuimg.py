@@ -111,9 +111,42 @@ def give(fd: int) -> None:
     os.fchmod(fd, 0o400)
 
 
-def inspect(fd: int, fmt: str) -> dict[str, Any]:
-    """`qemu-img info` of the image open at `fd`, read as `fmt`; Invalid (the client's image) when it cannot."""
-    argv = ["qemu-img", "info", "--output=json", "-f", fmt, fd_path(fd)]
+@dataclass(frozen=True)
+class Member:
+    """A byte range of the file: an archive member (tar stores each contiguously), read in place through qemu's
+    raw driver with an offset and a size, which it cannot read past."""
+
+    offset: int
+    size: int
+
+
+def source_name(fd: int, member: Member | None = None) -> str:
+    """The file qemu-img reads: /dev/fd/N, or a json: node for a member of it (also the name qemu-img gives the
+    image's extent, which `check` compares)."""
+    if member is None:
+        return fd_path(fd)
+    return "json:" + json.dumps(_file_node(fd, member))
+
+
+def _file_node(fd: int, member: Member | None = None) -> dict[str, Any]:
+    node = {"driver": "file", "filename": fd_path(fd)}
+    if member is None:
+        return node
+    return {"driver": "raw", "offset": member.offset, "size": member.size, "file": node}
+
+
+def inspect(fd: int, fmt: str, member: Member | None = None) -> dict[str, Any]:
+    """`qemu-img info` of the image open at `fd` (or of its `member`), read as `fmt`; Invalid (the client's image)
+    when it cannot."""
+    if member is None:
+        argv = ["qemu-img", "info", "--output=json", "-f", fmt, fd_path(fd)]
+    else:  # the format is the JSON's driver: never probed either way
+        argv = [
+            "qemu-img",
+            "info",
+            "--output=json",
+            "json:" + json.dumps({"driver": fmt, "file": _file_node(fd, member)}),
+        ]
     out = _run(sandboxed(argv, INSPECT_LIMITS, network=False), INSPECT_LIMITS, [fd], "inspect the image", Invalid)
     try:
         info = json.loads(out)
@@ -142,7 +175,7 @@ def check(info: dict[str, Any], fmt: str, source: str, limit: int, why: str) -> 
             f"the image names an external data file ({data['data-file']!r}): upload a self-contained image",
             "body",
         )
-    outside = [e.get("filename") for e in data.get("extents") or [] if e.get("filename") != source]
+    outside = [e.get("filename") for e in data.get("extents") or [] if not _same_file(e.get("filename"), source)]
     if outside:
         raise Invalid(
             f"the VMDK names extent files outside itself ({', '.join(repr(f) for f in outside)}): only single-file "
@@ -161,9 +194,20 @@ def check(info: dict[str, Any], fmt: str, source: str, limit: int, why: str) -> 
     return size
 
 
-def convert(fd: int, fmt: str, virtual_size: int, target: RbdTarget) -> None:
-    """Write the image open at `fd` (checked by `check`) into the existing, empty RBD image `target`."""
-    source = {"driver": fmt, "backing": None, "file": {"driver": "file", "filename": fd_path(fd)}}
+def _same_file(name: object, source: str) -> bool:
+    """Whether qemu-img's name of an extent is `source` (a json: name compared as JSON: qemu reorders keys)."""
+    if not isinstance(name, str) or not name.startswith("json:") or not source.startswith("json:"):
+        return name == source
+    try:
+        return bool(json.loads(name[5:]) == json.loads(source[5:]))
+    except ValueError:
+        return False
+
+
+def convert(fd: int, fmt: str, virtual_size: int, target: RbdTarget, member: Member | None = None) -> None:
+    """Write the image open at `fd` (or its `member`; checked by `check`) into the existing, empty RBD image
+    `target`."""
+    source = {"driver": fmt, "backing": None, "file": _file_node(fd, member)}
     limits = convert_limits(virtual_size)
     with _memory_file("ceph.conf", target.conf) as conf, _memory_file("key", target.key.encode()) as key:
         options = {

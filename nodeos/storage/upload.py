@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import rados
 import rbd
@@ -108,24 +108,58 @@ def upload(
     if fmt == "raw":
         _check_length(length, volume_limit)
         return _upload_raw(cluster, pool, name, stream, length, volume_limit, force)
+    body_limit = spool_limit(record, force, upload_max, spool)
+    with spooled(stream, length, spool, body_limit) as spooled_file:
+        fd = spooled_file.fileno()
+        size = inspected(fd, fmt, volume_limit)
+        return convert_into(cluster, user, pool, name, fd, fmt, size, force=force)
+
+
+def spool_limit(pool: PoolRecord, force: bool, upload_max: int | None, spool: Path) -> Limit:
+    """The most bytes a spooled upload into `pool` may send (the spool folder made if it is not there)."""
     try:
         spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-        body_limit = limit(record, force, upload_max, spool_room(spool))
+        return limit(pool, force, upload_max, spool_room(spool))
     except OSError as exc:
         raise StorageError(f"cannot spool the upload in {spool}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def spooled(stream: Body, length: int | None, spool: Path, lim: Limit) -> Iterator[BinaryIO]:
+    """The body in an unnamed file (O_TMPFILE) in `spool`, given to qemu-img's sandbox to read; gone on exit."""
+    _check_length(length, lim)
+    with tempfile.TemporaryFile(dir=spool, prefix="upload-") as spooled_file:
+        _copy(stream, spooled_file.write, length, lim)
+        spooled_file.flush()
+        qemuimg.give(spooled_file.fileno())
+        yield spooled_file
+
+
+def inspected(fd: int, fmt: str, lim: Limit, member: qemuimg.Member | None = None) -> int:
+    """The virtual size of the image of format `fmt` in the spooled file `fd` (or its `member`), once qemu-img
+    shows it self-contained and within `lim`; Invalid saying what is refused otherwise."""
+    info = qemuimg.inspect(fd, fmt, member)
+    return qemuimg.check(info, fmt, qemuimg.source_name(fd, member), lim.bytes, lim.why)
+
+
+def convert_into(
+    cluster: rados.Rados,
+    user: CephUser,
+    pool: str,
+    name: str,
+    fd: int,
+    fmt: str,
+    size: int,
+    member: qemuimg.Member | None = None,
+    force: bool = False,
+) -> Volume:
+    """New volume `pool/name` of `size` bytes with the image checked by `inspected` written into it by qemu-img
+    (straight from the spooled file: no second copy, no kernel RBD mapping); removed again if that fails."""
     conf = Path(user.conffile).read_bytes()  # this process is connected with it: it is readable
-    _check_length(length, body_limit)
     target = qemuimg.RbdTarget(pool, name, conf, user.name.removeprefix("client."), own_key(cluster, user.name))
-    with tempfile.TemporaryFile(dir=spool, prefix="upload-") as spooled:  # unnamed (O_TMPFILE)
-        fd = spooled.fileno()
-        _copy(stream, spooled.write, length, body_limit)
-        spooled.flush()
-        qemuimg.give(fd)
-        info = qemuimg.inspect(fd, fmt)
-        size = qemuimg.check(info, fmt, qemuimg.fd_path(fd), volume_limit.bytes, volume_limit.why)
-        create_volume(cluster, pool, name, size, force=force)
-        with _removed_on_failure(cluster, pool, name):
-            qemuimg.convert(fd, fmt, size, target)
+    create_volume(cluster, pool, name, size, force=force)
+    with _removed_on_failure(cluster, pool, name):
+        qemuimg.convert(fd, fmt, size, target, member)
     return get_volume(cluster, pool, name)
 
 

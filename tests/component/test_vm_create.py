@@ -7,12 +7,18 @@ the meta-data (instance-id = the VM's UUID, hostname), the user-data with --arg 
 matching the VM's MAC, and the same documents are kept beside the VM in ZooKeeper (the metadata service's). A
 create refused by its checks makes nothing; one that fails in a step undoes what it made and its task names the
 step. --delete-disks leaves no volume of the VM (and its seed record goes with it).
+
+An OVA built here (qemu-img makes the stream-optimized VMDKs, the test writes the OVF and the tar) uploads into
+volumes byte-identical to the raw disks, and a profile whose templates match the OVF; a VM made from it clones
+them; a malformed OVA is a 400 naming what is wrong and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,6 +31,7 @@ from tests.component.conftest import PROVISIONER_POOL as POOL
 from tests.component.conftest import PROVISIONER_VNI as VNI
 from tests.harness.cli import Cli
 from tests.harness.cluster import JOIN_KEY
+from tests.harness.ova import VMDK_URI, OvfDisk, OvfSpec, ovf_xml, tar, vmdk
 
 P = "/api/v1/provisioner"
 MiB = 1024**2
@@ -294,3 +301,117 @@ def test_without_a_seed_volume_the_metadata_service_has_the_documents(api, ceph,
         assert not {n for n in volume_names(ceph) if n.startswith("meta1")}
     finally:
         api.state.remove_network(managed)
+
+
+# -- OVA import ----------------------------------------------------------------------------------------------------
+DISK_A = bytes(range(256)) * 4096 * 2 + os.urandom(MiB) + b"\0" * MiB  # 4 MiB: a pattern, noise, zeros
+DISK_B = os.urandom(512 * 1024) + b"\0" * (512 * 1024)
+OVA_SPEC = OvfSpec(
+    vcpus=2,
+    memory_mib=384,
+    disks=[OvfDisk("app-disk1.vmdk", len(DISK_A)), OvfDisk("app-disk2.vmdk", len(DISK_B))],
+    nics=[("VM Network", "VmxNet3"), ("provnet", "E1000")],  # the first mapped at upload, the second by its name
+    firmware="efi",
+)
+
+
+@pytest.fixture(scope="module")
+def ova_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ova")
+    disks = {"app-disk1.vmdk": vmdk(DISK_A, folder, "a"), "app-disk2.vmdk": vmdk(DISK_B, folder, "b")}
+    path = folder / "app.ova"
+    path.write_bytes(tar({"app.ovf": ovf_xml(OVA_SPEC).encode(), **disks}))
+    return path
+
+
+def ova_leftovers(api, ceph, name: str) -> list[str]:
+    """What a refused import of OVA `name` would have left: volumes, the OVA, its templates or profile."""
+    left = [f"volume {v}" for v in sorted(volume_names(ceph)) if v.startswith(f"ova_{name}_")]
+    for path in (f"/ovas/{name}", f"/profiles/{name}", f"/templates/system/{name}", f"/templates/network/{name}"):
+        if call(api, "GET", path)[0] != 404:
+            left.append(path)
+    return left
+
+
+def test_ova_upload_converts_the_disks_in_place_and_makes_a_profile(api, ceph, cli, ova_file):
+    out = cli.run("provisioner", "ova", "upload", "app", str(ova_file), "--pool", POOL, "--network",
+                  f"VM Network={VNI}", "--description", "the app")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "imported" in out.stdout and "profile app (2 vCPUs, 384 MiB, 2 NIC(s))" in out.stdout
+    with connect(str(ceph.conf)) as c:
+        for volume, data in (("ova_app_sda", DISK_A), ("ova_app_sdb", DISK_B)):
+            _, chunks = volumes.read_stream(c, POOL, volume)
+            assert b"".join(chunks) == data, volume  # byte-identical to the raw disk the VMDK was made from
+            snaps = volumes.list_snapshots(c, POOL, volume)
+            assert [(s.name, s.protected) for s in snaps] == [("ova", True)]
+    shown = cli.json("provisioner", "ova", "info", "app")
+    assert (shown["vcpus"], shown["memory_mib"], shown["firmware"], shown["description"]) == (2, 384, "uefi", "the app")
+    assert [(d["id"], d["volume"], d["format"], d["size"], d["bus"]) for d in shown["disks"]] == [
+        ("sda", "ova_app_sda", "vmdk", len(DISK_A), "scsi"),
+        ("sdb", "ova_app_sdb", "vmdk", len(DISK_B), "scsi"),
+    ]
+    assert (shown["profiles"], shown["clones"]) == (["app"], [])
+    profile = ok(api, "GET", "/profiles/app")
+    assert (profile["kind"], profile["ova"], profile["system_template"], profile["network_template"]) == (
+        "ova", "app", "app", "app"
+    )  # fmt: skip
+    system = ok(api, "GET", "/templates/system/app")
+    assert (system["vcpus"], system["memory_mib"], system["firmware"]) == (2, 384, "uefi")
+    nics = ok(api, "GET", "/templates/network/app")["nics"]
+    assert nics == [{"network": VNI, "model": "virtio"}, {"network": VNI, "model": "e1000e"}]
+    assert "app" in cli.ok("provisioner", "ova", "list")
+    assert "OVA 'app' already exists" in cli.fails("provisioner", "ova", "upload", "app", str(ova_file))
+
+
+def test_a_vm_from_an_ova_profile_clones_its_disks(api, ceph, cli, ova_file):
+    if call(api, "GET", "/ovas/app")[0] == 404:
+        ok(api, "PUT", f"/ovas/app?pool={POOL}&networks=VM%20Network%3D{VNI}", raw=ova_file.read_bytes())
+    out = cli.run("vm", "create", "appvm", "--profile", "app", "--wait")
+    assert out.returncode == 0, out.stderr
+    definition = vm_definition(api, "appvm")
+    assert [(d["volume"], d["bus"]) for d in definition["disks"][:2]] == [
+        (f"{POOL}/appvm_sda", "scsi"),
+        (f"{POOL}/appvm_sdb", "scsi"),
+    ]
+    assert (definition["vcpus"], definition["memory_mib"], definition["firmware"]) == (2, 384, "uefi")
+    assert [(n["network"], n["model"]) for n in definition["nics"]] == [(VNI, "virtio"), (VNI, "e1000e")]
+    with connect(str(ceph.conf)) as c:
+        sda = volumes.get_volume(c, POOL, "appvm_sda")
+        assert sda.parent == f"{POOL}/ova_app_sda@ova"  # a copy-on-write clone
+        _, chunks = volumes.read_stream(c, POOL, "appvm_sda")
+        assert b"".join(chunks) == DISK_A
+    assert f"the VM disks cloned from it ({POOL}/appvm_sda, {POOL}/appvm_sdb)" in cli.fails(
+        "provisioner", "ova", "remove", "app"
+    )
+    cli.ok("vm", "remove", "appvm", "--delete-disks", "--yes")
+    assert cli.ok("provisioner", "ova", "remove", "app").strip() == "removed OVA app"
+    assert ova_leftovers(api, ceph, "app") == []
+
+
+def test_a_malformed_ova_is_refused_naming_the_problem_and_leaves_nothing(api, ceph, tmp_path):
+    disk = vmdk(DISK_B, tmp_path, "d")
+    one = OvfSpec(disks=[OvfDisk("d.vmdk", len(DISK_B))], nics=[("provnet", "VmxNet3")])
+    good = ovf_xml(one)
+    cases = {
+        "not a tar": (os.urandom(4096), "the OVA is not a tar archive"),
+        "no descriptor": (tar({"d.vmdk": disk}), "the OVA holds 0 .ovf descriptors; one is needed"),
+        "not XML": (tar({"bad.ovf": b"<Envelope><x></Envelope>", "d.vmdk": disk}), "bad.ovf: not well-formed XML"),
+        "entities": (
+            tar({"bad.ovf": b'<!DOCTYPE e [<!ENTITY a "a">]><Envelope>&a;</Envelope>', "d.vmdk": disk}),
+            "bad.ovf: the descriptor has a <!DOCTYPE>",
+        ),
+        "disk missing": (tar({"bad.ovf": good.encode()}), "bad.ovf: disk vmdisk0: file 'd.vmdk' is not in the OVA"),
+        "format": (
+            tar({"bad.ovf": good.replace(VMDK_URI, "http://example.com/raw").encode(), "d.vmdk": disk}),
+            "format 'http://example.com/raw' is not allowed (VMDK or qcow2)",
+        ),
+        "not a VMDK": (tar({"bad.ovf": good.encode(), "d.vmdk": DISK_B}), "disk vmdisk0 ('d.vmdk'): qemu-img could"),
+        "network": (
+            tar({"bad.ovf": ovf_xml(OvfSpec(disks=one.disks, nics=[("DMZ", "E1000")])).encode(), "d.vmdk": disk}),
+            "NIC 0 is on the OVF's network 'DMZ', which is no PVC network",
+        ),
+    }
+    for case, (body, message) in cases.items():
+        code, answer = call(api, "PUT", f"/ovas/bad?pool={POOL}", raw=body)
+        assert code == 400 and message in answer["detail"], (case, code, answer)
+        assert ova_leftovers(api, ceph, "bad") == [], case

@@ -184,7 +184,7 @@ class VolumeDataResource(Resource):
 def receive(ctx: Context, req: falcon.Request, pool: str, volume: str, fmt: str, force: bool) -> volumes.Volume:
     """Volume `pool/volume` from the image in the request's body: the one upload path (volume uploads and
     `pvc image upload` both come here)."""
-    body = _Counted(body_stream(req))
+    body = Counted(body_stream(req))
     user = CephUser(ctx.ceph.conffile, ctx.ceph.name)
     spool, upload_max = ctx.upload_spool, ctx.cfg.ceph.upload_max
     with draining(req, body):
@@ -194,7 +194,7 @@ def receive(ctx: Context, req: falcon.Request, pool: str, volume: str, fmt: str,
 
 
 @contextlib.contextmanager
-def draining(req: falcon.Request, body: _Counted | None = None) -> Iterator[None]:
+def draining(req: falcon.Request, body: Counted | None = None) -> Iterator[None]:
     """A refusal raised in the block reaches an uploading client: a client that sends the whole body before it
     reads the answer gets the refusal once the rest is taken; a larger rest is left unread (the connection closes)
     rather than read for nothing."""
@@ -202,14 +202,14 @@ def draining(req: falcon.Request, body: _Counted | None = None) -> Iterator[None
         yield
     except Exception:
         length = req.content_length  # None: a chunked body
-        stream = body or _Counted(body_stream(req))
+        stream = body or Counted(body_stream(req))
         if length is not None and length - stream.count <= DRAIN_MAX:
             while stream.read(CHUNK):
                 pass
         raise
 
 
-class _Counted:
+class Counted:
     """A body stream that counts what was read from it."""
 
     def __init__(self, stream: Body) -> None:
