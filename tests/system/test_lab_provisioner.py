@@ -48,8 +48,8 @@ def web1(lab, guest_image, tmp_path_factory) -> Guest:
     print(pvc_ok(lab, *args, timeout=900))
     print(f"vm create --start --wait: {time.monotonic() - started:.1f} s")
     # the second boots beside the first (one wait for both)
-    args = ("vm", "create", FROM_SERVICE, "--profile", PROFILE, "--no-seed-volume", "--start", "--wait")
-    print(pvc_ok(lab, *args, timeout=900))
+    print(pvc_ok(lab, "vm", "create", FROM_SERVICE, "--profile", PROFILE, "--no-seed-volume", "--start", "--wait",
+                 timeout=900))  # fmt: skip
     guest = Guest(lab, VM)
     assert guest.wait_ssh() == VM
     print(f"{VM} answers SSH {time.monotonic() - started:.0f} s after the create began")
