@@ -33,7 +33,7 @@ from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmimport import VmXmlError, import_xml
-from pvc.nodeos.state.vmrender import Host, interface_xml, render
+from pvc.nodeos.state.vmrender import Host, disk_xml, interface_xml, render
 from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
 if TYPE_CHECKING:
@@ -288,9 +288,13 @@ class VmController:
         if cached is not None and cached[0] == key and time.monotonic() < cached[3]:
             return cached[1], cached[2]
         plan = hotplug.nic_plan(hotplug.live_nics(xml), d.nics)
+        disks = hotplug.disk_plan(xml, d.disks)
         failed: list[str] = []
         if not plan.empty:
             failed = self._hotplug(spec, plan)
+        if not disks.empty:
+            failed += self._hotplug_disks(spec, disks)
+        if not (plan.empty and disks.empty):
             xml = self.d.virt.xml(spec.uuid) or xml
         live = hotplug.live_nics(xml)
         wanted = {n.mac for n in d.nics}
@@ -299,6 +303,11 @@ class VmController:
             f"NIC {n.mac}: removed from the definition; waiting for the guest to release it (or the next start)"
             for n in live
             if n.mac not in wanted and not any(n.mac in line for line in failed)
+        ]
+        pending += [
+            f"disk {x.volume}: removed from the definition; waiting for the guest to release it (or the next start)"
+            for x in hotplug.live_disks(xml)
+            if x.volume not in d.volumes and not any(x.volume in line for line in failed)
         ]
         try:
             pending += hotplug.pending_fields(hotplug.running_definition(xml), d)
@@ -328,6 +337,35 @@ class VmController:
             except VirtError as exc:
                 log.error("VM %s: %s of NIC %s failed: %s", spec.name, action, mac, exc)
                 failed.append(f"NIC {mac}: {action} failed ({exc}); it applies at the next start")
+        return failed
+
+    def _hotplug_disks(self, spec: VmSpec, plan: hotplug.DiskPlan) -> list[str]:
+        """Apply a disk plan to the running domain; what failed, one line per volume (it waits for the next start).
+        A volume locked by a live client (another QEMU) is not plugged in."""
+        failed = []
+        host = self.host(spec)
+        if plan.scsi_controller:
+            try:
+                self.d.virt.device(spec.uuid, "attach", hotplug.SCSI_CONTROLLER_XML)
+            except VirtError as exc:
+                log.error("VM %s: attaching a virtio-scsi controller failed: %s", spec.name, exc)
+        for disk, target in plan.attach:
+            try:
+                self.d.storage.check_volumes([disk.volume])
+                self.d.virt.device(spec.uuid, "attach", disk_xml(disk, target, host))
+                log.info("VM %s: plugged in disk %s as %s", spec.name, disk.volume, target)
+            except (DiskLocked, DiskCheckFailed) as exc:
+                failed.append(f"disk {disk.volume}: not plugged in: {exc}; it applies at the next start")
+            except VirtError as exc:
+                log.error("VM %s: attach of disk %s failed: %s", spec.name, disk.volume, exc)
+                failed.append(f"disk {disk.volume}: attach failed ({exc}); it applies at the next start")
+        for live in plan.detach:
+            try:
+                self.d.virt.device(spec.uuid, "detach", live.xml)
+                log.info("VM %s: unplugged disk %s (%s)", spec.name, live.volume, live.target)
+            except VirtError as exc:
+                log.error("VM %s: detach of disk %s failed: %s", spec.name, live.volume, exc)
+                failed.append(f"disk {live.volume}: detach failed ({exc}); it goes at the next start")
         return failed
 
     def host(self, spec: VmSpec) -> Host:
