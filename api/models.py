@@ -168,6 +168,9 @@ class VmDetail(VmSummary):
     live_nics: Annotated[
         list[str], Field(description="running: the MACs of the NICs plugged into it (hot-plugged ones included)")
     ] = []
+    live_volumes: Annotated[
+        list[str], Field(description="running: the RBD volumes plugged into it as disks (hot-plugged ones included)")
+    ] = []
     pending: Annotated[
         list[str], Field(description="running: changes of its definition that apply only at its next start")
     ] = []

@@ -82,9 +82,9 @@ class VmController:
         self.workers = [controller_thread(f"vm-worker-{i}", functools.partial(self._work, i)) for i in range(workers)]
         self.periodic = controller_thread("vm-periodic", self._periodic)
         self.console_dir = Path(daemon.opts.state_dir) / "console"
-        # VM -> ((definition, live XML), plugged-in MACs, pending changes, when to look again): the last live
-        # comparison (_apply_live)
-        self._live: dict[str, tuple[tuple[str, str], list[str], list[str], float]] = {}
+        # VM -> ((definition, live XML), plugged-in MACs, plugged-in volumes, pending changes, when to look again):
+        # the last live comparison (_apply_live)
+        self._live: dict[str, tuple[tuple[str, str], list[str], list[str], list[str], float]] = {}
         self.console_dir.mkdir(parents=True, exist_ok=True)
 
     # -- scheduling -----------------------------------------------------------------------------------------
@@ -193,8 +193,8 @@ class VmController:
         state = spec.state
         if state == "start":
             if here:
-                nics, pending = self._apply_live(spec)
-                self._set_status(spec, "running", nics=nics, pending=pending)
+                nics, volumes, pending = self._apply_live(spec)
+                self._set_status(spec, "running", nics=nics, volumes=volumes, pending=pending)
             else:
                 self._start(spec)
         elif state == "restart":
@@ -271,22 +271,22 @@ class VmController:
         for vni, why in self.d.networks.bridges_ready({n.network for n in nics}).items():
             raise Unstartable(f"network {vni} is not ready on {self.me}: {why}")
 
-    def _apply_live(self, spec: VmSpec) -> tuple[list[str], list[str]]:
-        """Bring a running domain's NICs to its definition (hot-plug, unplug, or a new bridge), and say what else
-        waits for the next start. Returns (the MACs plugged in, the pending changes). Worked out again only when
-        the definition or the live domain changed."""
+    def _apply_live(self, spec: VmSpec) -> tuple[list[str], list[str], list[str]]:
+        """Bring a running domain's NICs (hot-plug, unplug, or a new bridge) and RBD disks (hot-plug, unplug) to
+        its definition, and say what else waits for the next start. Returns (the MACs plugged in, the volumes
+        plugged in, the pending changes). Worked out again only when the definition or the live domain changed."""
         d = spec.definition
         try:
             xml = self.d.virt.xml(spec.uuid)
         except VirtError as exc:
             log.warning("VM %s: cannot read its live domain: %s", spec.name, exc)
-            return [], []
+            return [], [], []
         if d is None or xml is None:
-            return [], []
+            return [], [], []
         key = (d.model_dump_json(), xml)
         cached = self._live.get(spec.uuid)
-        if cached is not None and cached[0] == key and time.monotonic() < cached[3]:
-            return cached[1], cached[2]
+        if cached is not None and cached[0] == key and time.monotonic() < cached[4]:
+            return cached[1], cached[2], cached[3]
         plan = hotplug.nic_plan(hotplug.live_nics(xml), d.nics)
         disks = hotplug.disk_plan(xml, d.disks)
         failed: list[str] = []
@@ -314,9 +314,10 @@ class VmController:
         except VmXmlError as exc:
             log.warning("VM %s: its live domain XML does not import (%s)", spec.name, exc)
         nics = [n.mac for n in live]
+        volumes = [x.volume for x in hotplug.live_disks(xml)]
         retry = time.monotonic() + (LIVE_RETRY_SECONDS if failed else float("inf"))  # a failed hot-plug is retried
-        self._live[spec.uuid] = ((d.model_dump_json(), xml), nics, pending, retry)
-        return nics, pending
+        self._live[spec.uuid] = ((d.model_dump_json(), xml), nics, volumes, pending, retry)
+        return nics, volumes, pending
 
     def _hotplug(self, spec: VmSpec, plan: hotplug.Plan) -> list[str]:
         """Apply a NIC plan to the running domain; what failed, one line per NIC (it waits for the next start)."""
@@ -468,15 +469,17 @@ class VmController:
         node: str | None = None,
         nics: list[str] | None = None,
         pending: list[str] | None = None,
+        volumes: list[str] | None = None,
     ) -> None:
         current = self.d.state.vm_status(spec.uuid)
-        new = VmStatus(state=state, node=node or self.me, reason=reason, nics=nics or [], pending=pending or [])
-        if (current.state, current.node, current.reason, current.nics, current.pending) == (
-            new.state,
-            new.node,
-            new.reason,
-            new.nics,
-            new.pending,
-        ):
+        new = VmStatus(
+            state=state,
+            node=node or self.me,
+            reason=reason,
+            nics=nics or [],
+            volumes=volumes or [],
+            pending=pending or [],
+        )
+        if current.model_copy(update={"updated": new.updated}) == new:
             return
         self.d.state.set_vm_status(spec.uuid, new)
