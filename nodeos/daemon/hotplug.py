@@ -160,12 +160,17 @@ def disk_plan(xml: str, wanted: list[Disk]) -> DiskPlan:
 
 def running_definition(live_xml: str) -> VmDefinition:
     """The definition a running domain amounts to: libvirt's live XML imported through the allowlist, without the
-    security labels libvirt adds at run time (PVC renders none; this is for comparing, never for libvirt), and
-    without PVC's metadata entries of disks unplugged since it started. VmXmlError when it does not import."""
+    security labels and disk block-node indexes libvirt adds at run time (this is for comparing, never for
+    libvirt), and without PVC's metadata entries of disks unplugged since it started. VmXmlError when it does not import."""
     root = ET.fromstring(live_xml)
     for parent in [root, *root.iter()]:
         for label in parent.findall("seclabel"):
             parent.remove(label)
+    for disk in root.iterfind("./devices/disk"):  # what libvirt adds to a running disk: its block node's index
+        for source in disk.findall("source"):
+            source.attrib.pop("index", None)
+        for backing in disk.findall("backingStore"):
+            disk.remove(backing)
     plugged = {d.volume for d in live_disks(live_xml)}
     for vm in root.iterfind(f"./metadata/{{{PVC_NS}}}vm"):
         for entry in vm.findall(f"{{{PVC_NS}}}disk"):

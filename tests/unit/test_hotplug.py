@@ -102,12 +102,14 @@ def test_disk_plan_attaches_on_free_targets_and_detaches_by_the_live_element():
     assert attach.find("auth/secret").get("uuid") == HOST.ceph_secret_uuid
 
 
-def test_running_definition_forgets_the_metadata_of_an_unplugged_disk_and_lists_a_plugged_one_last():
+def test_running_definition_forgets_an_unplugged_disk_and_libvirts_indexes_and_lists_a_plugged_one_last():
     started = vm(disks=[{"volume": "vms/a", "size": 1024}, {"volume": "vms/b"}])
     root = ET.fromstring(render(started, HOST))
     devices = root.find("devices")
     devices.remove(devices.findall("disk")[1])  # unplugged: PVC's metadata still lists it
     devices.insert(1, ET.fromstring(disk_xml(Disk(volume="vms/c"), "vdc", HOST)))  # plugged in
+    for source in devices.iterfind("disk/source"):
+        source.set("index", "1")  # libvirt's block node, on every disk of a running domain
     back = hotplug.running_definition(ET.tostring(root, encoding="unicode"))
     assert back.volumes == ["vms/a", "vms/c"] and back.disks[0].size == 1024
     assert hotplug.pending_fields(back, vm(disks=[{"volume": "vms/a", "size": 1024}, {"volume": "vms/c"}])) == []
