@@ -104,6 +104,9 @@ def test_formation_faults_and_maintenance(cli, api_cluster):
     row = next(line for line in listed.splitlines() if line.startswith(fault_id))
     assert row.split()[1:4] == ["test", "n3", "1"] and row.endswith("a fault for the CLI test")
     assert any(f["id"] == fault_id for f in cli.json("cluster", "faults"))
+    assert cli.ok("cluster", "fault", "ack", fault_id).strip() == f"acknowledged fault {fault_id}"
+    assert [f["acknowledged"] for f in cli.json("cluster", "fault", "list", fault_id)] == [True]
+    assert cli.fails("cluster", "fault", "ack", "nosuch") == "pvc: not found: fault 'nosuch'"
     assert cli.ok("cluster", "fault-clear", fault_id).strip() == f"cleared fault {fault_id}"
     assert fault_id not in {f.id for f in state.faults()}
     assert cli.fails("cluster", "fault-clear", fault_id) == f"pvc: not found: fault '{fault_id}'"
