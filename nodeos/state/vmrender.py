@@ -140,7 +140,7 @@ def _disk(parent: ET.Element, disk: Disk, target: str, host: Host) -> None:
     source = _sub(el, "source", protocol="rbd", name=disk.volume)
     for name, port in host.ceph_monitors:
         _sub(source, "host", name=name, port=str(port))
-    _sub(el, "target", dev=target, bus=disk.bus)
+    _sub(el, "target", dev=target, bus=disk.bus or "virtio")  # never None once validated
     if disk.read_only:
         _sub(el, "readonly")
 
