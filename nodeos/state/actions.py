@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -142,12 +142,7 @@ def change_vm(
             fields["vcpus"] = vcpus
             kept = d.topology if d.topology is not None and d.topology.vcpus == vcpus else None
             fields["topology"] = topology if topology is not None else kept
-        try:
-            new = d.changed(**fields)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+        new = _checked(lambda: d.changed(**fields), "")
         _check_nodes(state, new)
         return s.with_definition(new)
 
@@ -256,11 +251,16 @@ def remove_disk(state: ClusterState, name_or_uuid: str, volume: str) -> VmSpec:
 
 
 def _with_disk(d: VmDefinition, disk: Disk) -> VmDefinition:
+    return _checked(lambda: d.with_disk(disk), "disks")
+
+
+def _checked(make: Callable[[], VmDefinition], field: str) -> VmDefinition:
+    """The definition `make` returns, or ActionError naming the first field it refuses (else `field`)."""
     try:
-        return d.with_disk(disk)
+        return make()
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "disks"
+        where = ".".join(str(p) for p in err["loc"]) or field
         raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
 
 
@@ -296,12 +296,7 @@ def _check_memory(state: ClusterState, memory_mib: int) -> None:
 
 
 def _with_nic(d: VmDefinition, nic: Nic) -> VmDefinition:
-    try:
-        return d.with_nic(nic)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "nics"
-        raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+    return _checked(lambda: d.with_nic(nic), "nics")
 
 
 def _nic_on(spec: VmSpec, d: VmDefinition, network: int, mac: str | None) -> Nic:

@@ -257,7 +257,7 @@ def test_define_from_files_and_modify(cli, api_cluster, tmp_path):
     dumped = tmp_path / "vm.xml"
     dumped.write_text(cli.ok("vm", "dump", name).replace('<vcpu placement="static">1<', '<vcpu placement="static">4<'))
     assert cli.ok("vm", "modify", name, "--file", str(dumped)).strip() == (
-        f"modified VM '{name}': the new definition applies at its next start"
+        f"modified VM '{name}'; it is stopped, so the new definition applies when it starts"
     )
     assert api_cluster.state.find_vm(name).vcpus == 4
     info = tmp_path / "info.yaml"  # what `pvc vm info --format yaml` prints, edited, is a definition too
