@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import click
 
-# group path (without `pvc`) -> {alias: the command it runs, as a path under that group}
+# group path (without `pvc`) -> {alias: the command it runs, as its whole path (without `pvc`)}
 ALIASES: dict[str, dict[str, str]] = {
-    "vm": {"console": "log"},
-    "vm network": {"get": "list"},
-    "vm volume": {"get": "list"},
-    "cluster": {"faults": "fault list", "fault-clear": "fault delete"},
+    "vm": {"console": "vm log"},
+    "vm network": {"get": "vm network list"},
+    "vm volume": {"get": "vm volume list"},
+    "cluster": {"faults": "cluster fault list", "fault-clear": "cluster fault delete"},
+    "storage volume": {"snapshot": "storage snapshot"},
 }
 
 
@@ -32,7 +33,7 @@ class AliasGroup(click.Group):
         target = ALIASES.get(group_path(ctx), {}).get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)
-        command: click.Command | None = self
+        command: click.Command | None = ctx.find_root().command
         for part in target.split():
             command = command.get_command(ctx, part) if isinstance(command, click.Group) else None
         return command

@@ -12,10 +12,10 @@ from pvc.cli import vmchange, vmcreate, vmdefine, vmedit
 from pvc.cli.aliases import AliasGroup
 from pvc.cli.client import from_context, path
 from pvc.cli.errors import Failure
-from pvc.cli.names import node_names, vm_names
+from pvc.cli.logs import follow_option, lines_option, show
+from pvc.cli.names import name_regex, node_names, vm_names
 from pvc.cli.output import emit, fields, format_option, mib, table
 from pvc.cli.vmdefine import node_list
-from pvc.cli.vmlog import log
 from pvc.cli.vmnetwork import network as network_group
 from pvc.cli.vmvolume import volume as volume_group
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
@@ -41,21 +41,12 @@ def vm() -> None:
     """Virtual machines: define, start and stop, migrate, tune, networks, volumes, console, remove."""
 
 
-for _command in (network_group, volume_group, log, vmchange.rename, vmchange.vcpu, vmchange.memory, vmchange.tag):
+for _command in (network_group, volume_group, vmchange.rename, vmchange.vcpu, vmchange.memory, vmchange.tag):
     vm.add_command(_command)
 
 
-def _regex(ctx: click.Context, param: click.Parameter, value: str | None) -> re.Pattern[str] | None:
-    if value is None:
-        return None
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise click.BadParameter(f"'{value}' is not a regular expression: {exc}") from None
-
-
 @vm.command("list")
-@click.argument("regex", metavar="[REGEX]", required=False, callback=_regex)
+@click.argument("regex", metavar="[REGEX]", required=False, callback=name_regex)
 @click.option("--node", help="Only VMs whose home is this node.", shell_complete=node_names)
 @click.option("--state", help="Only VMs in this desired state (start, stop, disable, ...).")
 @click.option("--tag", help="Only VMs with this tag.")
@@ -400,6 +391,16 @@ def meta(
 
 def _given(name: str) -> bool:
     return click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+
+@vm.command()
+@vm_argument
+@lines_option
+@follow_option
+@format_option
+def log(vm: str, lines: int, follow: bool, fmt: str) -> None:
+    """The last lines of VM's serial console; with --follow, then the new ones as they come."""
+    show(from_context(), path("vms", vm, "console"), lines, follow, fmt)
 
 
 @vm.command()

@@ -71,6 +71,8 @@ def test_node_list_and_info(cli):
         ["n3", "coordinator", "run", "ready"],
     ]
     assert lines[1].split()[4] == "4096M/8192M"
+    assert [n["name"] for n in cli.json("node", "list", "^n[13]$")] == ["n1", "n3"]  # the original's REGEX
+    assert "is not a regular expression" in cli.run("node", "list", "n[").stderr
     nodes = cli.json("node", "list")
     assert [n["name"] for n in nodes] == ["n1", "n2", "n3"]
     info = cli.ok("node", "info", "n2")

@@ -1,18 +1,26 @@
-"""`pvc vm log VM [--lines N] [--follow]` (also `pvc vm console`): the VM's serial console as pvcd keeps it in
-ZooKeeper. `--follow` asks again every second and prints the lines that are new."""
+"""Reading a log the API keeps as its last lines (a VM's serial console, a node daemon's log): `--lines N`, and
+`--follow`, which asks again every second and prints the lines that are new."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import click
 
-from pvc.cli.client import from_context, path
-from pvc.cli.names import vm_names
-from pvc.cli.output import emit, format_option, printable
+from pvc.cli.client import Client
+from pvc.cli.output import emit, printable
 
 FOLLOW_INTERVAL = 1.0
 FOLLOW_WINDOW = 1000  # lines asked for at each poll while following: more new lines than this in a second are lost
+
+
+def lines_option(fn: Callable) -> Callable:
+    return click.option("--lines", "-n", "-l", type=click.IntRange(1, 10000), default=100, show_default=True)(fn)
+
+
+def follow_option(fn: Callable) -> Callable:
+    return click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until interrupted (Ctrl-C).")(fn)
 
 
 def new_lines(before: list[str], now: list[str]) -> list[str]:
@@ -24,15 +32,9 @@ def new_lines(before: list[str], now: list[str]) -> list[str]:
     return now
 
 
-@click.command("log")
-@click.argument("vm", metavar="VM", shell_complete=vm_names)
-@click.option("--lines", "-n", "-l", type=click.IntRange(1, 10000), default=100, show_default=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until interrupted (Ctrl-C).")
-@format_option
-def log(vm: str, lines: int, follow: bool, fmt: str) -> None:
-    """The last lines of VM's serial console; with --follow, then the new ones as they come."""
-    client = from_context()
-    data = client.get(path("vms", vm, "console"), lines=lines)
+def show(client: Client, route: str, lines: int, follow: bool, fmt: str) -> None:
+    """The last `lines` lines at `route` (`{"lines": [...]}`); with `follow`, then the new ones until Ctrl-C."""
+    data = client.get(route, lines=lines)
     if not follow:
         emit(data, fmt, lambda d: printable(d["lines"]))
         return
@@ -42,7 +44,7 @@ def log(vm: str, lines: int, follow: bool, fmt: str) -> None:
     try:
         while True:
             time.sleep(FOLLOW_INTERVAL)
-            now = client.get(path("vms", vm, "console"), lines=FOLLOW_WINDOW)["lines"]
+            now = client.get(route, lines=FOLLOW_WINDOW)["lines"]
             fresh = new_lines(seen, now)
             if fresh:
                 click.echo(printable(fresh))
