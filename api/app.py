@@ -14,7 +14,7 @@ from pvc.api.auth import AuthMiddleware
 from pvc.api.context import Context, from_environment
 from pvc.api.models import ErrorBody
 from pvc.api.paths import EncodedSlashes
-from pvc.api.resources import cluster, health, keys, networks, nodes, tasks, vmnetworks, vms
+from pvc.api.resources import cluster, health, keys, networks, nodes, tasks, vmchanges, vmnetworks, vms, vmvolumes
 from pvc.api.resources.provisioner import create, images, ovas, profiles, templates, userdata
 from pvc.api.resources.storage import osds, pools, snapshots, status, volumes
 from pvc.api.spec import openapi, operation
@@ -48,6 +48,10 @@ def routes(ctx: Context, pvc_version: str) -> list[tuple[str, object]]:
         (f"{p}/vms/{{vm}}/console", vms.VmConsoleResource(ctx)),
         (f"{p}/vms/{{vm}}/networks", vmnetworks.VmNetworksResource(ctx)),
         (f"{p}/vms/{{vm}}/networks/{{vni}}", vmnetworks.VmNetworkResource(ctx)),
+        (f"{p}/vms/{{vm}}/volumes", vmvolumes.VmVolumesResource(ctx)),
+        (f"{p}/vms/{{vm}}/volumes/{{pool}}/{{volume}}", vmvolumes.VmVolumeResource(ctx)),
+        (f"{p}/vms/{{vm}}/rename", vmchanges.VmRenameResource(ctx)),
+        (f"{p}/vms/{{vm}}/resources", vmchanges.VmResourcesResource(ctx)),
         (f"{p}/storage", status.StorageStatusResource(ctx)),
         (f"{p}/storage/pools", pools.PoolsResource(ctx)),
         (f"{p}/storage/pools/{{pool}}", pools.PoolResource(ctx)),

@@ -18,11 +18,17 @@ from pvc.config.types import IPv4, IPv4Net, IPv6, IPv6Net, Mac, Mtu, PoolCopies,
 from pvc.nodeos.state.models import FenceInfo, Keepalive, KeyOwner, NetworkRecord, Refusal
 from pvc.nodeos.state.vmdef import (
     MAX_DOWNTIME_MS,
+    MAX_MEMORY_MIB,
     MAX_MIGRATION_TIMEOUT_S,
     MAX_NODE_LIMIT,
     MAX_TAGS,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    DiskBus,
+    Topology,
     VmDefinition,
     Vni,
+    Volume,
 )
 from pvc.nodeos.state.vmimport import MAX_XML
 
@@ -162,6 +168,9 @@ class VmDetail(VmSummary):
     live_nics: Annotated[
         list[str], Field(description="running: the MACs of the NICs plugged into it (hot-plugged ones included)")
     ] = []
+    live_volumes: Annotated[
+        list[str], Field(description="running: the RBD volumes plugged into it as disks (hot-plugged ones included)")
+    ] = []
     pending: Annotated[
         list[str], Field(description="running: changes of its definition that apply only at its next start")
     ] = []
@@ -229,6 +238,36 @@ class VmChange(Request):
     placement: PlacementChange | None = None
     migration: MigrationChange | None = None
     tags: Annotated[list[Name] | None, Field(max_length=MAX_TAGS)] = None
+
+
+class VmResources(Request):
+    """A VM's vCPUs and memory; a field left out stays as it is. A running VM gets them at its next start."""
+
+    vcpus: Annotated[int | None, Field(ge=1, le=MAX_VCPUS)] = None
+    topology: Annotated[
+        Topology | None, Field(description="sockets × cores × threads = vcpus; none: kept if it still fits")
+    ] = None
+    memory_mib: Annotated[
+        int | None,
+        Field(ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB, description="refused above the largest node's total memory"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _topology_needs_vcpus(self) -> VmResources:
+        if self.topology is not None and self.vcpus is None:
+            raise ValueError("a topology needs vcpus")
+        return self
+
+
+class VmRename(Request):
+    name: Annotated[Name, Field(description="the new name: unique among VMs")]
+
+
+class VmVolumeAdd(Request):
+    """An existing RBD volume to attach to a VM as a disk: stored in the definition, plugged in if the VM runs."""
+
+    volume: Annotated[Volume, Field(description="the RBD volume as 'pool/volume'")]
+    bus: DiskBus = "virtio"
 
 
 class Removed(BaseModel):

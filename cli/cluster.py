@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from pvc.cli.aliases import AliasGroup
 from pvc.cli.client import from_context, path
 from pvc.cli.keys import key
 from pvc.cli.output import ago, counts, emit, fields, format_option, table
 
 
-@click.group()
+@click.group(cls=AliasGroup)
 def cluster() -> None:
     """Cluster status, faults, maintenance mode, formation progress and API keys."""
 
@@ -39,21 +40,41 @@ def status(fmt: str) -> None:
     emit(data, fmt, render)
 
 
-@cluster.command()
+@cluster.group()
+def fault() -> None:
+    """Faults the cluster has raised: list, acknowledge, delete."""
+
+
+@fault.command("list")
+@click.argument("fault_ids", metavar="[ID]...", nargs=-1)
 @format_option
-def faults(fmt: str) -> None:
-    """Faults the cluster has raised, newest first."""
+def fault_list(fault_ids: tuple[str, ...], fmt: str) -> None:
+    """Faults the cluster has raised, newest first (only the IDs given, if any)."""
     data = from_context().get("/cluster/faults")
+    if fault_ids:
+        data = [f for f in data if f["id"] in fault_ids]
     rows = [(f["id"], f["kind"], f["node"], f["count"], ago(f["last"]), f["acknowledged"], f["message"]) for f in data]
     emit(data, fmt, lambda _: table(["id", "kind", "node", "count", "last", "ack", "message"], rows))
 
 
-@cluster.command("fault-clear")
-@click.argument("fault_id", metavar="ID")
-def fault_clear(fault_id: str) -> None:
-    """Clear the fault ID (it is raised again if its cause persists)."""
-    data = from_context().delete(path("cluster", "faults", fault_id))
-    click.echo(f"cleared fault {data['removed']}")
+@fault.command("ack")
+@click.argument("fault_ids", metavar="ID...", nargs=-1, required=True)
+def fault_ack(fault_ids: tuple[str, ...]) -> None:
+    """Acknowledge the faults ID...: they stay listed, but no longer make the cluster degraded."""
+    client = from_context()
+    for fault_id in fault_ids:
+        client.put(path("cluster", "faults", fault_id), {})
+        click.echo(f"acknowledged fault {fault_id}")
+
+
+@fault.command("delete")
+@click.argument("fault_ids", metavar="ID...", nargs=-1, required=True)
+def fault_delete(fault_ids: tuple[str, ...]) -> None:
+    """Delete (clear) the faults ID... (each is raised again if its cause persists)."""
+    client = from_context()
+    for fault_id in fault_ids:
+        data = client.delete(path("cluster", "faults", fault_id))
+        click.echo(f"cleared fault {data['removed']}")
 
 
 @cluster.command()

@@ -1,6 +1,9 @@
-"""Shell completion of VM, node and connection names (asks the API with a short timeout; silent on failure)."""
+"""Names on the command line: shell completion of VM, node and connection names (asks the API with a short timeout;
+silent on failure), and a REGEX argument that filters a list by name."""
 
 from __future__ import annotations
+
+import re
 
 import click
 from click.shell_completion import CompletionItem
@@ -34,3 +37,13 @@ def connection_names(ctx: click.Context, param: click.Parameter, incomplete: str
     except click.ClickException:
         return []
     return [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]
+
+
+def name_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> re.Pattern[str] | None:
+    """A `[REGEX]` argument, compiled (a bad one is a usage error saying why)."""
+    if value is None:
+        return None
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise click.BadParameter(f"'{value}' is not a regular expression: {exc}") from None

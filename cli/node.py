@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from pvc.cli.client import from_context, path
-from pvc.cli.names import node_names
-from pvc.cli.output import emit, fields, format_option, mib, printable, table
+from pvc.cli.logs import follow_option, lines_option, show
+from pvc.cli.names import name_regex, node_names
+from pvc.cli.output import emit, fields, format_option, mib, table
 from pvc.cli.wait import TASK_TIMEOUT, conclude, follow_primary, follow_task, timeout_option, wait_option
 
 PRIMARY_TIMEOUT = 60.0
@@ -23,10 +26,14 @@ def node() -> None:
 
 
 @node.command("list")
+@click.argument("regex", metavar="[REGEX]", required=False, callback=name_regex)
 @format_option
-def list_nodes(fmt: str) -> None:
-    """Every node with its daemon and domain state, memory, vCPUs, load and VMs."""
+def list_nodes(regex: re.Pattern[str] | None, fmt: str) -> None:
+    """Every node with its daemon and domain state, memory, vCPUs, load and VMs; with REGEX, only those whose name
+    it matches (anywhere in the name: anchor it with ^ and $)."""
     data = from_context().get("/nodes")
+    if regex is not None:
+        data = [n for n in data if regex.search(n["name"])]
     rows = []
     for n in data:
         r = n["resources"] or {}
@@ -132,9 +139,9 @@ def primary(node: str, wait: bool, timeout: float) -> None:
 
 @node.command()
 @node_argument
-@click.option("--lines", "-n", type=click.IntRange(1, 10000), default=100, show_default=True)
+@lines_option
+@follow_option
 @format_option
-def log(node: str, lines: int, fmt: str) -> None:
-    """The last lines of NODE's daemon log."""
-    data = from_context().get(path("nodes", node, "log"), lines=lines)
-    emit(data, fmt, lambda d: printable(d["lines"]))
+def log(node: str, lines: int, follow: bool, fmt: str) -> None:
+    """The last lines of NODE's daemon log; with --follow, then the new ones as they come."""
+    show(from_context(), path("nodes", node, "log"), lines, follow, fmt)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TextIO
 
 import click
 from click.core import ParameterSource
 
-from pvc.cli import vmcreate, vmdefine
+from pvc.cli import vmchange, vmcreate, vmdefine, vmedit
+from pvc.cli.aliases import AliasGroup
 from pvc.cli.client import from_context, path
 from pvc.cli.errors import Failure
-from pvc.cli.names import node_names, vm_names
-from pvc.cli.output import emit, fields, format_option, mib, printable, table
+from pvc.cli.logs import follow_option, lines_option, show
+from pvc.cli.names import name_regex, node_names, vm_names
+from pvc.cli.output import emit, fields, format_option, mib, table
 from pvc.cli.vmdefine import node_list
 from pvc.cli.vmnetwork import network as network_group
+from pvc.cli.vmvolume import volume as volume_group
 from pvc.cli.wait import TASK_TIMEOUT, VM_TIMEOUT, conclude, follow_task, follow_vm, timeout_option, wait_option
 from pvc.config.choices import BOOT_DEVICES, FIRMWARES, GRAPHICS, MACHINES, SELECTORS, VM_MIGRATION_METHODS
 from pvc.nodeos.state.vmstate import Action
@@ -32,22 +36,27 @@ DEFINITION_OPTIONS = (
 )  # fmt: skip
 
 
-@click.group()
+@click.group(cls=AliasGroup)
 def vm() -> None:
-    """Virtual machines: define, start and stop, migrate, tune, networks, console, remove."""
+    """Virtual machines: define, start and stop, migrate, tune, networks, volumes, console, remove."""
 
 
-vm.add_command(network_group)
+for _command in (network_group, volume_group, vmchange.rename, vmchange.vcpu, vmchange.memory, vmchange.tag):
+    vm.add_command(_command)
 
 
 @vm.command("list")
+@click.argument("regex", metavar="[REGEX]", required=False, callback=name_regex)
 @click.option("--node", help="Only VMs whose home is this node.", shell_complete=node_names)
 @click.option("--state", help="Only VMs in this desired state (start, stop, disable, ...).")
 @click.option("--tag", help="Only VMs with this tag.")
 @format_option
-def list_vms(node: str | None, state: str | None, tag: str | None, fmt: str) -> None:
-    """VMs with their desired and observed state, node, memory and vCPUs."""
+def list_vms(regex: re.Pattern[str] | None, node: str | None, state: str | None, tag: str | None, fmt: str) -> None:
+    """VMs with their desired and observed state, node, memory and vCPUs; with REGEX, only those whose name it
+    matches (anywhere in the name: anchor it with ^ and $)."""
     data = from_context().get("/vms", node=node, state=state, tag=tag)
+    if regex is not None:
+        data = [v for v in data if regex.search(v["name"])]
     rows = [
         (v["name"], v["state"], v["running"], v["node"], v["last_node"], mib(v["memory_mib"]), v["vcpus"], v["tags"])
         for v in data
@@ -102,12 +111,16 @@ def define(file: TextIO | None, node: str | None, fmt: str, **options: Any) -> N
 @file_option
 @format_option
 def modify(vm: str, file: TextIO | None, fmt: str) -> None:
-    """Replace VM's definition with the one in --file (JSON, YAML, or a domain XML such as `pvc vm dump` prints).
-    It applies at the VM's next start; the name and UUID stay."""
-    if file is None:
-        raise click.UsageError("give --file with the new definition (pvc vm info VM --format yaml, or pvc vm dump VM)")
-    data = from_context().put(path("vms", vm), _body(file, {}))
-    emit(data, fmt, lambda v: f"modified VM '{v['name']}': the new definition applies at its next start")
+    """Replace VM's definition: without --file, edit it as YAML in $EDITOR (saved unchanged: nothing happens; a
+    refused one re-opens with the reason); with --file, the one there (JSON, YAML, or a domain XML such as `pvc vm
+    dump` prints). NICs and disks added or removed are plugged in or out of a running VM; other changes apply at
+    its next start. The name and UUID stay (`pvc vm rename` renames)."""
+    client = from_context()
+    data = vmedit.edit(client, vm) if file is None else client.put(path("vms", vm), _body(file, {}))
+    if data is None:
+        click.echo(f"VM '{vm}' not changed")
+        return
+    emit(data, fmt, lambda v: f"modified VM '{v['name']}'; {vmedit.when(v)}")
 
 
 def _body(file: TextIO | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -134,9 +147,18 @@ def info(vm: str, xml_only: bool, fmt: str) -> None:
 
 @vm.command()
 @vm_argument
-def dump(vm: str) -> None:
+@click.option("--file", "-f", "file", type=click.File("w", encoding="utf-8"), help="Write it to this file instead.")
+def dump(vm: str, file: TextIO | None) -> None:
     """Print VM's domain XML, rendered from its definition (the same as `pvc vm info VM --xml`)."""
-    _echo_xml(from_context().get(path("vms", vm)))
+    v = from_context().get(path("vms", vm))
+    if file is None:
+        _echo_xml(v)
+        return
+    if v["xml"] is None:
+        _echo_xml(v)  # says why on standard error
+        raise Failure(f"VM '{v['name']}' has no definition: nothing written to {file.name}")
+    file.write(v["xml"])
+    click.echo(f"wrote the domain XML of VM '{v['name']}' to {file.name}", err=True)
 
 
 def _echo_xml(v: dict) -> None:
@@ -373,12 +395,12 @@ def _given(name: str) -> bool:
 
 @vm.command()
 @vm_argument
-@click.option("--lines", "-n", type=click.IntRange(1, 10000), default=100, show_default=True)
+@lines_option
+@follow_option
 @format_option
-def console(vm: str, lines: int, fmt: str) -> None:
-    """The last lines of VM's serial console."""
-    data = from_context().get(path("vms", vm, "console"), lines=lines)
-    emit(data, fmt, lambda d: printable(d["lines"]))
+def log(vm: str, lines: int, follow: bool, fmt: str) -> None:
+    """The last lines of VM's serial console; with --follow, then the new ones as they come."""
+    show(from_context(), path("vms", vm, "console"), lines, follow, fmt)
 
 
 @vm.command()
@@ -391,6 +413,20 @@ def remove(vm: str, delete_disks: bool, yes: bool) -> None:
         also = " and its disks" if delete_disks else ""
         click.confirm(f"Remove VM '{vm}'{also}?", abort=True, err=True)
     query: dict[str, object] = {"delete_disks": "true"} if delete_disks else {}
+    _remove(vm, query)
+
+
+@vm.command()
+@vm_argument
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def undefine(vm: str, yes: bool) -> None:
+    """Remove a stopped or disabled VM from the cluster, keeping its volumes (`remove` without --delete-disks)."""
+    if not yes:
+        click.confirm(f"Remove VM '{vm}' (its volumes stay)?", abort=True, err=True)
+    _remove(vm, {})
+
+
+def _remove(vm: str, query: dict[str, object]) -> None:
     data = from_context().request("DELETE", path("vms", vm), query=query)
     click.echo(f"removed VM '{data['removed']}'")
     for volume in data.get("volumes", []):

@@ -44,6 +44,19 @@ class FaultsResource(Resource):
 
 
 class FaultResource(Resource):
+    @operation(
+        summary="Acknowledge a fault: it stays listed, but no longer makes the cluster degraded",
+        response=Fault,
+        tags=["cluster"],
+        description="The original PVC's `fault ack`. A fault raised again keeps its acknowledgement; delete it "
+        "to have it counted again when its cause returns.",
+    )
+    def on_put(self, req: falcon.Request, resp: falcon.Response, fault_id: str) -> Fault:
+        try:
+            return self.ctx.ready_state().acknowledge_fault(fault_id)
+        except NotFound:
+            raise NotFound(f"fault '{fault_id}'") from None
+
     @operation(summary="Clear a fault", response=Removed, tags=["cluster"])
     def on_delete(self, req: falcon.Request, resp: falcon.Response, fault_id: str) -> Removed:
         state = self.ctx.ready_state()

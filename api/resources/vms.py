@@ -68,6 +68,7 @@ def detail(ctx: Context, state: ClusterState, spec: VmSpec) -> VmDetail:
         refused=spec.refused,
         reason=status.reason,
         live_nics=status.nics if status.state == "running" else [],
+        live_volumes=status.volumes if status.state == "running" else [],
         pending=status.pending if status.state == "running" else [],
     )
 

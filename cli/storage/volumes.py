@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 import click
 
+from pvc.cli.aliases import AliasGroup
 from pvc.cli.client import ApiError, from_context
 from pvc.cli.errors import Failure
 from pvc.cli.output import emit, format_option, table
@@ -16,7 +17,7 @@ from pvc.cli.storage.sizes import human, size_value
 from pvc.config.choices import IMAGE_FORMATS
 
 
-@click.group()
+@click.group(cls=AliasGroup)
 def volume() -> None:
     """Volumes (RBD images): create, resize, rename, clone, copy, upload, download, remove."""
 

@@ -67,7 +67,11 @@ class CephAgent:
 
     def check_disks(self, spec: VmSpec) -> None:
         """Raise DiskLocked when one of the VM's disks is held by a live client (another QEMU writes it)."""
-        volumes = spec.definition.volumes if spec.definition else []
+        self.check_volumes(spec.definition.volumes if spec.definition else [])
+
+    def check_volumes(self, volumes: list[str]) -> None:
+        """Raise DiskLocked when one of `volumes` (pool/volume) is held by a live client; DiskCheckFailed when
+        Ceph cannot tell."""
         if not volumes:
             return
 

@@ -1,9 +1,11 @@
 """What changes of a running VM's definition its node applies live, and what waits for the next start (pure).
 
 A running domain is compared with the VM's definition: NICs are plugged in, unplugged or moved to another network
-live (libvirt attach/detach/update of the `<interface>`); every other difference of the guest's hardware (memory,
-vCPUs, disks, a NIC's model, ...) applies when the VM next starts, and the VM's status says so (`pending`). PVC's own
-data (description, tags, placement, migration) needs no restart: PVC reads it from the definition.
+live (libvirt attach/detach/update of the `<interface>`), and RBD disks are plugged in or unplugged (attach/detach
+of the `<disk>`, on a target device the domain has free); every other difference of the guest's hardware (memory,
+vCPUs, a disk's bus or cache, a NIC's model, ...) applies when the VM next starts, and the VM's status says so
+(`pending`). PVC's own data (description, tags, placement, migration) needs no restart: PVC reads it from the
+definition.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass, field
 from pvc.config.networks import bridge_name
 from pvc.nodeos.state.vmdef import Disk, Nic, VmDefinition
 from pvc.nodeos.state.vmimport import import_xml
+from pvc.nodeos.state.vmrender import PVC_NS, target_name
 
 # Fields of a definition that a running VM does not need: PVC reads them from the definition, never from libvirt.
 PVC_ONLY = frozenset({"name", "uuid", "description", "tags", "placement", "migration"})
-LIVE = frozenset({"nics"})  # applied to the running domain
+LIVE = frozenset({"nics"})  # applied to the running domain (disks: only which volumes, see disk_plan)
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,91 @@ def nic_plan(live: list[LiveNic], wanted: list[Nic]) -> Plan:
     return plan
 
 
+@dataclass(frozen=True)
+class LiveDisk:
+    """An RBD `<disk>` of a running domain as libvirt reports it."""
+
+    volume: str
+    target: str
+    bus: str
+    xml: str  # the element itself: what a detach names (libvirt finds the disk by its target)
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """What to do to a running domain so that its RBD disks are the definition's volumes."""
+
+    attach: list[tuple[Disk, str]] = field(default_factory=list)  # the disk and a free target device for it
+    detach: list[LiveDisk] = field(default_factory=list)
+    scsi_controller: bool = False  # attach a virtio-scsi controller first: a SCSI disk needs one
+
+    @property
+    def empty(self) -> bool:
+        return not (self.attach or self.detach)
+
+
+SCSI_CONTROLLER_XML = "<controller type='scsi' index='0' model='virtio-scsi'/>\n"
+
+
+def live_disks(xml: str) -> list[LiveDisk]:
+    """The RBD disks of a domain XML (libvirt's live XML of a running domain)."""
+    out = []
+    for disk in ET.fromstring(xml).iterfind("./devices/disk"):
+        source, target = disk.find("source"), disk.find("target")
+        if source is None or target is None or source.get("protocol") != "rbd":
+            continue
+        out.append(
+            LiveDisk(
+                volume=source.get("name", ""),
+                target=target.get("dev", ""),
+                bus=target.get("bus", ""),
+                xml=ET.tostring(disk, encoding="unicode"),
+            )
+        )
+    return out
+
+
+def disk_plan(xml: str, wanted: list[Disk]) -> DiskPlan:
+    """Attach the wanted volumes the domain lacks (each on the first free target of its bus's names), detach the
+    volumes it has beyond them. A volume it has keeps running as it is (a new bus or cache waits for the next
+    start: `pending_fields` says so)."""
+    live = live_disks(xml)
+    have = {d.volume for d in live}
+    want = {d.volume for d in wanted}
+    used = {d.target for d in live}
+    attach = []
+    for disk in wanted:
+        if disk.volume in have:
+            continue
+        prefix = "vd" if disk.bus == "virtio" else "sd"
+        target = next(t for i in range(26 * 27) if (t := target_name(prefix, i)) not in used)
+        used.add(target)
+        attach.append((disk, target))
+    scsi = (
+        any(d.bus == "scsi" for d, _ in attach)
+        and ET.fromstring(xml).find("./devices/controller[@type='scsi']") is None
+    )
+    return DiskPlan(attach=attach, detach=[d for d in live if d.volume not in want], scsi_controller=scsi)
+
+
 def running_definition(live_xml: str) -> VmDefinition:
     """The definition a running domain amounts to: libvirt's live XML imported through the allowlist, without the
-    security labels libvirt adds at run time (PVC renders none; this is for comparing, never for libvirt).
-    VmXmlError when it does not import."""
+    security labels and disk block-node indexes libvirt adds at run time (this is for comparing, never for
+    libvirt), and without PVC's metadata entries of disks unplugged since it started. VmXmlError when it does not import."""
     root = ET.fromstring(live_xml)
     for parent in [root, *root.iter()]:
         for label in parent.findall("seclabel"):
             parent.remove(label)
+    for disk in root.iterfind("./devices/disk"):  # what libvirt adds to a running disk: its block node's index
+        for source in disk.findall("source"):
+            source.attrib.pop("index", None)
+        for backing in disk.findall("backingStore"):
+            disk.remove(backing)
+    plugged = {d.volume for d in live_disks(live_xml)}
+    for vm in root.iterfind(f"./metadata/{{{PVC_NS}}}vm"):
+        for entry in vm.findall(f"{{{PVC_NS}}}disk"):
+            if entry.get("volume") not in plugged:
+                vm.remove(entry)
     return import_xml(ET.tostring(root, encoding="unicode"))
 
 

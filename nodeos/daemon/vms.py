@@ -33,7 +33,7 @@ from pvc.nodeos.daemon.watchdog import controller_thread
 from pvc.nodeos.state.models import ObservedState, VmSpec, VmStatus
 from pvc.nodeos.state.store import NotFound
 from pvc.nodeos.state.vmimport import VmXmlError, import_xml
-from pvc.nodeos.state.vmrender import Host, interface_xml, render
+from pvc.nodeos.state.vmrender import Host, disk_xml, interface_xml, render
 from pvc.nodeos.state.vmstate import STOPPED_STATES, HandOff, handed_off
 
 if TYPE_CHECKING:
@@ -82,9 +82,9 @@ class VmController:
         self.workers = [controller_thread(f"vm-worker-{i}", functools.partial(self._work, i)) for i in range(workers)]
         self.periodic = controller_thread("vm-periodic", self._periodic)
         self.console_dir = Path(daemon.opts.state_dir) / "console"
-        # VM -> ((definition, live XML), plugged-in MACs, pending changes, when to look again): the last live
-        # comparison (_apply_live)
-        self._live: dict[str, tuple[tuple[str, str], list[str], list[str], float]] = {}
+        # VM -> ((definition, live XML), plugged-in MACs, plugged-in volumes, pending changes, when to look again):
+        # the last live comparison (_apply_live)
+        self._live: dict[str, tuple[tuple[str, str], list[str], list[str], list[str], float]] = {}
         self.console_dir.mkdir(parents=True, exist_ok=True)
 
     # -- scheduling -----------------------------------------------------------------------------------------
@@ -193,8 +193,8 @@ class VmController:
         state = spec.state
         if state == "start":
             if here:
-                nics, pending = self._apply_live(spec)
-                self._set_status(spec, "running", nics=nics, pending=pending)
+                nics, volumes, pending = self._apply_live(spec)
+                self._set_status(spec, "running", nics=nics, volumes=volumes, pending=pending)
             else:
                 self._start(spec)
         elif state == "restart":
@@ -271,26 +271,30 @@ class VmController:
         for vni, why in self.d.networks.bridges_ready({n.network for n in nics}).items():
             raise Unstartable(f"network {vni} is not ready on {self.me}: {why}")
 
-    def _apply_live(self, spec: VmSpec) -> tuple[list[str], list[str]]:
-        """Bring a running domain's NICs to its definition (hot-plug, unplug, or a new bridge), and say what else
-        waits for the next start. Returns (the MACs plugged in, the pending changes). Worked out again only when
-        the definition or the live domain changed."""
+    def _apply_live(self, spec: VmSpec) -> tuple[list[str], list[str], list[str]]:
+        """Bring a running domain's NICs (hot-plug, unplug, or a new bridge) and RBD disks (hot-plug, unplug) to
+        its definition, and say what else waits for the next start. Returns (the MACs plugged in, the volumes
+        plugged in, the pending changes). Worked out again only when the definition or the live domain changed."""
         d = spec.definition
         try:
             xml = self.d.virt.xml(spec.uuid)
         except VirtError as exc:
             log.warning("VM %s: cannot read its live domain: %s", spec.name, exc)
-            return [], []
+            return [], [], []
         if d is None or xml is None:
-            return [], []
+            return [], [], []
         key = (d.model_dump_json(), xml)
         cached = self._live.get(spec.uuid)
-        if cached is not None and cached[0] == key and time.monotonic() < cached[3]:
-            return cached[1], cached[2]
+        if cached is not None and cached[0] == key and time.monotonic() < cached[4]:
+            return cached[1], cached[2], cached[3]
         plan = hotplug.nic_plan(hotplug.live_nics(xml), d.nics)
+        disks = hotplug.disk_plan(xml, d.disks)
         failed: list[str] = []
         if not plan.empty:
             failed = self._hotplug(spec, plan)
+        if not disks.empty:
+            failed += self._hotplug_disks(spec, disks)
+        if not (plan.empty and disks.empty):
             xml = self.d.virt.xml(spec.uuid) or xml
         live = hotplug.live_nics(xml)
         wanted = {n.mac for n in d.nics}
@@ -300,14 +304,20 @@ class VmController:
             for n in live
             if n.mac not in wanted and not any(n.mac in line for line in failed)
         ]
+        pending += [
+            f"disk {x.volume}: removed from the definition; waiting for the guest to release it (or the next start)"
+            for x in hotplug.live_disks(xml)
+            if x.volume not in d.volumes and not any(x.volume in line for line in failed)
+        ]
         try:
             pending += hotplug.pending_fields(hotplug.running_definition(xml), d)
         except VmXmlError as exc:
             log.warning("VM %s: its live domain XML does not import (%s)", spec.name, exc)
         nics = [n.mac for n in live]
+        volumes = [x.volume for x in hotplug.live_disks(xml)]
         retry = time.monotonic() + (LIVE_RETRY_SECONDS if failed else float("inf"))  # a failed hot-plug is retried
-        self._live[spec.uuid] = ((d.model_dump_json(), xml), nics, pending, retry)
-        return nics, pending
+        self._live[spec.uuid] = ((d.model_dump_json(), xml), nics, volumes, pending, retry)
+        return nics, volumes, pending
 
     def _hotplug(self, spec: VmSpec, plan: hotplug.Plan) -> list[str]:
         """Apply a NIC plan to the running domain; what failed, one line per NIC (it waits for the next start)."""
@@ -328,6 +338,35 @@ class VmController:
             except VirtError as exc:
                 log.error("VM %s: %s of NIC %s failed: %s", spec.name, action, mac, exc)
                 failed.append(f"NIC {mac}: {action} failed ({exc}); it applies at the next start")
+        return failed
+
+    def _hotplug_disks(self, spec: VmSpec, plan: hotplug.DiskPlan) -> list[str]:
+        """Apply a disk plan to the running domain; what failed, one line per volume (it waits for the next start).
+        A volume locked by a live client (another QEMU) is not plugged in."""
+        failed = []
+        host = self.host(spec)
+        if plan.scsi_controller:
+            try:
+                self.d.virt.device(spec.uuid, "attach", hotplug.SCSI_CONTROLLER_XML)
+            except VirtError as exc:
+                log.error("VM %s: attaching a virtio-scsi controller failed: %s", spec.name, exc)
+        for disk, target in plan.attach:
+            try:
+                self.d.storage.check_volumes([disk.volume])
+                self.d.virt.device(spec.uuid, "attach", disk_xml(disk, target, host))
+                log.info("VM %s: plugged in disk %s as %s", spec.name, disk.volume, target)
+            except (DiskLocked, DiskCheckFailed) as exc:
+                failed.append(f"disk {disk.volume}: not plugged in: {exc}; it applies at the next start")
+            except VirtError as exc:
+                log.error("VM %s: attach of disk %s failed: %s", spec.name, disk.volume, exc)
+                failed.append(f"disk {disk.volume}: attach failed ({exc}); it applies at the next start")
+        for live in plan.detach:
+            try:
+                self.d.virt.device(spec.uuid, "detach", live.xml)
+                log.info("VM %s: unplugged disk %s (%s)", spec.name, live.volume, live.target)
+            except VirtError as exc:
+                log.error("VM %s: detach of disk %s failed: %s", spec.name, live.volume, exc)
+                failed.append(f"disk {live.volume}: detach failed ({exc}); it goes at the next start")
         return failed
 
     def host(self, spec: VmSpec) -> Host:
@@ -430,15 +469,17 @@ class VmController:
         node: str | None = None,
         nics: list[str] | None = None,
         pending: list[str] | None = None,
+        volumes: list[str] | None = None,
     ) -> None:
         current = self.d.state.vm_status(spec.uuid)
-        new = VmStatus(state=state, node=node or self.me, reason=reason, nics=nics or [], pending=pending or [])
-        if (current.state, current.node, current.reason, current.nics, current.pending) == (
-            new.state,
-            new.node,
-            new.reason,
-            new.nics,
-            new.pending,
-        ):
+        new = VmStatus(
+            state=state,
+            node=node or self.me,
+            reason=reason,
+            nics=nics or [],
+            volumes=volumes or [],
+            pending=pending or [],
+        )
+        if current.model_copy(update={"updated": new.updated}) == new:
             return
         self.d.state.set_vm_status(spec.uuid, new)

@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from pvc.config.names import check_name
 from pvc.nodeos.state import macs, placement
 from pvc.nodeos.state.models import NodeRecord, OsdRequest, Task, VmSpec
 from pvc.nodeos.state.store import ClusterState, Conflict, MacTaken, NotFound
-from pvc.nodeos.state.vmdef import Nic, VmDefinition
-from pvc.nodeos.state.vmstate import Action, TransitionError, next_state
+from pvc.nodeos.state.vmdef import Disk, Nic, VmDefinition
+from pvc.nodeos.state.vmstate import STOPPED_STATES, Action, TransitionError, next_state
 
 MAC_RETRIES = 5  # defines repeated when a MAC made for it was taken meanwhile by a concurrent define
 
@@ -91,6 +92,8 @@ def modify_vm(state: ClusterState, name_or_uuid: str, definition: VmDefinition, 
     _check_nodes(state, definition)
     _check_networks(state, definition)
     _check_macs(state, definition, spec.uuid)
+    _check_memory(state, definition.memory_mib)
+    _check_volumes(state, definition, spec.uuid)
     for attempt in range(MAC_RETRIES):
         filled, made = _fill_macs(state, definition, mac_prefix, keep=spec)
         try:
@@ -111,11 +114,18 @@ def change_vm(
     placement_changes: dict[str, Any] | None = None,
     migration_changes: dict[str, Any] | None = None,
     tags: list[str] | None = None,
+    vcpus: int | None = None,
+    topology: dict[str, int] | None = None,
+    memory_mib: int | None = None,
 ) -> VmSpec:
     """Change the parts of a VM's definition that say where and how it runs: placement (node limit, selector,
-    autostart), migration (method, downtime, timeout) and tags. Fields not given stay as they are."""
+    autostart), migration (method, downtime, timeout) and tags; and its vCPUs (with a topology, or none: a topology
+    that no longer fits the new count is dropped) and memory, which a running VM gets at its next start. Memory
+    above every node's total is refused naming the largest node. Fields not given stay as they are."""
     spec = state.find_vm(name_or_uuid)
     _definition_of(spec)
+    if memory_mib is not None:
+        _check_memory(state, memory_mib)
 
     def apply(s: VmSpec) -> VmSpec:
         d = _definition_of(s)
@@ -126,12 +136,13 @@ def change_vm(
             fields["migration"] = {**d.migration.model_dump(), **migration_changes}
         if tags is not None:
             fields["tags"] = tags
-        try:
-            new = d.changed(**fields)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+        if memory_mib is not None:
+            fields["memory_mib"] = memory_mib
+        if vcpus is not None:
+            fields["vcpus"] = vcpus
+            kept = d.topology if d.topology is not None and d.topology.vcpus == vcpus else None
+            fields["topology"] = topology if topology is not None else kept
+        new = _checked(lambda: d.changed(**fields), "")
         _check_nodes(state, new)
         return s.with_definition(new)
 
@@ -182,13 +193,110 @@ def remove_nic(state: ClusterState, name_or_uuid: str, network: int, *, mac: str
     return state.update_vm(spec.uuid, apply), removed
 
 
-def _with_nic(d: VmDefinition, nic: Nic) -> VmDefinition:
+def rename_vm(state: ClusterState, name_or_uuid: str, new_name: str) -> VmSpec:
+    """Give a stopped VM a new name (unique among VMs). Refused while it runs or is on its way to or from running:
+    libvirt knows a running domain by its name, and renames only domains that are not running."""
+    spec = state.find_vm(name_or_uuid)
     try:
-        return d.with_nic(nic)
+        check_name(new_name, "VM name")
+    except ValueError as exc:
+        raise ActionError(str(exc), "name") from None
+    observed = state.vm_status(spec.uuid).state
+    if spec.state not in STOPPED_STATES or observed not in ("stopped", "failed"):
+        raise TransitionError(
+            f"VM '{spec.name}' is {observed} (it wants {spec.state}): stop it before renaming it "
+            f"(pvc vm stop {spec.name})"
+        )
+    if new_name != spec.name:
+        with contextlib.suppress(NotFound):
+            other = state.find_vm(new_name)
+            raise Conflict(f"a VM named '{new_name}' already exists ({other.uuid})")
+    return state.rename_vm(spec.uuid, new_name)
+
+
+def add_disk(state: ClusterState, name_or_uuid: str, disk: Disk) -> VmSpec:
+    """Add an RBD volume to a VM's definition (after its other disks); the VM's node plugs it into a running VM.
+    The volume's existence is the caller's to check (Ceph); a volume that is a disk of another VM is refused naming
+    that VM."""
+    spec = state.find_vm(name_or_uuid)
+    d = _definition_of(spec)
+    if disk.volume in d.volumes:
+        raise Conflict(f"VM '{spec.name}' already has volume {disk.volume} as a disk")
+    probe = _with_disk(d, disk)
+    _check_volumes(state, probe, spec.uuid)
+
+    def apply(s: VmSpec) -> VmSpec:
+        current = _definition_of(s)
+        if disk.volume in current.volumes:
+            raise Conflict(f"VM '{s.name}' already has volume {disk.volume} as a disk")
+        return s.with_definition(_with_disk(current, disk))
+
+    return state.update_vm(spec.uuid, apply)
+
+
+def remove_disk(state: ClusterState, name_or_uuid: str, volume: str) -> VmSpec:
+    """Remove an RBD volume from a VM's definition (the volume stays in Ceph); the VM's node unplugs it from a
+    running VM."""
+    spec = state.find_vm(name_or_uuid)
+    if volume not in _definition_of(spec).volumes:
+        raise NotFound(f"disk {volume} of VM '{spec.name}'")
+
+    def apply(s: VmSpec) -> VmSpec:
+        d = _definition_of(s)
+        if volume not in d.volumes:
+            raise NotFound(f"disk {volume} of VM '{s.name}'")
+        return s.with_definition(d.without_disk(volume))
+
+    return state.update_vm(spec.uuid, apply)
+
+
+def _with_disk(d: VmDefinition, disk: Disk) -> VmDefinition:
+    return _checked(lambda: d.with_disk(disk), "disks")
+
+
+def _checked(make: Callable[[], VmDefinition], field: str) -> VmDefinition:
+    """The definition `make` returns, or ActionError naming the first field it refuses (else `field`)."""
+    try:
+        return make()
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "nics"
+        where = ".".join(str(p) for p in err["loc"]) or field
         raise ActionError(f"{where}: {err['msg'].removeprefix('Value error, ')}", where) from None
+
+
+def _check_volumes(state: ClusterState, definition: VmDefinition, uuid: str | None) -> None:
+    """Refuse a volume that is a disk of another VM (409 naming it): PVC locks each disk to one VM."""
+    mine = set(definition.volumes)
+    if not mine:
+        return
+    for other in state.vms():
+        if other.uuid == uuid or other.definition is None:
+            continue
+        shared = sorted(mine & set(other.definition.volumes))
+        if shared:
+            raise Conflict(f"volume {shared[0]} is a disk of VM '{other.name}': remove it from that VM first")
+
+
+def _check_memory(state: ClusterState, memory_mib: int) -> None:
+    """Refuse memory that no node has (400 naming the largest node); nodes that never reported are not counted."""
+    totals = {}
+    for name in state.node_names():
+        reported = state.keepalive(name)
+        if reported is not None and reported[0].mem_total > 0:
+            totals[name] = reported[0].mem_total
+    if not totals:
+        return
+    largest = max(sorted(totals), key=lambda n: totals[n])
+    if memory_mib > totals[largest]:
+        raise ActionError(
+            f"memory_mib: {memory_mib} MiB is more than any node has: the largest, {largest}, has "
+            f"{totals[largest]} MiB",
+            "memory_mib",
+        )
+
+
+def _with_nic(d: VmDefinition, nic: Nic) -> VmDefinition:
+    return _checked(lambda: d.with_nic(nic), "nics")
 
 
 def _nic_on(spec: VmSpec, d: VmDefinition, network: int, mac: str | None) -> Nic:

@@ -228,6 +228,7 @@ class VmStatus(Record):
     node: str | None = None
     reason: str = ""
     nics: list[str] = []  # running: the MACs of the NICs plugged into the domain (hot-plug shows here)
+    volumes: list[str] = []  # running: the RBD volumes plugged into the domain as disks (pool/volume)
     pending: list[str] = []  # running: changes of the definition that wait for the next start, one line each
     updated: float = Field(default_factory=now)
 

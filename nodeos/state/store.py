@@ -656,6 +656,10 @@ class ClusterState:
     def faults(self) -> list[Fault]:
         return [f for f in (self.get_or_none(layout.fault(i), Fault) for i in self.children(layout.FAULTS)) if f]
 
+    def acknowledge_fault(self, fault_id: str) -> Fault:
+        """Mark a fault as seen: it stays listed but no longer makes the cluster degraded (NotFound if absent)."""
+        return self.update(layout.fault(fault_id), Fault, lambda f: f.model_copy(update={"acknowledged": True}))
+
     def clear_fault(self, fault_id: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.zk.retry(self.zk.delete, layout.fault(fault_id))

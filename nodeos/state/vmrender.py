@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
 
 from pvc.config.choices import Accelerator
 from pvc.config.networks import bridge_name
 from pvc.config.secrets import LIBVIRT_CEPH_USER as CEPH_USER
-from pvc.nodeos.state.vmdef import Nic, VmDefinition
+from pvc.nodeos.state.vmdef import Disk, Nic, VmDefinition
 
 PVC_NS = "urn:x-pvc:vm:1"  # PVC's own <metadata>: tags, placement, migration, disk sizes
 ET.register_namespace("pvc", PVC_NS)
@@ -68,14 +67,8 @@ def _target_names(d: VmDefinition) -> list[str]:
     names = []
     for disk in d.disks:
         prefix = "vd" if disk.bus == "virtio" else "sd"
-        n, suffix = counters[prefix], ""
+        names.append(target_name(prefix, counters[prefix]))
         counters[prefix] += 1
-        while True:
-            suffix = chr(ord("a") + n % 26) + suffix
-            n = n // 26 - 1
-            if n < 0:
-                break
-        names.append(prefix + suffix)
     return names
 
 
@@ -139,7 +132,7 @@ def _cpu(d: VmDefinition, host: Host) -> ET.Element:
     return cpu
 
 
-def _disk(parent: ET.Element, disk: Any, target: str, host: Host) -> None:
+def _disk(parent: ET.Element, disk: Disk, target: str, host: Host) -> None:
     el = _sub(parent, "disk", type="network", device=disk.device)
     _sub(el, "driver", name="qemu", type="raw", cache=disk.cache, discard=disk.discard)
     auth = _sub(el, "auth", username=CEPH_USER)
@@ -147,9 +140,29 @@ def _disk(parent: ET.Element, disk: Any, target: str, host: Host) -> None:
     source = _sub(el, "source", protocol="rbd", name=disk.volume)
     for name, port in host.ceph_monitors:
         _sub(source, "host", name=name, port=str(port))
-    _sub(el, "target", dev=target, bus=disk.bus)
+    _sub(el, "target", dev=target, bus=disk.bus or "virtio")  # never None once validated
     if disk.read_only:
         _sub(el, "readonly")
+
+
+def disk_xml(disk: Disk, target: str, host: Host) -> str:
+    """One disk's `<disk>` as `render` writes it into a domain, on the target device `target` (a free one of the
+    running domain): what pvcd hot-plugs into a running VM."""
+    parent = ET.Element("devices")
+    _disk(parent, disk, target, host)
+    el = parent[0]
+    ET.indent(el, "  ")
+    return ET.tostring(el, encoding="unicode") + "\n"
+
+
+def target_name(prefix: str, index: int) -> str:
+    """The `index`th (from 0) device name with `prefix`: vda … vdz, vdaa, … (libvirt's naming)."""
+    n, suffix = index, ""
+    while True:
+        suffix = chr(ord("a") + n % 26) + suffix
+        n = n // 26 - 1
+        if n < 0:
+            return prefix + suffix
 
 
 def _interface(nic: Nic) -> ET.Element:

@@ -71,6 +71,8 @@ def test_node_list_and_info(cli):
         ["n3", "coordinator", "run", "ready"],
     ]
     assert lines[1].split()[4] == "4096M/8192M"
+    assert [n["name"] for n in cli.json("node", "list", "^n[13]$")] == ["n1", "n3"]  # the original's REGEX
+    assert "is not a regular expression" in cli.run("node", "list", "n[").stderr
     nodes = cli.json("node", "list")
     assert [n["name"] for n in nodes] == ["n1", "n2", "n3"]
     info = cli.ok("node", "info", "n2")
@@ -104,6 +106,9 @@ def test_formation_faults_and_maintenance(cli, api_cluster):
     row = next(line for line in listed.splitlines() if line.startswith(fault_id))
     assert row.split()[1:4] == ["test", "n3", "1"] and row.endswith("a fault for the CLI test")
     assert any(f["id"] == fault_id for f in cli.json("cluster", "faults"))
+    assert cli.ok("cluster", "fault", "ack", fault_id).strip() == f"acknowledged fault {fault_id}"
+    assert [f["acknowledged"] for f in cli.json("cluster", "fault", "list", fault_id)] == [True]
+    assert cli.fails("cluster", "fault", "ack", "nosuch") == "pvc: not found: fault 'nosuch'"
     assert cli.ok("cluster", "fault-clear", fault_id).strip() == f"cleared fault {fault_id}"
     assert fault_id not in {f.id for f in state.faults()}
     assert cli.fails("cluster", "fault-clear", fault_id) == f"pvc: not found: fault '{fault_id}'"
@@ -254,7 +259,7 @@ def test_define_from_files_and_modify(cli, api_cluster, tmp_path):
     dumped = tmp_path / "vm.xml"
     dumped.write_text(cli.ok("vm", "dump", name).replace('<vcpu placement="static">1<', '<vcpu placement="static">4<'))
     assert cli.ok("vm", "modify", name, "--file", str(dumped)).strip() == (
-        f"modified VM '{name}': the new definition applies at its next start"
+        f"modified VM '{name}'; it is stopped, so the new definition applies when it starts"
     )
     assert api_cluster.state.find_vm(name).vcpus == 4
     info = tmp_path / "info.yaml"  # what `pvc vm info --format yaml` prints, edited, is a definition too

@@ -9,21 +9,29 @@ the fencer blocklists its client and breaks its lock before the VM restarts else
 
 from __future__ import annotations
 
+import contextlib
+import re
+import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 import libvirt_qemu
 import pytest
 
 from pvc.config.secrets import vm_mac_prefix
+from pvc.nodeos.provisioner import remove
 from pvc.nodeos.state import actions
+from pvc.nodeos.state.store import Conflict
+from pvc.nodeos.state.vmdef import Disk
+from pvc.nodeos.state.vmstate import TransitionError
 from pvc.nodeos.storage import locks, pools, volumes
-from pvc.nodeos.storage.ceph import connect, mon_command
+from pvc.nodeos.storage.ceph import Connection, Missing, connect, mon_command
 from tests.harness.cluster import CLUSTER, JOIN_KEY, tiny_vm
 from tests.harness.procs import wait_until
 
 MiB = 1024**2
-POOL, DISK = "vmpool", "rbdvm-disk"
+POOL, DISK, EXTRA = "vmpool", "rbdvm-disk", "rbdvm-extra"
 DEVICE = "/machine/peripheral/virtio-disk0/virtio-backend"  # the virtio-blk device (its PCI proxy has no disk)
 
 
@@ -134,6 +142,12 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
     check_data(rados_cluster, patterns)
     qemu_io(rt, "n3", spec.uuid, "read -P 0x5a 3M 1M")
 
+    # vCPUs and memory set while it runs wait for its next start: the restart after the fence below
+    actions.change_vm(rt.state, "rbdvm", vcpus=2, memory_mib=96)
+    wanted = ["vcpus: 1 -> 2 (at the next start)", "memory_mib: 64 -> 96 (at the next start)"]
+    pending = wait_until("the change pending", lambda: rt.state.vm_status(spec.uuid).pending, 30, interval=0.2)
+    assert pending == wanted, pending
+
     # power loss of n3: fenced, its client blocklisted and its lock broken, the VM restarts elsewhere
     rt.power_loss("n3")
     wait_until("n3 fenced", lambda: rt.state.node("n3").daemon_state == "fenced", 60, interval=0.2)
@@ -153,6 +167,51 @@ def test_vm_on_rbd_lock_migration_osd_restart_and_fencing(rbd_runtime, rados_clu
     check_data(rados_cluster, patterns)
     logs = "".join(rt.log(n, lines=400) for n in ("n1", "n2"))
     assert "blocklisted" in logs and "broke its lock" in logs
+    started_xml = ET.fromstring(rt.domain_xml(new_node, spec.uuid))
+    assert started_xml.findtext("vcpu") == "2" and started_xml.findtext("memory") == str(96 * 1024)  # KiB
+    assert rt.state.vm_status(spec.uuid).pending == []
+    day_two_changes_of_a_running_vm(rt, rados_cluster, ceph, spec, new_node)
+
+
+def day_two_changes_of_a_running_vm(rt, rados_cluster, ceph, spec, node: str) -> None:
+    """An RBD volume hot-plugged into the running VM (libvirt's live disks show it), refused to another VM, and
+    unplugged; what a running VM refuses: removal with its disks, a rename."""
+    extra = f"{POOL}/{EXTRA}"
+    with contextlib.suppress(Missing):
+        volumes.remove_volume(rados_cluster, POOL, EXTRA)
+    volumes.create_volume(rados_cluster, POOL, EXTRA, 8 * MiB)
+    actions.add_disk(rt.state, "rbdvm", Disk(volume=extra))
+    wait_until("the disk plugged in", lambda: extra in rt.state.vm_status(spec.uuid).volumes, 30, interval=0.2)
+    listed = subprocess.run(
+        ["virsh", "-c", rt.libvirt_uri(node), "domblklist", spec.uuid], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(rf"^\s*vda\s+{POOL}/{DISK}\s*$", listed, re.M), listed
+    assert re.search(rf"^\s*vdb\s+{extra}\s*$", listed, re.M), listed
+    assert rt.state.vm_status(spec.uuid).pending == []
+
+    other = define_rbd_vm(rt, "rbdvm-other", node, volume="rbdvm-other-disk")
+    with pytest.raises(Conflict, match=f"volume {extra} is a disk of VM 'rbdvm': remove it from that VM first"):
+        actions.add_disk(rt.state, other.uuid, Disk(volume=extra))
+    actions.remove_vm(rt.state, other.uuid)
+    with pytest.raises(TransitionError, match="VM rbdvm is running: stop it before removing it with its disks"):
+        remove.remove_vm(rt.state, Connection(str(ceph.conf)), "rbdvm", delete_disks=True)
+    with pytest.raises(
+        TransitionError,
+        match=re.escape("VM 'rbdvm' is running (it wants start): stop it before renaming it (pvc vm stop rbdvm)"),
+    ):
+        actions.rename_vm(rt.state, "rbdvm", "renamed")
+
+    # unplugged: a guest without an OS never releases a PCIe device, so the status says it waits for that
+    actions.remove_disk(rt.state, "rbdvm", extra)
+
+    def unplugged_or_waiting() -> bool:
+        status = rt.state.vm_status(spec.uuid)
+        if extra in status.volumes:
+            return any(extra in line and "waiting for the guest" in line for line in status.pending)
+        return True
+
+    wait_until("the disk unplugged, or its release awaited", unplugged_or_waiting, 30, interval=0.2)
+    assert rt.state.find_vm("rbdvm").definition.volumes == [f"{POOL}/{DISK}"]
 
 
 def test_a_vm_whose_disk_locks_cannot_be_checked_waits(rbd_runtime, rados_cluster):

@@ -415,3 +415,78 @@ def test_a_malformed_ova_is_refused_naming_the_problem_and_leaves_nothing(api, c
         code, answer = call(api, "PUT", f"/ovas/bad?pool={POOL}", raw=body)
         assert code == 400 and message in answer["detail"], (case, code, answer)
         assert ova_leftovers(api, ceph, "bad") == [], case
+
+
+def test_day_two_changes_under_the_original_names(api, ceph, cli, tmp_path):
+    """A defined (stopped) VM changed through the CLI as an administrator of the original PVC would: volumes, vCPUs,
+    memory, tags, rename, modify in $EDITOR, dump, log, list REGEX, undefine; and the refusals with their reasons.
+    (The hot-plug into a running VM is test_rbd_vms's.)"""
+    state = api.state
+    for name in ("d2", "d2-new", "d2-other"):
+        if call(api, "GET", f"/api/v1/vms/{name}")[0] == 200:
+            ok(api, "DELETE", f"/api/v1/vms/{name}")
+    with connect(str(ceph.conf)) as c:
+        if "d2-data" not in {v.name for v in volumes.list_volumes(c, POOL)}:
+            volumes.create_volume(c, POOL, "d2-data", 8 * MiB)
+    cli.ok("vm", "define", "--name", "d2", "--memory", "64")
+    cli.ok("vm", "define", "--name", "d2-other", "--memory", "64")
+
+    out = cli.ok("vm", "volume", "add", "d2", f"{POOL}/d2-data", "--bus", "scsi")
+    assert (
+        out.strip() == f"added disk {POOL}/d2-data (scsi) to VM 'd2'; VM 'd2' is stopped, so it applies when it starts"
+    )
+    rows = cli.ok("vm", "volume", "get", "d2").splitlines()  # the original's name for `list`
+    assert rows[1].split() == [f"{POOL}/d2-data", "disk", "scsi", "no", "-"]
+    assert cli.fails("vm", "volume", "add", "d2", f"{POOL}/nope") == (
+        f"pvc: invalid request: volume {POOL}/nope does not exist (make it with pvc storage volume add {POOL} nope "
+        "SIZE) (field: volume)"
+    )
+    assert cli.fails("vm", "volume", "add", "d2-other", f"{POOL}/d2-data") == (
+        f"pvc: conflict: volume {POOL}/d2-data is a disk of VM 'd2': remove it from that VM first"
+    )
+    out = cli.ok("vm", "volume", "remove", "d2", f"{POOL}/d2-data")
+    assert out.startswith(f"removed disk {POOL}/d2-data from VM 'd2' (the volume stays);")
+    assert cli.json("vm", "volume", "list", "d2") == []
+
+    assert "set VM 'd2' to 2 vCPUs; VM 'd2' is stopped" in cli.ok("vm", "vcpu", "set", "d2", "2")
+    assert cli.json("vm", "vcpu", "get", "d2") == {"vcpus": 2, "topology": None}
+    cli.ok("vm", "vcpu", "set", "d2", "4", "--topology", "1,2,2")
+    assert cli.json("vm", "vcpu", "get", "d2")["topology"] == {"sockets": 1, "cores": 2, "threads": 2}
+    assert "to 1024M of memory" in cli.ok("vm", "memory", "set", "d2", "1G")
+    assert cli.json("vm", "memory", "get", "d2") == {"memory_mib": 1024}
+    assert cli.fails("vm", "memory", "set", "d2", "9G") == (
+        "pvc: invalid request: memory_mib: 9216 MiB is more than any node has: the largest, n1, has 8192 MiB "
+        "(field: memory_mib)"
+    )
+    assert "renamed VM 'd2' to 'd2-new'" in cli.ok("vm", "rename", "d2", "d2-new")
+    assert "already exists" in cli.fails("vm", "rename", "d2-new", "d2-other")
+    cli.ok("vm", "tag", "add", "d2-new", "web", "prod")
+    assert cli.ok("vm", "tag", "remove", "d2-new", "web").strip() == "VM 'd2-new' tags: prod"
+    assert cli.json("vm", "tag", "get", "d2-new") == {"tags": ["prod"]}
+    assert sorted(v["name"] for v in cli.json("vm", "list", "^d2-")) == ["d2-new", "d2-other"]
+
+    # modify in $EDITOR: an edit is applied; a refused one, answered "no" to editing again, changes nothing
+    editor = cli.env.copy()
+    cli.env["EDITOR"] = "sed -i 's/^memory_mib: 1024$/memory_mib: 512/'"
+    assert "modified VM 'd2-new'; it is stopped" in cli.ok("vm", "modify", "d2-new")
+    assert cli.json("vm", "memory", "get", "d2-new") == {"memory_mib": 512}
+    assert cli.ok("vm", "modify", "d2-new").strip() == "VM 'd2-new' not changed"  # saved as it was
+    cli.env["EDITOR"] = "sed -i 's/^memory_mib: 512$/memory_mib: 999999/'"
+    refused = cli.run("vm", "modify", "d2-new", stdin="n\n")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        "pvc: VM 'd2-new' not changed: invalid request: memory_mib: 999999 MiB is more than any node has: the "
+        "largest, n1, has 8192 MiB (field: memory_mib)"
+    ), refused.stderr
+    cli.env = editor
+    assert cli.json("vm", "memory", "get", "d2-new") == {"memory_mib": 512}
+
+    dumped = tmp_path / "d2.xml"
+    cli.ok("vm", "dump", "d2-new", "--file", str(dumped))
+    assert "<name>d2-new</name>" in dumped.read_text()
+    state.append_console(state.find_vm("d2-new").uuid, ["boot", "login:"])
+    assert cli.ok("vm", "log", "d2-new", "--lines", "1") == cli.ok("vm", "console", "d2-new", "-n", "1") == "login:\n"
+    assert cli.ok("vm", "undefine", "d2-new", "--yes").strip() == "removed VM 'd2-new'"
+    cli.ok("vm", "undefine", "d2-other", "--yes")
+    with connect(str(ceph.conf)) as c:
+        assert "d2-data" in {v.name for v in volumes.list_volumes(c, POOL)}  # undefine keeps volumes
+        volumes.remove_volume(c, POOL, "d2-data")

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 from pvc.nodeos.daemon import hotplug
 from pvc.nodeos.daemon.hotplug import LiveNic
-from pvc.nodeos.state.vmdef import Nic, VmDefinition
+from pvc.nodeos.state.vmdef import Disk, Nic, VmDefinition
 from pvc.nodeos.state.vmimport import import_xml
-from pvc.nodeos.state.vmrender import Host, interface_xml, render
+from pvc.nodeos.state.vmrender import Host, disk_xml, interface_xml, render
 
 HOST = Host("tcg", (("192.0.2.11", 6789),), "0b7a5c52-7f0c-4c38-9d44-3c4d2c1e9a01", "/var/lib/pvc/console/x.log")
 A, B, C = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
@@ -82,3 +82,34 @@ def test_a_rendered_domain_compares_equal_to_its_definition():
 def test_detach_xml_names_the_nic_by_its_mac():
     el = ET.fromstring(hotplug.detach_xml(LiveNic(A, "vmbr100", "virtio")))
     assert el.find("mac").get("address") == A and el.find("source").get("bridge") == "vmbr100"
+
+
+def test_disk_plan_attaches_on_free_targets_and_detaches_by_the_live_element():
+    running = vm(disks=[{"volume": "vms/a"}, {"volume": "vms/b"}, {"volume": "vms/c", "bus": "sata"}])
+    xml = render(running, HOST)
+    # b goes, d (virtio) and e (scsi) come: d takes vdb, the target b frees only once it is gone; e needs a
+    # virtio-scsi controller, which the domain has not
+    wanted = vm(disks=[{"volume": "vms/a"}, {"volume": "vms/c", "bus": "sata"}, {"volume": "vms/d"},
+                       {"volume": "vms/e", "bus": "scsi"}]).disks  # fmt: skip
+    plan = hotplug.disk_plan(xml, wanted)
+    assert [(d.volume, t) for d, t in plan.attach] == [("vms/d", "vdc"), ("vms/e", "sdb")]
+    assert [(x.volume, x.target) for x in plan.detach] == [("vms/b", "vdb")]
+    assert ET.fromstring(plan.detach[0].xml).find("target").get("dev") == "vdb"
+    assert plan.scsi_controller
+    assert hotplug.disk_plan(xml, running.disks).empty
+    attach = ET.fromstring(disk_xml(plan.attach[0][0], "vdc", HOST))
+    assert attach.find("source").get("name") == "vms/d" and attach.find("target").get("dev") == "vdc"
+    assert attach.find("auth/secret").get("uuid") == HOST.ceph_secret_uuid
+
+
+def test_running_definition_forgets_an_unplugged_disk_and_libvirts_indexes_and_lists_a_plugged_one_last():
+    started = vm(disks=[{"volume": "vms/a", "size": 1024}, {"volume": "vms/b"}])
+    root = ET.fromstring(render(started, HOST))
+    devices = root.find("devices")
+    devices.remove(devices.findall("disk")[1])  # unplugged: PVC's metadata still lists it
+    devices.insert(1, ET.fromstring(disk_xml(Disk(volume="vms/c"), "vdc", HOST)))  # plugged in
+    for source in devices.iterfind("disk/source"):
+        source.set("index", "1")  # libvirt's block node, on every disk of a running domain
+    back = hotplug.running_definition(ET.tostring(root, encoding="unicode"))
+    assert back.volumes == ["vms/a", "vms/c"] and back.disks[0].size == 1024
+    assert hotplug.pending_fields(back, vm(disks=[{"volume": "vms/a", "size": 1024}, {"volume": "vms/c"}])) == []
