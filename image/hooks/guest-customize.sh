@@ -11,9 +11,10 @@ for unit in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub
     fi
 done
 
-# On: DHCP on every NIC and DNS (networkd + resolved), sshd, the serial login, cloud-init's four stages.
-systemctl enable systemd-networkd.service systemd-resolved.service ssh.service serial-getty@ttyS0.service \
-    cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service >/dev/null 2>&1
+# On: DHCP on every NIC and DNS (networkd + resolved; the search domain from DHCP on cloud-init's NICs too), sshd,
+# the serial login, cloud-init's four stages.
+systemctl enable systemd-networkd.service systemd-resolved.service pvc-dhcp-domains.service ssh.service \
+    serial-getty@ttyS0.service cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service >/dev/null 2>&1
 ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
 
 # Identity is per instance: no host keys (cloud-init makes them at first boot, sshd's drop-in if cloud-init did

@@ -49,6 +49,7 @@ def render_daemons() -> str:
 
 ANNOUNCE = "pvc-announce"  # prefix-list (kept by pvcd: the managed subnets) and route-map of what BGP announces
 FABRIC, UPSTREAM = "fabric", "upstream"  # peer groups: the cluster's nodes (EVPN, iBGP) and the [bgp] routers
+FABRIC_OUT = "pvc-fabric-out"  # route-map of what a node sends the others over IPv4: its subnets, never to re-export
 
 
 def fabric_peers(cfg: ClusterFile, node: Node) -> list[tuple[str, str]]:
@@ -70,7 +71,9 @@ def render_conf(cfg: ClusterFile, node: Node) -> str:
     """bgpd's configuration: the fabric peer group carries EVPN (`advertise-all-vni`: every node's VXLANs, with the
     node's cluster IP as VTEP) and IPv4; the upstream routers get what the route-map ANNOUNCE lets through of the
     connected routes: the managed subnets in the prefix-list ANNOUNCE, which pvcd keeps current (only the primary
-    holds their gateways, so only it announces them)."""
+    holds their gateways, so only it announces them). What the primary sends the other nodes carries NO_EXPORT
+    (FABRIC_OUT): they keep the route, but never pass it on to the upstream routers, which would otherwise learn
+    each subnet from every node and send its traffic through any of them."""
     router_id = str(node.router_id or node.ip.cluster)
     lines = [
         "frr defaults datacenter",
@@ -80,6 +83,10 @@ def render_conf(cfg: ClusterFile, node: Node) -> str:
         "!",
         f"route-map {ANNOUNCE} permit 10",
         f" match ip address prefix-list {ANNOUNCE}",
+        "exit",
+        "!",
+        f"route-map {FABRIC_OUT} permit 10",
+        " set community no-export additive",
         "exit",
         "!",
         f"router bgp {cfg.bgp.asn}",
@@ -108,6 +115,8 @@ def render_conf(cfg: ClusterFile, node: Node) -> str:
         " address-family ipv4 unicast",
         f"  redistribute connected route-map {ANNOUNCE}",
         f"  neighbor {FABRIC} activate",
+        f"  neighbor {FABRIC} send-community",
+        f"  neighbor {FABRIC} route-map {FABRIC_OUT} out",
         f"  neighbor {UPSTREAM} activate",
         " exit-address-family",
         " !",

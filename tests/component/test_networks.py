@@ -4,7 +4,9 @@ get DHCP leases from the primary's dnsmasq, reach each other across nodes throug
 are blocked by an ACL drop rule and released when it goes, reach the "upstream" (the switch namespace) masqueraded
 to the primary's address, and keep their leases when the primary (and so dnsmasq) moves to another node. A guest
 with a static address reads its VM's documents from the metadata service at 169.254.169.254, before and after the
-primary moves; a MAC that is no VM's gets 404, and the upstream cannot reach the service.
+primary moves; a MAC that is no VM's gets 404, and the upstream cannot reach the service. An upstream router (the
+lab's bgpd, in the switch namespace) learns the subnet without NAT from the primary alone. A VM's NIC gets its VM's
+name in DHCP, whatever name the guest sends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -20,22 +23,26 @@ import pytest
 
 from pvc.config import networks
 from pvc.config.schema import AclFields
+from pvc.installer.lab import upstream as labrouter
 from pvc.nodeos.state.models import NetworkRecord, VmSeed
 from tests.harness.cluster import CLUSTER, ROOT, UPSTREAM, RuntimeCluster
 from tests.harness.netlab import kill_all_in
 from tests.harness.ports import NS_PREFIX, RUNTIME_ZK_PORT
 from tests.harness.procs import Proc, wait_until
 
-VNI = 100
+VNI, SUBNET = 100, "10.100.0.0/24"
 NETWORK = f"""
 [[client_networks]]
 name = "lan"
 type = "managed"
 vni = {VNI}
-subnet = "10.100.0.0/24"
+subnet = "{SUBNET}"
 gateway = "10.100.0.1"
 dhcp = {{ start = "10.100.0.100", end = "10.100.0.199" }}
 nat = true
+[[bgp.routers]]
+address = "{UPSTREAM.prefix}.254"
+asn = 65501
 """
 
 SERVE = """
@@ -100,6 +107,7 @@ def netcluster(workdir, libvirt_cache):
         cluster.up(libvirt_cache)
         yield cluster, guests
     finally:
+        kill_all_in(cluster.lab.switch)  # the upstream router's zebra and bgpd, when the test started them
         for guest in guests:
             kill_all_in(guest)
             subprocess.run(["ip", "netns", "del", guest], capture_output=True)
@@ -267,6 +275,27 @@ def test_managed_network_end_to_end(netcluster, tmp_path):
         assert wait_until("g2's lease named after its VM", named_after_its_vm, 30)
     finally:
         upstream.stop()
+
+    # BGP without NAT: the upstream router learns the subnet with the primary as its one next hop (the other nodes,
+    # which learn it from the primary over the fabric, never pass it on)
+    router = labrouter.RouterPlan(
+        router_ns=cluster.lab.switch,
+        world_ns="",
+        address=world,
+        prefixlen=24,
+        asn=65501,
+        cluster_asn=cluster.cfg.bgp.asn,
+        peers=[f"{UPSTREAM.prefix}.{cluster.host_id(n)}" for n in cluster.nodes],
+        lab_bridge="",
+    )
+    labrouter.start_frr(router, tmp_path / "router.log", labrouter.record(router))
+    state.update_network(VNI, lambda r: r.model_copy(update={"nat": False}))
+    learned = wait_until("the router learning the subnet", lambda: labrouter.learned(router.router_ns).get(SUBNET), 60)
+    settle = time.monotonic() + 3  # the other nodes would re-export within a second of the primary's announcement
+    while time.monotonic() < settle:
+        assert learned == [new_ip], learned
+        time.sleep(0.5)
+        learned = labrouter.learned(router.router_ns).get(SUBNET)
     assert CLUSTER.prefix  # the cluster network carried the VXLAN (192.0.2.0/24)
 
 

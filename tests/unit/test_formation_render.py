@@ -68,6 +68,11 @@ def test_frr_peers_every_other_node_and_the_routers():
     evpn = conf.split("address-family l2vpn evpn")[1].split("exit-address-family")[0]
     assert evpn.split() == ["neighbor", "fabric", "activate", "advertise-all-vni"]
     assert "redistribute connected route-map pvc-announce" in conf
+    # what the primary sends the other nodes is NO_EXPORT, so only the primary announces a subnet to the routers
+    ipv4 = conf.split("address-family ipv4 unicast")[1].split("exit-address-family")[0]
+    assert "neighbor fabric route-map pvc-fabric-out out" in ipv4 and "neighbor fabric send-community" in ipv4
+    assert "route-map pvc-fabric-out permit 10\n set community no-export additive\nexit" in conf
+    assert "neighbor upstream route-map" not in conf  # the routers get the primary's subnets unchanged
 
 
 def test_frr_conf_passes_vtysh_dry_run(tmp_path):

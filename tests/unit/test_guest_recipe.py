@@ -210,6 +210,40 @@ def test_dhcp_on_every_nic_and_wait_online_never_blocks_long():
     assert "MODULES=list" in _overlay("etc/initramfs-tools/conf.d/pvc-guest.conf")
 
 
+# cloud-init's networkd renderer, as it writes its fallback (DHCP on the first NIC) and a seed's choice
+CLOUD_INIT_FALLBACK = "[Match]\nMACAddress=52:54:00:12:34:56\nName=ens3\n\n[Network]\nDHCP=ipv4\n"
+SEED_NO_DOMAINS = "[Match]\nName=ens4\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nUseDomains=no\n"
+SEED_STATIC = "[Match]\nName=ens5\n\n[Network]\nAddress=10.0.0.5/24\nDHCP=no\n"
+
+
+def test_every_nic_takes_the_dhcp_search_domain(tmp_path):
+    """The catch-all file for NICs cloud-init leaves alone, and a drop-in (by dhcp-domains, run between cloud-init's
+    local stage and networkd) for the NICs it configures for DHCP, so `ping vm2` works by short name on the first
+    NIC too; a seed that chooses UseDomains itself, or a static NIC, is left as it is."""
+    assert _unit("etc/systemd/network/99-pvc-dhcp.network")["DHCPv4"]["UseDomains"] == "yes"
+    for name, text in (("ens3", CLOUD_INIT_FALLBACK), ("ens4", SEED_NO_DOMAINS), ("ens5", SEED_STATIC)):
+        (tmp_path / f"10-cloud-init-{name}.network").write_text(text)
+    script = GUEST_ROOTFS_OVERLAY / "usr/lib/pvc-guest/dhcp-domains"
+    for _ in range(2):  # every boot: the second run changes nothing
+        subprocess.run(["sh", str(script), str(tmp_path)], check=True)
+    dropin = configparser.ConfigParser()
+    dropin.read(tmp_path / "10-cloud-init-ens3.network.d/pvc-dhcp-domains.conf")
+    assert dropin["DHCPv4"]["UseDomains"] == "yes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "10-cloud-init-ens3.network",
+        "10-cloud-init-ens3.network.d",
+        "10-cloud-init-ens4.network",
+        "10-cloud-init-ens5.network",
+    ]
+    subprocess.run(["sh", str(script), str(tmp_path / "empty")], check=True)  # no cloud-init files: nothing to do
+    service = _unit("usr/lib/systemd/system/pvc-dhcp-domains.service")
+    assert service["Service"]["ExecStart"] == "/bin/sh /usr/lib/pvc-guest/dhcp-domains"  # overlay files are 0644
+    assert "cloud-init-local.service" in service["Unit"]["After"].split()
+    assert {"network-pre.target", "systemd-networkd.service"} <= set(service["Unit"]["Before"].split())
+    assert service["Install"]["WantedBy"] == "systemd-networkd.service"
+    assert "pvc-dhcp-domains.service" in SCRIPT.decode()  # enabled by the customize script
+
+
 def test_guest_manifest():
     text = manifest.document(
         recipe=manifest.guest_recipe(RECIPE),
