@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.labctl import Lab, running
-from tests.harness.labprov import PROFILE, Guest, make_profile, pvc_ok
+from tests.harness.labprov import PROFILE, VNI, Guest, make_profile, pvc_ok
 from tests.harness.labscenarios import primary
 
 NS = os.environ.get("PVC_LAB_NS", "pvcsys")
@@ -56,6 +56,11 @@ def web1(lab, guest_image, tmp_path_factory) -> Guest:
     return guest
 
 
+def fetch(url: str) -> str:
+    """A shell command that prints the page at `url` (the node image has Python, not curl)."""
+    return f"python3 -c 'import urllib.request as u; print(u.urlopen(\"{url}\", timeout=5).read().decode())'"
+
+
 def test_the_created_vm_logs_in_with_the_profiles_key_and_runs_its_userdata(web1):
     """The hostname is the VM's name, the key is the profile's, and the web server the userdata started serves the
     page with the create's --arg in it."""
@@ -64,10 +69,14 @@ def test_the_created_vm_logs_in_with_the_profiles_key_and_runs_its_userdata(web1
     lab = web1.lab
     page = lab.wait(
         "the userdata's web server",
-        lambda: lab.sh(primary(lab), f"curl -fsS http://{web1.address()}:8080/", check=False).strip(),
+        lambda: lab.sh(primary(lab), fetch(f"http://{web1.address()}:8080/"), check=False).strip(),
         120,
     )
     assert page == f"<h1>{VM} says hi</h1>"
+    # its lease (and so its DNS name on the network) is the VM's name, not the image's hostname it first sent
+    mac = web1.mac()
+    names = {x["mac"]: x["hostname"] for x in lab.api_json("network", "dhcp", "list", str(VNI))}
+    assert names.get(mac) == VM, names
     disks = sorted(d["volume"] for d in lab.api_json("vm", "info", VM)["definition"]["disks"])
     assert disks == [f"vms/{VM}_cidata", f"vms/{VM}_sda"], disks
 
