@@ -57,6 +57,9 @@ class NetworkController:
         )
         self.vlan_maker = vlan_maker
         self.run_dir = Path(daemon.opts.run_dir) / "networks"
+        # dnsmasq drops to nobody and must read its hosts folder, so its files cannot be under /run/pvc (0700: the
+        # node's cluster.toml is there): a sibling folder, /run/pvc-dnsmasq, holds only what dnsmasq may read
+        self.dnsmasq_dir = Path(f"{daemon.opts.run_dir}-dnsmasq")
         self.bgp = Bgp(daemon.opts.frr_pathspace)
         self.leases = LeaseServer(self.run_dir / "lease" / "lease.sock", self.lease_event)  # its folder is 0700
         self.metadata = MetadataService(daemon.state)
@@ -73,6 +76,8 @@ class NetworkController:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dnsmasq_dir.mkdir(parents=True, exist_ok=True)
+        self.dnsmasq_dir.chmod(0o755)
         self.leases.start()
         self.d.state.watch_networks(self.dirty.set)
         self.thread.start()
@@ -217,7 +222,7 @@ class NetworkController:
         for vni, net in wanted.items():
             server = self.dnsmasqs.get(vni)
             if server is None:
-                paths = dnsmasq.Paths(self.run_dir / "dnsmasq" / str(vni))
+                paths = dnsmasq.Paths(self.dnsmasq_dir / str(vni))
                 server = self.dnsmasqs[vni] = dnsmasq.Dnsmasq(net, paths, hook_path(), str(self.leases.path))
             done = server.converge(net, names.get(vni, {}))
             if done:
