@@ -6,7 +6,7 @@
   with room for the memory, networks that exist, pools under the 80 % guard, volumes not taken.
 - `run` makes it, step by step, reporting to a task: each disk cloned from its image's protected snapshot
   (copy-on-write) or made empty, grown to its size; the VM defined through `actions.define_vm` (stopped); the
-  cloud-init seed (pvc.nodeos.provisioner.seed) written into a small volume the VM has as a read-only cdrom; the VM
+  cloud-init seed (pvc.nodeos.provisioner.seed) written into a small volume the VM has as a read-only virtio disk; the VM
   started if asked. On any failure everything made is removed, and the task says which step failed and why.
 """
 
@@ -85,7 +85,7 @@ class CreateRequest(Input):
     seed_volume: Annotated[
         bool,
         Field(
-            description="give the VM its cloud-init seed as a volume (a cdrom); false: no volume, cloud-init reads "
+            description="give the VM its cloud-init seed as a volume (a read-only disk); false: no volume, cloud-init reads "
             "the same documents from the metadata service at 169.254.169.254 (a NIC on a managed network needed)"
         ),
     ] = True
@@ -208,9 +208,10 @@ def plan(request: CreateRequest, src: Sources) -> Plan:
     seed_pool, seed_name = disks[0].pool, f"{name}_{SEED_ID}"
     attached = [{"volume": d.volume, "bus": bus, "size": d.size} for d, bus in zip(disks, buses, strict=True)]
     if request.seed_volume:
-        # virtio-scsi, not SATA: Debian's cloud kernel (linux-image-cloud-amd64, in its genericcloud images) has no
-        # AHCI driver, so a seed on SATA is never seen and cloud-init falls back to no datasource
-        attached.append({"volume": f"{seed_pool}/{seed_name}", "device": "cdrom", "bus": "scsi"})
+        # A read-only virtio disk, not a cdrom: cloud-init's ds-identify looks for the `cidata` label while the root
+        # is barely mounted, when only the initramfs's drivers are loaded. virtio-blk is always there (it reads the
+        # root); a SATA cdrom needs AHCI, which Debian's cloud kernel lacks, and a SCSI one appears too late.
+        attached.append({"volume": f"{seed_pool}/{seed_name}", "device": "disk", "bus": "virtio", "read_only": True})
     try:
         definition = VmDefinition.model_validate(
             {

@@ -2,7 +2,7 @@
 behind it (no node daemons: a VM told to start stays stopped).
 
 A create from a profile gives a VM whose definition has the disks cloned (copy-on-write) from the image's protected
-snapshot and the cloud-init seed as a read-only cdrom; the seed, read back from its RBD volume with pycdlib, has
+snapshot and the cloud-init seed as a read-only disk; the seed, read back from its RBD volume with pycdlib, has
 the meta-data (instance-id = the VM's UUID, hostname), the user-data with --arg values put in and the network-config
 matching the VM's MAC, and the same documents are kept beside the VM in ZooKeeper (the metadata service's). A
 create refused by its checks makes nothing; one that fails in a step undoes what it made and its task names the
@@ -108,7 +108,7 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert disks == [
         (f"{POOL}/web1_sda", "disk", False, "virtio"),
         (f"{POOL}/web1_sdb", "disk", False, "virtio"),
-        (f"{POOL}/web1_cidata", "cdrom", True, "scsi"),  # Debian's cloud kernel has no AHCI (SATA) driver
+        (f"{POOL}/web1_cidata", "disk", True, "virtio"),  # seen while only the initramfs's drivers are loaded
     ]
     assert (definition["vcpus"], definition["memory_mib"]) == (1, 256)
     [nic] = definition["nics"]
@@ -130,7 +130,7 @@ def test_create_from_a_profile_clones_the_disks_and_writes_the_seed(api, ceph, c
     assert record is not None and record.profile == "web" and record.meta_data == meta
     assert (record.user_data, record.network_config) == (files["user-data"], files["network-config"])
     xml = ok(api, "GET", "/api/v1/vms/web1")["xml"]
-    assert f'name="{POOL}/web1_cidata"' in xml and 'device="cdrom"' in xml and "<readonly />" in xml
+    assert f'name="{POOL}/web1_cidata"' in xml and "<readonly />" in xml
     # what it was made from is recorded
     conn = db.app_dsn(patroni.cfg, JOIN_KEY, patroni.members_string()).connect()
     with conn, conn.cursor() as cur:
@@ -277,7 +277,7 @@ def test_remove_with_its_disks_leaves_no_volume(api, ceph, cli):
 
 
 def test_without_a_seed_volume_the_metadata_service_has_the_documents(api, ceph, cli):
-    """--no-seed-volume: no cdrom and no seed volume, the documents only in the record the primary's metadata
+    """--no-seed-volume: no seed volume, the documents only in the record the primary's metadata
     service serves; refused (before anything is made) when no NIC is on a managed network with a gateway."""
     before = volume_names(ceph)
     args = ("--image", "tiny", "--memory", "256M", "--no-seed-volume")

@@ -65,7 +65,8 @@ def test_the_created_vm_logs_in_with_the_profiles_key_and_runs_its_userdata(web1
     """The hostname is the VM's name, the key is the profile's, and the web server the userdata started serves the
     page with the create's --arg in it."""
     assert web1.ssh("hostname").strip() == VM
-    assert web1.ssh("cloud-init status --wait >/dev/null; cloud-init status").split()[-1] == "done"
+    status = web1.ssh("cloud-init status --wait >/dev/null; cloud-init status --long")
+    assert "status: done" in status and "DataSourceNoCloud" in status, status  # from its seed disk
     lab = web1.lab
     page = lab.wait(
         "the userdata's web server",
@@ -82,7 +83,7 @@ def test_the_created_vm_logs_in_with_the_profiles_key_and_runs_its_userdata(web1
 
 
 def test_a_vm_without_a_seed_volume_takes_the_same_from_the_metadata_service(web1):
-    """No cdrom at all: its name, the profile's key and the userdata (with the profile's default --arg) come from
+    """No seed volume at all: its name, the profile's key and the userdata (with the profile's default --arg) come from
     http://169.254.169.254, which the primary serves on the managed network."""
     guest = Guest(web1.lab, FROM_SERVICE)
     assert guest.wait_ssh() == FROM_SERVICE

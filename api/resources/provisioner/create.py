@@ -34,7 +34,7 @@ class CreateResource(Resource):
         "networks, the pools (under the 80 % guard), the images, the user-data with the arguments put in. Then "
         "the task is returned at once; the VM is made in steps: each disk cloned from its image's protected "
         "snapshot (copy-on-write) and grown, the VM defined (stopped), the cloud-init seed written to the volume "
-        "<vm>_cidata (a read-only cdrom), the VM started if asked. A failed step removes everything made and the "
+        "<vm>_cidata (a read-only disk), the VM started if asked. A failed step removes everything made and the "
         "task says which step failed and why.",
     )
     def on_post(self, req: falcon.Request, resp: falcon.Response, body: create.CreateRequest) -> Task:
