@@ -19,6 +19,8 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
+from tests.harness.dhcp import MAGIC, options
+
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
 ETH_P_IP = 0x0800
@@ -27,7 +29,6 @@ PACKET_AUXDATA = 8
 PACKET_OUTGOING = 4  # sll_pkttype of a frame this host sent
 TP_STATUS_VLAN_VALID = 0x10
 AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-MAGIC = b"\x63\x82\x53\x63"
 DISCOVER, OFFER, REQUEST, ACK = 1, 2, 3, 5
 BROADCAST = b"\xff" * 6
 LEASE_SECONDS = 600
@@ -88,28 +89,21 @@ class Request:
     requested: str | None  # option 50
 
 
-def options(data: bytes) -> dict[int, bytes]:
-    out, i = {}, 240
-    while i + 1 < len(data) and data[i] != 255:
-        if data[i] == 0:
-            i += 1
-            continue
-        code, length = data[i], data[i + 1]
-        out[code] = data[i + 2 : i + 2 + length]
-        i += 2 + length
-    return out
-
-
 def parse_request(ip_packet: bytes) -> Request | None:
     """A DHCP client message (BOOTREQUEST to UDP port 67) out of an IPv4 packet, else None."""
     if len(ip_packet) < 20 or ip_packet[0] >> 4 != 4 or ip_packet[9] != 17:
         return None
     ihl = (ip_packet[0] & 0x0F) * 4
+    if len(ip_packet) < ihl + 8:
+        return None
     _sport, dport = struct.unpack("!HH", ip_packet[ihl : ihl + 4])
     bootp = ip_packet[ihl + 8 :]
     if dport != 67 or len(bootp) < 240 or bootp[0] != 1 or bootp[236:240] != MAGIC:
         return None
-    opts = options(bootp)
+    try:
+        opts = options(bootp)
+    except IndexError:  # an option cut off by the end of the packet
+        return None
     if 53 not in opts:
         return None
     requested = socket.inet_ntoa(opts[50]) if len(opts.get(50, b"")) == 4 else None

@@ -54,3 +54,5 @@ def test_other_vlans_untagged_frames_and_foreign_requests_get_no_answer():
     assert vlandhcp.parse_frame(b"\x00" * 10) is None
     arp = vlandhcp.parse_frame(vlandhcp.tagged(vlandhcp.BROADCAST, CLIENT, 100, 0x0806, b"\x00" * 28))
     assert arp is not None and server.answer(arp) is None
+    discover = client_frame(1, 100).payload
+    assert vlandhcp.parse_request(discover[:30]) is None and vlandhcp.parse_request(discover[:-1] + b"\x0c") is None
