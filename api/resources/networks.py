@@ -28,7 +28,7 @@ from pvc.nodeos.state.models import NetworkRecord
 from pvc.nodeos.state.store import ClusterState, Conflict, NotFound
 
 TAGS = ["networks"]
-MANAGED_ONLY = ("subnet", "gateway", "subnet6", "gateway6", "dhcp", "dns")
+MANAGED_ONLY = ("subnet", "gateway", "subnet6", "gateway6", "dhcp")  # NetworkRecord fields of managed networks only
 
 
 def _path(where: tuple) -> str:
@@ -42,7 +42,9 @@ def check(cfg: ClusterFile, record: NetworkRecord, others: list[NetworkRecord]) 
     if record.type == "bridged":
         if cfg.network.bridged is None:
             raise RequestInvalid("a bridged network needs [network.bridged] in cluster.toml", "type")
-        given = [k for k in MANAGED_ONLY if getattr(record, k) is not None] + (["nat"] if record.nat else [])
+        given = [k for k in MANAGED_ONLY if getattr(record, k) is not None]
+        given += ["dns"] if record.domain is not None or record.dns_servers else []  # the body's dns, as stored
+        given += ["nat"] if record.nat else []
         if given:
             raise RequestInvalid(f"a bridged network takes no {', '.join(given)} (PVC only bridges it)", given[0])
         return

@@ -1,4 +1,5 @@
-"""The lab's `vm` backend boots the real boot media in QEMU: the USB image under UEFI forms a 1-node cluster; the same
+"""The lab's `vm` backend boots the real boot media in QEMU: the USB image under UEFI forms a 1-node cluster (whose
+bridged network's VLAN then carries a DHCP lease to a stand-in guest: 802.1Q needs the node's own kernel); the same
 image under BIOS, and over PXE (SeaBIOS + qemu's iPXE ROM, the lab's dnsmasq and HTTP server), gets far enough that
 the node has found itself in cluster.toml and created and mounted PVCDATA.
 
@@ -10,8 +11,10 @@ container-lab tests can run in the same session.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +29,10 @@ NS = os.environ.get("PVC_LAB_NS", "pvcvm")  # the lab's namespace prefix: anothe
 API_PORT = 17381
 FORM_TIMEOUT = 1500  # seconds: a whole formation under TCG (measured ~7-9 min on 2 shared cores)
 BOOT_TIMEOUT = 600  # seconds: to the data step under TCG (measured ~1.5-2.5 min)
+BRIDGED_NIC = "enp0s19"  # NIC 3 (vm.nic_name(3)), on the lab's spare bridge
+SPARE_BRIDGE = "xt0"  # network.plan(): the bridge of every NIC that carries no core network
+VLAN = 100
+VLAN_SUBNET = "10.77.0.0/24"  # the lab router's DHCP on VLAN 100 (tests/harness/vlandhcp.py)
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed")
 
@@ -63,16 +70,21 @@ def vmlab(image, tmp_path):
 
 
 def user_key(tmp_path: Path) -> tuple[Path, Path]:
-    """The lab's lab-vm-1node.toml with a fresh ssh key for its [[users]] admin: the way an administrator reaches a vm
-    node (pvc-lab ssh --identity)."""
+    """The lab's lab-vm-1node.toml with a fresh ssh key for its [[users]] admin (the way an administrator reaches a vm
+    node: pvc-lab ssh --identity), sudo for that admin, and a 4th NIC as `[network.bridged] device`."""
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pub = (tmp_path / "id_ed25519.pub").read_text().strip()
     text = example("lab-vm-1node").read_text()
     start = text.index("ssh_keys = [")
     end = text.index("]", start) + 1
+    text = text[:start] + f'ssh_keys = ["{pub}"]\nsudo = true' + text[end:]  # sudo: the guest namespace below
+    # a 4th NIC for bridged client networks: not a core network's device, so the lab puts it on its spare bridge
+    nics_end = text.index("[network.upstream]")
+    text = text[:nics_end] + f'[[network.nics]]\nname = "{BRIDGED_NIC}"\nmtu = 1500\n\n' + text[nics_end:]
+    text = text.replace("\n[bgp]", f'\n[network.bridged]\ndevice = "{BRIDGED_NIC}"\n\n[bgp]', 1)
     config = tmp_path / "cluster.toml"
-    config.write_text(text[:start] + f'ssh_keys = ["{pub}"]' + text[end:])
+    config.write_text(text)
     return config, key
 
 
@@ -102,6 +114,48 @@ def test_usb_uefi_forms_a_one_node_cluster(vmlab, tmp_path):
     whoami = lab.run("ssh", "--identity", str(key), "node1", "--", "id", "-un").stdout.strip()
     assert whoami == "admin"
     print(f"usb-uefi: formed in {elapsed:.0f} s (pvc-lab up to PVC-FORMATION-DONE)")
+    bridged_network_guest_gets_a_lease_on_its_vlan(lab, key)
+
+
+def bridged_network_guest_gets_a_lease_on_its_vlan(lab: Lab, key: Path) -> None:
+    """A bridged network: the node makes vlan<N> (802.1Q, a kernel feature only a vm node has) on its bridged NIC
+    and vmbr<N> on it; a stand-in guest (a namespace on vmbr<N> inside the node) gets a lease from the lab router's
+    DHCP on that VLAN, which answers from the lab's spare bridge, where the tagged frames arrive."""
+    started = time.monotonic()
+    out = lab.pvc("network", "add", str(VLAN), "--name", "lan", "--type", "bridged")
+    assert out.returncode == 0, out.stderr
+    responder = [sys.executable, "-m", "tests.harness.vlandhcp", SPARE_BRIDGE, str(VLAN), VLAN_SUBNET]
+    router = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns, *responder],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert router.stdout is not None and router.stdout.readline().startswith(f"serving VLAN {VLAN}")
+        guest = f"""set -e
+for i in $(seq 90); do ip link show vmbr{VLAN} >/dev/null 2>&1 && ip link show vlan{VLAN} >/dev/null 2>&1 && break; sleep 1; done
+ip -d link show vlan{VLAN}
+ip netns add vguest
+ip link add vg0 type veth peer name vgp
+ip link set vg0 netns vguest
+ip link set vgp master vmbr{VLAN} up
+ip -n vguest link set vg0 up
+ip netns exec vguest busybox udhcpc -i vg0 -n -q -f -t 10 -T 2 -s /bin/true 2>&1
+"""
+        got = lab.run(
+            "ssh", "--identity", str(key), "node1", "--", "sudo /bin/sh -c " + shlex.quote(guest), timeout=180
+        )
+        print(got.stdout)
+        assert f"vlan protocol 802.1Q id {VLAN}" in got.stdout and f"master vmbr{VLAN}" in got.stdout, got.stdout
+        assert f"vlan{VLAN}@{BRIDGED_NIC}" in got.stdout, got.stdout  # on [network.bridged] device
+        assert "lease of 10.77.0.100 obtained" in got.stdout, got.stdout
+        assert router.stdout.readline().startswith(f"offer {VLAN} ")
+        assert router.stdout.readline().startswith(f"ack {VLAN} ")
+    finally:
+        router.kill()
+        router.wait()
+    print(f"bridged network {VLAN}: guest leased on the VLAN {time.monotonic() - started:.0f} s after network add")
 
 
 def test_usb_bios_finds_itself_and_mounts_pvcdata(vmlab):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pvc.api.resources import networks as api_networks
+from pvc.api.spec import RequestInvalid
 from pvc.config import networks
 from pvc.config.load import load_text
 from pvc.config.schema import AclRule
@@ -119,6 +121,22 @@ def test_a_bridged_network_takes_no_nat():
 
 
 # -- dnsmasq ---------------------------------------------------------------------------------------------------------
+def test_the_api_takes_a_bridged_network_where_cluster_toml_has_a_bridged_device():
+    """POST /networks of a bridged network ran into an AttributeError ('dns' is no NetworkRecord field) on every
+    cluster with [network.bridged]; now it passes, and what only a managed network has is refused by its field."""
+    cfg = cfg_with('\n[network.bridged]\ndevice = "eth2"\n')
+    record = NetworkRecord(vni=100, name="lan", type="bridged", mtu=1500)
+    api_networks.check(cfg, record, [])
+    for update, field in (
+        ({"subnet": "10.1.0.0/24"}, "subnet"),
+        ({"domain": "x.invalid"}, "dns"),
+        ({"nat": True}, "nat"),
+    ):
+        with pytest.raises(RequestInvalid) as refused:
+            api_networks.check(cfg, record.model_copy(update=update), [])
+        assert refused.value.field == field and "takes no" in str(refused.value)
+
+
 def test_dnsmasq_argv(lan, tmp_path):
     paths = dnsmasq.Paths(tmp_path / "100")
     argv = dnsmasq.argv(lan, paths, "/usr/bin/pvc-lease-hook")
