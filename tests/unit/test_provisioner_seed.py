@@ -79,7 +79,7 @@ def _sources(disks: list[TemplateDisk], userdata: str | None = DOC) -> create.So
     )
 
 
-def test_a_plan_from_a_profile_has_the_clones_the_seed_cdrom_and_the_template_fields():
+def test_a_plan_from_a_profile_has_the_clones_the_seed_disk_and_the_template_fields():
     disks = [
         TemplateDisk(id="sda", pool="vms", image="deb", size=8 * MiB),
         TemplateDisk(id="sdb", pool="fast", size=MiB),
@@ -89,10 +89,10 @@ def test_a_plan_from_a_profile_has_the_clones_the_seed_cdrom_and_the_template_fi
         _sources(disks),
     )
     d = p.definition
-    assert [(x.volume, x.device, x.read_only) for x in d.disks] == [
-        ("vms/web1_sda", "disk", False),
-        ("fast/web1_sdb", "disk", False),
-        ("vms/web1_cidata", "cdrom", True),
+    assert [(x.volume, x.device, x.bus, x.read_only) for x in d.disks] == [
+        ("vms/web1_sda", "disk", "virtio", False),
+        ("fast/web1_sdb", "disk", "virtio", False),
+        ("vms/web1_cidata", "disk", "virtio", True),  # read-only virtio: seen while only the initramfs's drivers run
     ]
     assert (d.vcpus, d.memory_mib, d.placement.node_limit, [n.network for n in d.nics]) == (2, 512, ["n1"], [100])
     assert [(x.name, x.size, x.image and x.image.name) for x in p.disks] == [
