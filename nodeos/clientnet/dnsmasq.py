@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 DNSMASQ = "/usr/sbin/dnsmasq"
 LEASE_TIME = "1h"
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one DNS label (RFC 1123)
+# what dnsmasq reads as something else in a dhcp-host line: a keyword, or a lease time like 600 or 5m
+NOT_A_NAME = re.compile(r"ignore|infinite|[0-9]+[smhdw]?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,11 @@ def argv(net: NetworkRecord, paths: Paths, hook: str) -> list[str]:
 def host_files(net: NetworkRecord, vm_names: Mapping[str, str] | None = None) -> dict[str, str]:
     """File name -> content of dnsmasq's --dhcp-hostsdir (pure): each static reservation (its address, and its host
     name, else the VM's), and each other VM NIC on the network (`vm_names`: MAC -> VM name) with its VM's name."""
-    names = {mac.lower(): name for mac, name in (vm_names or {}).items() if HOSTNAME.fullmatch(name)}
+    names = {
+        mac.lower(): name
+        for mac, name in (vm_names or {}).items()
+        if HOSTNAME.fullmatch(name) and not NOT_A_NAME.fullmatch(name)
+    }
     files = {}
     for res in net.reservations:
         hostname = res.hostname or names.get(res.mac.lower())

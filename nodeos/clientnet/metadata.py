@@ -10,8 +10,9 @@ networks.md, docs/provisioner.md). Two layouts, with the same data as the VM's N
 - NoCloud-net, under `/nocloud/`: `meta-data` (YAML), `user-data`, `vendor-data` (empty), `network-config`; a guest
   uses it with `ds=nocloud-net;s=http://169.254.169.254/nocloud/`.
 
-The caller is known by the MAC of its NIC (never by a path component), so no VM can read another's documents; an
-unknown caller gets 404 on every path.
+The caller is known by the MAC of its NIC (never by a path component); an unknown caller gets 404 on every path.
+A guest that answers ARP for another VM's address can read that VM's documents (docs/networks.md): keep secrets
+out of user-data.
 """
 
 from __future__ import annotations

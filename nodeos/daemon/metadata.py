@@ -27,9 +27,15 @@ from pvc.nodeos.state.store import ClusterState, NotFound
 log = logging.getLogger(__name__)
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # bind before the address is on the bridge (linux/in.h)
-REQUEST_SECONDS = 10.0  # a client that sends nothing for this long is dropped
+REQUEST_SECONDS = 10.0  # a connection is cut this long after it was accepted, whatever it is doing
 MAX_REQUESTS = 32  # requests handled at once per bridge; more connections are closed at once (no thread each)
+MAX_PER_SOURCE = 4  # of those, at once from one address: one VM cannot hold every slot of its network
 POLL_SECONDS = 0.1  # how soon a listener ends once stopped (a step-down waits for it)
+
+
+def _cut(request: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)  # the handler's read or write returns at once
 
 
 def neighbour_mac(bridge: str, address: str) -> str | None:
@@ -112,24 +118,45 @@ class Listener(ThreadingHTTPServer):
 
     def __init__(self, state: ClusterState, bridge: str, vni: int, port: int) -> None:
         self.state, self.bridge, self.vni = state, bridge, vni
+        self.deadline = REQUEST_SECONDS
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self.sources: dict[str, int] = {}  # address -> its connections being served
+        self.sources_lock = threading.Lock()
         super().__init__((metadata.ADDRESS, port), Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per request, up to MAX_REQUESTS: a VM opening connections cannot exhaust pvcd's threads."""
-        if not self.slots.acquire(blocking=False):
+        """A thread per request, up to MAX_REQUESTS (MAX_PER_SOURCE from one address): a VM opening connections
+        cannot exhaust pvcd's threads, nor its network's slots."""
+        source = client_address[0]
+        with self.sources_lock:
+            taken = self.sources.get(source, 0) >= MAX_PER_SOURCE or not self.slots.acquire(blocking=False)
+            if not taken:
+                self.sources[source] = self.sources.get(source, 0) + 1
+        if taken:
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._release(source)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, cut at its deadline (a client trickling bytes never holds a slot longer)."""
+        cut = threading.Timer(self.deadline, _cut, (request,))
+        cut.daemon = True
+        cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            cut.cancel()
+            self._release(client_address[0])
+
+    def _release(self, source: str) -> None:
+        with self.sources_lock:
+            left = self.sources.pop(source, 1) - 1
+            if left:
+                self.sources[source] = left
             self.slots.release()
 
     def server_bind(self) -> None:

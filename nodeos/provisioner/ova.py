@@ -36,6 +36,7 @@ from pvc.nodeos.provisioner.models import (
     SystemTemplate,
     TemplateDisk,
 )
+from pvc.nodeos.state.vmdef import MAX_DISKS
 from pvc.nodeos.storage import ceph, qemuimg, volumes
 from pvc.nodeos.storage.pools import check_room, get_pool
 from pvc.nodeos.storage.upload import Body, CephUser, convert_into, inspected, limit, spool_limit, spooled
@@ -116,7 +117,7 @@ def read_archive(f: BinaryIO) -> Archive:
                 members[name] = qemuimg.Member(info.offset_data, info.size)
                 if name.lower().endswith(".ovf"):
                     descriptors.append((name, info))
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, ValueError, EOFError, OverflowError) as exc:  # tarfile raises these on bad headers too
         raise Invalid(f"the OVA is not a tar archive ({exc})", "body") from None
     if len(descriptors) != 1:
         found = ", ".join(n for n, _ in descriptors)
@@ -147,6 +148,11 @@ def plan_disks(archive: Archive, parsed: ovf.Ovf, name: str) -> list[NewDisk]:
     """Each disk the descriptor attaches, found in the archive; Invalid naming a missing one."""
     if not parsed.disks:
         raise Invalid(f"{archive.ovf_name}: the virtual system has no disk", "body")
+    if len(parsed.disks) > MAX_DISKS:
+        raise Invalid(
+            f"{archive.ovf_name}: the virtual system has {len(parsed.disks)} disks; a VM has at most {MAX_DISKS}",
+            "body",
+        )
     out = []
     for d, disk_id in zip(parsed.disks, disk_ids(len(parsed.disks)), strict=True):
         member = archive.members.get(d.href)

@@ -93,7 +93,12 @@ def unit_bytes(units: str | None, default: str, what: str) -> int:
     text = (units or default).strip()
     match = _UNIT_RE.fullmatch(text)
     if match:
-        return int(match.group(1)) ** int(match.group(2)) if match.group(1) else 1
+        if not match.group(1):
+            return 1
+        base, power = int(match.group(1)), int(match.group(2))
+        if base not in (2, 10) or power > 60:  # never compute 10^999999999 for a hostile descriptor
+            raise OvfError(f"{what}: allocation units {text!r}: only byte * 2^N or byte * 10^N with N ≤ 60")
+        return base**power
     if text.lower() in _UNITS:
         return 2 ** _UNITS[text.lower()]
     raise OvfError(f"{what}: unknown allocation units {text!r} (like 'byte * 2^20')")

@@ -370,18 +370,33 @@ idle = [socket.create_connection((address, 80), timeout=5) for _ in range(count)
 time.sleep(0.3)
 extra = socket.create_connection((address, 80), timeout=5)
 extra.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
-refused = extra.recv(100) == b""  # closed unanswered: every slot is taken
+refused = extra.recv(100) == b""  # closed unanswered: every slot of this address is taken
 idle.pop().close()
 time.sleep(0.3)
 again = socket.create_connection((address, 80), timeout=5)
 again.sendall(b"GET /latest/meta-data/hostname HTTP/1.0\\r\\n\\r\\n")
-print(refused, again.recv(100).split(b"\\r\\n")[0].decode())
+served = again.recv(100).split(b"\\r\\n")[0].decode()
+for c in idle:
+    c.close()
+trickle = socket.create_connection((address, 80), timeout=5)  # a byte at a time, never a whole request
+started, cut = time.monotonic(), None
+for byte in b"GET /latest/meta-data/hostname":
+    try:
+        trickle.sendall(bytes([byte]))
+    except OSError:
+        cut = time.monotonic() - started
+        break
+    time.sleep(0.2)
+if cut is None:
+    cut = time.monotonic() - started if trickle.recv(100) == b"" else -1
+print(refused, served, round(cut, 1))
 """
 
 
 def test_metadata_listener_serves_its_bridge_only_and_bounds_its_requests(state):
-    """The listener on a bridge in a namespace: a caller whose MAC is no VM's gets 404; with every request slot held
-    by idle connections, one more is closed unanswered, and served again once a slot is free."""
+    """The listener on a bridge in a namespace: a caller whose MAC is no VM's gets 404; with every request slot of
+    its address held by idle connections, one more is closed unanswered, and served again once a slot is free; a
+    connection trickling a byte at a time is cut at its deadline."""
     from pyroute2 import netns as pynetns
 
     from pvc.nodeos.daemon import metadata as service
@@ -409,11 +424,11 @@ def test_metadata_listener_serves_its_bridge_only_and_bounds_its_requests(state)
         finally:
             pynetns.popns()
         assert wait_until("the listener", lambda: fetch(vm, f"{METADATA}/latest/meta-data/hostname")[0] == 404, 10)
-        assert ns_run(vm, sys.executable, "-c", FLOOD, str(service.MAX_REQUESTS)).split()[:3] == [
-            "True",
-            "HTTP/1.0",
-            "404",
-        ]
+        svc.listeners["vmbr9"].deadline = 1.0  # the trickling connection is cut after a second (10 s in use)
+        out = ns_run(vm, sys.executable, "-c", FLOOD, str(service.MAX_PER_SOURCE)).split()
+        refused, protocol, status, cut = out[0], out[1], out[2], out[-1]  # the status line's reason is in between
+        assert (refused, protocol, status) == ("True", "HTTP/1.0", "404")
+        assert 0.9 <= float(cut) <= 3.0, cut  # cut at its deadline, not when it finished sending
         assert svc.converge({}) == ["stopped the metadata service on vmbr9"]
         assert fetch(vm, f"{METADATA}/latest/meta-data/hostname", 2)[0] == 0
     finally:

@@ -165,6 +165,7 @@ def test_dnsmasq_argv(lan, tmp_path):
     # every VM NIC on the network by its VM's name; a reservation keeps its own name (or takes the VM's); a VM
     # name that is no host name is left out
     names = {"52:54:00:AA:BB:CC": "vm0", "52:54:00:00:00:01": "web1", "52:54:00:00:00:02": "not_a_hostname"}
+    names |= {"52:54:00:00:00:03": "ignore", "52:54:00:00:00:04": "600", "52:54:00:00:00:05": "5m"}  # dnsmasq words
     assert dnsmasq.host_files(lan, names) == {
         "52-54-00-aa-bb-cc": "52:54:00:aa:bb:cc,10.100.0.10,web\n",
         "52-54-00-00-00-01": "52:54:00:00:00:01,web1\n",

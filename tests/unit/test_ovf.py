@@ -42,6 +42,12 @@ def test_allocation_units(units, expected):
     assert unit_bytes(units, "byte", "x") == expected
 
 
+def test_huge_or_odd_powers_are_refused_without_computing_them():
+    for units in ("byte * 10^999999999", "byte * 7^3", "byte * 2^61"):
+        with pytest.raises(OvfError, match="only byte"):
+            unit_bytes(units, "byte", "Disk d")
+
+
 def test_unknown_units_are_refused():
     with pytest.raises(OvfError, match="unknown allocation units 'furlongs'"):
         unit_bytes("furlongs", "byte", "Disk d")
