@@ -325,10 +325,11 @@ def storage(cur: Cursor, name: str) -> tuple[StorageTemplate, dict[str, ImageVie
 
 # -- removal ------------------------------------------------------------------------------------------------------
 def remove(db: Database, cluster: rados.Rados, name: str) -> list[str]:
-    """Remove OVA `name`: its profile, templates (the ones its upload made, when nothing else uses them), record
-    and volumes. InUse naming the other profiles that use it, or the VM disks cloned from it. What was removed."""
+    """Remove OVA `name`: its profile, templates (the ones its upload made, when nothing else uses them) and record
+    in one transaction, then its volumes. InUse naming the other profiles that use it, or the VM disks cloned from
+    it. What was removed; a volume Ceph keeps (held open) is a StorageError naming it, after the rest are gone."""
 
-    def forget(cur: Cursor) -> list[str]:
+    def forget(cur: Cursor) -> tuple[list[str], list[tuple[str, str]]]:
         ova = view(store.get_ova(cur, name))
         others = [p for p in ova.profiles if p != name]
         cloned = clones(cluster, ova)
@@ -349,10 +350,22 @@ def remove(db: Database, cluster: rados.Rados, name: str) -> list[str]:
             if table.get(cur, name).description == description(name) and not table.get(cur, name).profiles:
                 table.remove(cur, name)
                 removed.append(f"{store.WHAT[table.table]} {name}")
-        for d in ova.disks:
-            with contextlib.suppress(ceph.Missing):
-                volumes.remove_volume(cluster, d.pool, d.volume)
-                removed.append(f"volume {d.pool}/{d.volume}")
-        return removed
+        return removed, [(d.pool, d.volume) for d in ova.disks]
 
-    return db.transaction(forget)
+    # the volumes only once the records are gone: a volume Ceph refuses never leaves a record without its disks
+    removed, disks = db.transaction(forget)
+    kept = []
+    for pool, volume in disks:
+        try:
+            volumes.remove_volume(cluster, pool, volume)
+        except ceph.Missing:
+            continue
+        except (ceph.StorageError, rados.Error) as exc:
+            kept.append(f"{pool}/{volume} ({exc})")
+            continue
+        removed.append(f"volume {pool}/{volume}")
+    if kept:
+        raise ceph.StorageError(
+            f"OVA '{name}' is removed, but Ceph kept {', '.join(kept)}: remove it with `pvc storage volume remove`"
+        )
+    return removed

@@ -211,7 +211,7 @@ def rename_vm(state: ClusterState, name_or_uuid: str, new_name: str) -> VmSpec:
         with contextlib.suppress(NotFound):
             other = state.find_vm(new_name)
             raise Conflict(f"a VM named '{new_name}' already exists ({other.uuid})")
-    return state.rename_vm(spec.uuid, new_name)
+    return state.rename_vm(spec.uuid, new_name, STOPPED_STATES)  # a start in between is refused, not renamed
 
 
 def add_disk(state: ClusterState, name_or_uuid: str, disk: Disk) -> VmSpec:

@@ -16,7 +16,7 @@ import random
 import secrets
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Literal, TypeVar
 
 from kazoo.client import KazooClient, TransactionRequest
@@ -478,12 +478,15 @@ class ClusterState:
             raise NotFound(uuid)
         raise Conflict(f"VM '{spec.name}' changed while it was being removed; try again")
 
-    def rename_vm(self, uuid: str, new_name: str) -> VmSpec:
-        """Give a VM a new name (in its record and its definition) and move its index entry, in one transaction."""
+    def rename_vm(self, uuid: str, new_name: str, states: Collection[str] | None = None) -> VmSpec:
+        """Give a VM a new name (in its record and its definition) and move its index entry, in one transaction; with
+        `states`, only while the VM's desired state is one of them (checked on the version the rename replaces)."""
         try:
             spec, version = self.get(layout.vm(uuid), VmSpec)
         except NotFound:
             raise NotFound(uuid) from None
+        if states is not None and spec.state not in states:
+            raise Conflict(f"VM '{spec.name}' is now to {spec.state}: stop it before renaming it")
         if spec.name == new_name:
             return spec
         definition = spec.definition.changed(name=new_name) if spec.definition else None

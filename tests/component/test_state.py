@@ -101,6 +101,11 @@ def test_rename_moves_the_name_in_one_transaction(state):
     with pytest.raises(NotFound):
         state.find_vm("old")
     state.define_vm(spec("old"))  # the old name is free
+    # only while stopped, checked on the version the rename replaces: a start that came in between is refused
+    state.update_vm(a.uuid, lambda s: s.model_copy(update={"state": "start"}))
+    with pytest.raises(Conflict, match="is now to start"):
+        state.rename_vm(a.uuid, "newer", {"stop", "disable", "fail"})
+    assert state.vm(a.uuid).name == "new"
     with pytest.raises(ValueError, match="rename_vm"):
         state.update_vm(a.uuid, lambda s: s.model_copy(update={"name": "sneaky"}))
 
