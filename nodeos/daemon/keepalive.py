@@ -148,6 +148,18 @@ class KeepaliveLoop:
         except (OSError, subprocess.TimeoutExpired) as exc:
             result = f"failed: {exc}"
         log.warning("restarting libvirtd: %s", result)  # the fault says so from now on (current_sample)
+        # and a fault of its own, which stays until an administrator clears or acknowledges it: a restart that
+        # helped at once would otherwise leave no trace (libvirt-<node> clears with the next good answer)
+        try:
+            self.d.state.raise_fault(
+                f"libvirt-restarted-{self.me}",
+                "libvirt-restarted",
+                f"node {self.me}: pvcd restarted libvirtd ({result}) after {now - self.last_good:.0f}s without an "
+                "answer; clear this with `pvc cluster fault delete` once seen",
+                node=self.me,
+            )
+        except Exception:  # ZooKeeper away: the log says it, and libvirt-<node> carries the note meanwhile
+            log.exception("cannot record the libvirtd restart as a fault")
 
     def _report_libvirt(self, sample: VirtSample) -> None:
         if not sample.ok:  # raised again every keepalive: the fault's count and `last` say how long
